@@ -1,0 +1,3 @@
+from h3pipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The ``h3pipe`` command line: one small module per command, all thin.
+
+:func:`main` is the single place where exceptions become exit codes: 0 success, 1 a run
+failed or files are invalid, 2 bad configuration, input or usage (and bugs), 130 Ctrl-C.
+Tests call ``main([...])`` in-process.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from h3pipe.cli import app as _app_module
+from h3pipe.cli import export, run, runs, validate  # noqa: F401  (registers the commands)
+from h3pipe.errors import H3PipeError
+
+app = _app_module.app
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="h3pipe", standalone_mode=False)
+    except H3PipeError as exc:
+        if verbose:
+            traceback.print_exc()
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _err("interrupted")
+        return 130
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except click.ClickException as exc:
+        _err(f"error: {exc.format_message()}")
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            _err(f"Try '{exc.ctx.command_path} --help' for help.")
+        return 2
+    except Exception as exc:  # a bug: say so in one line unless asked for the traceback
+        if verbose:
+            traceback.print_exc()
+        _err(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback, "
+             "and please report it)")
+        return 2
+    return int(result or 0)
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+__all__ = ["app", "main"]

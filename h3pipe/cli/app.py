@@ -1,0 +1,52 @@
+"""The typer application and the options every command shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="h3pipe",
+    help="Turn geospatial data into exact statistics on the H3 grid, driven by YAML.\n\n"
+    "Example:\n\n    h3pipe validate\n\n    h3pipe run elevation_terrain --iso3 RWA --resolution 6",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass
+class Globals:
+    project: Path | None
+    verbose: bool
+
+
+def _version(value: bool) -> None:
+    if value:
+        from h3pipe import __version__
+
+        typer.echo(f"h3pipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    project: Annotated[Path | None, typer.Option(
+        "--project", "-p", help="Project folder (default: $H3PIPE_PROJECT or the current folder).",
+        file_okay=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = Globals(project, verbose)
+
+
+def project_of(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from h3pipe.engine.project import Project
+
+    return Project.locate(ctx.obj.project if ctx.obj else None)

@@ -1,0 +1,84 @@
+"""Progress for ``h3pipe run``: rich bars on a terminal, plain log lines elsewhere (cron)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from h3pipe.engine.runner import Reporter
+
+
+def make_reporter() -> Reporter:
+    return RichReporter() if sys.stderr.isatty() else LineReporter()
+
+
+class LineReporter(Reporter):
+    """One line per stage start and end, and at most one progress line every 10 s."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+
+    def _log(self, msg: str) -> None:
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+    def run_started(self, run_id, pipeline, scope, resolution, cells, stages) -> None:  # type: ignore[no-untyped-def]
+        self._log(f"run {run_id}: pipeline {pipeline.id}, {scope.label}, resolution {resolution}, "
+                  f"{cells} cells, {len(stages)} stage(s)")
+
+    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int) -> None:
+        self.stage, self.tasks, self.cells = number, tasks, cells
+        self.done_tasks = self.done_cells = 0
+        self.t0 = self.last = time.monotonic()
+        self._log(f"stage {number} [{', '.join(steps)}]: {tasks} task(s), {cells} cells")
+
+    def task_finished(self, step_id: str, cells: int) -> None:
+        self.done_tasks += 1
+        self.done_cells += cells
+        t = time.monotonic()
+        if t - self.last >= self.every:
+            self.last = t
+            rate = self.done_cells / max(t - self.t0, 1e-9)
+            eta = (self.cells - self.done_cells) / rate if rate else 0
+            self._log(f"stage {self.stage}: {self.done_tasks}/{self.tasks} tasks, "
+                      f"{self.done_cells}/{self.cells} cells, {rate:.0f} cells/s, ETA {eta:.0f} s")
+
+    def stage_finished(self, number: int) -> None:
+        secs = time.monotonic() - self.t0
+        self._log(f"stage {number} done: {self.done_cells} cells in {secs:.1f} s "
+                  f"({self.done_cells / max(secs, 1e-9):.0f} cells/s)")
+
+
+class RichReporter(Reporter):
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.progress: Any = None
+
+    def run_started(self, run_id, pipeline, scope, resolution, cells, stages) -> None:  # type: ignore[no-untyped-def]
+        self.console.print(f"run [bold]{run_id}[/]: {scope.label}, resolution {resolution}, "
+                           f"{cells} cells, {len(stages)} stage(s)")
+
+    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("stage {task.fields[stage]} {task.description}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("cells"),
+            TextColumn("{task.fields[rate]} cells/s"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.progress.start()
+        self.t0 = time.monotonic()
+        self.task = self.progress.add_task(", ".join(steps), total=cells, stage=number, rate="-")
+
+    def task_finished(self, step_id: str, cells: int) -> None:
+        self.progress.advance(self.task, cells)
+        done = self.progress.tasks[0].completed
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        self.progress.update(self.task, rate=f"{rate:,.0f}")
+
+    def stage_finished(self, number: int) -> None:
+        self.progress.stop()

@@ -1,0 +1,50 @@
+"""``h3pipe run``: run a pipeline over a scope and publish its per-cell results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from h3pipe.cli.app import app, project_of
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    pipeline: Annotated[str, typer.Argument(help="Pipeline id (its 'id:' in pipelines/).")],
+    iso3: Annotated[str | None, typer.Option(help="Country by ISO 3166-1 alpha-3 code.")] = None,
+    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in lon/lat.")] = None,
+    aoi: Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the area.",
+                                             dir_okay=False)] = None,
+    resolution: Annotated[int | None, typer.Option("--resolution", "-r",
+                                                   help="H3 resolution 0..15.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Cells per task.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+) -> int:
+    """Compute a pipeline for the H3 cells whose centres lie in the scope.
+
+    Example:
+
+        h3pipe run elevation_terrain --iso3 RWA --resolution 6
+
+        h3pipe run elevation_terrain --bbox 29.0,-2.5,30.0,-1.5 --workers 2
+    """
+    from h3pipe.cli.progress import make_reporter
+    from h3pipe.engine.runner import run_pipeline
+    from h3pipe.engine.scope import resolve_scope
+
+    project = project_of(ctx)
+    scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
+    result = run_pipeline(project, pipeline, scope, resolution=resolution, batch_size=batch_size,
+                          workers=workers, reporter=make_reporter())
+    typer.echo(
+        f"run {result.run_id} completed: {result.cells} cells of {result.scope_label} at "
+        f"resolution {result.resolution} -> dataset {result.dataset} ({result.rows} rows) "
+        f"in {result.seconds:.1f} s"
+    )
+    scope_opt = f" --iso3 {iso3.upper()}" if iso3 else ""
+    typer.echo(f"export: h3pipe export {result.dataset}{scope_opt} --resolution "
+               f"{result.resolution} -o {result.dataset}.parquet", err=True)
+    return 0

@@ -1,0 +1,84 @@
+"""``h3pipe runs list`` and ``h3pipe runs show``: what ran, when, and how it ended."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from h3pipe.cli.app import app, project_of
+
+runs_app = typer.Typer(help="Inspect recorded runs.\n\nExample:\n\n    h3pipe runs list",
+                       no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def list_(
+    ctx: typer.Context,
+    pipeline: Annotated[str | None, typer.Option(help="Only runs of this pipeline.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> int:
+    """List recent runs, newest first. Safe to use while a run is writing.
+
+    Example:
+
+        h3pipe runs list --pipeline elevation_terrain
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from h3pipe.engine.results import list_runs
+
+    rows = list_runs(project_of(ctx), limit=limit, pipeline=pipeline)
+    if not rows:
+        typer.echo("no runs yet")
+        return 0
+    table = Table("run", "pipeline", "scope", "res", "cells", "status", "started", "finished",
+                  box=None)
+    for r in rows:
+        table.add_row(r["run_id"], r["pipeline_id"], r["scope_label"], str(r["resolution"]),
+                      str(r["cells"]), r["status"], _t(r["started_at"]), _t(r["finished_at"]))
+    Console(width=200).print(table)
+    return 0
+
+
+@runs_app.command("show")
+def show(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id, or a unique prefix of it.")],
+) -> int:
+    """Show one run: its steps, timings, rows in and out, and any error.
+
+    Example:
+
+        h3pipe runs show elevation_terrain-20261122T010203Z-a1b2c3
+    """
+    from h3pipe.engine.results import show_run
+
+    r = show_run(project_of(ctx), run_id)
+    echo = typer.echo
+    echo(f"run:        {r['run_id']}")
+    echo(f"pipeline:   {r['pipeline_id']} (version {r['pipeline_version']}, {r['pipeline_hash']})")
+    echo(f"scope:      {r['scope_label']}, resolution {r['resolution']}, {r['cells']} cells")
+    echo(f"status:     {r['status']}")
+    echo(f"started:    {_t(r['started_at'])}   finished: {_t(r['finished_at'])}")
+    echo(f"settings:   batch size {r['params']['batch_size']}, workers {r['params']['workers']}")
+    if r["error"]:
+        echo(f"error:      {r['error']}")
+    echo("steps:")
+    for s in r["steps"]:
+        echo(f"  stage {s['stage']} {s['step_id']} ({s['operation']}): {s['status']}, "
+             f"tasks {s['tasks_done']}/{s['tasks_total']}, rows in {s['rows_in']}, "
+             f"rows out {s['rows_out']}" + (f", error: {s['error']}" if s["error"] else ""))
+    for t in r["failed_tasks"]:
+        echo(f"  failed task {t['step_id']}#{t['task_no']} ({t['rows_in']} cells): {t['error']}")
+    if r["slowest_tasks"]:
+        echo("slowest tasks:")
+        for t in r["slowest_tasks"]:
+            echo(f"  {t['step_id']}#{t['task_no']}: {t['seconds']:.2f} s for {t['rows_in']} cells")
+    return 0 if r["status"] != "failed" else 1
+
+
+def _t(stamp: str | None) -> str:
+    return stamp.replace("T", " ")[:19] if stamp else "-"

@@ -1,0 +1,127 @@
+"""Reading what runs left behind: run listings (:func:`list_runs`, :func:`show_run`) and
+dataset exports (:func:`export_dataset`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from h3pipe.engine.project import Project, suggest
+from h3pipe.engine.runner import open_store
+from h3pipe.errors import ConfigError, StoreError, UsageError
+
+FORMATS = ("parquet", "csv", "geojson")
+
+
+def _settings(project: Project) -> dict[str, Any]:
+    from h3pipe.engine.yamlio import load_document
+
+    if not project.settings_file.exists():
+        return {}
+    doc, problems = load_document(project.settings_file, project.display(project.settings_file))
+    if doc is None or problems or not isinstance(doc.data, dict):
+        raise ConfigError(f"{project.settings_file} is invalid", hint="run 'h3pipe validate'")
+    return doc.data
+
+
+def list_runs(project: Project, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
+    store = open_store(project, _settings(project), create=False)
+    try:
+        sql = "SELECT * FROM runs"
+        params: tuple[Any, ...] = ()
+        if pipeline:
+            sql += " WHERE pipeline_id = ?"
+            params = (pipeline,)
+        return store.catalog.query(sql + " ORDER BY created_at DESC LIMIT ?", params + (limit,))
+    finally:
+        store.close()
+
+
+def show_run(project: Project, run_id: str) -> dict[str, Any]:
+    store = open_store(project, _settings(project), create=False)
+    try:
+        runs = store.catalog.query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not runs:
+            matches = store.catalog.query("SELECT * FROM runs WHERE run_id LIKE ? "
+                                          "ORDER BY created_at DESC", (run_id + "%",))
+            if len(matches) != 1:
+                raise ConfigError(f"no run '{run_id}'" + (" (ambiguous prefix)" if matches else ""),
+                                  hint="list runs with 'h3pipe runs list'")
+            runs = matches
+        run = runs[0]
+        rid = run["run_id"]
+        run["steps"] = store.catalog.query("SELECT * FROM steps WHERE run_id = ? "
+                                           "ORDER BY stage, step_id", (rid,))
+        run["failed_tasks"] = store.catalog.query(
+            "SELECT step_id, task_no, rows_in, error FROM tasks WHERE run_id = ? AND "
+            "status = 'failed' ORDER BY task_no", (rid,))
+        run["slowest_tasks"] = store.catalog.query(
+            "SELECT step_id, task_no, rows_in, seconds FROM tasks WHERE run_id = ? AND "
+            "seconds IS NOT NULL ORDER BY seconds DESC LIMIT 5", (rid,))
+        run["params"] = json.loads(run["params"])
+        return run
+    finally:
+        store.close()
+
+
+def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
+                   iso3: str | None = None, resolution: int | None = None) -> int:
+    """Write one row per cell of ``dataset`` to ``out``; return the number of rows."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
+    store = open_store(project, _settings(project), create=False)
+    try:
+        scope_key = f"iso3={iso3.strip().upper()}" if iso3 else None
+        entries = store.result_entries(dataset, resolution, scope_key)
+        if not entries:
+            known = sorted({e["dataset"] for e in store.result_entries()})
+            if dataset not in known:
+                raise ConfigError(f"no results for dataset '{dataset}'" + suggest(dataset, known)
+                                  + f" (datasets with results: {', '.join(known) or 'none'})")
+            have = store.result_entries(dataset)
+            options = ", ".join(f"{e['scope_label']} at resolution {e['resolution']}" for e in have)
+            raise ConfigError(f"no results for dataset '{dataset}' with the filters given "
+                              f"(it has: {options})")
+        table = store.read_results(entries)
+    finally:
+        store.close()
+    _write(table, out, fmt)
+    return table.num_rows
+
+
+def _write(table: Any, out: Path, fmt: str) -> None:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    out = out.expanduser()
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "parquet":
+            pq.write_table(table, tmp, compression="zstd")
+        elif fmt == "csv":
+            pcsv.write_csv(table, tmp)
+        else:
+            _write_geojson(table, tmp)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {out}: {exc}") from exc
+
+
+def _write_geojson(table: Any, path: Path) -> None:
+    import h3
+
+    cols = table.column_names
+    with path.open("w", encoding="utf-8") as f:
+        f.write('{"type": "FeatureCollection", "features": [\n')
+        for i, row in enumerate(table.to_pylist()):
+            ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(row["h3_index"])]
+            ring.append(ring[0])
+            feature = {"type": "Feature", "properties": {c: row[c] for c in cols},
+                       "geometry": {"type": "Polygon", "coordinates": [ring]}}
+            f.write(("," if i else "") + json.dumps(feature, allow_nan=False) + "\n")
+        f.write("]}\n")

@@ -1,0 +1,226 @@
+"""Plan and execute one pipeline run: :func:`run_pipeline`.
+
+A run is recorded before any work starts; every step and task is recorded as it changes
+state; results are published only after every stage has finished, so a failed run never
+replaces good results with partial ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from h3pipe.engine.dag import StepGraph
+from h3pipe.engine.executor import execute
+from h3pipe.engine.project import Project, suggest
+from h3pipe.engine.scope import Scope, scope_cells
+from h3pipe.errors import ConfigError, H3PipeError, RunFailed, SourceError, UsageError
+from h3pipe.operations import Batch, get_operation
+from h3pipe.operations.raster import RasterInfo, describe_raster
+from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
+from h3pipe.storage import EmbeddedStore
+from h3pipe.storage.catalog import now
+
+DEFAULT_BATCH_SIZE = 500
+
+
+class Reporter:
+    """Receives progress; the CLI draws it, tests may record it. Methods default to no-ops."""
+
+    def run_started(self, run_id: str, pipeline: PipelineSpec, scope: Scope, resolution: int,
+                    cells: int, stages: list[list[str]]) -> None: ...
+
+    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int) -> None: ...
+
+    def task_finished(self, step_id: str, cells: int) -> None: ...
+
+    def stage_finished(self, number: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    pipeline_id: str
+    dataset: str
+    scope_label: str
+    resolution: int
+    cells: int
+    rows: int
+    seconds: float
+    store: Path
+
+
+def open_store(project: Project, settings: dict[str, Any], *, create: bool = True) -> EmbeddedStore:
+    root = Path(settings.get("store", ".h3pipe")).expanduser()
+    return EmbeddedStore(root if root.is_absolute() else project.root / root, create=create)
+
+
+def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
+                 resolution: int | None = None, batch_size: int | None = None,
+                 workers: int | None = None, reporter: Reporter | None = None) -> RunResult:
+    reporter = reporter or Reporter()
+    sources, pipelines, settings = project.load()
+    if pipeline_id not in pipelines:
+        known = sorted(pipelines)
+        raise ConfigError(f"unknown pipeline '{pipeline_id}'" + suggest(pipeline_id, known)
+                          + f" (pipelines: {', '.join(known) or 'none in pipelines/'})")
+    pipeline = pipelines[pipeline_id]
+    defaults = {**settings.get("defaults", {}), **pipeline.defaults}
+    res = resolution if resolution is not None else defaults.get("resolution")
+    if res is None:
+        raise UsageError(f"pipeline '{pipeline_id}' sets no default resolution; pass --resolution")
+    if not 0 <= res <= 15:
+        raise UsageError(f"--resolution {res} is outside 0..15")
+    size = batch_size or defaults.get("batch_size") or DEFAULT_BATCH_SIZE
+    if size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    nworkers = workers or defaults.get("workers") or os.cpu_count() or 1
+    if nworkers < 1:
+        raise UsageError("--workers must be at least 1")
+
+    cells = scope_cells(scope, res)
+    rasters = {s.source: _raster(sources[s.source], project, scope)
+               for s in pipeline.steps if s.source}
+    stages = StepGraph(pipeline.steps).stages()
+
+    store = open_store(project, settings)
+    run_id = new_run_id(pipeline.id)
+    params = {"batch_size": size, "workers": nworkers}
+    started = time.perf_counter()
+    store.catalog.insert(
+        "runs", run_id=run_id, pipeline_id=pipeline.id, pipeline_version=pipeline.version,
+        pipeline_hash=pipeline.content_hash, dataset=pipeline.dataset, scope_key=scope.key,
+        scope_label=scope.label, resolution=res, params=json.dumps(params), status="running",
+        cells=len(cells), pid=os.getpid(), host=socket.gethostname(), created_at=now(),
+        started_at=now(),
+    )
+    store.catalog.insert_many("steps", [
+        {"run_id": run_id, "step_id": sid, "stage": n, "operation": pipeline.step(sid).operation,
+         "status": "pending"}
+        for n, stage in enumerate(stages, 1) for sid in stage
+    ])
+    reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
+    try:
+        outputs: dict[str, list[Path]] = {}
+        for n, stage in enumerate(stages, 1):
+            steps = [pipeline.step(sid) for sid in stage]
+            batches = [b for step in steps for b in _plan(run_id, step, cells, res, size, rasters)]
+            _run_stage(store, run_id, n, steps, batches, nworkers, reporter, outputs)
+        rows = 0
+        for step in pipeline.steps:
+            if step.output == "h3_stats":
+                op = get_operation(step.operation)
+                rows = store.publish(
+                    run_id=run_id, dataset=pipeline.dataset, theme=pipeline.theme,
+                    resolution=res, scope_key=scope.key, scope_label=scope.label,
+                    step_outputs=[(outputs[step.id], op.output_columns(step.params))],
+                )
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        store.catalog.update("runs", {"run_id": run_id}, status="failed", finished_at=now(),
+                             error=reason)
+        store.close()
+        if isinstance(exc, H3PipeError) and not isinstance(exc, RunFailed):
+            raise RunFailed(f"run {run_id} failed: {exc}", run_id=run_id,
+                            hint=f"see 'h3pipe runs show {run_id}'") from exc
+        raise
+    store.catalog.update("runs", {"run_id": run_id}, status="completed", finished_at=now())
+    store.drop_scratch(run_id)
+    store.close()
+    return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res, len(cells), rows,
+                     time.perf_counter() - started, store.root)
+
+
+def new_run_id(pipeline_id: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{pipeline_id}-{stamp}-{secrets.token_hex(3)}"
+
+
+def _raster(source: SourceSpec, project: Project, scope: Scope) -> RasterInfo:
+    info = describe_raster(source.id, source.location, project.root, band=source.band,
+                           nodata=source.nodata, nodata_override=source.nodata_override)
+    minx, miny, maxx, maxy = _bounds_wgs84(info)
+    sminx, sminy, smaxx, smaxy = scope.geometry.bounds
+    if maxx <= sminx or minx >= smaxx or maxy <= sminy or miny >= smaxy:
+        raise SourceError(
+            f"source '{source.id}' (bounds {minx:.4f},{miny:.4f},{maxx:.4f},{maxy:.4f}) does not "
+            f"overlap scope {scope.label} ({sminx:.4f},{sminy:.4f},{smaxx:.4f},{smaxy:.4f})",
+            hint="choose a scope inside the raster, or check the source's path",
+        )
+    return info
+
+
+def _bounds_wgs84(info: RasterInfo) -> tuple[float, float, float, float]:
+    if info.crs_is_wgs84:
+        return info.bounds
+    from pyproj import CRS, Transformer
+
+    tr = Transformer.from_crs(CRS.from_wkt(info.crs_wkt), CRS.from_epsg(4326), always_xy=True)
+    return tr.transform_bounds(*info.bounds, densify_pts=21)
+
+
+def _plan(run_id: str, step: StepSpec, cells: list[str], resolution: int, size: int,
+          rasters: dict[str, RasterInfo]) -> list[Batch]:
+    import h3
+
+    out = []
+    for number, start in enumerate(range(0, len(cells), size), 1):
+        chunk = tuple(cells[start:start + size])
+        raster = rasters.get(step.source) if step.source else None
+        if raster is not None and raster.crs_is_wgs84:
+            # Ship only the tiles this batch touches: a glob may list thousands.
+            lats, lngs = zip(*(p for c in chunk for p in h3.cell_to_boundary(c)), strict=True)
+            raster = raster.subset((min(lngs), min(lats), max(lngs), max(lats)))
+        out.append(Batch(run_id=run_id, step_id=step.id, number=number,
+                         operation=step.operation, params=step.params, cells=chunk,
+                         resolution=resolution, source_id=step.source, raster=raster))
+    return out
+
+
+def _run_stage(store: EmbeddedStore, run_id: str, number: int, steps: list[StepSpec],
+               batches: list[Batch], workers: int, reporter: Reporter,
+               outputs: dict[str, list[Path]]) -> None:
+    cat = store.catalog
+    cat.insert_many("tasks", [
+        {"run_id": run_id, "step_id": b.step_id, "task_no": b.number, "status": "pending",
+         "rows_in": len(b.cells)} for b in batches
+    ])
+    for step in steps:
+        n = sum(1 for b in batches if b.step_id == step.id)
+        cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="running",
+                   started_at=now(), tasks_total=n,
+                   rows_in=sum(len(b.cells) for b in batches if b.step_id == step.id))
+    reporter.stage_started(number, [s.id for s in steps], len(batches),
+                           sum(len(b.cells) for b in batches))
+    done: dict[str, int] = {s.id: 0 for s in steps}
+    rows: dict[str, int] = {s.id: 0 for s in steps}
+    for outcome in execute(batches, workers):
+        b = outcome.batch
+        key = {"run_id": run_id, "step_id": b.step_id, "task_no": b.number}
+        if outcome.error is not None:
+            cat.update("tasks", key, status="failed", finished_at=now(),
+                       seconds=outcome.seconds, error=str(outcome.error))
+            cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, status="failed",
+                       finished_at=now(), error=str(outcome.error))
+            raise outcome.error
+        path = store.task_output_path(run_id, b.step_id, b.number)
+        store.write_table(outcome.table, path)
+        outputs.setdefault(b.step_id, []).append(path)
+        cat.update("tasks", key, status="completed", finished_at=now(), seconds=outcome.seconds,
+                   rows_out=outcome.table.num_rows, output_path=str(path.relative_to(store.root)))
+        done[b.step_id] += 1
+        rows[b.step_id] += outcome.table.num_rows
+        cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, tasks_done=done[b.step_id],
+                   rows_out=rows[b.step_id])
+        reporter.task_finished(b.step_id, len(b.cells))
+    for step in steps:
+        cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="completed",
+                   finished_at=now())
+    reporter.stage_finished(number)

@@ -1,0 +1,100 @@
+"""Every error h3pipe raises on purpose derives from :class:`H3PipeError`.
+
+Each class also inherits the builtin it resembles, so callers that catch ``ValueError``
+or ``OSError`` keep working. ``exit_code`` is what the CLI exits with; the CLI never
+inspects message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class H3PipeError(Exception):
+    """Root of h3pipe's errors. ``hint`` says how to fix it, when we know."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Errors cross process boundaries from workers; keep the hint and extra fields.
+        return (_rebuild, (type(self), self.__dict__))
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}; {self.hint}"
+        return self.message
+
+
+def _rebuild(cls: type[H3PipeError], state: dict) -> H3PipeError:  # type: ignore[type-arg]
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(H3PipeError, ValueError):
+    """Bad configuration or input given by the user: fix the input, not the data."""
+
+    exit_code = 2
+
+
+class UsageError(ConfigError):
+    """A command-line option is malformed or missing."""
+
+
+class ScopeError(ConfigError):
+    """The requested scope (ISO3, bbox, AOI file) cannot be resolved or is empty."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of validation, located in a file and a path inside the document."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+    kind: str = "schema"
+
+    def format(self) -> str:
+        loc = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{loc}: {self.path}: {self.message}" if self.path else f"{loc}: {self.message}"
+
+
+class ValidationFailed(ConfigError):
+    """A project, pipeline or source file is invalid; ``problems`` lists every finding."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        first = problems[0].format() if problems else "invalid configuration"
+        more = f" (and {len(problems) - 1} more problem(s); run 'h3pipe validate')" if len(
+            problems
+        ) > 1 else ""
+        super().__init__(first + more)
+        self.problems = problems
+
+
+class SourceError(H3PipeError, OSError):
+    """A data source cannot be opened or read (missing file, corrupt raster, no overlap)."""
+
+    exit_code = 2
+
+
+class StoreError(H3PipeError, OSError):
+    """The store (catalog or result files) cannot be read or written."""
+
+
+class OperationError(H3PipeError, RuntimeError):
+    """An operation failed while computing a batch."""
+
+
+class RunFailed(H3PipeError):
+    """A run ended with a failed task; the run record holds the details."""
+
+    def __init__(self, message: str, *, run_id: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.run_id = run_id

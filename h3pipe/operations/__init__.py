@@ -1,0 +1,28 @@
+"""Operations, registered by the name pipelines use in ``operation:``.
+
+Adding one: write a module with an :class:`~h3pipe.operations.base.Operation` subclass and
+list it in ``_REGISTRY``; ``tests/operations/test_registry.py`` fails until it is documented.
+"""
+
+from __future__ import annotations
+
+from h3pipe.operations.base import Batch, Operation
+from h3pipe.operations.zonal_stats import ZonalStats
+
+_REGISTRY: dict[str, Operation] = {op.name: op for op in (ZonalStats(),)}
+
+
+def get_operation(name: str) -> Operation:
+    return _REGISTRY[name]
+
+
+def operation_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def run_batch(batch: Batch):  # type: ignore[no-untyped-def]
+    """Entry point for worker processes: a top-level function, so it pickles by name."""
+    return _REGISTRY[batch.operation].run_batch(batch)
+
+
+__all__ = ["Batch", "Operation", "get_operation", "operation_names", "run_batch"]

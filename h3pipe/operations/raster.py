@@ -1,0 +1,242 @@
+"""Raster access for operations: :class:`RasterInfo` describes a source's tiles on one pixel
+grid, and :func:`read_mosaic` reads any window of that grid across every tile it touches.
+
+Reading through a mosaic is what lets a cell that straddles two tiles see both: the
+predecessor computed each tile separately and kept whichever answer came first.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from h3pipe.errors import SourceError
+
+# GDAL would otherwise list remote "folders" looking for sidecar files on every open.
+os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+
+_REMOTE_PREFIXES = {
+    "http://": "/vsicurl/",
+    "https://": "/vsicurl/",
+    "s3://": "/vsis3/",
+    "gs://": "/vsigs/",
+    "az://": "/vsiaz/",
+}
+# float32 holds every integer of these types exactly; wider types need float64.
+_FLOAT32_SAFE = {"float32", "uint8", "int8", "uint16", "int16"}
+
+
+@dataclass(frozen=True)
+class TileInfo:
+    """One file of a source, placed on the source's common pixel grid."""
+
+    path: str
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+    nodata: float | None
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """A raster source as one virtual grid made of ``tiles``. Pickles to workers."""
+
+    source_id: str
+    crs_wkt: str
+    crs_is_wgs84: bool
+    x0: float
+    y0: float
+    xres: float
+    yres: float
+    band: int
+    dtype: str
+    nodata: float | None
+    nodata_override: bool
+    tiles: tuple[TileInfo, ...]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        c0 = min(t.col_off for t in self.tiles)
+        c1 = max(t.col_off + t.width for t in self.tiles)
+        r0 = min(t.row_off for t in self.tiles)
+        r1 = max(t.row_off + t.height for t in self.tiles)
+        return (self.x0 + c0 * self.xres, self.y0 - r1 * self.yres,
+                self.x0 + c1 * self.xres, self.y0 - r0 * self.yres)
+
+    def pixel_window(self, bounds: tuple[float, float, float, float], pad: int = 1
+                     ) -> tuple[int, int, int, int]:
+        """Grid (col0, row0, col1, row1) covering ``bounds``, padded by ``pad`` pixels."""
+        minx, miny, maxx, maxy = bounds
+        c0 = math.floor((minx - self.x0) / self.xres) - pad
+        c1 = math.ceil((maxx - self.x0) / self.xres) + pad
+        r0 = math.floor((self.y0 - maxy) / self.yres) - pad
+        r1 = math.ceil((self.y0 - miny) / self.yres) + pad
+        return c0, r0, c1, r1
+
+    def subset(self, bounds: tuple[float, float, float, float]) -> RasterInfo:
+        """The same grid with only the tiles that ``bounds`` touches (what a batch ships)."""
+        c0, r0, c1, r1 = self.pixel_window(bounds)
+        keep = tuple(t for t in self.tiles if _overlaps(t, c0, r0, c1, r1))
+        return replace(self, tiles=keep)
+
+    @property
+    def value_dtype(self) -> np.dtype[Any]:
+        return np.dtype("float32" if self.dtype in _FLOAT32_SAFE else "float64")
+
+
+def _overlaps(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> bool:
+    return t.col_off < c1 and t.col_off + t.width > c0 and t.row_off < r1 and t.row_off + t.height > r0
+
+
+def gdal_path(location: str) -> str:
+    for prefix, vsi in _REMOTE_PREFIXES.items():
+        if location.startswith(prefix):
+            return vsi + (location if vsi == "/vsicurl/" else location[len(prefix):])
+    return location
+
+
+def expand_location(location: str, base_dir: Path, source_id: str) -> list[str]:
+    """Turn a source's ``path`` into GDAL paths: one file, a VRT, a glob of tiles, or a URL."""
+    if "://" in location or location.startswith("/vsi"):
+        if any(ch in location for ch in "*?["):
+            raise SourceError(
+                f"source '{source_id}': globs work on local folders only, not '{location}'",
+                hint="list the tiles in a VRT, or use a STAC source",
+            )
+        return [gdal_path(location)]
+    path = Path(location).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if any(ch in location for ch in "*?["):
+        matches = sorted(glob.glob(str(path), recursive=True))
+        if not matches:
+            raise SourceError(f"source '{source_id}': no file matches '{location}'",
+                              hint="check the path, or run 'make demo' to generate demo tiles")
+        return matches
+    if not path.exists():
+        raise SourceError(f"source '{source_id}': file not found: {path}",
+                          hint="check 'path:' in the source file")
+    return [str(path)]
+
+
+def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int = 1,
+                    nodata: float | None = None, nodata_override: bool = False) -> RasterInfo:
+    """Open every file of a source once, check they share one grid, and describe it."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    paths = expand_location(location, base_dir, source_id)
+    first: dict[str, Any] | None = None
+    tiles: list[TileInfo] = []
+    for p in paths:
+        try:
+            with rasterio.open(p) as ds:
+                meta = {
+                    "crs": ds.crs, "transform": ds.transform, "count": ds.count,
+                    "dtype": ds.dtypes[min(band, ds.count) - 1], "width": ds.width,
+                    "height": ds.height, "nodata": ds.nodata,
+                }
+        except RasterioError as exc:
+            raise SourceError(f"source '{source_id}': cannot open raster '{p}': {exc}",
+                              hint="check the file is a readable GeoTIFF/VRT") from exc
+        t = meta["transform"]
+        if meta["count"] < band:
+            raise SourceError(f"source '{source_id}': '{p}' has {meta['count']} band(s), "
+                              f"the source asks for band {band}")
+        if meta["crs"] is None:
+            raise SourceError(f"source '{source_id}': '{p}' has no coordinate reference system",
+                              hint="assign one with 'gdal_edit.py -a_srs EPSG:4326'")
+        if t.b != 0 or t.d != 0 or t.e >= 0:
+            raise SourceError(f"source '{source_id}': '{p}' is rotated or not north-up",
+                              hint="warp it to a north-up grid with gdalwarp")
+        if first is None:
+            first = meta
+        else:
+            _check_same_grid(source_id, paths[0], first, p, meta)
+        col = (t.c - first["transform"].c) / first["transform"].a
+        row = (first["transform"].f - t.f) / -first["transform"].e
+        if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+            raise SourceError(f"source '{source_id}': '{p}' is not aligned to the pixel grid of "
+                              f"'{paths[0]}' (offset {col:.4f}, {row:.4f} pixels)",
+                              hint="resample the tiles onto one grid")
+        tiles.append(TileInfo(p, round(col), round(row), meta["width"], meta["height"],
+                              meta["nodata"]))
+    assert first is not None
+    ft = first["transform"]
+    crs = first["crs"]
+    return RasterInfo(
+        source_id=source_id, crs_wkt=crs.to_wkt(), crs_is_wgs84=crs.to_epsg() == 4326,
+        x0=ft.c, y0=ft.f, xres=ft.a, yres=-ft.e, band=band, dtype=str(first["dtype"]),
+        nodata=nodata if nodata_override else first["nodata"],
+        nodata_override=nodata_override, tiles=tuple(tiles),
+    )
+
+
+def _check_same_grid(source_id: str, p0: str, m0: dict[str, Any], p: str, m: dict[str, Any]) -> None:
+    if m["crs"] != m0["crs"]:
+        raise SourceError(f"source '{source_id}': '{p}' has CRS {m['crs']} but '{p0}' has "
+                          f"{m0['crs']}", hint="split them into separate sources")
+    t0, t = m0["transform"], m["transform"]
+    if not (math.isclose(t.a, t0.a, rel_tol=1e-9) and math.isclose(t.e, t0.e, rel_tol=1e-9)):
+        raise SourceError(f"source '{source_id}': '{p}' has pixel size {t.a:g} x {-t.e:g} but "
+                          f"'{p0}' has {t0.a:g} x {-t0.e:g}",
+                          hint="tiles of one source must share a pixel size")
+    if m["dtype"] != m0["dtype"]:
+        raise SourceError(f"source '{source_id}': '{p}' is {m['dtype']} but '{p0}' is "
+                          f"{m0['dtype']}", hint="tiles of one source must share a data type")
+
+
+# Each worker keeps a few datasets open: reopening a COG for every cell group costs more
+# than the read itself, especially over HTTP.
+_OPEN: OrderedDict[str, Any] = OrderedDict()
+_MAX_OPEN = 32
+
+
+def _dataset(path: str) -> Any:
+    import rasterio
+
+    ds = _OPEN.pop(path, None)
+    if ds is None:
+        ds = rasterio.open(path)
+    _OPEN[path] = ds
+    while len(_OPEN) > _MAX_OPEN:
+        _OPEN.popitem(last=False)[1].close()
+    return ds
+
+
+def read_mosaic(info: RasterInfo, bounds: tuple[float, float, float, float]
+                ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Pixels covering ``bounds`` from every tile, nodata and gaps as NaN, and their extent."""
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    c0, r0, c1, r1 = info.pixel_window(bounds)
+    out = np.full((r1 - r0, c1 - c0), np.nan, dtype=info.value_dtype)
+    for t in info.tiles:
+        a0, a1 = max(c0, t.col_off), min(c1, t.col_off + t.width)
+        b0, b1 = max(r0, t.row_off), min(r1, t.row_off + t.height)
+        if a0 >= a1 or b0 >= b1:
+            continue
+        window = Window(a0 - t.col_off, b0 - t.row_off, a1 - a0, b1 - b0)
+        try:
+            data = _dataset(t.path).read(info.band, window=window)
+        except RasterioError as exc:
+            _OPEN.pop(t.path, None)
+            raise SourceError(f"source '{info.source_id}': cannot read '{t.path}': {exc}",
+                              hint="the file may be corrupt or truncated") from exc
+        values = data.astype(out.dtype, copy=False)
+        nodata = info.nodata if info.nodata_override else t.nodata
+        if nodata is not None and not math.isnan(nodata):
+            values = np.where(data == nodata, np.nan, values)
+        out[b0 - r0:b1 - r0, a0 - c0:a1 - c0] = values
+    extent = (info.x0 + c0 * info.xres, info.y0 - r1 * info.yres,
+              info.x0 + c1 * info.xres, info.y0 - r0 * info.yres)
+    return out, extent

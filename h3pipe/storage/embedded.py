@@ -1,0 +1,142 @@
+"""The embedded store, :class:`EmbeddedStore`: a folder (``<project>/.h3pipe``) holding the
+SQLite run catalog, per-task Parquet outputs and the published Parquet results.
+
+Results are replaced, never appended: a run writes a new file for its scope, then one
+catalog transaction points the scope at it, then the old file is deleted. A reader sees
+either the old rows or the new rows, never a mix and never both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from h3pipe.errors import StoreError
+from h3pipe.storage.catalog import Catalog
+
+
+class EmbeddedStore:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        self.root = root
+        self.catalog = Catalog(root / "catalog.sqlite", create=create)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # -- task outputs ---------------------------------------------------------------------
+
+    def scratch_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def task_output_path(self, run_id: str, step_id: str, number: int) -> Path:
+        return self.scratch_dir(run_id) / step_id / f"task-{number:06d}.parquet"
+
+    def write_table(self, table: pa.Table, path: Path) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half of one."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {path}: {exc}", hint="check free disk space") from exc
+
+    def drop_scratch(self, run_id: str) -> None:
+        shutil.rmtree(self.scratch_dir(run_id), ignore_errors=True)
+
+    # -- results --------------------------------------------------------------------------
+
+    def publish(self, *, run_id: str, dataset: str, theme: str, resolution: int, scope_key: str,
+                scope_label: str, step_outputs: list[tuple[list[Path], list[str]]]) -> int:
+        """Join the steps' task outputs on ``h3_index`` into the scope's new result file."""
+        import duckdb
+
+        rel = Path("results") / dataset / f"res={resolution}" / _safe(scope_key) / f"{run_id}.parquet"
+        target = self.root / rel
+        columns: list[str] = []
+        con = duckdb.connect()
+        try:
+            selects = []
+            for i, (files, cols) in enumerate(step_outputs):
+                file_list = ", ".join(_sql_str(str(f)) for f in files)
+                selects.append((f"s{i}", f"read_parquet([{file_list}])", cols))
+                columns += cols
+            first = selects[0][0]
+            sql = f"SELECT {first}.h3_index, {resolution}::TINYINT AS resolution"
+            for alias, _, cols in selects:
+                sql += "".join(f", {alias}.{_ident(c)}" for c in cols)
+            sql += f" FROM {selects[0][1]} {first}"
+            for alias, src, _ in selects[1:]:
+                sql += f" FULL OUTER JOIN {src} {alias} USING (h3_index)"
+            sql += f" ORDER BY {first}.h3_index"
+            table = con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot assemble results of run {run_id}: {exc}") from exc
+        finally:
+            con.close()
+        table = table.replace_schema_metadata({
+            "h3pipe": json.dumps({"dataset": dataset, "theme": theme, "run_id": run_id,
+                                  "scope": scope_label, "resolution": resolution}),
+        })
+        self.write_table(table, target)
+        old = self.catalog.publish_result(
+            dataset=dataset, resolution=resolution, scope_key=scope_key, scope_label=scope_label,
+            theme=theme, run_id=run_id, path=str(rel), columns=columns, rows=table.num_rows,
+        )
+        if old:
+            (self.root / old).unlink(missing_ok=True)
+        return table.num_rows
+
+    def result_entries(self, dataset: str | None = None, resolution: int | None = None,
+                       scope_key: str | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM results WHERE 1 = 1", []
+        for col, val in (("dataset", dataset), ("resolution", resolution), ("scope_key", scope_key)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                params.append(val)
+        return self.catalog.query(sql + " ORDER BY dataset, resolution, scope_key", tuple(params))
+
+    def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
+        """Rows of the given result files; a cell in several scopes keeps its newest row."""
+        import duckdb
+
+        columns: list[str] = []
+        for e in entries:
+            columns += [c for c in json.loads(e["columns"]) if c not in columns]
+        newest_first = sorted(entries, key=lambda e: e["updated_at"], reverse=True)
+        parts = " UNION ALL BY NAME ".join(
+            f"SELECT *, {rank} AS _rank FROM read_parquet({_sql_str(str(self.root / e['path']))})"
+            for rank, e in enumerate(newest_first)
+        )
+        cols = ", ".join(_ident(c) for c in columns)
+        con = duckdb.connect()
+        try:
+            return con.sql(
+                f"SELECT h3_index, resolution, {cols} FROM ({parts}) "
+                "QUALIFY row_number() OVER (PARTITION BY h3_index ORDER BY _rank) = 1 "
+                "ORDER BY resolution, h3_index"
+            ).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot read results: {exc}") from exc
+        finally:
+            con.close()
+
+
+def _safe(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "=_-." else "_" for ch in key)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
