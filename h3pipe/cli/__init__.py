@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from h3pipe.cli import app as _app_module
@@ -31,16 +30,19 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _err(f"error: {exc}")
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         _err("interrupted")
         return 130
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
-    except click.ClickException as exc:
-        _err(f"error: {exc.format_message()}")
-        if isinstance(exc, click.UsageError) and exc.ctx is not None:
-            _err(f"Try '{exc.ctx.command_path} --help' for help.")
+    except typer.exceptions.TyperException as exc:
+        # typer's own (vendored click) usage errors: bad options, missing arguments.
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'h3pipe' or 'h3pipe runs'
+            _err(message)
+            return 2
+        _err(f"error: {message}")
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            _err(f"Try '{ctx.command_path} --help' for help.")
         return 2
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if verbose:

@@ -46,7 +46,7 @@ def list_(
 @runs_app.command("show")
 def show(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="Run id, or a unique prefix of it.")],
+    run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or 'latest'.")],
 ) -> int:
     """Show one run: its steps, timings, rows in and out, and any error.
 

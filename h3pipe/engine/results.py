@@ -43,7 +43,12 @@ def list_runs(project: Project, limit: int = 20, pipeline: str | None = None) ->
 def show_run(project: Project, run_id: str) -> dict[str, Any]:
     store = open_store(project, _settings(project), create=False)
     try:
-        runs = store.catalog.query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if run_id == "latest":
+            runs = store.catalog.query("SELECT * FROM runs ORDER BY created_at DESC LIMIT 1")
+            if not runs:
+                raise ConfigError("no runs yet", hint="start one with 'h3pipe run'")
+        else:
+            runs = store.catalog.query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
         if not runs:
             matches = store.catalog.query("SELECT * FROM runs WHERE run_id LIKE ? "
                                           "ORDER BY created_at DESC", (run_id + "%",))

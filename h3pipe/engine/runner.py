@@ -86,6 +86,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
         raise UsageError("--workers must be at least 1")
 
     cells = scope_cells(scope, res)
+    size = balanced_batch_size(len(cells), size, nworkers)
     rasters = {s.source: _raster(sources[s.source], project, scope)
                for s in pipeline.steps if s.source}
     stages = StepGraph(pipeline.steps).stages()
@@ -136,6 +137,13 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
     store.close()
     return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res, len(cells), rows,
                      time.perf_counter() - started, store.root)
+
+
+def balanced_batch_size(cells: int, size: int, workers: int) -> int:
+    """``size`` is a maximum: with few cells, split finer so every worker gets several batches."""
+    if workers <= 1:
+        return size
+    return max(1, min(size, -(-cells // (workers * 4))))
 
 
 def new_run_id(pipeline_id: str) -> str:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from h3pipe.errors import StoreError
+from h3pipe.errors import ConfigError, StoreError
 from h3pipe.resources import data_dir
 
 
@@ -26,7 +26,7 @@ class Catalog:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         if not create and not path.exists():
-            raise StoreError(f"no h3pipe store at {path.parent}",
+            raise ConfigError(f"no h3pipe store at {path.parent}",
                              hint="run a pipeline first, or pass --project")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

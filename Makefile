@@ -1,0 +1,38 @@
+# h3pipe front door: make install | test | lint | demo
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
+
+.PHONY: install test lint demo clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "h3pipe needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check h3pipe tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Generates a local stand-in for cop-dem-glo-30 over Rwanda (6 tiles, ~215 MB, once),
+# then runs the main job on the embedded store and shows what it produced.
+demo: install
+	$(BIN)/python -m h3pipe.demo --out $(DEMO_TILES)
+	$(BIN)/h3pipe validate
+	$(BIN)/h3pipe run elevation_terrain --iso3 RWA
+	$(BIN)/h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6.csv
+	$(BIN)/h3pipe runs show latest
+	@echo "first rows of .h3pipe/demo/elevation_copdem30_RWA_6.csv:"
+	@head -n 6 .h3pipe/demo/elevation_copdem30_RWA_6.csv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,148 @@
+"""``h3pipe run``, ``runs`` and ``export`` as a user runs them, in-process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import h3
+import numpy as np
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+
+BBOX = "29.02,-2.18,29.18,-2.02"
+
+
+@pytest.fixture
+def project(tmp_path):
+    # A 0.25 x 0.25 degree raster whose value is its column index: easy to reason about.
+    data = np.tile(np.arange(250, dtype="float32"), (250, 1))
+    write_raster(tmp_path / "data" / "grad.tif", data, west=29.0, north=-1.95, res=0.001)
+    return write_project(
+        tmp_path / "proj",
+        sources={"grad": raster_source("grad", str(tmp_path / "data" / "grad.tif"))},
+        pipelines={"p": zonal_pipeline("p", "grad", ["mean", "count"], dataset="grad_stats")},
+    )
+
+
+def test_run_then_export_every_format(project, cli, tmp_path):
+    r = cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "completed" in r.stdout and "grad_stats" in r.stdout
+
+    expected_cells = set(h3.geo_to_cells(__import__("shapely").box(29.02, -2.18, 29.18, -2.02), 7))
+    out = tmp_path / "o.parquet"
+    r = cli("--project", project, "export", "grad_stats", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    t = pq.read_table(out)
+    assert t.column_names == ["h3_index", "resolution", "mean", "count"]
+    assert set(t.column("h3_index").to_pylist()) == expected_cells
+    assert set(t.column("resolution").to_pylist()) == {7}
+
+    csv = tmp_path / "o.csv"
+    assert cli("--project", project, "export", "grad_stats", "-o", csv).exit_code == 0
+    assert pcsv.read_csv(csv).num_rows == len(expected_cells)
+
+    gj = tmp_path / "o.geojson"
+    assert cli("--project", project, "export", "grad_stats", "-o", gj).exit_code == 0
+    features = json.loads(gj.read_text())["features"]
+    assert len(features) == len(expected_cells)
+    f = features[0]
+    ring = f["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1] and len(ring) == 7
+    lat, lng = h3.cell_to_latlng(f["properties"]["h3_index"])
+    assert 29.0 < ring[0][0] < 29.3 and abs(lng - ring[0][0]) < 0.1
+
+
+def test_rerun_replaces_rows_and_runs_are_listed(project, cli, tmp_path):
+    for _ in range(2):
+        assert cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "2",
+                   "--batch-size", "7").exit_code == 0
+    out = tmp_path / "o.parquet"
+    assert cli("--project", project, "export", "grad_stats", "-o", out).exit_code == 0
+    cells = pq.read_table(out).column("h3_index").to_pylist()
+    assert len(cells) == len(set(cells)) > 10
+    # Only the newest result file remains on disk.
+    files = list((project / ".h3pipe" / "results").rglob("*.parquet"))
+    assert len(files) == 1
+
+    r = cli("--project", project, "runs", "list")
+    assert r.exit_code == 0 and r.stdout.count("completed") == 2
+    run_id = r.stdout.split("\n")[1].split()[0]
+    r = cli("--project", project, "runs", "show", run_id)
+    assert r.exit_code == 0
+    assert "status:     completed" in r.stdout and "rows out" in r.stdout
+    assert cli("--project", project, "runs", "show", "latest").exit_code == 0
+
+
+def test_two_scopes_coexist_and_iso3_filter(project, cli, tmp_path):
+    assert cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "1").exit_code == 0
+    assert cli("--project", project, "run", "p", "--bbox", "29.05,-2.1,29.1,-2.05",
+               "--resolution", "8", "--workers", "1").exit_code == 0
+    out = tmp_path / "o.parquet"
+    assert cli("--project", project, "export", "grad_stats", "-r", "8", "-o", out).exit_code == 0
+    assert set(pq.read_table(out).column("resolution").to_pylist()) == {8}
+    r = cli("--project", project, "export", "grad_stats", "--iso3", "RWA", "-o", out)
+    assert r.exit_code == 2 and "has:" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nope", "--bbox", BBOX], "unknown pipeline 'nope'"),
+    (["run", "p"], "exactly one of --iso3, --bbox or --aoi"),
+    (["run", "p", "--iso3", "XYZ"], "unknown ISO3 country code 'XYZ'"),
+    (["run", "p", "--bbox", BBOX, "--resolution", "16"], "outside 0..15"),
+    (["run", "p", "--bbox", "10,10,11,11"], "does not overlap scope"),
+    (["export", "nothing", "-o", "x.parquet"], "no results for dataset 'nothing'"),
+    (["runs", "show", "no-such-run"], "no run 'no-such-run'"),
+    (["run", "p", "--bbox", BBOX, "--bogus"], "No such option"),
+])
+def test_bad_input_is_one_line_and_exit_2(project, cli, args, message):
+    cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "1")
+    r = cli("--project", project, *args)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ")
+
+
+def test_invalid_project_blocks_run_with_exit_2(project, cli):
+    (project / "pipelines" / "p.yaml").write_text("id: p\nsteps: [\n")
+    r = cli("--project", project, "run", "p", "--bbox", BBOX)
+    assert r.exit_code == 2 and "pipelines/p.yaml:" in r.stderr and "YAML syntax" in r.stderr
+
+
+def test_runs_list_without_store(tmp_path, cli):
+    write_project(tmp_path)
+    r = cli("--project", tmp_path, "runs", "list")
+    assert r.exit_code == 2 and "no h3pipe store" in r.stderr
+
+
+def test_catalog_is_readable_from_another_process_while_a_write_is_open(project, cli):
+    assert cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "1").exit_code == 0
+    db = sqlite3.connect(project / ".h3pipe" / "catalog.sqlite", isolation_level=None)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("UPDATE runs SET status = 'running'")
+    try:
+        # A second terminal: a separate process, while this writer holds its transaction.
+        proc = subprocess.run(
+            [sys.executable, "-m", "h3pipe", "--project", str(project), "runs", "list"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        db.execute("ROLLBACK")
+    assert proc.returncode == 0, proc.stderr
+    assert "completed" in proc.stdout
+
+
+def test_help_of_every_command_has_an_example(cli):
+    for args in (["--help"], ["validate", "--help"], ["run", "--help"], ["export", "--help"],
+                 ["runs", "list", "--help"], ["runs", "show", "--help"]):
+        r = cli(*args)
+        assert r.exit_code == 0
+        assert "Example" in r.stdout, args
