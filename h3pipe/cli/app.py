@@ -39,7 +39,8 @@ def _root(
     project: Annotated[Path | None, typer.Option(
         "--project", "-p", help="Project folder (default: $H3PIPE_PROJECT or the current folder).",
         file_okay=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:

@@ -61,8 +61,14 @@ class RichReporter(Reporter):
                            f"{cells} cells, {len(stages)} stage(s)")
 
     def stage_started(self, number: int, steps: list[str], tasks: int, cells: int) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("stage {task.fields[stage]} {task.description}"), BarColumn(),

@@ -27,7 +27,8 @@ def _settings(project: Project) -> dict[str, Any]:
     return doc.data
 
 
-def list_runs(project: Project, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
+def list_runs(project: Project, limit: int = 20,
+              pipeline: str | None = None) -> list[dict[str, Any]]:
     store = open_store(project, _settings(project), create=False)
     try:
         sql = "SELECT * FROM runs"

@@ -218,13 +218,15 @@ def _run_stage(store: EmbeddedStore, run_id: str, number: int, steps: list[StepS
             cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, status="failed",
                        finished_at=now(), error=str(outcome.error))
             raise outcome.error
+        table = outcome.table
+        assert table is not None  # an outcome carries either a table or an error
         path = store.task_output_path(run_id, b.step_id, b.number)
-        store.write_table(outcome.table, path)
+        store.write_table(table, path)
         outputs.setdefault(b.step_id, []).append(path)
         cat.update("tasks", key, status="completed", finished_at=now(), seconds=outcome.seconds,
-                   rows_out=outcome.table.num_rows, output_path=str(path.relative_to(store.root)))
+                   rows_out=table.num_rows, output_path=str(path.relative_to(store.root)))
         done[b.step_id] += 1
-        rows[b.step_id] += outcome.table.num_rows
+        rows[b.step_id] += table.num_rows
         cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, tasks_done=done[b.step_id],
                    rows_out=rows[b.step_id])
         reporter.task_finished(b.step_id, len(b.cells))

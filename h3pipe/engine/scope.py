@@ -129,7 +129,8 @@ def _country(code: str) -> Scope:
 
 
 def _country_hint(wanted: str, rows: tuple[dict[str, Any], ...]) -> str:
-    codes = sorted({r["adm0_a3"] for r in rows} | {r["iso_a3"] for r in rows if r["iso_a3"] != "-99"})
+    codes = sorted({r["adm0_a3"] for r in rows}
+                   | {r["iso_a3"] for r in rows if r["iso_a3"] != "-99"})
     names = {r["name"].upper(): r["adm0_a3"] for r in rows}
     close = difflib.get_close_matches(wanted, codes, n=4, cutoff=0.5)
     close += [names[n] for n in difflib.get_close_matches(wanted, list(names), n=2, cutoff=0.6)]

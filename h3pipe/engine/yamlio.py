@@ -42,7 +42,8 @@ class Document:
             key = key[:-1]
         return self.lines.get(key)
 
-    def problem(self, path: PathKey | list[str | int], message: str, kind: str = "semantic") -> Problem:
+    def problem(self, path: PathKey | list[str | int], message: str,
+                kind: str = "semantic") -> Problem:
         return Problem(self.file, self.line_of(path), format_path(path), message, kind)
 
 

@@ -93,7 +93,8 @@ class RasterInfo:
 
 
 def _overlaps(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> bool:
-    return t.col_off < c1 and t.col_off + t.width > c0 and t.row_off < r1 and t.row_off + t.height > r0
+    return (t.col_off < c1 and t.col_off + t.width > c0
+            and t.row_off < r1 and t.row_off + t.height > r0)
 
 
 def gdal_path(location: str) -> str:
@@ -180,7 +181,8 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
     )
 
 
-def _check_same_grid(source_id: str, p0: str, m0: dict[str, Any], p: str, m: dict[str, Any]) -> None:
+def _check_same_grid(source_id: str, p0: str, m0: dict[str, Any], p: str,
+                     m: dict[str, Any]) -> None:
     if m["crs"] != m0["crs"]:
         raise SourceError(f"source '{source_id}': '{p}' has CRS {m['crs']} but '{p0}' has "
                           f"{m0['crs']}", hint="split them into separate sources")

@@ -109,7 +109,8 @@ class ZonalStats(Operation):
         for idx in groups:
             xs = [x for i in idx for x, _ in rings[i]]
             ys = [y for i in idx for _, y in rings[i]]
-            values, (xmin, ymin, xmax, ymax) = read_mosaic(info, (min(xs), min(ys), max(xs), max(ys)))
+            bounds = (min(xs), min(ys), max(xs), max(ys))
+            values, (xmin, ymin, xmax, ymax) = read_mosaic(info, bounds)
             raster = NumPyRasterSource(values, xmin, ymin, xmax, ymax, srs_wkt=info.crs_wkt)
             features = [{"type": "Feature", "properties": {"row": i},
                          "geometry": {"type": "Polygon", "coordinates": [rings[i]]}} for i in idx]
@@ -155,7 +156,10 @@ def _groups(rings: list[list[tuple[float, float]]], size: float = 0.25) -> list[
     return list(out.values())
 
 
-def _reproject(rings: list[list[tuple[float, float]]], crs_wkt: str) -> list[list[tuple[float, float]]]:
+Ring = list[tuple[float, float]]
+
+
+def _reproject(rings: list[Ring], crs_wkt: str) -> list[Ring]:
     """Rings in the raster's CRS, edges densified so straight lines stay faithful."""
     import shapely
     from pyproj import CRS, Transformer

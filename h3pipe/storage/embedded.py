@@ -59,7 +59,8 @@ class EmbeddedStore:
         """Join the steps' task outputs on ``h3_index`` into the scope's new result file."""
         import duckdb
 
-        rel = Path("results") / dataset / f"res={resolution}" / _safe(scope_key) / f"{run_id}.parquet"
+        rel = (Path("results") / dataset / f"res={resolution}" / _safe(scope_key)
+               / f"{run_id}.parquet")
         target = self.root / rel
         columns: list[str] = []
         con = duckdb.connect()
@@ -98,7 +99,8 @@ class EmbeddedStore:
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,
                        scope_key: str | None = None) -> list[dict[str, Any]]:
         sql, params = "SELECT * FROM results WHERE 1 = 1", []
-        for col, val in (("dataset", dataset), ("resolution", resolution), ("scope_key", scope_key)):
+        filters = (("dataset", dataset), ("resolution", resolution), ("scope_key", scope_key))
+        for col, val in filters:
             if val is not None:
                 sql += f" AND {col} = ?"
                 params.append(val)

@@ -1,0 +1,1 @@
+"""Load, validate, plan, execute and record: between the CLI and operations/storage."""
