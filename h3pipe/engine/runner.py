@@ -152,8 +152,11 @@ def new_run_id(pipeline_id: str) -> str:
 
 
 def _raster(source: SourceSpec, project: Project, scope: Scope) -> RasterInfo:
-    info = describe_raster(source.id, source.location, project.root, band=source.band,
-                           nodata=source.nodata, nodata_override=source.nodata_override)
+    try:
+        info = describe_raster(source.id, source.location, project.root, band=source.band,
+                               nodata=source.nodata, nodata_override=source.nodata_override)
+    except SourceError as exc:
+        raise SourceError(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
     minx, miny, maxx, maxy = _bounds_wgs84(info)
     sminx, sminy, smaxx, smaxy = scope.geometry.bounds
     if maxx <= sminx or minx >= smaxx or maxy <= sminy or miny >= smaxy:
