@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if verbose:
             traceback.print_exc()
-        _err(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback, "
+        text = " ".join(str(exc).split())
+        _err(f"internal error: {type(exc).__name__}: {text} (rerun with -v for the traceback, "
              "and please report it)")
         return 2
     return int(result or 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -97,6 +96,13 @@ def _overlaps(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> bool:
             and t.row_off < r1 and t.row_off + t.height > r0)
 
 
+def gdal_reason(exc: BaseException) -> str:
+    """GDAL's own words: rasterio often says only 'See previous exception for details'."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return " ".join(str(exc).split())
+
+
 def gdal_path(location: str) -> str:
     for prefix, vsi in _REMOTE_PREFIXES.items():
         if location.startswith(prefix):
@@ -146,7 +152,8 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
                     "height": ds.height, "nodata": ds.nodata,
                 }
         except RasterioError as exc:
-            raise SourceError(f"source '{source_id}': cannot open raster '{p}': {exc}",
+            raise SourceError(f"source '{source_id}': cannot open raster '{p}': "
+                              f"{gdal_reason(exc)}",
                               hint="check the file is a readable GeoTIFF/VRT") from exc
         t = meta["transform"]
         if meta["count"] < band:
@@ -196,49 +203,66 @@ def _check_same_grid(source_id: str, p0: str, m0: dict[str, Any], p: str,
                           f"{m0['dtype']}", hint="tiles of one source must share a data type")
 
 
-# Each worker keeps a few datasets open: reopening a COG for every cell group costs more
-# than the read itself, especially over HTTP.
-_OPEN: OrderedDict[str, Any] = OrderedDict()
-_MAX_OPEN = 32
+class MosaicReader:
+    """Reads windows of a :class:`RasterInfo` grid across its tiles, NaN where no data.
 
+    Use one per batch (``with MosaicReader(info) as r``): tiles stay open for the batch's
+    cell groups and are closed at its end, so a long-lived process never reads a file that
+    changed since through a stale handle or block cache.
+    """
 
-def _dataset(path: str) -> Any:
-    import rasterio
+    def __init__(self, info: RasterInfo) -> None:
+        self.info = info
+        self._open: dict[str, Any] = {}
 
-    ds = _OPEN.pop(path, None)
-    if ds is None:
-        ds = rasterio.open(path)
-    _OPEN[path] = ds
-    while len(_OPEN) > _MAX_OPEN:
-        _OPEN.popitem(last=False)[1].close()
-    return ds
+    def __enter__(self) -> MosaicReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ds in self._open.values():
+            ds.close()
+        self._open.clear()
+
+    def _dataset(self, path: str) -> Any:
+        import rasterio
+
+        if path not in self._open:
+            self._open[path] = rasterio.open(path)
+        return self._open[path]
+
+    def read(self, bounds: tuple[float, float, float, float]
+             ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """Pixels covering ``bounds`` from every tile, nodata and gaps as NaN, and their extent."""
+        from rasterio.errors import RasterioError
+        from rasterio.windows import Window
+
+        info = self.info
+        c0, r0, c1, r1 = info.pixel_window(bounds)
+        out = np.full((r1 - r0, c1 - c0), np.nan, dtype=info.value_dtype)
+        for t in info.tiles:
+            a0, a1 = max(c0, t.col_off), min(c1, t.col_off + t.width)
+            b0, b1 = max(r0, t.row_off), min(r1, t.row_off + t.height)
+            if a0 >= a1 or b0 >= b1:
+                continue
+            window = Window(a0 - t.col_off, b0 - t.row_off, a1 - a0, b1 - b0)
+            try:
+                data = self._dataset(t.path).read(info.band, window=window)
+            except RasterioError as exc:
+                raise SourceError(f"source '{info.source_id}': cannot read '{t.path}': "
+                                  f"{gdal_reason(exc)}",
+                                  hint="the file may be corrupt or truncated") from exc
+            values = data.astype(out.dtype, copy=False)
+            nodata = info.nodata if info.nodata_override else t.nodata
+            if nodata is not None and not math.isnan(nodata):
+                values = np.where(data == nodata, np.nan, values)
+            out[b0 - r0:b1 - r0, a0 - c0:a1 - c0] = values
+        extent = (info.x0 + c0 * info.xres, info.y0 - r1 * info.yres,
+                  info.x0 + c1 * info.xres, info.y0 - r0 * info.yres)
+        return out, extent
 
 
 def read_mosaic(info: RasterInfo, bounds: tuple[float, float, float, float]
                 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Pixels covering ``bounds`` from every tile, nodata and gaps as NaN, and their extent."""
-    from rasterio.errors import RasterioError
-    from rasterio.windows import Window
-
-    c0, r0, c1, r1 = info.pixel_window(bounds)
-    out = np.full((r1 - r0, c1 - c0), np.nan, dtype=info.value_dtype)
-    for t in info.tiles:
-        a0, a1 = max(c0, t.col_off), min(c1, t.col_off + t.width)
-        b0, b1 = max(r0, t.row_off), min(r1, t.row_off + t.height)
-        if a0 >= a1 or b0 >= b1:
-            continue
-        window = Window(a0 - t.col_off, b0 - t.row_off, a1 - a0, b1 - b0)
-        try:
-            data = _dataset(t.path).read(info.band, window=window)
-        except RasterioError as exc:
-            _OPEN.pop(t.path, None)
-            raise SourceError(f"source '{info.source_id}': cannot read '{t.path}': {exc}",
-                              hint="the file may be corrupt or truncated") from exc
-        values = data.astype(out.dtype, copy=False)
-        nodata = info.nodata if info.nodata_override else t.nodata
-        if nodata is not None and not math.isnan(nodata):
-            values = np.where(data == nodata, np.nan, values)
-        out[b0 - r0:b1 - r0, a0 - c0:a1 - c0] = values
-    extent = (info.x0 + c0 * info.xres, info.y0 - r1 * info.yres,
-              info.x0 + c1 * info.xres, info.y0 - r0 * info.yres)
-    return out, extent
+    """One window of ``info`` (see :class:`MosaicReader`), opening and closing its tiles."""
+    with MosaicReader(info) as reader:
+        return reader.read(bounds)

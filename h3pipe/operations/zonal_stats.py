@@ -20,16 +20,18 @@ from h3pipe.operations.base import Batch, Operation
 
 NAMED_STATS = ("count", "sum", "mean", "min", "max", "stdev", "median", "majority", "minority",
                "variety")
+Ring = list[tuple[float, float]]
 _QUANTILE = re.compile(r"^quantile_([1-9][0-9]?)$")
 # Statistics that stay meaningful when no pixel is valid; the rest become null.
 _DEFINED_WHEN_EMPTY = {"count", "variety"}
 
 
-def stat_to_exactextract(stat: str) -> str:
+def stat_to_exactextract(stat: str) -> tuple[str, dict[str, Any]]:
+    """exactextract's statistic name and options for one of ours (``quantile_25``)."""
     m = _QUANTILE.match(stat)
     if m:
-        return f"quantile(q={int(m.group(1)) / 100})"
-    return stat
+        return "quantile", {"q": int(m.group(1)) / 100}
+    return stat, {}
 
 
 def cell_polygons(cells: tuple[str, ...]) -> list[list[tuple[float, float]]]:
@@ -86,18 +88,12 @@ class ZonalStats(Operation):
         return list(params["stats"])
 
     def run_batch(self, batch: Batch) -> pa.Table:
-        from exactextract import exact_extract
-        from exactextract.raster import NumPyRasterSource
-
-        from h3pipe.operations.raster import read_mosaic
+        from h3pipe.operations.raster import MosaicReader
 
         info = batch.raster
         if info is None:
             raise OperationError(f"step '{batch.step_id}': zonal_stats needs a raster source")
         stats = list(batch.params["stats"])
-        ops = [stat_to_exactextract(s) for s in stats]
-        # 'count' tells an all-nodata cell apart, so it is always computed.
-        extra = [] if "count" in stats else ["count"]
         rings = cell_polygons(batch.cells)
         groups = _groups(rings)
         if not info.crs_is_wgs84:
@@ -106,25 +102,9 @@ class ZonalStats(Operation):
         # Read one window per group of neighbouring cells rather than one for the whole
         # batch: the bounding box of a batch that spans two tile rows can be far larger
         # than the cells themselves.
-        for idx in groups:
-            xs = [x for i in idx for x, _ in rings[i]]
-            ys = [y for i in idx for _, y in rings[i]]
-            bounds = (min(xs), min(ys), max(xs), max(ys))
-            values, (xmin, ymin, xmax, ymax) = read_mosaic(info, bounds)
-            raster = NumPyRasterSource(values, xmin, ymin, xmax, ymax, srs_wkt=info.crs_wkt)
-            features = [{"type": "Feature", "properties": {"row": i},
-                         "geometry": {"type": "Polygon", "coordinates": [rings[i]]}} for i in idx]
-            try:
-                result = exact_extract(raster, features, ops + extra, include_cols=["row"])
-            except Exception as exc:  # exactextract raises plain RuntimeError/ValueError
-                raise OperationError(f"step '{batch.step_id}' batch {batch.number}: exactextract "
-                                     f"failed: {exc}") from exc
-            for feature in result:
-                props = feature["properties"]
-                row = props["row"]
-                empty = not props["count"]
-                for stat, op in zip(stats, ops, strict=True):
-                    columns[stat][row] = _clean(props.get(_result_key(op)), stat, empty)
+        with MosaicReader(info) as reader:
+            for idx in groups:
+                _extract_group(reader, batch, [rings[i] for i in idx], idx, stats, columns)
         arrays = {"h3_index": pa.array(batch.cells, pa.string())}
         for stat in stats:
             typ = pa.int64() if stat == "variety" else pa.float64()
@@ -132,9 +112,37 @@ class ZonalStats(Operation):
         return pa.table(arrays)
 
 
-def _result_key(op: str) -> str:
-    m = re.match(r"quantile\(q=([0-9.]+)\)", op)
-    return f"quantile_{round(float(m.group(1)) * 100)}" if m else op
+def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int],
+                   stats: list[str], columns: dict[str, list[Any]]) -> None:
+    """Fill ``columns[stat][row]`` for the cells ``rows`` (outlines ``rings``) from one window."""
+    from exactextract import Operation as EEOperation
+    from exactextract import exact_extract
+    from exactextract.raster import NumPyRasterSource
+
+    xs = [x for ring in rings for x, _ in ring]
+    ys = [y for ring in rings for _, y in ring]
+    values, (xmin, ymin, xmax, ymax) = reader.read((min(xs), min(ys), max(xs), max(ys)))
+    raster = NumPyRasterSource(values, xmin, ymin, xmax, ymax, srs_wkt=reader.info.crs_wkt)
+    # Each operation gets a field name of its own, f0, f1, ...: exactextract derives
+    # quantile names from a truncated q*100 (0.29 becomes 'quantile_28', colliding with
+    # 0.28) and appends "_<q>" to any field name given with options, so we match by prefix.
+    ops = [EEOperation(name, f"f{i}", raster, None, options)
+           for i, (name, options) in enumerate(map(stat_to_exactextract, stats))]
+    ops.append(EEOperation("count", "valid_count", raster))
+    features = [{"type": "Feature", "properties": {"row": row},
+                 "geometry": {"type": "Polygon", "coordinates": [ring]}}
+                for row, ring in zip(rows, rings, strict=True)]
+    try:
+        result = exact_extract(raster, features, ops, include_cols=["row"])
+    except Exception as exc:  # exactextract raises plain RuntimeError/ValueError
+        raise OperationError(f"step '{batch.step_id}' batch {batch.number}: exactextract "
+                             f"failed: {exc}") from exc
+    for feature in result:
+        props = feature["properties"]
+        by_field = {k.split("_", 1)[0]: v for k, v in props.items() if k[:1] == "f"}
+        empty = not props["valid_count"]
+        for i, stat in enumerate(stats):
+            columns[stat][props["row"]] = _clean(by_field.get(f"f{i}"), stat, empty)
 
 
 def _clean(value: Any, stat: str, empty: bool) -> Any:
@@ -154,9 +162,6 @@ def _groups(rings: list[list[tuple[float, float]]], size: float = 0.25) -> list[
         x, y = ring[0]
         out[(math.floor(x / size), math.floor(y / size))].append(i)
     return list(out.values())
-
-
-Ring = list[tuple[float, float]]
 
 
 def _reproject(rings: list[Ring], crs_wkt: str) -> list[Ring]:
