@@ -67,6 +67,7 @@ class Report:
 @dataclass
 class _Loaded:
     sources: dict[str, tuple[Document, SourceSpec]] = field(default_factory=dict)
+    broken_sources: dict[str, str] = field(default_factory=dict)  # id -> file
     pipelines: dict[str, tuple[Document, PipelineSpec]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -102,27 +103,35 @@ class Project:
 
     # -- checking ---------------------------------------------------------------------------
 
+    def resolve_path(self, path: Path) -> Path:
+        """A PATH argument: as given (relative to the current folder), else in the project."""
+        if path.exists() or path.is_absolute():
+            return path.resolve()
+        return (self.root / path).resolve()
+
     def check(self, paths: list[Path] | None = None) -> Report:
         """Validate the project, or only ``paths`` (sources are always read for references)."""
         report = Report()
         loaded = _Loaded()
         if self.settings_file.exists():
             self._check_file(self.settings_file, "project", loaded, report)
-        for f in self.source_files():
+        project_sources = self.source_files()
+        for f in project_sources:
             self._check_file(f, "source", loaded, report)
-        if paths is None:
+        targets: list[tuple[Path, str]] = []
+        if paths is None or any(p.resolve() == self.root for p in paths if p.is_dir()):
             targets = [(f, "pipeline") for f in self.pipeline_files()]
-        else:
-            targets = []
-            for p in paths:
-                if p.is_dir():
-                    targets += [(f, self._kind_of(f)) for f in sorted(p.rglob("*.y*ml"))]
-                else:
-                    targets.append((p, self._kind_of(p)))
+        for p in paths or []:
+            if p.resolve() == self.root:
+                continue
+            files = sorted(p.rglob("*.y*ml")) if p.is_dir() else [p]
+            targets += [(f, self._kind_of(f)) for f in files]
+        done = {f.resolve() for f in project_sources} | {self.settings_file.resolve()}
         for f, kind in targets:
-            if kind != "source" and f.resolve() != self.settings_file.resolve():
+            if f.resolve() not in done:
+                done.add(f.resolve())
                 self._check_file(f, kind, loaded, report)
-        if paths is not None:
+        if paths is not None and not any(p.resolve() == self.root for p in paths if p.is_dir()):
             wanted = {self.display(f) for f, _ in targets}
             report.problems = [p for p in report.problems if p.file in wanted]
             report.files = [f for f in report.files if f in wanted]
@@ -140,7 +149,13 @@ class Project:
     def _kind_of(self, path: Path) -> str:
         if path.name == PROJECT_FILE:
             return "project"
-        if path.resolve().parent.name == "sources":
+        folder = path.resolve().parent.name
+        if folder in ("sources", "pipelines"):
+            return folder[:-1]
+        # Elsewhere, tell by content: a pipeline has steps, a source has a kind or a path.
+        doc, _ = load_document(path)
+        data = doc.data if doc is not None else None
+        if isinstance(data, dict) and "steps" not in data and ("kind" in data or "path" in data):
             return "source"
         return "pipeline"
 
@@ -153,75 +168,89 @@ class Project:
             return
         schema_problems = _schema_problems(doc, schemas.validator(kind))
         report.problems += schema_problems
-        if schema_problems:
-            return
         if kind == "project":
-            loaded.settings = doc.data
+            if not schema_problems:
+                loaded.settings = doc.data
         elif kind == "source":
-            self._add_source(doc, loaded, report)
+            self._add_source(doc, loaded, report, valid=not schema_problems)
         else:
-            self._add_pipeline(doc, loaded, report)
+            self._add_pipeline(doc, loaded, report, valid=not schema_problems)
 
-    def _add_source(self, doc: Document, loaded: _Loaded, report: Report) -> None:
+    def _add_source(self, doc: Document, loaded: _Loaded, report: Report, *, valid: bool) -> None:
         data = doc.data
-        if data["id"] in loaded.sources:
-            other = loaded.sources[data["id"]][0]
-            report.problems.append(doc.problem(["id"], f"source id '{data['id']}' is already "
-                                               f"defined in {other.file}; ids must be unique"))
+        sid = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(sid, str):
+            return
+        if sid in loaded.sources or sid in loaded.broken_sources:
+            other = (loaded.sources[sid][0].file if sid in loaded.sources
+                     else loaded.broken_sources[sid])
+            report.problems.append(doc.problem(["id"], f"source id '{sid}' is already "
+                                               f"defined in {other}; ids must be unique"))
+            return
+        if not valid:
+            loaded.broken_sources[sid] = doc.file
             return
         try:
             location = expand_env(data["path"])
         except KeyError as exc:
             report.problems.append(doc.problem(["path"], f"environment variable {exc.args[0]} is "
                                                "not set; set it or write ${VAR:-default}"))
+            loaded.broken_sources[sid] = doc.file
             return
-        prov = data.get("provenance", {})
         spec = SourceSpec(
-            id=data["id"], kind=data["kind"], location=location, theme=data["theme"],
+            id=sid, kind=data["kind"], location=location, theme=data["theme"],
             band=data.get("band", 1), nodata=data.get("nodata"),
             nodata_override="nodata" in data, units=data.get("units"), title=data.get("title"),
-            license=data.get("license"), provenance=prov, file=doc.file,
+            license=data.get("license"), provenance=data.get("provenance", {}), file=doc.file,
         )
         loaded.sources[spec.id] = (doc, spec)
 
-    def _add_pipeline(self, doc: Document, loaded: _Loaded, report: Report) -> None:
-        data = doc.data
+    def _add_pipeline(self, doc: Document, loaded: _Loaded, report: Report, *,
+                      valid: bool) -> None:
+        """Semantic checks, run even when the schema failed so one pass shows everything;
+        they look only at the parts that have the right shape."""
+        data = doc.data if isinstance(doc.data, dict) else {}
         problems: list[Problem] = []
-        if data["id"] in loaded.pipelines:
-            other = loaded.pipelines[data["id"]][0]
-            problems.append(doc.problem(["id"], f"pipeline id '{data['id']}' is already defined "
+        pid = data.get("id")
+        if isinstance(pid, str) and pid in loaded.pipelines:
+            other = loaded.pipelines[pid][0]
+            problems.append(doc.problem(["id"], f"pipeline id '{pid}' is already defined "
                                         f"in {other.file}; ids must be unique"))
+        raw = data.get("steps")
+        raw_steps: list[Any] = raw if isinstance(raw, list) else []
+        steps = [(i, st) for i, st in enumerate(raw_steps)
+                 if isinstance(st, dict) and isinstance(st.get("id"), str)]
         ids: dict[str, int] = {}
-        for i, step in enumerate(data["steps"]):
+        duplicated = False
+        for i, step in steps:
             if step["id"] in ids:
+                duplicated = True
                 problems.append(doc.problem(["steps", i, "id"], f"duplicate step id "
                                             f"'{step['id']}' (also steps[{ids[step['id']]}])"))
             else:
                 ids[step["id"]] = i
         columns: dict[str, str] = {}
-        for i, step in enumerate(data["steps"]):
+        for i, step in steps:
             problems += self._check_step(doc, i, step, ids, loaded, columns)
-        if not any(s.get("output", "h3_stats") == "h3_stats" for s in data["steps"]):
+        if raw_steps and valid and not any(s.get("output", "h3_stats") == "h3_stats"
+                                           for _, s in steps):
             problems.append(doc.problem(["steps"], "no step has 'output: h3_stats', so the "
                                         "pipeline would produce nothing"))
-        steps = tuple(
+        if not duplicated and len(steps) == len(raw_steps):
+            problems += _cycle_problems(doc, steps, ids)
+        report.problems += problems
+        if problems or not valid:
+            return
+        specs = tuple(
             StepSpec(id=s["id"], operation=s["operation"], source=s.get("source"),
                      input=s.get("input", "cells"), depends_on=tuple(s.get("depends_on", [])),
                      params=s.get("params", {}), output=s.get("output", "h3_stats"))
             for s in data["steps"]
         )
-        if not problems:
-            for cycle in StepGraph(steps).cycles():
-                loop = " -> ".join(cycle + [cycle[0]])
-                problems.append(doc.problem(["steps", ids[cycle[0]]],
-                                            f"dependency cycle: {loop}; remove one of the links"))
-        report.problems += problems
-        if problems:
-            return
         canonical = json.dumps(data, sort_keys=True, default=str)
         spec = PipelineSpec(
             id=data["id"], dataset=data["output"]["dataset"], theme=data["output"]["theme"],
-            steps=steps, version=data.get("version", 1), title=data.get("title"),
+            steps=specs, version=data.get("version", 1), title=data.get("title"),
             defaults=data.get("defaults", {}), file=doc.file,
             content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16],
         )
@@ -231,45 +260,81 @@ class Project:
                     loaded: _Loaded, columns: dict[str, str]) -> list[Problem]:
         at: list[str | int] = ["steps", i]
         out: list[Problem] = []
-        if step["operation"] not in operation_names():
-            out.append(doc.problem(at + ["operation"], f"unknown operation '{step['operation']}'"
-                                   + suggest(step["operation"], operation_names())
-                                   + f" (known: {', '.join(operation_names())})"))
-            op = None
-        else:
-            op = get_operation(step["operation"])
+        op = None
+        operation = step.get("operation")
+        if isinstance(operation, str):
+            if operation not in operation_names():
+                out.append(doc.problem(at + ["operation"], f"unknown operation '{operation}'"
+                                       + suggest(operation, operation_names())
+                                       + f" (known: {', '.join(operation_names())})"))
+            else:
+                op = get_operation(operation)
         source = step.get("source")
-        if source is not None and source not in loaded.sources:
-            out.append(doc.problem(at + ["source"], f"unknown source '{source}'"
-                                   + suggest(source, list(loaded.sources))
-                                   + " (sources are defined in sources/*.yaml)"))
+        if isinstance(source, str) and source not in loaded.sources:
+            if source in loaded.broken_sources:
+                out.append(doc.problem(at + ["source"], f"source '{source}' is invalid; fix "
+                                       f"{loaded.broken_sources[source]} first"))
+            else:
+                out.append(doc.problem(at + ["source"], f"unknown source '{source}'"
+                                       + suggest(source, list(loaded.sources))
+                                       + " (sources are defined in sources/*.yaml)"))
         if op is not None and op.requires_source and source is None:
             out.append(doc.problem(at, f"operation '{op.name}' needs a 'source'"))
+        refs: list[tuple[list[str | int], str]] = []
         ref = step.get("input", "cells")
-        refs = [(at + ["input"], ref[1:])] if ref.startswith("$") else []
-        if ref != "cells" and not ref.startswith("$"):
-            out.append(doc.problem(at + ["input"], f"input '{ref}' must be 'cells' or "
-                                   "'$step_id'"))
-        refs += [(at + ["depends_on", j], d) for j, d in enumerate(step.get("depends_on", []))]
+        if isinstance(ref, str):
+            if ref.startswith("$"):
+                refs.append((at + ["input"], ref[1:]))
+            elif ref != "cells":
+                out.append(doc.problem(at + ["input"], f"input '{ref}' must be 'cells' or "
+                                       "'$step_id'"))
+        depends = step.get("depends_on")
+        if isinstance(depends, list):
+            refs += [(at + ["depends_on", j], d) for j, d in enumerate(depends)
+                     if isinstance(d, str)]
         for path, name in refs:
             if name not in ids:
                 out.append(doc.problem(path, f"unknown step reference '{name}'"
                                        + suggest(name, list(ids))))
-        if op is not None:
-            params = step.get("params", {})
-            params_validator = Draft202012Validator(op.params_schema)
-            found = _schema_problems(doc, params_validator, at + ["params"], params)
+        params = step.get("params", {})
+        if op is not None and isinstance(params, dict):
+            found = _schema_problems(doc, Draft202012Validator(op.params_schema),
+                                     at + ["params"], params)
             out += found
             if not found:
                 for sub, message in op.check_params(params):
                     out.append(doc.problem(at + ["params", *sub], message))
             if not found and step.get("output", "h3_stats") == "h3_stats":
-                for col in op.output_columns(params):
+                for col, sub in op.output_column_paths(params):
                     if col in columns:
-                        out.append(doc.problem(at + ["params"], f"output column '{col}' is also "
-                                               f"produced by step '{columns[col]}'"))
+                        out.append(doc.problem(at + ["params", *sub], f"output column '{col}' "
+                                               f"is also produced by step '{columns[col]}'"))
                     columns[col] = step["id"]
         return out
+
+
+def _cycle_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
+                    ids: dict[str, int]) -> list[Problem]:
+    specs = []
+    for _, s in steps:
+        # Only well-formed, known references make edges; the rest is reported elsewhere.
+        ref = s.get("input")
+        if not (isinstance(ref, str) and ref.startswith("$") and ref[1:] in ids):
+            ref = "cells"
+        raw_deps = s.get("depends_on")
+        deps = [d for d in raw_deps if isinstance(d, str) and d in ids] \
+            if isinstance(raw_deps, list) else []
+        specs.append(StepSpec(id=s["id"], operation="", input=ref, depends_on=tuple(deps)))
+    out = []
+    for cycle in StepGraph(specs).cycles():
+        # Start each loop at the member defined first, so the report never depends on
+        # set iteration order.
+        k = min(range(len(cycle)), key=lambda j: ids[cycle[j]])
+        loop = cycle[k:] + cycle[:k]
+        out.append((ids[loop[0]], " -> ".join(loop + [loop[0]])))
+    return [doc.problem(["steps", i], f"dependency cycle: {text}; remove one of the links "
+                        "(each arrow points from a step to one that needs it)")
+            for i, text in sorted(out)]
 
 
 def _schema_problems(doc: Document, validator: Draft202012Validator,
@@ -280,25 +345,40 @@ def _schema_problems(doc: Document, validator: Draft202012Validator,
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     for err in errors:
         path = prefix + list(err.absolute_path)
-        out.append(Problem(doc.file, doc.line_of(_blame_path(err, path)), format_path(path),
-                           _message(err), "schema"))
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            known = list(err.schema.get("properties", {}))
+            for key in (k for k in err.instance if k not in known):
+                hint = suggest(str(key), known) or f" (allowed: {', '.join(known)})"
+                out.append(Problem(doc.file, doc.line_of(path + [key]), format_path(path),
+                                   f"unknown key '{key}'{hint}", "schema"))
+            continue
+        out.append(Problem(doc.file, doc.line_of(path), format_path(path), _message(err),
+                           "schema"))
     return out
 
 
-def _blame_path(err: SchemaError, path: list[str | int]) -> list[str | int]:
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        extra = [k for k in err.instance if k not in err.schema.get("properties", {})]
-        if extra:
-            return path + [extra[0]]
-    return path
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
+               "integer": "an integer", "number": "a number", "boolean": "true or false",
+               "null": "null"}
+
+
+def _type_name(value: Any) -> str:
+    for kind, py in (("boolean", bool), ("object", dict), ("array", list), ("string", str),
+                     ("integer", int), ("number", float)):
+        if isinstance(value, py):
+            return _TYPE_NAMES[kind]
+    return "null" if value is None else type(value).__name__
 
 
 def _message(err: SchemaError) -> str:
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        known = list(err.schema.get("properties", {}))
-        extra = [k for k in err.instance if k not in known]
-        return "; ".join(f"unknown key '{k}'" + (suggest(str(k), known) or
-                         f" (allowed: {', '.join(known)})") for k in extra)
     if err.validator == "enum":
         return f"{err.instance!r} is not one of [{', '.join(repr(v) for v in err.validator_value)}]"
+    if err.validator == "type":
+        wanted = err.validator_value if isinstance(err.validator_value, list) else [
+            err.validator_value]
+        expected = " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
+        got = _type_name(err.instance)
+        if isinstance(err.instance, str | int | float) and not isinstance(err.instance, bool):
+            got += f" ({err.instance!r})"
+        return f"expected {expected}, got {got}"
     return err.message

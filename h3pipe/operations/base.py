@@ -46,5 +46,10 @@ class Operation:
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         raise NotImplementedError
 
+    def output_column_paths(self, params: dict[str, Any]
+                            ) -> list[tuple[str, tuple[str | int, ...]]]:
+        """Each output column and the path inside ``params`` that asks for it."""
+        return [(c, ()) for c in self.output_columns(params)]
+
     def run_batch(self, batch: Batch) -> pa.Table:
         raise NotImplementedError

@@ -149,7 +149,9 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
                 meta = {
                     "crs": ds.crs, "transform": ds.transform, "count": ds.count,
                     "dtype": ds.dtypes[min(band, ds.count) - 1], "width": ds.width,
-                    "height": ds.height, "nodata": ds.nodata,
+                    "height": ds.height,
+                    # Each band of a VRT may declare its own nodata value.
+                    "nodata": ds.nodatavals[band - 1] if band <= ds.count else None,
                 }
         except RasterioError as exc:
             raise SourceError(f"source '{source_id}': cannot open raster '{p}': "
@@ -255,7 +257,9 @@ class MosaicReader:
             nodata = info.nodata if info.nodata_override else t.nodata
             if nodata is not None and not math.isnan(nodata):
                 values = np.where(data == nodata, np.nan, values)
-            out[b0 - r0:b1 - r0, a0 - c0:a1 - c0] = values
+            # Where tiles overlap, a tile's nodata never hides another tile's valid pixel.
+            dest = out[b0 - r0:b1 - r0, a0 - c0:a1 - c0]
+            np.copyto(dest, values, where=~np.isnan(values))
         extent = (info.x0 + c0 * info.xres, info.y0 - r1 * info.yres,
                   info.x0 + c1 * info.xres, info.y0 - r0 * info.yres)
         return out, extent

@@ -87,6 +87,10 @@ class ZonalStats(Operation):
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         return list(params["stats"])
 
+    def output_column_paths(self, params: dict[str, Any]
+                            ) -> list[tuple[str, tuple[str | int, ...]]]:
+        return [(stat, ("stats", i)) for i, stat in enumerate(params["stats"])]
+
     def run_batch(self, batch: Batch) -> pa.Table:
         from h3pipe.operations.raster import MosaicReader
 
