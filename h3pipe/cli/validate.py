@@ -31,10 +31,11 @@ def validate(
     from h3pipe.errors import UsageError
 
     project = project_of(ctx)
-    for p in paths or []:
+    resolved = [project.resolve_path(p) for p in paths or []]
+    for given, p in zip(paths or [], resolved, strict=True):
         if not p.exists():
-            raise UsageError(f"no such file or folder: {p}")
-    report = project.check([p.resolve() for p in paths] if paths else None)
+            raise UsageError(f"no such file or folder: {given}")
+    report = project.check(resolved or None)
     if fmt == "json":
         typer.echo(json.dumps({
             "valid": report.ok,

@@ -24,6 +24,10 @@ Ring = list[tuple[float, float]]
 _QUANTILE = re.compile(r"^quantile_([1-9][0-9]?)$")
 # Statistics that stay meaningful when no pixel is valid; the rest become null.
 _DEFINED_WHEN_EMPTY = {"count", "variety"}
+# exactextract reports these in the raster's own type: for an integer raster the
+# interpolated value is truncated toward zero (7.6 -> 7). We do the same, so h3pipe agrees
+# with exactextract run on the file, though we compute on float copies of the pixels.
+_INTERPOLATED = re.compile(r"^(median|quantile_\d+)$")
 
 
 def stat_to_exactextract(stat: str) -> tuple[str, dict[str, Any]]:
@@ -123,6 +127,7 @@ def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int]
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
 
+    integer = np.issubdtype(np.dtype(reader.info.dtype), np.integer)
     xs = [x for ring in rings for x, _ in ring]
     ys = [y for ring in rings for _, y in ring]
     values, (xmin, ymin, xmax, ymax) = reader.read((min(xs), min(ys), max(xs), max(ys)))
@@ -146,7 +151,10 @@ def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int]
         by_field = {k.split("_", 1)[0]: v for k, v in props.items() if k[:1] == "f"}
         empty = not props["valid_count"]
         for i, stat in enumerate(stats):
-            columns[stat][props["row"]] = _clean(by_field.get(f"f{i}"), stat, empty)
+            value = _clean(by_field.get(f"f{i}"), stat, empty)
+            if value is not None and integer and _INTERPOLATED.match(stat):
+                value = float(math.trunc(value))
+            columns[stat][props["row"]] = value
 
 
 def _clean(value: Any, stat: str, empty: bool) -> Any:
