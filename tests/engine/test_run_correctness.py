@@ -20,42 +20,19 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from exactextract import exact_extract
 from exactextract.raster import NumPyRasterSource
 from pyproj import Transformer
 from shapely.geometry import shape
 
 from tests.conftest import cell_feature, raster_source, write_project, write_raster, zonal_pipeline
+from tests.zonal_reference import ALL_STATS, DEFINED_WHEN_EMPTY, REL, assert_same, reference
 
-ALL_STATS = ["count", "sum", "mean", "min", "max", "stdev", "median", "majority", "minority",
-             "variety", "quantile_25", "quantile_90"]
-EE_OP = {"quantile_25": "quantile(q=0.25)", "quantile_90": "quantile(q=0.9)"}
 INTERPOLATED = ["median", "quantile_25", "quantile_90"]
-DEFINED_WHEN_EMPTY = {"count", "variety"}
-REL = 1e-6
-ABS = 1e-9  # only bites where the exact answer is 0 (stdev of a constant)
 
 WEST, NORTH, PX = 30.0, -1.6, 0.002  # 0.002 degree pixels: ~100 per resolution-7 cell
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def reference(source: Any, cells: list[str] | set[str], stats: list[str] = ALL_STATS,
-              features: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """exactextract on ``source``, one row per cell, with the empty-cell rule applied."""
-    ops = ["count"] + [EE_OP.get(s, s) for s in stats if s != "count"]
-    feats = features if features is not None else [cell_feature(c) for c in cells]
-    out: dict[str, dict[str, Any]] = {}
-    for f in exact_extract(source, feats, ops, include_cols=["cell"]):
-        p = f["properties"]
-        empty = p["count"] == 0
-        out[p["cell"]] = {
-            s: None if (empty and s not in DEFINED_WHEN_EMPTY)
-            or (isinstance(p[s], float) and math.isnan(p[s])) else p[s]
-            for s in stats
-        }
-    return out
 
 
 def reference_file(path: Path, cells: list[str] | set[str],
@@ -64,18 +41,6 @@ def reference_file(path: Path, cells: list[str] | set[str],
     raster's type, and h3pipe must agree)."""
     with rasterio.open(path) as ds:
         return reference(ds, cells, stats)
-
-
-def assert_same(actual: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]],
-                stats: list[str] = ALL_STATS) -> None:
-    assert set(actual) == set(expected)
-    for cell, exp in expected.items():
-        for s in stats:
-            a, e = actual[cell][s], exp[s]
-            if e is None:
-                assert a is None, f"{cell} {s}: expected null, got {a}"
-            else:
-                assert a == pytest.approx(e, rel=REL, abs=ABS), f"{cell} {s}: {a} != {e}"
 
 
 def cells_of(bbox: str, res: int = 7) -> set[str]:

@@ -24,48 +24,9 @@ from h3pipe.operations.base import Batch
 from h3pipe.operations.raster import describe_raster
 from h3pipe.operations.zonal_stats import ZonalStats
 from tests.conftest import cell_feature, write_raster
+from tests.zonal_reference import ALL_STATS, DEFINED_WHEN_EMPTY, EE_OP, REL, assert_same, reference
 
-ALL_STATS = ["count", "sum", "mean", "min", "max", "stdev", "median", "majority", "minority",
-             "variety", "quantile_25", "quantile_90"]
-# exactextract's own spelling; it names quantile(q=0.25) 'quantile_25' and q=0.9 'quantile_90'.
-EE_OP = {"quantile_25": "quantile(q=0.25)", "quantile_90": "quantile(q=0.9)"}
-DEFINED_WHEN_EMPTY = {"count", "variety"}
 INTERPOLATED = ["count", "median", "quantile_25", "quantile_90"]
-REL = 1e-6
-# Only for values that should be exactly 0 (stdev of a constant): both sides may carry
-# round-off of a few 1e-15 there, which no relative tolerance accepts.
-ABS = 1e-9
-
-
-def reference(source: Any, cells: list[str], stats: list[str]) -> dict[str, dict[str, Any]]:
-    """exactextract on ``source`` for each cell, with the empty-cell rule applied."""
-    ops = ["count"] + [EE_OP.get(s, s) for s in stats if s != "count"]
-    out: dict[str, dict[str, Any]] = {}
-    for f in exact_extract(source, [cell_feature(c) for c in cells], ops, include_cols=["cell"]):
-        p = f["properties"]
-        empty = p["count"] == 0
-        row: dict[str, Any] = {}
-        for s in stats:
-            v = p.get(s)
-            if empty and s not in DEFINED_WHEN_EMPTY:
-                v = None
-            elif isinstance(v, float) and math.isnan(v):
-                v = None
-            row[s] = v
-        out[p["cell"]] = row
-    return out
-
-
-def assert_same(actual: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]],
-                stats: list[str]) -> None:
-    assert set(actual) == set(expected)
-    for cell, exp in expected.items():
-        for s in stats:
-            a, e = actual[cell][s], exp[s]
-            if e is None:
-                assert a is None, f"{cell} {s}: expected null, got {a}"
-            else:
-                assert a == pytest.approx(e, rel=REL, abs=ABS), f"{cell} {s}: {a} != {e}"
 
 
 def run_op(info, cells: list[str], stats: list[str]) -> dict[str, dict[str, Any]]:
