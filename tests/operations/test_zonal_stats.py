@@ -24,9 +24,16 @@ from h3pipe.operations.base import Batch
 from h3pipe.operations.raster import describe_raster
 from h3pipe.operations.zonal_stats import ZonalStats
 from tests.conftest import cell_feature, write_raster
-from tests.zonal_reference import ALL_STATS, DEFINED_WHEN_EMPTY, EE_OP, REL, assert_same, reference
+from tests.zonal_reference import (
+    ABS,
+    ALL_STATS,
+    DEFINED_WHEN_EMPTY,
+    EE_OP,
+    REL,
+    assert_same,
+    reference,
+)
 
-INTERPOLATED = ["count", "median", "quantile_25", "quantile_90"]
 
 
 def run_op(info, cells: list[str], stats: list[str]) -> dict[str, dict[str, Any]]:
