@@ -27,7 +27,6 @@ from shapely.geometry import shape
 from tests.conftest import cell_feature, raster_source, write_project, write_raster, zonal_pipeline
 from tests.zonal_reference import ABS, ALL_STATS, DEFINED_WHEN_EMPTY, REL, assert_same, reference
 
-
 WEST, NORTH, PX = 30.0, -1.6, 0.002  # 0.002 degree pixels: ~100 per resolution-7 cell
 
 

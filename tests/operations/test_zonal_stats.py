@@ -35,7 +35,6 @@ from tests.zonal_reference import (
 )
 
 
-
 def run_op(info, cells: list[str], stats: list[str]) -> dict[str, dict[str, Any]]:
     batch = Batch(run_id="r", step_id="stats", number=1, operation="zonal_stats",
                   params={"stats": stats}, cells=tuple(cells),
