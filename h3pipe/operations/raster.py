@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from h3pipe.errors import SourceError
 
 # GDAL would otherwise list remote "folders" looking for sidecar files on every open.
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+# Decoded blocks kept per process (MB): enough for a few 1-degree tiles of neighbouring
+# batches, small enough that two workers stay well under a gigabyte together.
+os.environ.setdefault("GDAL_CACHEMAX", "128")
 
 _REMOTE_PREFIXES = {
     "http://": "/vsicurl/",
@@ -205,32 +209,64 @@ def _check_same_grid(source_id: str, p0: str, m0: dict[str, Any], p: str,
                           f"{m0['dtype']}", hint="tiles of one source must share a data type")
 
 
-class MosaicReader:
-    """Reads windows of a :class:`RasterInfo` grid across its tiles, NaN where no data.
+class _OpenTiles:
+    """Tiles kept open across batches of one process, least recently used closed first.
 
-    Use one per batch (``with MosaicReader(info) as r``): tiles stay open for the batch's
-    cell groups and are closed at its end, so a long-lived process never reads a file that
-    changed since through a stale handle or block cache.
+    Keeping a tile open keeps GDAL's cache of its decoded blocks, so neighbouring batches
+    handled by the same worker do not decompress the same blocks again. A local file that
+    changed since it was opened (inode, size or modification time) is opened anew, so a
+    long-lived process never reads stale pixels.
     """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._open: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+
+    @staticmethod
+    def _identity(path: str) -> Any:
+        if path.startswith("/vsi"):
+            return None
+        st = os.stat(path)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def get(self, path: str) -> Any:
+        import rasterio
+
+        try:
+            identity = self._identity(path)
+        except OSError:
+            identity = "missing"  # let rasterio raise its own error below
+        entry = self._open.pop(path, None)
+        if entry is not None and entry[0] != identity:
+            entry[1].close()
+            entry = None
+        if entry is None:
+            entry = (identity, rasterio.open(path))
+        self._open[path] = entry
+        while len(self._open) > self.capacity:
+            self._open.popitem(last=False)[1][1].close()
+        return entry[1]
+
+    def forget(self, path: str) -> None:
+        entry = self._open.pop(path, None)
+        if entry is not None:
+            entry[1].close()
+
+
+_TILES = _OpenTiles()
+
+
+class MosaicReader:
+    """Reads windows of a :class:`RasterInfo` grid across its tiles, NaN where no data."""
 
     def __init__(self, info: RasterInfo) -> None:
         self.info = info
-        self._open: dict[str, Any] = {}
 
     def __enter__(self) -> MosaicReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for ds in self._open.values():
-            ds.close()
-        self._open.clear()
-
-    def _dataset(self, path: str) -> Any:
-        import rasterio
-
-        if path not in self._open:
-            self._open[path] = rasterio.open(path)
-        return self._open[path]
+        pass
 
     def read(self, bounds: tuple[float, float, float, float]
              ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -248,8 +284,9 @@ class MosaicReader:
                 continue
             window = Window(a0 - t.col_off, b0 - t.row_off, a1 - a0, b1 - b0)
             try:
-                data = self._dataset(t.path).read(info.band, window=window)
+                data = _TILES.get(t.path).read(info.band, window=window)
             except RasterioError as exc:
+                _TILES.forget(t.path)
                 raise SourceError(f"source '{info.source_id}': cannot read '{t.path}': "
                                   f"{gdal_reason(exc)}",
                                   hint="the file may be corrupt or truncated") from exc
