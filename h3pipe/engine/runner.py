@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from h3pipe.engine.dag import StepGraph
-from h3pipe.engine.executor import execute
+from h3pipe.engine.executor import Executor
 from h3pipe.engine.project import Project, suggest
-from h3pipe.engine.scope import Scope, scope_cells
+from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
 from h3pipe.errors import ConfigError, H3PipeError, RunFailed, SourceError, UsageError
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.raster import RasterInfo, describe_raster
@@ -85,6 +85,14 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
     if nworkers < 1:
         raise UsageError("--workers must be at least 1")
 
+    with Executor(nworkers) as executor:
+        return _run(project, pipeline, scope, res, size, nworkers, sources, settings, executor,
+                    reporter)
+
+
+def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size: int,
+         nworkers: int, sources: dict[str, SourceSpec], settings: dict[str, Any],
+         executor: Executor, reporter: Reporter) -> RunResult:
     cells = scope_cells(scope, res)
     size = balanced_batch_size(len(cells), size, nworkers)
     rasters = {s.source: _raster(sources[s.source], project, scope)
@@ -113,7 +121,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
         for n, stage in enumerate(stages, 1):
             steps = [pipeline.step(sid) for sid in stage]
             batches = [b for step in steps for b in _plan(run_id, step, cells, res, size, rasters)]
-            _run_stage(store, run_id, n, steps, batches, nworkers, reporter, outputs)
+            _run_stage(store, run_id, n, steps, batches, executor, reporter, outputs)
         rows = 0
         for step in pipeline.steps:
             if step.output == "h3_stats":
@@ -179,16 +187,13 @@ def _bounds_wgs84(info: RasterInfo) -> tuple[float, float, float, float]:
 
 def _plan(run_id: str, step: StepSpec, cells: list[str], resolution: int, size: int,
           rasters: dict[str, RasterInfo]) -> list[Batch]:
-    import h3
-
     out = []
     for number, start in enumerate(range(0, len(cells), size), 1):
         chunk = tuple(cells[start:start + size])
         raster = rasters.get(step.source) if step.source else None
         if raster is not None and raster.crs_is_wgs84:
             # Ship only the tiles this batch touches: a glob may list thousands.
-            lats, lngs = zip(*(p for c in chunk for p in h3.cell_to_boundary(c)), strict=True)
-            raster = raster.subset((min(lngs), min(lats), max(lngs), max(lats)))
+            raster = raster.subset(cells_bounds(chunk))
         out.append(Batch(run_id=run_id, step_id=step.id, number=number,
                          operation=step.operation, params=step.params, cells=chunk,
                          resolution=resolution, source_id=step.source, raster=raster))
@@ -196,7 +201,7 @@ def _plan(run_id: str, step: StepSpec, cells: list[str], resolution: int, size: 
 
 
 def _run_stage(store: EmbeddedStore, run_id: str, number: int, steps: list[StepSpec],
-               batches: list[Batch], workers: int, reporter: Reporter,
+               batches: list[Batch], executor: Executor, reporter: Reporter,
                outputs: dict[str, list[Path]]) -> None:
     cat = store.catalog
     cat.insert_many("tasks", [
@@ -212,7 +217,7 @@ def _run_stage(store: EmbeddedStore, run_id: str, number: int, steps: list[StepS
                            sum(len(b.cells) for b in batches))
     done: dict[str, int] = {s.id: 0 for s in steps}
     rows: dict[str, int] = {s.id: 0 for s in steps}
-    for outcome in execute(batches, workers):
+    for outcome in executor.run(batches):
         b = outcome.batch
         key = {"run_id": run_id, "step_id": b.step_id, "task_no": b.number}
         if outcome.error is not None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from h3pipe.errors import ScopeError, UsageError
 
@@ -156,15 +159,57 @@ def scope_cells(scope: Scope, resolution: int) -> list[str]:
     return order_cells(list(cells))
 
 
+# Cells are ordered and bounded through their ancestors at this resolution (about 0.4
+# degrees across): a few hundred look-ups instead of one per cell.
+_COARSE = 4
+
+
+def _ancestors(ints: np.ndarray, res: int, parent_res: int) -> np.ndarray:
+    """H3 parents of uint64 cell ids, by bit arithmetic (resolution field and digits)."""
+    if parent_res >= res:
+        return ints
+    cleared = ints & ~np.uint64(0xF << 52)
+    return (cleared | np.uint64(parent_res << 52)
+            | np.uint64((1 << (3 * (15 - parent_res))) - 1))
+
+
 def order_cells(cells: list[str], tile_deg: float = 1.0) -> list[str]:
-    """Group cells by the 1-degree tile holding their centre, tiles in serpentine order,
-    then by H3 index, so consecutive cells (and so batches) read few, adjacent tiles."""
+    """Group cells by the 1-degree tile holding their resolution-4 ancestor's centre, tiles
+    in serpentine order, then by H3 index: consecutive cells (and so batches) lie together
+    and touch few, adjacent tiles."""
     import h3
 
-    def key(c: str) -> tuple[int, int, int]:
-        lat, lng = h3.cell_to_latlng(c)
-        row = math.floor(lat / tile_deg)
+    if not cells:
+        return []
+    ints = np.fromiter((int(c, 16) for c in cells), dtype=np.uint64, count=len(cells))
+    parents, inverse = np.unique(_ancestors(ints, h3.get_resolution(cells[0]), _COARSE),
+                                 return_inverse=True)
+    rows = np.empty(len(parents), dtype=np.int64)
+    cols = np.empty(len(parents), dtype=np.int64)
+    for k, parent in enumerate(parents.tolist()):
+        lat, lng = h3.cell_to_latlng(h3.int_to_str(parent))
+        rows[k] = math.floor(lat / tile_deg)
         col = math.floor(lng / tile_deg)
-        return (row, col if row % 2 == 0 else -col, h3.str_to_int(c))
+        cols[k] = col if rows[k] % 2 == 0 else -col
+    order = np.lexsort((ints, cols[inverse], rows[inverse]))
+    return [cells[i] for i in order]
 
-    return sorted(cells, key=key)
+
+def cells_bounds(cells: Sequence[str]) -> tuple[float, float, float, float]:
+    """A lon/lat box that holds every cell of ``cells`` entirely (generously)."""
+    import h3
+
+    res = h3.get_resolution(cells[0])
+    ints = np.fromiter((int(c, 16) for c in cells), dtype=np.uint64, count=len(cells))
+    coarse = min(res, _COARSE)
+    lats: list[float] = []
+    lngs: list[float] = []
+    for parent in np.unique(_ancestors(ints, res, coarse)).tolist():
+        for lat, lng in h3.cell_to_boundary(h3.int_to_str(parent)):
+            lats.append(lat)
+            lngs.append(lng)
+    # Children stick out of their ancestor's outline by less than an edge of the ancestor.
+    pad_km = h3.average_hexagon_edge_length(coarse, "km") * (1.0 if coarse < res else 0.0)
+    pad_lat = pad_km / 111.0
+    pad_lng = pad_lat / max(math.cos(math.radians(max(abs(min(lats)), abs(max(lats))))), 0.01)
+    return (min(lngs) - pad_lng, min(lats) - pad_lat, max(lngs) + pad_lng, max(lats) + pad_lat)

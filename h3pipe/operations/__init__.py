@@ -20,9 +20,15 @@ def operation_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def warm_up() -> None:
+    """Load what batches need (libraries, compiled kernels) in a fresh worker process."""
+    for op in _REGISTRY.values():
+        op.warm_up()
+
+
 def run_batch(batch: Batch):  # type: ignore[no-untyped-def]
     """Entry point for worker processes: a top-level function, so it pickles by name."""
     return _REGISTRY[batch.operation].run_batch(batch)
 
 
-__all__ = ["Batch", "Operation", "get_operation", "operation_names", "run_batch"]
+__all__ = ["Batch", "Operation", "get_operation", "operation_names", "run_batch", "warm_up"]

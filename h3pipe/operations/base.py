@@ -53,3 +53,6 @@ class Operation:
 
     def run_batch(self, batch: Batch) -> pa.Table:
         raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Import and load what :meth:`run_batch` needs; workers call it at start."""

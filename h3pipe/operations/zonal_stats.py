@@ -98,6 +98,18 @@ class ZonalStats(Operation):
                             ) -> list[tuple[str, tuple[str | int, ...]]]:
         return [(stat, ("stats", i)) for i, stat in enumerate(params["stats"])]
 
+    def warm_up(self) -> None:
+        import rasterio  # noqa: F401
+
+        from h3pipe.operations import coverage
+
+        # Loads the compiled kernel from numba's cache for both window types.
+        one = np.zeros(1, dtype=np.int64)
+        two = np.array([0, 1], dtype=np.int64)
+        for dtype in (np.float32, np.float64):
+            coverage.polygon_moments(np.zeros((1, 1), dtype), np.zeros(1), np.zeros(1),
+                                     np.concatenate([one, one]), two)
+
     def run_batch(self, batch: Batch) -> pa.Table:
         from h3pipe.operations.raster import MosaicReader
 
@@ -109,28 +121,35 @@ class ZonalStats(Operation):
         groups = _groups(rings)
         if not info.crs_is_wgs84:
             rings = _reproject(rings, info.crs_wkt)
-        columns: dict[str, list[Any]] = {s: [None] * len(batch.cells) for s in stats}
+        # NaN stands for null until the table is built.
+        columns = {s: np.full(len(batch.cells), np.nan) for s in stats}
         # Read one window per group of neighbouring cells rather than one for the whole
         # batch: the bounding box of a batch that spans two tile rows can be far larger
         # than the cells themselves.
         extract = _moments_group if set(stats) <= set(MOMENT_STATS) else _extract_group
         with MosaicReader(info) as reader:
             for idx in groups:
-                extract(reader, batch, [rings[i] for i in idx], idx, stats, columns)
+                extract(reader, batch, [rings[i] for i in idx], np.asarray(idx), stats, columns)
         arrays = {"h3_index": pa.array(batch.cells, pa.string())}
         for stat in stats:
-            typ = pa.int64() if stat == "variety" else pa.float64()
-            arrays[stat] = pa.array(columns[stat], typ)
+            col = columns[stat]
+            if stat == "variety":
+                arrays[stat] = pa.array(col.astype(np.int64))
+            else:
+                arrays[stat] = pa.array(col, mask=np.isnan(col))
         return pa.table(arrays)
 
 
-def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int],
-                   stats: list[str], columns: dict[str, list[Any]]) -> None:
+_KERNEL_COLUMN = {"count": 0, "sum": 1, "mean": 2, "min": 3, "max": 4, "stdev": 5}
+
+
+def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarray,
+                   stats: list[str], columns: dict[str, np.ndarray]) -> None:
     """Like :func:`_extract_group`, for moment statistics only, with h3pipe's own kernel."""
     from h3pipe.operations import coverage
 
-    xs = np.fromiter((x for ring in rings for x, _ in ring), dtype=np.float64)
-    ys = np.fromiter((y for ring in rings for _, y in ring), dtype=np.float64)
+    xy = np.array([p for ring in rings for p in ring], dtype=np.float64)
+    xs, ys = xy[:, 0], xy[:, 1]
     values, (xmin, ymin, xmax, ymax) = reader.read((xs.min(), ys.min(), xs.max(), ys.max()))
     nrows, ncols = values.shape
     u = (xs - xmin) / ((xmax - xmin) / ncols)
@@ -139,16 +158,16 @@ def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int]
     np.cumsum([len(r) for r in rings], out=ring_starts[1:])
     poly_starts = np.arange(len(rings) + 1, dtype=np.int64)
     result = coverage.polygon_moments(values, u, v, ring_starts, poly_starts)
-    index = {"count": coverage.COUNT, "sum": coverage.SUM, "mean": coverage.MEAN,
-             "min": coverage.MIN, "max": coverage.MAX, "stdev": coverage.STDEV}
-    for k, row in enumerate(rows):
-        empty = not result[k, coverage.COUNT] > 0
-        for stat in stats:
-            columns[stat][row] = _clean(float(result[k, index[stat]]), stat, empty)
+    empty = ~(result[:, coverage.COUNT] > 0)
+    for stat in stats:
+        col = result[:, _KERNEL_COLUMN[stat]].copy()
+        if stat not in _DEFINED_WHEN_EMPTY:
+            col[empty] = np.nan
+        columns[stat][rows] = col
 
 
-def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int],
-                   stats: list[str], columns: dict[str, list[Any]]) -> None:
+def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarray,
+                   stats: list[str], columns: dict[str, np.ndarray]) -> None:
     """Fill ``columns[stat][row]`` for the cells ``rows`` (outlines ``rings``) from one window."""
     from exactextract import Operation as EEOperation
     from exactextract import exact_extract
@@ -165,7 +184,7 @@ def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int]
     ops = [EEOperation(name, f"f{i}", raster, None, options)
            for i, (name, options) in enumerate(map(stat_to_exactextract, stats))]
     ops.append(EEOperation("count", "valid_count", raster))
-    features = [{"type": "Feature", "properties": {"row": row},
+    features = [{"type": "Feature", "properties": {"row": int(row)},
                  "geometry": {"type": "Polygon", "coordinates": [ring]}}
                 for row, ring in zip(rows, rings, strict=True)]
     try:
@@ -181,7 +200,7 @@ def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: list[int]
             value = _clean(by_field.get(f"f{i}"), stat, empty)
             if value is not None and integer and _INTERPOLATED.match(stat):
                 value = float(math.trunc(value))
-            columns[stat][props["row"]] = value
+            columns[stat][props["row"]] = np.nan if value is None else value
 
 
 def _clean(value: Any, stat: str, empty: bool) -> Any:

@@ -150,7 +150,8 @@ def test_order_cells_is_a_permutation_that_keeps_tiles_together():
     cells = list(h3.geo_to_cells(shapely.box(28.2, -2.8, 30.8, -1.2), 5))
     ordered = order_cells(list(reversed(cells)))
     assert sorted(ordered) == sorted(cells)
-    tiles = [(math.floor(h3.cell_to_latlng(c)[0]), math.floor(h3.cell_to_latlng(c)[1]))
+    # Grouped by the 1-degree tile of each cell's resolution-4 ancestor's centre.
+    tiles = [tuple(math.floor(v) for v in h3.cell_to_latlng(h3.cell_to_parent(c, 4)))
              for c in ordered]
     # Each 1-degree tile appears as one contiguous run.
     runs = [t for i, t in enumerate(tiles) if i == 0 or tiles[i - 1] != t]
@@ -169,3 +170,27 @@ def test_shared_natural_earth_rwanda_matches_the_packaged_boundary():
     # Same Natural Earth 10m boundary (different release packaging): near-identical areas.
     assert abs(ours.area - ref.area) / ref.area < 0.01
     assert ours.symmetric_difference(ref).area / ref.area < 0.01
+
+
+@pytest.mark.parametrize("res, parent_res", [(8, 4), (9, 4), (5, 4), (15, 0), (4, 4)])
+def test_ancestors_by_bit_arithmetic_match_h3(res, parent_res):
+    import numpy as np
+
+    from h3pipe.engine.scope import _ancestors
+
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(-2.0, 29.0, res), 3))
+    ints = np.array([int(c, 16) for c in cells], dtype=np.uint64)
+    got = _ancestors(ints, res, parent_res)
+    assert [h3.int_to_str(int(g)) for g in got] == [h3.cell_to_parent(c, parent_res)
+                                                    for c in cells]
+
+
+@pytest.mark.parametrize("res", [3, 5, 8, 10])
+def test_cells_bounds_hold_every_vertex(res):
+    from h3pipe.engine.scope import cells_bounds
+
+    cells = list(h3.geo_to_cells(shapely.box(29.0, -2.6, 30.4, -1.2), res))[:3000]
+    minx, miny, maxx, maxy = cells_bounds(cells)
+    for c in cells:
+        for lat, lng in h3.cell_to_boundary(c):
+            assert minx <= lng <= maxx and miny <= lat <= maxy
