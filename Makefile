@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo bench clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ demo: install
 	$(BIN)/h3pipe runs show latest
 	@echo "first rows of .h3pipe/demo/elevation_copdem30_RWA_6.csv:"
 	@head -n 6 .h3pipe/demo/elevation_copdem30_RWA_6.csv
+
+# h3pipe against exactextract, rasterize+bincount, rasterstats and the read floor on a
+# Rwanda-sized DEM (generated once into benchmarks/data); writes benchmarks/results/ and
+# the table in README.md. About 10 minutes on 2 cores.
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -23,10 +23,6 @@ import math
 import numpy as np
 from numba import njit
 
-# Coverage below this is floating-point noise from summing edge contributions that cancel
-# (a true sliver this thin is far below any raster's precision).
-_NOISE = 1e-12
-
 # Column order of the array returned by polygon_moments.
 COUNT, SUM, MEAN, MIN, MAX, STDEV = range(6)
 
@@ -144,11 +140,12 @@ def polygon_moments(values: np.ndarray, u: np.ndarray, v: np.ndarray,
         t = 0.0
         for r in range(r1 - r0):
             for c in range(c1 - c0):
-                cov = partial[r, c]
                 x = np.float64(values[r0 + r, c0 + c])
-                if cov <= _NOISE or math.isnan(x):
+                # A pixel counts when its float32 coverage is positive, exactly as in
+                # exactextract: even a sliver of 1e-15 of a pixel decides min and max.
+                w = np.float64(np.float32(min(partial[r, c], 1.0)))
+                if w <= 0.0 or math.isnan(x):
                     continue
-                w = np.float64(np.float32(min(cov, 1.0)))
                 count += w
                 total += w * x
                 lo = min(lo, x)

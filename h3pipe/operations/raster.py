@@ -23,7 +23,7 @@ from h3pipe.errors import SourceError
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
 # Decoded blocks kept per process (MB): enough for a few 1-degree tiles of neighbouring
 # batches, small enough that two workers stay well under a gigabyte together.
-os.environ.setdefault("GDAL_CACHEMAX", "128")
+os.environ.setdefault("GDAL_CACHEMAX", "64")
 
 _REMOTE_PREFIXES = {
     "http://": "/vsicurl/",

@@ -129,3 +129,37 @@ def test_constant_cells_have_zero_stdev_exactly():
     ours = _kernel(values, polys)
     assert (ours[:, coverage.STDEV] == 0).all()
     assert (ours[:, coverage.MEAN] == np.float64(np.float32(1288.1335))).all()
+
+
+def test_a_sliver_of_a_pixel_still_decides_min_and_max():
+    # Found by the benchmark: at resolution 9 an edge of this cell passes ~1e-7 pixel from
+    # a corner of the 1-arcsecond Copernicus grid, leaving a pixel covered by ~3e-15 of
+    # its area. exactextract counts any positive float32 coverage for min and max; so
+    # must we, or max differs by a whole pixel value.
+    cell = "896ad8348abffff"
+    px = 1 / 3600
+    x0, y0 = 29.0 - 0.5 * px, -1.0 + 0.5 * px  # the E029/S02 tile's grid
+    lat, lng = h3.cell_to_latlng(cell)
+    col0 = int((lng - x0) / px) - 40
+    row0 = int((y0 - lat) / px) - 40
+    west, north = x0 + col0 * px, y0 - row0 * px
+    values = np.random.default_rng(0).uniform(1000, 1100, (80, 80))
+    ring = [(lo, la) for la, lo in h3.cell_to_boundary(cell)] + [None]
+    ring[-1] = ring[0]
+    poly = shapely.Polygon(ring)
+    src = NumPyRasterSource(values, west, north - 80 * px, west + 80 * px, north)
+    feat = {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(poly)}
+    ref = exact_extract(src, [feat], ["coverage", "cell_id"])[0]["properties"]
+    cov = np.asarray(ref["coverage"])
+    slivers = np.asarray(ref["cell_id"])[(cov > 0) & (cov < 1e-9)]
+    assert len(slivers) >= 1, "the grid no longer reproduces the sliver"
+    for cid in slivers:
+        values.flat[int(cid)] = 5000.0  # the sliver pixel holds the maximum
+    expected = exact_extract(src, [feat], ["max", "count"])[0]["properties"]
+    assert expected["max"] == 5000.0
+    u = (np.asarray(poly.exterior.coords)[:, 0] - west) / px
+    v = (north - np.asarray(poly.exterior.coords)[:, 1]) / px
+    ours = coverage.polygon_moments(values, u, v, np.array([0, len(u)], dtype=np.int64),
+                                    np.array([0, 1], dtype=np.int64))
+    assert ours[0, coverage.MAX] == 5000.0
+    assert ours[0, coverage.COUNT] == pytest.approx(expected["count"], rel=1e-9)
