@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         cells4 = cells_for(BBOX_4X, 8)
         m = measure([*h3pipe_cli, "run", "bench", "--bbox", bbox_arg(BBOX_4X), "-r", "8"])
         r4 = record("h3pipe", "end to end, 4x scope", 8, len(cells4), m,
-                    note="pixels column shows the 1x scope")
+                    note="4 times the area of the scope above")
         r4["pixels"] = pixels * 4
         r4["pixels_per_s"] = round(pixels * 4 / m["wall_s"])
 
