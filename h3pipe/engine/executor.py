@@ -4,17 +4,19 @@ processes started once per run.
 Each worker owns a contiguous run of the (spatially ordered) batches, so it reads
 neighbouring windows and reuses the raster blocks it has already decoded; a worker that
 runs out takes batches from the far end of the longest remaining run. Batches are checked
-to pickle before any is sent, and after the first failure nothing new is started.
+to pickle before any is sent; after the first failure nothing new is started; a worker
+that dies (killed, out of memory) fails the run with its exit code instead of hanging it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import pickle
+import queue
+import signal
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from h3pipe.operations import Batch, run_batch, warm_up
 
 # Batches in flight per worker: one running, one queued, so a worker never waits on us.
 _DEPTH = 2
+_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -33,17 +36,38 @@ class Outcome:
     seconds: float
 
 
-def _timed(batch: Batch) -> tuple[Any, float]:
-    start = time.perf_counter()
-    table = run_batch(batch)
-    return table, time.perf_counter() - start
-
-
 def _as_error(batch: Batch, exc: BaseException) -> H3PipeError:
     if isinstance(exc, H3PipeError):
         return exc
     return OperationError(f"step '{batch.step_id}' batch {batch.number}: "
                           f"{type(exc).__name__}: {exc}")
+
+
+def _worker(worker: int, tasks: Any, results: Any) -> None:
+    """A worker process: warm up, then compute batches until told to stop (None)."""
+    # Ctrl-C reaches the whole process group; the parent decides, and ends the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        warm_up()
+    except Exception:  # noqa: S110 - a failing warm-up shows again, with context, on a batch
+        pass
+    while True:
+        batch = tasks.get()
+        if batch is None:
+            return
+        start = time.perf_counter()
+        try:
+            payload: Any = run_batch(batch)
+            ok = True
+        except Exception as exc:
+            payload, ok = _as_error(batch, exc), False
+        try:
+            results.put((worker, batch.number, batch.step_id, ok, payload,
+                         time.perf_counter() - start))
+        except Exception as exc:  # the result itself would not pickle: report that
+            results.put((worker, batch.number, batch.step_id, False,
+                         OperationError(f"step '{batch.step_id}' batch {batch.number}: "
+                                        f"result cannot be sent back: {exc}"), 0.0))
 
 
 class Executor:
@@ -52,15 +76,18 @@ class Executor:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._pools: list[ProcessPoolExecutor] = []
+        self._procs: list[Any] = []
         if self.workers > 1:
             # spawn, not fork: GDAL and DuckDB keep threads and caches that do not survive
-            # fork. One single-process pool per worker lets us choose who gets which batch.
+            # fork. A queue per worker lets us choose who gets which batch.
             ctx = multiprocessing.get_context("spawn")
-            self._pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx)
-                           for _ in range(self.workers)]
-            for pool in self._pools:
-                pool.submit(warm_up)
+            self._results = ctx.Queue()
+            self._tasks = [ctx.Queue() for _ in range(self.workers)]
+            for w in range(self.workers):
+                p = ctx.Process(target=_worker, args=(w, self._tasks[w], self._results),
+                                name=f"h3pipe-worker-{w}", daemon=True)
+                p.start()
+                self._procs.append(p)
 
     def __enter__(self) -> Executor:
         return self
@@ -69,14 +96,18 @@ class Executor:
         self.close()
 
     def close(self) -> None:
-        for pool in self._pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-        self._pools = []
+        # Every result is in by now (or the run is failing): nothing to wait for, and a
+        # worker's own teardown (GDAL, LLVM) is not worth a quarter second of the run.
+        for p in self._procs:
+            p.terminate()
+        for p in self._procs:
+            p.join()
+        self._procs = []
 
     def run(self, batches: list[Batch]) -> Iterator[Outcome]:
         if not batches:
             return
-        if not self._pools or len(batches) == 1:
+        if not self._procs or len(batches) == 1:
             yield from _sequential(batches)
             return
         try:
@@ -87,36 +118,40 @@ class Executor:
         yield from self._parallel(batches)
 
     def _parallel(self, batches: list[Batch]) -> Iterator[Outcome]:
-        queues = _split(batches, len(self._pools))
-        running: dict[Future[tuple[Any, float]], tuple[int, Batch]] = {}
-        load = [0] * len(self._pools)
+        queues = _split(batches, len(self._procs))
+        in_flight: list[dict[tuple[str, int], Batch]] = [{} for _ in self._procs]
         failed = False
-        try:
-            while True:
-                for w, pool in enumerate(self._pools):
-                    while not failed and load[w] < _DEPTH:
-                        batch = _next_for(w, queues)
-                        if batch is None:
-                            break
-                        running[pool.submit(_timed, batch)] = (w, batch)
-                        load[w] += 1
-                if not running:
-                    return
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    w, batch = running.pop(fut)
-                    load[w] -= 1
-                    exc = fut.exception()
-                    if exc is not None:
-                        failed = True
-                        yield Outcome(batch, None, _as_error(batch, exc), 0.0)
-                    else:
-                        table, seconds = fut.result()
-                        yield Outcome(batch, table, None, seconds)
-        except BaseException:
-            for fut in running:
-                fut.cancel()
-            raise
+        while True:
+            for w, tasks in enumerate(self._tasks):
+                while not failed and len(in_flight[w]) < _DEPTH:
+                    batch = _next_for(w, queues)
+                    if batch is None:
+                        break
+                    in_flight[w][(batch.step_id, batch.number)] = batch
+                    tasks.put(batch)
+            if not any(in_flight):
+                return
+            try:
+                w, number, step_id, ok, payload, seconds = self._results.get(
+                    timeout=_POLL_SECONDS)
+            except queue.Empty as empty:
+                dead = [(w, p) for w, p in enumerate(self._procs)
+                        if in_flight[w] and not p.is_alive()]
+                if dead:
+                    w, p = dead[0]
+                    batch = next(iter(in_flight[w].values()))
+                    raise OperationError(
+                        f"worker process {w} died (exit code {p.exitcode}) while computing "
+                        f"step '{batch.step_id}' batch {batch.number}",
+                        hint="it may have run out of memory; try --workers 1 or a smaller "
+                        "--batch-size") from empty
+                continue
+            batch = in_flight[w].pop((step_id, number))
+            if ok:
+                yield Outcome(batch, payload, None, seconds)
+            else:
+                failed = True
+                yield Outcome(batch, None, payload, seconds)
 
 
 def _split(batches: list[Batch], n: int) -> list[deque[Batch]]:

@@ -66,7 +66,27 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
                  resolution: int | None = None, batch_size: int | None = None,
                  workers: int | None = None, reporter: Reporter | None = None) -> RunResult:
     reporter = reporter or Reporter()
-    sources, pipelines, settings = project.load()
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1")
+    # Workers take most of a second to start (imports, the compiled kernel): start them
+    # now, so they warm up while the project is validated and the run planned.
+    guess = workers or os.cpu_count() or 1
+    with Executor(guess) as early:
+        sources, pipelines, settings = project.load()
+        nworkers, pipeline, res, size = _settle(pipelines, settings, pipeline_id, resolution,
+                                                batch_size, workers)
+        if nworkers == guess:
+            return _run(project, pipeline, scope, res, size, nworkers, sources, settings,
+                        early, reporter)
+    with Executor(nworkers) as executor:  # a pipeline or project default asked otherwise
+        return _run(project, pipeline, scope, res, size, nworkers, sources, settings, executor,
+                    reporter)
+
+
+def _settle(pipelines: dict[str, PipelineSpec], settings: dict[str, Any], pipeline_id: str,
+            resolution: int | None, batch_size: int | None, workers: int | None
+            ) -> tuple[int, PipelineSpec, int, int]:
+    """Workers, pipeline, resolution and batch size from options, pipeline and project."""
     if pipeline_id not in pipelines:
         known = sorted(pipelines)
         raise ConfigError(f"unknown pipeline '{pipeline_id}'" + suggest(pipeline_id, known)
@@ -82,12 +102,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
     if size < 1:
         raise UsageError("--batch-size must be at least 1")
     nworkers = workers or defaults.get("workers") or os.cpu_count() or 1
-    if nworkers < 1:
-        raise UsageError("--workers must be at least 1")
-
-    with Executor(nworkers) as executor:
-        return _run(project, pipeline, scope, res, size, nworkers, sources, settings, executor,
-                    reporter)
+    return nworkers, pipeline, res, size
 
 
 def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size: int,

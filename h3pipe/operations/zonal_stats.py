@@ -103,12 +103,14 @@ class ZonalStats(Operation):
 
         from h3pipe.operations import coverage
 
-        # Loads the compiled kernel from numba's cache for both window types.
-        one = np.zeros(1, dtype=np.int64)
-        two = np.array([0, 1], dtype=np.int64)
+        # Loads the compiled kernel from numba's cache for both window types: a unit
+        # square over a 2 x 2 window.
+        u = np.array([0.5, 1.5, 1.5, 0.5, 0.5])
+        v = np.array([0.5, 0.5, 1.5, 1.5, 0.5])
+        rings = np.array([0, 5], dtype=np.int64)
+        polys = np.array([0, 1], dtype=np.int64)
         for dtype in (np.float32, np.float64):
-            coverage.polygon_moments(np.zeros((1, 1), dtype), np.zeros(1), np.zeros(1),
-                                     np.concatenate([one, one]), two)
+            coverage.polygon_moments(np.ones((2, 2), dtype), u, v, rings, polys)
 
     def run_batch(self, batch: Batch) -> pa.Table:
         from h3pipe.operations.raster import MosaicReader

@@ -36,3 +36,10 @@ def test_examples_in_docs_validate(tmp_path):
     text = (DOCS / "operations.md").read_text()
     for stat in NAMED_STATS:
         assert f"`{stat}`" in text, f"statistic {stat} is undocumented"
+
+
+def test_warm_up_runs_cleanly():
+    # Workers call it first thing; a failure there would only cost time, silently.
+    from h3pipe.operations import warm_up
+
+    warm_up()
