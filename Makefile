@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
+# The example source reads the real cop-dem-glo-30 on Planetary Computer; the demo points
+# the same file at a local static mirror through the environment.
+DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
 .PHONY: install test lint demo bench clean
 
@@ -23,12 +26,13 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Generates a local stand-in for cop-dem-glo-30 over Rwanda (6 tiles, ~215 MB, once),
-# then runs the main job on the embedded store and shows what it produced.
+# Generates a local stand-in for cop-dem-glo-30 over Rwanda (6 tiles, ~215 MB, once, and
+# a static STAC collection of them), then runs the main job on the embedded store with the
+# example source pointed at that mirror, and shows what it produced.
 demo: install
-	$(BIN)/python -m h3pipe.demo --out $(DEMO_TILES)
-	$(BIN)/h3pipe validate
-	$(BIN)/h3pipe run elevation_terrain --iso3 RWA
+	$(BIN)/python -m h3pipe.demo --out $(DEMO_TILES) --stac-catalog .h3pipe/demo/stac
+	$(DEMO_ENV) $(BIN)/h3pipe validate
+	$(DEMO_ENV) $(BIN)/h3pipe run elevation_terrain --iso3 RWA
 	$(BIN)/h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6.csv
 	$(BIN)/h3pipe runs show latest
 	@echo "first rows of .h3pipe/demo/elevation_copdem30_RWA_6.csv:"

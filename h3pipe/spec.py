@@ -12,8 +12,21 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class StacSpec:
+    """Where a STAC source's items are: an API, a static catalog, or stac-geoparquet."""
+
+    url: str
+    collection: str
+    asset: str = "data"
+    datetime: str | None = None
+    query: dict[str, Any] | None = field(default=None, compare=False)
+    signer: str = "none"
+
+
+@dataclass(frozen=True)
 class SourceSpec:
-    """A registered data source. ``location`` is the path or URL after ${VAR} expansion."""
+    """A data source, after ${VAR} expansion. ``location`` is the raster path or URL of a
+    ``raster`` source; ``stac`` says where the items of a ``stac`` source are."""
 
     id: str
     kind: str
@@ -27,6 +40,8 @@ class SourceSpec:
     license: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
     file: str = ""
+    stac: StacSpec | None = None
+    document: dict[str, Any] = field(default_factory=dict, compare=False)  # as written
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from rasterio.transform import from_origin
 
 from h3pipe.cli import main
 
+pytest_plugins = ["tests.stac_server"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

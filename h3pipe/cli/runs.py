@@ -66,6 +66,13 @@ def show(
     echo(f"settings:   batch size {r['params']['batch_size']}, workers {r['params']['workers']}")
     if r["error"]:
         echo(f"error:      {r['error']}")
+    if r["items"]:
+        by_source: dict[str, list[str]] = {}
+        for item in r["items"]:
+            by_source.setdefault(item["source_id"], []).append(item["item_id"])
+        for source, ids in by_source.items():
+            more = f", ... ({len(ids)} in all)" if len(ids) > 4 else ""
+            echo(f"items:      {source}: {', '.join(ids[:4])}{more}")
     echo("steps:")
     for s in r["steps"]:
         echo(f"  stage {s['stage']} {s['step_id']} ({s['operation']}): {s['status']}, "

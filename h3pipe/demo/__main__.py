@@ -54,6 +54,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=3600, help="pixels per tile side")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise and void positions")
     parser.add_argument("--overwrite", action="store_true", help="rewrite tiles that already exist")
+    parser.add_argument("--stac-catalog", type=Path, metavar="DIR",
+                        help="also write a static STAC collection of the tiles there "
+                        "(a local mirror of cop-dem-glo-30)")
     return parser
 
 
@@ -66,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{'wrote  ' if written else 'skipped'} {path}", flush=True)
 
     try:
-        generate_tiles(
+        tiles = generate_tiles(
             args.out,
             args.bbox,
             size=args.size,
@@ -74,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             on_tile=report,
         )
+        if args.stac_catalog:
+            from h3pipe.demo.stac import write_static_catalog
+
+            catalog = write_static_catalog(args.stac_catalog, tiles)
+            print(f"STAC collection of {len(tiles)} items: {catalog}")
     except (ValueError, OSError, RasterioError, RuntimeError) as exc:
         one_line = " ".join(str(exc).split())  # GDAL messages can span lines
         print(f"{_PROG}: error: {one_line}", file=sys.stderr)

@@ -24,7 +24,7 @@ from h3pipe.engine.dag import StepGraph
 from h3pipe.engine.yamlio import Document, format_path, load_document
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 from h3pipe.operations import get_operation, operation_names
-from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
+from h3pipe.spec import PipelineSpec, SourceSpec, StacSpec, StepSpec
 
 PROJECT_FILE = "h3pipe.yaml"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -166,6 +166,17 @@ class Project:
         report.problems += problems
         if doc is None:
             return
+        if kind == "source":
+            # Values may come from the environment (a mirror, a signer): expand them first,
+            # so the schema checks what will actually be used.
+            unset = _expand_tree(doc.data, [])
+            report.problems += [doc.problem(path, f"environment variable {name} is not set; "
+                                            "set it or write ${VAR:-default}")
+                                for path, name in unset]
+            if unset:
+                if isinstance(doc.data, dict) and isinstance(doc.data.get("id"), str):
+                    loaded.broken_sources[doc.data["id"]] = doc.file
+                return
         schema_problems = _schema_problems(doc, schemas.validator(kind))
         report.problems += schema_problems
         if kind == "project":
@@ -190,20 +201,7 @@ class Project:
         if not valid:
             loaded.broken_sources[sid] = doc.file
             return
-        try:
-            location = expand_env(data["path"])
-        except KeyError as exc:
-            report.problems.append(doc.problem(["path"], f"environment variable {exc.args[0]} is "
-                                               "not set; set it or write ${VAR:-default}"))
-            loaded.broken_sources[sid] = doc.file
-            return
-        spec = SourceSpec(
-            id=sid, kind=data["kind"], location=location, theme=data["theme"],
-            band=data.get("band", 1), nodata=data.get("nodata"),
-            nodata_override="nodata" in data, units=data.get("units"), title=data.get("title"),
-            license=data.get("license"), provenance=data.get("provenance", {}), file=doc.file,
-        )
-        loaded.sources[spec.id] = (doc, spec)
+        loaded.sources[sid] = (doc, source_spec(data, doc.file))
 
     def _add_pipeline(self, doc: Document, loaded: _Loaded, report: Report, *,
                       valid: bool) -> None:
@@ -337,12 +335,45 @@ def _cycle_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
             for i, text in sorted(out)]
 
 
+def source_spec(data: dict[str, Any], file: str) -> SourceSpec:
+    """The spec of a validated, expanded source document."""
+    stac = data.get("stac")
+    return SourceSpec(
+        id=data["id"], kind=data["kind"], location=data.get("path", ""), theme=data["theme"],
+        band=data.get("band", 1), nodata=data.get("nodata"),
+        nodata_override="nodata" in data, units=data.get("units"), title=data.get("title"),
+        license=data.get("license"), provenance=data.get("provenance", {}), file=file,
+        stac=StacSpec(url=stac["url"], collection=stac["collection"],
+                      asset=stac.get("asset", "data"), datetime=stac.get("datetime"),
+                      query=stac.get("query"), signer=stac.get("signer", "none"))
+        if stac else None,
+        document=data,
+    )
+
+
+def _expand_tree(node: Any, path: list[str | int]) -> list[tuple[list[str | int], str]]:
+    """Expand ${VAR} in every string of ``node`` in place; return (path, name) of unset ones."""
+    unset: list[tuple[list[str | int], str]] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, list) else []
+    for key, value in list(items):
+        if isinstance(value, str) and "${" in value:
+            try:
+                node[key] = expand_env(value)
+            except KeyError as exc:
+                unset.append((path + [key], exc.args[0]))
+        elif isinstance(value, dict | list):
+            unset += _expand_tree(value, path + [key])
+    return unset
+
+
 def _schema_problems(doc: Document, validator: Draft202012Validator,
                      prefix: list[str | int] | None = None, data: Any = None) -> list[Problem]:
     prefix = prefix or []
     instance = doc.data if data is None else data
     out = []
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(validator.iter_errors(instance),
+                    key=lambda e: (list(map(str, e.absolute_path)), e.message))
     for err in errors:
         path = prefix + list(err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
@@ -352,7 +383,10 @@ def _schema_problems(doc: Document, validator: Draft202012Validator,
                 out.append(Problem(doc.file, doc.line_of(path + [key]), format_path(path),
                                    f"unknown key '{key}'{hint}", "schema"))
             continue
-        out.append(Problem(doc.file, doc.line_of(path), format_path(path), _message(err),
+        at = path
+        if err.validator == "not" and isinstance(err.validator_value, dict):
+            at = path + list(err.validator_value.get("required", [])[:1])
+        out.append(Problem(doc.file, doc.line_of(at), format_path(path), _message(err),
                            "schema"))
     return out
 
@@ -371,6 +405,10 @@ def _type_name(value: Any) -> str:
 
 
 def _message(err: SchemaError) -> str:
+    if err.validator == "not" and isinstance(err.validator_value, dict) and isinstance(
+            err.instance, dict):
+        keys = ", ".join(f"'{k}'" for k in err.validator_value.get("required", []))
+        return f"{keys} does not go with kind '{err.instance.get('kind')}'"
     if err.validator == "enum":
         return f"{err.instance!r} is not one of [{', '.join(repr(v) for v in err.validator_value)}]"
     if err.validator == "type":

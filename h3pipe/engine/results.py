@@ -67,6 +67,9 @@ def show_run(project: Project, run_id: str) -> dict[str, Any]:
         run["slowest_tasks"] = store.catalog.query(
             "SELECT step_id, task_no, rows_in, seconds FROM tasks WHERE run_id = ? AND "
             "seconds IS NOT NULL ORDER BY seconds DESC LIMIT 5", (rid,))
+        run["items"] = store.catalog.query(
+            "SELECT source_id, item_id, href FROM run_items WHERE run_id = ? "
+            "ORDER BY source_id, item_id", (rid,))
         run["params"] = json.loads(run["params"])
         return run
     finally:

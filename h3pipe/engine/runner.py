@@ -24,6 +24,7 @@ from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
 from h3pipe.errors import ConfigError, H3PipeError, RunFailed, SourceError, UsageError
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.raster import RasterInfo, describe_raster
+from h3pipe.operations.stac import ItemRef, describe_stac
 from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
 from h3pipe.storage import EmbeddedStore
 from h3pipe.storage.catalog import now
@@ -110,8 +111,11 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
          executor: Executor, reporter: Reporter) -> RunResult:
     cells = scope_cells(scope, res)
     size = balanced_batch_size(len(cells), size, nworkers)
-    rasters = {s.source: _raster(sources[s.source], project, scope)
-               for s in pipeline.steps if s.source}
+    rasters: dict[str, RasterInfo] = {}
+    used_items: list[dict[str, str]] = []
+    for source_id in dict.fromkeys(s.source for s in pipeline.steps if s.source):
+        rasters[source_id], items = _raster(sources[source_id], project, scope)
+        used_items += [{"source_id": source_id, "item_id": i.id, "href": i.href} for i in items]
     stages = StepGraph(pipeline.steps).stages()
 
     store = open_store(project, settings)
@@ -125,6 +129,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
         cells=len(cells), pid=os.getpid(), host=socket.gethostname(), created_at=now(),
         started_at=now(),
     )
+    store.catalog.insert_many("run_items", [{"run_id": run_id, **i} for i in used_items])
     store.catalog.insert_many("steps", [
         {"run_id": run_id, "step_id": sid, "stage": n, "operation": pipeline.step(sid).operation,
          "status": "pending"}
@@ -174,10 +179,19 @@ def new_run_id(pipeline_id: str) -> str:
     return f"{pipeline_id}-{stamp}-{secrets.token_hex(3)}"
 
 
-def _raster(source: SourceSpec, project: Project, scope: Scope) -> RasterInfo:
+def _raster(source: SourceSpec, project: Project, scope: Scope
+            ) -> tuple[RasterInfo, list[ItemRef]]:
+    """The source's grid over the scope, and the STAC items it came from (if any)."""
+    items: list[ItemRef] = []
     try:
-        info = describe_raster(source.id, source.location, project.root, band=source.band,
-                               nodata=source.nodata, nodata_override=source.nodata_override)
+        if source.stac is not None:
+            info, items = describe_stac(source.id, source.stac, scope.geometry.bounds,
+                                        project.root, band=source.band, nodata=source.nodata,
+                                        nodata_override=source.nodata_override)
+        else:
+            info = describe_raster(source.id, source.location, project.root,
+                                   band=source.band, nodata=source.nodata,
+                                   nodata_override=source.nodata_override)
     except SourceError as exc:
         raise SourceError(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
     minx, miny, maxx, maxy = _bounds_wgs84(info)
@@ -188,7 +202,7 @@ def _raster(source: SourceSpec, project: Project, scope: Scope) -> RasterInfo:
             f"overlap scope {scope.label} ({sminx:.4f},{sminy:.4f},{smaxx:.4f},{smaxy:.4f})",
             hint="choose a scope inside the raster, or check the source's path",
         )
-    return info
+    return info, items
 
 
 def _bounds_wgs84(info: RasterInfo) -> tuple[float, float, float, float]:

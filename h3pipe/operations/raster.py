@@ -64,6 +64,7 @@ class RasterInfo:
     nodata: float | None
     nodata_override: bool
     tiles: tuple[TileInfo, ...]
+    signer: str = "none"  # how tile hrefs are signed before opening (STAC sources)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -229,7 +230,7 @@ class _OpenTiles:
         st = os.stat(path)
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str, signer: str = "none") -> Any:
         import rasterio
 
         try:
@@ -241,7 +242,7 @@ class _OpenTiles:
             entry[1].close()
             entry = None
         if entry is None:
-            entry = (identity, rasterio.open(path))
+            entry = (identity, rasterio.open(gdal_path(sign(path, signer))))
         self._open[path] = entry
         while len(self._open) > self.capacity:
             self._open.popitem(last=False)[1][1].close()
@@ -256,6 +257,21 @@ class _OpenTiles:
 _TILES = _OpenTiles()
 
 
+def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
+    """A tile placed from metadata (a STAC item's proj:transform) must really lie there."""
+    tr = ds.transform
+    x = info.x0 + t.col_off * info.xres
+    y = info.y0 - t.row_off * info.yres
+    tol = 1e-3
+    if (abs(tr.c - x) > tol * info.xres or abs(tr.f - y) > tol * info.yres
+            or abs(tr.a - info.xres) > 1e-9 * info.xres or ds.width != t.width
+            or ds.height != t.height):
+        raise SourceError(f"source '{info.source_id}': '{t.path}' is not where its metadata "
+                          f"puts it (file origin {tr.c:.6f}, {tr.f:.6f}, {ds.width} x "
+                          f"{ds.height}; expected {x:.6f}, {y:.6f}, {t.width} x {t.height})",
+                          hint="fix the item's proj:transform/proj:shape")
+
+
 class MosaicReader:
     """Reads windows of a :class:`RasterInfo` grid across its tiles, NaN where no data."""
 
@@ -268,10 +284,29 @@ class MosaicReader:
     def __exit__(self, *exc: object) -> None:
         pass
 
+    def _read(self, t: TileInfo, window: Any) -> tuple[Any, np.ndarray]:
+        from rasterio.errors import RasterioError
+
+        info = self.info
+        for attempt in (1, 2):
+            try:
+                ds = _TILES.get(t.path, info.signer)
+                _check_placement(info, t, ds)
+                return ds, ds.read(info.band, window=window)
+            except RasterioError as exc:
+                _TILES.forget(t.path)
+                # A signed URL may have expired while the tile stayed open: sign anew once.
+                if attempt == 1 and info.signer != "none":
+                    continue
+                raise SourceError(f"source '{info.source_id}': cannot read '{t.path}': "
+                                  f"{gdal_reason(exc)}",
+                                  hint="the file may be corrupt, truncated or unreachable"
+                                  ) from exc
+        raise AssertionError("unreachable")
+
     def read(self, bounds: tuple[float, float, float, float]
              ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
         """Pixels covering ``bounds`` from every tile, nodata and gaps as NaN, and their extent."""
-        from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
         info = self.info
@@ -283,15 +318,11 @@ class MosaicReader:
             if a0 >= a1 or b0 >= b1:
                 continue
             window = Window(a0 - t.col_off, b0 - t.row_off, a1 - a0, b1 - b0)
-            try:
-                data = _TILES.get(t.path).read(info.band, window=window)
-            except RasterioError as exc:
-                _TILES.forget(t.path)
-                raise SourceError(f"source '{info.source_id}': cannot read '{t.path}': "
-                                  f"{gdal_reason(exc)}",
-                                  hint="the file may be corrupt or truncated") from exc
+            ds, data = self._read(t, window)
             values = data.astype(out.dtype, copy=False)
-            nodata = info.nodata if info.nodata_override else t.nodata
+            # The file's own nodata, unless the source overrides it (a STAC item may not
+            # say what its file declares, so ask the file).
+            nodata = info.nodata if info.nodata_override else ds.nodatavals[info.band - 1]
             if nodata is not None and not math.isnan(nodata):
                 values = np.where(data == nodata, np.nan, values)
             # Where tiles overlap, a tile's nodata never hides another tile's valid pixel.
@@ -300,6 +331,23 @@ class MosaicReader:
         extent = (info.x0 + c0 * info.xres, info.y0 - r1 * info.yres,
                   info.x0 + c1 * info.xres, info.y0 - r0 * info.yres)
         return out, extent
+
+
+def sign(href: str, signer: str) -> str:
+    """The href to open: signed for Planetary Computer's blob storage, else unchanged."""
+    if signer != "planetary_computer" or not href.startswith(("http://", "https://")):
+        return href
+    try:
+        import planetary_computer
+    except ImportError as exc:
+        raise SourceError("signer 'planetary_computer' needs the planetary-computer package",
+                          hint="pip install planetary-computer") from exc
+    try:
+        return str(planetary_computer.sign(href))
+    except Exception as exc:  # the signing service is remote; say so in one line
+        raise SourceError(f"cannot sign '{href}' with Planetary Computer: {exc}",
+                          hint="check the network, or set the source's signer to none "
+                          "for a mirror") from exc
 
 
 def read_mosaic(info: RasterInfo, bounds: tuple[float, float, float, float]
