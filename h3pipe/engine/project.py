@@ -27,6 +27,7 @@ from h3pipe.operations import get_operation, operation_names
 from h3pipe.spec import PipelineSpec, SourceSpec, StacSpec, StepSpec
 
 PROJECT_FILE = "h3pipe.yaml"
+_CATALOG = "catalog:"  # the "file" of a source that comes from the store's catalog
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -68,6 +69,7 @@ class Report:
 class _Loaded:
     sources: dict[str, tuple[Document, SourceSpec]] = field(default_factory=dict)
     broken_sources: dict[str, str] = field(default_factory=dict)  # id -> file
+    deactivated: dict[str, str] = field(default_factory=dict)  # id -> when
     pipelines: dict[str, tuple[Document, PipelineSpec]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +77,11 @@ class _Loaded:
 class Project:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self.settings: dict[str, Any] = {}
+
+    def store_root(self) -> Path:
+        root = Path(self.settings.get("store", ".h3pipe")).expanduser()
+        return root if root.is_absolute() else self.root / root
 
     @classmethod
     def locate(cls, project: Path | str | None = None) -> Project:
@@ -109,15 +116,18 @@ class Project:
             return path.resolve()
         return (self.root / path).resolve()
 
-    def check(self, paths: list[Path] | None = None) -> Report:
-        """Validate the project, or only ``paths`` (sources are always read for references)."""
+    def check(self, paths: list[Path] | None = None, as_kind: str | None = None) -> Report:
+        """Validate the project, or only ``paths`` (sources are always read for references);
+        ``as_kind`` forces the kind of the given paths."""
         report = Report()
         loaded = _Loaded()
         if self.settings_file.exists():
             self._check_file(self.settings_file, "project", loaded, report)
+        self.settings = loaded.settings
         project_sources = self.source_files()
         for f in project_sources:
             self._check_file(f, "source", loaded, report)
+        self._add_catalog_sources(loaded)
         targets: list[tuple[Path, str]] = []
         if paths is None or any(p.resolve() == self.root for p in paths if p.is_dir()):
             targets = [(f, "pipeline") for f in self.pipeline_files()]
@@ -125,7 +135,7 @@ class Project:
             if p.resolve() == self.root:
                 continue
             files = sorted(p.rglob("*.y*ml")) if p.is_dir() else [p]
-            targets += [(f, self._kind_of(f)) for f in files]
+            targets += [(f, as_kind or self._kind_of(f)) for f in files]
         done = {f.resolve() for f in project_sources} | {self.settings_file.resolve()}
         for f, kind in targets:
             if f.resolve() not in done:
@@ -145,6 +155,33 @@ class Project:
         return ({k: v[1] for k, v in self._loaded.sources.items()},
                 {k: v[1] for k, v in self._loaded.pipelines.items()},
                 self._loaded.settings)
+
+    def _add_catalog_sources(self, loaded: _Loaded) -> None:
+        """Sources registered in the store: deactivated ones are remembered so pipelines
+        that need them fail; active ones without a file here become usable."""
+        from h3pipe.storage import EmbeddedStore
+
+        db = self.store_root() / "catalog.sqlite"
+        if not db.exists():
+            return
+        store = EmbeddedStore(self.store_root(), create=False)
+        try:
+            rows = store.catalog.query("SELECT * FROM sources")
+        finally:
+            store.close()
+        for row in rows:
+            sid = row["id"]
+            if not row["is_active"]:
+                loaded.deactivated[sid] = row["updated_at"]
+                continue
+            if sid in loaded.sources or sid in loaded.broken_sources:
+                continue  # the project's own file is the working copy
+            data = json.loads(row["document"])
+            label = f"{_CATALOG}{sid}@v{row['version']}"
+            if _expand_tree(data, []) or list(schemas.validator("source").iter_errors(data)):
+                loaded.broken_sources[sid] = f"{label} (register it again)"
+                continue
+            loaded.sources[sid] = (Document(label, data), source_spec(data, label))
 
     def _kind_of(self, path: Path) -> str:
         if path.name == PROJECT_FILE:
@@ -192,6 +229,11 @@ class Project:
         sid = data.get("id") if isinstance(data, dict) else None
         if not isinstance(sid, str):
             return
+        # A file checked after the catalog was read overrides the registered copy.
+        if sid in loaded.sources and loaded.sources[sid][0].file.startswith(_CATALOG):
+            del loaded.sources[sid]
+        if loaded.broken_sources.get(sid, "").startswith(_CATALOG):
+            del loaded.broken_sources[sid]
         if sid in loaded.sources or sid in loaded.broken_sources:
             other = (loaded.sources[sid][0].file if sid in loaded.sources
                      else loaded.broken_sources[sid])
@@ -268,7 +310,11 @@ class Project:
             else:
                 op = get_operation(operation)
         source = step.get("source")
-        if isinstance(source, str) and source not in loaded.sources:
+        if isinstance(source, str) and source in loaded.deactivated:
+            out.append(doc.problem(at + ["source"], f"source '{source}' is deactivated in the "
+                                   f"catalog (since {loaded.deactivated[source][:19]}); "
+                                   "register it again to use it"))
+        elif isinstance(source, str) and source not in loaded.sources:
             if source in loaded.broken_sources:
                 out.append(doc.problem(at + ["source"], f"source '{source}' is invalid; fix "
                                        f"{loaded.broken_sources[source]} first"))

@@ -59,8 +59,8 @@ class RunResult:
 
 
 def open_store(project: Project, settings: dict[str, Any], *, create: bool = True) -> EmbeddedStore:
-    root = Path(settings.get("store", ".h3pipe")).expanduser()
-    return EmbeddedStore(root if root.is_absolute() else project.root / root, create=create)
+    project.settings = settings or project.settings
+    return EmbeddedStore(project.store_root(), create=create)
 
 
 def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,

@@ -98,7 +98,7 @@ def _from_api(source_id: str, spec: StacSpec, bbox: tuple[float, ...]) -> list[d
     from urllib3.util.retry import Retry
 
     where = f"source '{source_id}': STAC API {spec.url}"
-    retry = Retry(total=4, backoff_factor=0.5, status_forcelist=_RETRY_STATUS,
+    retry = Retry(total=3, backoff_factor=0.3, status_forcelist=_RETRY_STATUS,
                   allowed_methods=None, raise_on_status=False)
     try:
         client = Client.open(spec.url, stac_io=StacApiIO(timeout=30, max_retries=retry))

@@ -1,0 +1,155 @@
+"""``h3pipe sources``: the source catalog (register, list, show, deactivate) and inspect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from h3pipe.cli.app import app, project_of
+
+sources_app = typer.Typer(
+    help="Register, list and inspect data sources.\n\nExample:\n\n"
+    "    h3pipe sources register sources/cop-dem-glo-30.yaml",
+    no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+
+
+@sources_app.command("register")
+def register(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="Source YAML files.")],
+) -> int:
+    """Validate source files, then add them to the catalog or record a new version.
+
+    Example:
+
+        h3pipe sources register sources/cop-dem-glo-30.yaml
+    """
+    from h3pipe.engine.source_catalog import register_sources
+
+    for r in register_sources(project_of(ctx), [f.resolve() for f in files]):
+        typer.echo(f"{r['id']}: {r['action']} (version {r['version']})")
+    return 0
+
+
+@sources_app.command("list")
+def list_(
+    ctx: typer.Context,
+    theme: Annotated[str | None, typer.Option(help="Only sources of this theme.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include deactivated sources.")] = False,
+) -> int:
+    """List registered sources.
+
+    Example:
+
+        h3pipe sources list --theme terrain
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from h3pipe.engine.source_catalog import list_sources
+
+    rows = list_sources(project_of(ctx), theme=theme, include_inactive=all_)
+    if not rows:
+        typer.echo("no sources registered" + (" for that theme" if theme else "")
+                   + "; add one with 'h3pipe sources register FILE'")
+        return 0
+    table = Table("id", "kind", "theme", "version", "active", "location", "updated", box=None)
+    for r in rows:
+        table.add_row(r["id"], r["kind"], r["theme"], str(r["version"]),
+                      "yes" if r["is_active"] else "no", r["location"],
+                      r["updated_at"].replace("T", " ")[:19])
+    Console(width=200).print(table)
+    return 0
+
+
+@sources_app.command("show")
+def show(
+    ctx: typer.Context,
+    source_id: Annotated[str, typer.Argument(help="Source id.")],
+) -> int:
+    """Show a registered source: its current document and its version history.
+
+    Example:
+
+        h3pipe sources show cop-dem-glo-30
+    """
+    import yaml
+
+    from h3pipe.engine.source_catalog import show_source
+
+    r = show_source(project_of(ctx), source_id)
+    state = "active" if r["is_active"] else "deactivated"
+    typer.echo(f"# {r['id']}: version {r['version']}, {state}, from {r['file']}")
+    typer.echo(yaml.safe_dump(r["document"], sort_keys=False, allow_unicode=True).rstrip())
+    typer.echo("# history:")
+    for v in r["versions"]:
+        typer.echo(f"#   v{v['version']} {v['action']:10s} {v['recorded_at'][:19]} {v['file']}")
+    return 0
+
+
+@sources_app.command("deactivate")
+def deactivate(
+    ctx: typer.Context,
+    source_id: Annotated[str, typer.Argument(help="Source id.")],
+) -> int:
+    """Deactivate a source (soft delete): pipelines that need it fail validation.
+
+    Example:
+
+        h3pipe sources deactivate worldpop-2020
+    """
+    from h3pipe.engine.source_catalog import deactivate as deactivate_source
+
+    version = deactivate_source(project_of(ctx), source_id)
+    typer.echo(f"{source_id}: deactivated (version {version}); register it again to restore")
+    return 0
+
+
+@sources_app.command("inspect")
+def inspect(
+    ctx: typer.Context,
+    location: Annotated[str, typer.Argument(
+        help="A raster file, glob, VRT or URL, or a STAC collection (collection.json, or "
+        "API_URL#collection=ID).")],
+    source_id: Annotated[str | None, typer.Option("--id", help="Id for the YAML.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", dir_okay=False,
+                                                help="Write the YAML here.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+) -> int:
+    """Read a raster or STAC collection and print a ready-to-edit source YAML.
+
+    Example:
+
+        h3pipe sources inspect data/dem.tif --id my-dem -o sources/my-dem.yaml
+    """
+    from dataclasses import asdict
+
+    from h3pipe.engine.inspect import inspect_location, to_source_yaml
+
+    project = project_of(ctx)
+    found = inspect_location(location, project.root)
+    if fmt == "json":
+        typer.echo(json.dumps(asdict(found), indent=2, default=str))
+        return 0
+    if fmt != "yaml":
+        raise typer.BadParameter(f"'{fmt}' is not one of yaml, json", param_hint="--format")
+    sid = source_id or _default_id(location)
+    text = to_source_yaml(found, source_id=sid, location=location)
+    if output is None:
+        typer.echo(text.rstrip())
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}; check it, then 'h3pipe sources register {output}'")
+    return 0
+
+
+def _default_id(location: str) -> str:
+    import re
+
+    stem = location.split("#collection=")[-1] if "#collection=" in location else \
+        Path(location.split("?")[0]).stem
+    return re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-.") or "source"
