@@ -126,18 +126,28 @@ def inspect(
 
         h3pipe sources inspect data/dem.tif --id my-dem -o sources/my-dem.yaml
     """
-    from dataclasses import asdict
+    import math
 
-    from h3pipe.engine.inspect import inspect_location, to_source_yaml
+    from h3pipe.engine.inspect import inspect_location, suggest_source_id, to_source_yaml
 
+    if fmt not in ("yaml", "json"):
+        raise typer.BadParameter(f"'{fmt}' is not one of yaml, json", param_hint="--format")
     project = project_of(ctx)
     found = inspect_location(location, project.root)
     if fmt == "json":
-        typer.echo(json.dumps(asdict(found), indent=2, default=str))
+        # Strict JSON: a NaN nodata value becomes the string "nan".
+        def clean(v: object) -> object:
+            if isinstance(v, float) and math.isnan(v):
+                return "nan"
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list | tuple):
+                return [clean(x) for x in v]
+            return v
+
+        typer.echo(json.dumps(clean(found.to_json()), indent=2, default=str, allow_nan=False))
         return 0
-    if fmt != "yaml":
-        raise typer.BadParameter(f"'{fmt}' is not one of yaml, json", param_hint="--format")
-    sid = source_id or _default_id(location)
+    sid = source_id or suggest_source_id(found)
     text = to_source_yaml(found, source_id=sid, location=location)
     if output is None:
         typer.echo(text.rstrip())
@@ -145,11 +155,3 @@ def inspect(
         output.write_text(text)
         typer.echo(f"wrote {output}; check it, then 'h3pipe sources register {output}'")
     return 0
-
-
-def _default_id(location: str) -> str:
-    import re
-
-    stem = location.split("#collection=")[-1] if "#collection=" in location else \
-        Path(location.split("?")[0]).stem
-    return re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-.") or "source"

@@ -15,7 +15,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ class Inspection:
     theme: str = "other"
     stats: tuple[str, ...] = ("count", "mean")
     resolutions: tuple[int, int] | None = None
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,7 +190,8 @@ def _open(path: str, location: str) -> Any:
         remote = path.startswith("/vsi")
         raise SourceError(
             f"cannot open '{location}' as a raster: {gdal_reason(exc)}",
-            hint=("check the URL is reachable and points to a GeoTIFF/COG" if remote
+            hint=("check the URL is reachable and points to a GeoTIFF/COG (for a STAC "
+                  "API, add '#collection=ID')" if remote
                   else "check the file is a readable GeoTIFF/VRT (it may be corrupt or "
                        "truncated)"),
         ) from exc
@@ -344,6 +345,11 @@ def _is_integer(dtype: str | None) -> bool:
     return dtype is not None and np.dtype(dtype).kind in "iu"
 
 
+def _num(value: float) -> str:
+    """A value as people read it: 21425, 1756, 0.2388."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _guess_from_pixels(count: int | None, dtype: str | None,
                        s: SampleStats | None) -> tuple[str, str]:
     if count in (3, 4) and dtype == "uint8":
@@ -351,7 +357,7 @@ def _guess_from_pixels(count: int | None, dtype: str | None,
     if s is None:
         return "unknown", "no valid pixel in the sample (all nodata?)"
     if s.distinct == 1:
-        return "unknown", f"every sampled pixel has the same value ({s.min:g})"
+        return "unknown", f"every sampled pixel has the same value ({_num(s.min)})"
     integer = _is_integer(dtype)
     span = s.max - s.min + 1
     # A run of consecutive integers that fills its range is a quantised surface (a flat
@@ -364,24 +370,22 @@ def _guess_from_pixels(count: int | None, dtype: str | None,
             and (s.skewness >= _SKEWED
                  or (s.zero_fraction >= _ZERO_INFLATED and s.roughness > _SMOOTH))):
         return "population", (
-            f"non-negative values, {s.zero_fraction:.0%} zeros, 95% below {s.p95:g} and "
-            f"median {s.median:g}, with a long tail up to {s.max:g} (skewness "
+            f"non-negative values, {s.zero_fraction:.0%} zeros, 95% below {_num(s.p95)} and "
+            f"median {_num(s.median)}, with a long tail up to {_num(s.max)} (skewness "
             f"{s.skewness:.1f}): counts of people per pixel look like this")
     continuous = not integer or dtype in ("int16", "int32", "uint16")
     lo, hi = _DEM_RANGE
     # p2..p98, not min..max: a few spikes or pits must not hide a DEM.
     if (continuous and s.p2 >= lo and s.p98 <= hi and s.roughness <= _SMOOTH
             and s.skewness < _SKEWED):
-        return "dem", (f"{dtype} values {s.min:g}..{s.max:g} lie within plausible "
-                       f"elevations ({lo:g}..{hi:g} m) and change smoothly between "
+        return "dem", (f"{dtype} values {_num(s.min)}..{_num(s.max)} lie within plausible "
+                       f"elevations ({_num(lo)}..{_num(hi)} m) and change smoothly between "
                        f"neighbours (roughness {s.roughness:.3f})")
-    return "unknown", (f"{dtype} values {s.min:g}..{s.max:g} (median {s.median:g}, "
+    return "unknown", (f"{dtype} values {_num(s.min)}..{_num(s.max)} (median {_num(s.median)}, "
                        f"{s.distinct} distinct in the sample) match no known pattern")
 
 
 def _with_guess(insp: Inspection, guess: str, reason: str) -> Inspection:
-    from dataclasses import replace
-
     units = insp.units or _UNITS.get(guess)
     return replace(insp, guess=guess, reason=reason, theme=_THEMES[guess],
                    stats=_STATS[guess], units=units,
@@ -460,7 +464,7 @@ def _inspect_stac_file(location: str, base_dir: Path) -> Inspection:
                           f"{doc.get('type', 'document without a type')}, not a Collection",
                           hint="give the collection.json, or a STAC API URL with "
                                "'#collection=ID'")
-    item_links = [ln for ln in doc.get("links", []) if ln.get("rel") == "item"]
+    item_links = [ln for ln in doc.get("links") or [] if ln.get("rel") == "item"]
     item: dict[str, Any] | None = None
     item_where = where
     notes: list[str] = []
@@ -492,7 +496,7 @@ def _inspect_stac_api(location: str, api_url: str, collection_id: str) -> Inspec
     try:
         collection = client.get_collection(collection_id)
     except Exception as exc:
-        raise SourceError(f"STAC collection '{collection_id}' not found at '{api_url}': "
+        raise SourceError(f"cannot get STAC collection '{collection_id}' from '{api_url}': "
                           f"{_one_line(exc)}",
                           hint="list the collections the API has at URL/collections") from exc
     if collection is None:
@@ -553,15 +557,16 @@ def _stac_inspection(location: str, coll: dict[str, Any], item: dict[str, Any] |
 
     extent = None
     bbox = ((coll.get("extent") or {}).get("spatial") or {}).get("bbox") or []
-    if bbox and len(bbox[0]) >= 4:
-        b = bbox[0]
-        extent = (float(b[0]), float(b[1]), float(b[-2]), float(b[-1])) if len(b) == 4 else \
-            (float(b[0]), float(b[1]), float(b[3]), float(b[4]))
+    if bbox and len(bbox[0]) in (4, 6):
+        b = [float(v) for v in bbox[0]]
+        # The first box is the overall extent; a 3D box is minx, miny, minz, maxx, maxy, maxz.
+        extent = (b[0], b[1], b[2], b[3]) if len(b) == 4 else (b[0], b[1], b[3], b[4])
     interval = ((coll.get("extent") or {}).get("temporal") or {}).get("interval") or []
     temporal = (interval[0][0], interval[0][1]) if interval and len(interval[0]) == 2 else None
-    providers = tuple(p.get("name", "") for p in coll.get("providers", []) if p.get("name"))
-    provider_url = next((p.get("url") for p in coll.get("providers", [])
-                         if p.get("url") and "licensor" in p.get("roles", [])), None)
+    providers_meta = coll.get("providers") or []
+    providers = tuple(p["name"] for p in providers_meta if p.get("name"))
+    provider_url = next((p["url"] for p in providers_meta
+                         if p.get("url") and "licensor" in (p.get("roles") or [])), None)
 
     epsg = props.get("proj:epsg") or meta.get("proj:epsg")
     code = props.get("proj:code") or meta.get("proj:code")
@@ -616,7 +621,7 @@ def _first(values: Any) -> Any:
 
 def _guess_from_metadata(coll: dict[str, Any], unit: Any) -> tuple[str, str]:
     words = [str(coll.get("id", "")), str(coll.get("title", "")),
-             *(str(k) for k in coll.get("keywords", []))]
+             *(str(k) for k in coll.get("keywords") or [])]
     text = " " + " ".join(words).lower().replace("_", " ") + " "
     for guess, keys in _KEYWORDS.items():
         for k in keys:
@@ -645,6 +650,21 @@ def _try_asset_pixels(href: str, notes: list[str], api_url: str | None) -> Inspe
 
 # -- source YAML ---------------------------------------------------------------------------
 
+def suggest_source_id(insp: Inspection) -> str:
+    """An id that source.v1.json accepts: the STAC collection id, else the file's name."""
+    import re
+
+    if insp.collection:
+        base = insp.collection
+    else:
+        # The last path part that is not only a pattern: 'tiles/*.tif' gives 'tiles'.
+        parts = [p.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+                 for p in insp.location.partition("#")[0].split("/")]
+        base = next((p for p in reversed(parts) if p.strip("._-")), "")
+        base = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", base.lower()).strip("-_.")[:100]
+    return slug or "source"
+
 def _yaml_scalar(value: Any) -> str:
     import yaml
 
@@ -659,62 +679,57 @@ def _one_line_text(text: str, limit: int = 300) -> str:
 
 def to_source_yaml(insp: Inspection, *, source_id: str, location: str) -> str:
     """A source file for ``insp``, with ``# inferred:`` comments on every guessed value."""
+    import textwrap
+
     q = _yaml_scalar
-    out = [f"# Written by 'h3pipe sources inspect {location}'. Values marked 'inferred' are",
-           "# guesses from the metadata and a sample of pixels: check them before running.",
+    out = ["# Written by 'h3pipe sources inspect' from:", f"#   {location}",
+           "# Values marked 'inferred' are guesses from the metadata and a sample of pixels:",
+           "# check them before running.",
            "schema_version: 1",
-           f"id: {q(source_id)}"]
+           f"id: {q(source_id)}",
+           f"kind: {'stac' if insp.kind == 'stac' else 'raster'}",
+           f"title: {q(insp.title)}" if insp.title else "# title:",
+           f"description: {q(_one_line_text(insp.description))}" if insp.description
+           else "# description:"]
     if insp.kind == "stac":
-        out.append("kind: stac")
-    else:
-        out.append("kind: raster")
-    out.append(f"title: {q(insp.title)}" if insp.title else "# title: ")
-    out.append(f"description: {q(_one_line_text(insp.description))}" if insp.description
-               else "# description: ")
-    if insp.kind == "stac":
-        api_url, _, _ = location.partition("#collection=")
-        pc = "planetarycomputer.microsoft.com" in api_url
+        api_url = location.partition("#collection=")[0]
+        signer = ("  signer: planetary_computer  # inferred: Planetary Computer assets are "
+                  "signed before reading" if "planetarycomputer.microsoft.com" in api_url
+                  else "  signer: none  # planetary_computer for Planetary Computer data")
         out += ["stac:",
                 f"  url: {q(api_url)}",
                 f"  collection: {q(insp.collection or '')}",
                 f"  asset: {q(insp.asset or 'data')}"
-                + ("" if insp.asset else "  # inferred: none found, set the asset key"),
-                ("  signer: planetary_computer  # inferred: Planetary Computer assets are "
-                 "signed before reading") if pc else
-                "  signer: none  # planetary_computer for Planetary Computer collections"]
+                + ("" if insp.asset else "  # no data asset found: set the asset key"),
+                signer]
     else:
         out.append(f"path: {q(location)}")
-        band_note = ""
-        if (insp.band_count or 1) > 1:
-            band_note = f"  # the file has {insp.band_count} bands; one source reads one band"
-        out.append(f"band: 1{band_note}")
+        note = (f"  # the file has {insp.band_count} bands; a source reads one"
+                if (insp.band_count or 1) > 1 else "")
+        out.append(f"band: 1{note}")
     if insp.nodata is not None:
-        shown = "NaN" if isinstance(insp.nodata, float) and math.isnan(insp.nodata) \
-            else f"{insp.nodata:g}"
-        out.append(f"# nodata: the files declare {shown} ({insp.dtype}), used unless set "
-                   f"here; NaN is never counted")
+        shown = "NaN" if math.isnan(insp.nodata) else f"{insp.nodata:g}"
+        out.append(f"# nodata: {shown} is declared ({insp.dtype}) and used unless set here; "
+                   f"NaN is never counted")
     elif insp.dtype:
-        out.append(f"# nodata: the files declare none ({insp.dtype}); set one if a value "
-                   f"marks missing data")
-    if insp.units:
-        out.append(f"units: {q(insp.units)}  # inferred: {insp.guess}")
-    else:
-        out.append("# units: ")
-    out.append(f"theme: {insp.theme}  # inferred: {insp.guess}: {_one_line_text(insp.reason)}")
-    out.append(f"license: {q(insp.license)}" if insp.license else "# license: ")
+        out.append(f"# nodata: none declared ({insp.dtype}); set one if a value marks "
+                   f"missing data")
+    out.append(f"units: {q(insp.units)}  # inferred ({insp.guess})" if insp.units
+               else "# units:")
+    out += textwrap.wrap(f"inferred: {insp.guess}: {insp.reason}", width=92,
+                         initial_indent="# ", subsequent_indent="#   ")
+    out.append(f"theme: {insp.theme}")
+    out.append(f"license: {q(insp.license)}" if insp.license else "# license:")
     prov = []
     if insp.providers:
         prov.append(f"  provider: {q(', '.join(insp.providers))}")
     url = insp.provider_url or (location.partition("#")[0] if "://" in location else None)
     if url:
         prov.append(f"  url: {q(url)}")
-    if prov:
-        out += ["provenance:", *prov]
-    else:
-        out += ["# provenance:", "#   provider: ", "#   url: ", "#   citation: "]
+    out += (["provenance:", *prov] if prov
+            else ["# provenance:", "#   provider:", "#   url:", "#   citation:"])
     out += ["recommended:",
-            f"  stats: [{', '.join(insp.stats)}]  # inferred: usual statistics for "
-            f"{insp.guess}"]
+            f"  stats: [{', '.join(insp.stats)}]  # inferred: usual for {insp.guess}"]
     if insp.resolutions is not None and insp.resolution_m is not None:
         lo, hi = insp.resolutions
         pixel = max(insp.resolution_m)

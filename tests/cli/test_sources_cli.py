@@ -78,3 +78,18 @@ def test_errors_are_one_line(tmp_path, cli):
     assert r.exit_code == 2
     r = cli("--project", proj, "sources", "register", tmp_path / "missing.yaml")
     assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+def test_inspect_writes_a_source_that_registers_and_runs(tmp_path, cli):
+    proj, src = _project(tmp_path)
+    tif = tmp_path / "data" / "grad.tif"
+    out = proj / "sources" / "grad.yaml"
+    r = cli("--project", proj, "sources", "inspect", tif, "--id", "grad", "-o", out)
+    assert r.exit_code == 0 and "sources register" in r.stdout
+    assert "kind: raster" in out.read_text()
+    assert cli("--project", proj, "validate").exit_code == 0
+    assert cli("--project", proj, "sources", "register", out).exit_code == 0
+    r = cli("--project", proj, "sources", "inspect", tif, "--format", "json")
+    assert r.exit_code == 0 and '"dtype": "float32"' in r.stdout
+    r = cli("--project", proj, "sources", "inspect", tmp_path / "nope.tif")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "nope.tif" in r.stderr
