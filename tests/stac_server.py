@@ -20,14 +20,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from h3pipe.demo.copdem import generate_tiles
 from h3pipe.demo.stac import COLLECTION_ID, collection_dict, item_dict
+
+if TYPE_CHECKING:
+    import psycopg
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 # Six 1-degree tiles (S02/S03 x E028..E030) at 360 px: a fraction of a second to generate.
@@ -73,8 +77,6 @@ class StacApi:
 def stac_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StacApi]:
     """pgSTAC + stac-fastapi-pgstac + a COG server, for the whole test session."""
     _require_postgres()
-    from pypgstac.load import Methods
-
     work = tmp_path_factory.mktemp("stac_api")
     tiles_dir = work / "tiles"
     tile_paths = generate_tiles(tiles_dir, TILE_BBOX, size=TILE_SIZE)
@@ -89,7 +91,7 @@ def stac_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StacApi]:
     _admin(f'CREATE DATABASE "{dbname}"')
     try:
         items = [item_dict(p, f"{cog_url}/{p.name}") for p in tile_paths]
-        _load(dsn, [collection_dict(items)], items, migrate=True, mode=Methods.upsert)
+        _load(dsn, [collection_dict(items)], items, migrate=True)
 
         servers.append(
             _Server.start(
@@ -121,7 +123,8 @@ def stac_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StacApi]:
         servers[1].wait_until(f"{api_url}/_mgmt/ping")
 
         with pytest.MonkeyPatch.context() as mp:
-            # h3pipe sets this too (operations/raster.py); tests may read over HTTP without it.
+            # As h3pipe's raster module does, so a test's direct rasterio read over HTTP
+            # does not probe the COG server for sidecar files either.
             mp.setenv(
                 "GDAL_DISABLE_READDIR_ON_OPEN",
                 os.environ.get("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),
@@ -143,10 +146,8 @@ def stac_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StacApi]:
 
 def empty_collection(stac_api: StacApi, collection_id: str) -> str:
     """Load a collection with no items into ``stac_api``'s database; return its id."""
-    from pypgstac.load import Methods
-
     coll = collection_dict([], collection_id=collection_id, title=f"{collection_id} (empty)")
-    _load(stac_api.dsn, [coll], [], migrate=False, mode=Methods.upsert)
+    _load(stac_api.dsn, [coll], [], migrate=False)
     return collection_id
 
 
@@ -176,22 +177,39 @@ def _require_postgres() -> None:
         _skip_or_fail(_NO_POSTGIS)
 
 
-def _admin(statement: str) -> None:
+def _admin_connect() -> psycopg.Connection:
     import psycopg
 
-    # CREATE/DROP DATABASE cannot run inside a transaction block.
-    with psycopg.connect(
+    # autocommit: CREATE/DROP DATABASE cannot run inside a transaction block.
+    return psycopg.connect(
         host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=2,
         autocommit=True,
-    ) as conn:
+    )
+
+
+def _admin(statement: str) -> None:
+    with _admin_connect() as conn:
         conn.execute(statement)
 
 
-def _load(dsn: str, collections: list[dict], items: list[dict], *, migrate: bool,
-          mode: Any) -> None:
-    """Migrate (optionally) and load into pgSTAC, in-process."""
+@contextmanager
+def _migration_lock() -> Iterator[None]:
+    """Serialise pgSTAC migrations across processes sharing the cluster.
+
+    pgSTAC's migration creates and grants the cluster-wide roles pgstac_admin/_read/_ingest,
+    so two test sessions migrating their own databases at once fail with "tuple concurrently
+    updated". Advisory locks are per database, hence one taken in ``postgres``; closing the
+    connection releases it.
+    """
+    with _admin_connect() as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('h3pipe tests: pgstac migrate'))")
+        yield
+
+
+def _load(dsn: str, collections: list[dict], items: list[dict], *, migrate: bool) -> None:
+    """Migrate (optionally) and upsert into pgSTAC, in-process."""
     from pypgstac.db import PgstacDB
-    from pypgstac.load import Loader
+    from pypgstac.load import Loader, Methods
     from pypgstac.migrate import Migrate
 
     # An explicit DSN: without one pypgstac waits 30 s on the default socket before failing.
@@ -199,13 +217,14 @@ def _load(dsn: str, collections: list[dict], items: list[dict], *, migrate: bool
     try:
         conn = db.connect()
         if migrate:
-            Migrate(db).run_migration()
+            with _migration_lock():
+                Migrate(db).run_migration()
             # Without it pgSTAC omits numberMatched and pystac-client's matched() is None.
             conn.execute("UPDATE pgstac.pgstac_settings SET value = 'on' WHERE name = 'context'")
         loader = Loader(db)
-        loader.load_collections(iter(collections), insert_mode=mode)
+        loader.load_collections(iter(collections), insert_mode=Methods.upsert)
         if items:
-            loader.load_items(iter(items), insert_mode=mode)
+            loader.load_items(iter(items), insert_mode=Methods.upsert)
     finally:
         pool = db.pool
         db.disconnect()
