@@ -51,3 +51,19 @@ def project_of(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from h3pipe.engine.project import Project
 
     return Project.locate(ctx.obj.project if ctx.obj else None)
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A plain, borderless table on stdout; wide, so cron logs are not wrapped."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*headers, box=None)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+
+
+def stamp(value: str | None) -> str:
+    """An ISO timestamp as people read it: '2026-11-22 01:02:03', or '-'."""
+    return value.replace("T", " ")[:19] if value else "-"

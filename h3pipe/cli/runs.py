@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from h3pipe.cli.app import app, project_of
+from h3pipe.cli.app import app, print_table, project_of, stamp
 
 runs_app = typer.Typer(help="Inspect recorded runs.\n\nExample:\n\n    h3pipe runs list",
                        no_args_is_help=True)
@@ -25,21 +25,16 @@ def list_(
 
         h3pipe runs list --pipeline elevation_terrain
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from h3pipe.engine.results import list_runs
 
     rows = list_runs(project_of(ctx), limit=limit, pipeline=pipeline)
     if not rows:
         typer.echo("no runs yet")
         return 0
-    table = Table("run", "pipeline", "scope", "res", "cells", "status", "started", "finished",
-                  box=None)
-    for r in rows:
-        table.add_row(r["run_id"], r["pipeline_id"], r["scope_label"], str(r["resolution"]),
-                      str(r["cells"]), r["status"], _t(r["started_at"]), _t(r["finished_at"]))
-    Console(width=200).print(table)
+    print_table(["run", "pipeline", "scope", "res", "cells", "status", "started", "finished"],
+                [[r["run_id"], r["pipeline_id"], r["scope_label"], str(r["resolution"]),
+                  str(r["cells"]), r["status"], stamp(r["started_at"]), stamp(r["finished_at"])]
+                 for r in rows])
     return 0
 
 
@@ -62,7 +57,7 @@ def show(
     echo(f"pipeline:   {r['pipeline_id']} (version {r['pipeline_version']}, {r['pipeline_hash']})")
     echo(f"scope:      {r['scope_label']}, resolution {r['resolution']}, {r['cells']} cells")
     echo(f"status:     {r['status']}")
-    echo(f"started:    {_t(r['started_at'])}   finished: {_t(r['finished_at'])}")
+    echo(f"started:    {stamp(r['started_at'])}   finished: {stamp(r['finished_at'])}")
     echo(f"settings:   batch size {r['params']['batch_size']}, workers {r['params']['workers']}")
     if r["error"]:
         echo(f"error:      {r['error']}")
@@ -85,7 +80,3 @@ def show(
         for t in r["slowest_tasks"]:
             echo(f"  {t['step_id']}#{t['task_no']}: {t['seconds']:.2f} s for {t['rows_in']} cells")
     return 0 if r["status"] != "failed" else 1
-
-
-def _t(stamp: str | None) -> str:
-    return stamp.replace("T", " ")[:19] if stamp else "-"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from h3pipe.cli.app import app, project_of
+from h3pipe.cli.app import app, print_table, project_of, stamp
 
 sources_app = typer.Typer(
     help="Register, list and inspect data sources.\n\nExample:\n\n"
@@ -47,9 +47,6 @@ def list_(
 
         h3pipe sources list --theme terrain
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from h3pipe.engine.source_catalog import list_sources
 
     rows = list_sources(project_of(ctx), theme=theme, include_inactive=all_)
@@ -57,12 +54,10 @@ def list_(
         typer.echo("no sources registered" + (" for that theme" if theme else "")
                    + "; add one with 'h3pipe sources register FILE'")
         return 0
-    table = Table("id", "kind", "theme", "version", "active", "location", "updated", box=None)
-    for r in rows:
-        table.add_row(r["id"], r["kind"], r["theme"], str(r["version"]),
-                      "yes" if r["is_active"] else "no", r["location"],
-                      r["updated_at"].replace("T", " ")[:19])
-    Console(width=200).print(table)
+    print_table(["id", "kind", "theme", "version", "active", "location", "updated"],
+                [[r["id"], r["kind"], r["theme"], str(r["version"]),
+                  "yes" if r["is_active"] else "no", r["location"], stamp(r["updated_at"])]
+                 for r in rows])
     return 0
 
 
@@ -87,7 +82,7 @@ def show(
     typer.echo(yaml.safe_dump(r["document"], sort_keys=False, allow_unicode=True).rstrip())
     typer.echo("# history:")
     for v in r["versions"]:
-        typer.echo(f"#   v{v['version']} {v['action']:10s} {v['recorded_at'][:19]} {v['file']}")
+        typer.echo(f"#   v{v['version']} {v['action']:10s} {stamp(v['recorded_at'])} {v['file']}")
     return 0
 
 

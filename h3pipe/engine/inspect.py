@@ -8,7 +8,6 @@ heuristics and say why they were made; nothing here is used by runs.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from h3pipe.errors import SourceError
-from h3pipe.operations.raster import gdal_path, gdal_reason
+from h3pipe.operations.raster import expand_location, gdal_reason
 
 #: Pixels read per location at most (a decimated read; overviews are used when present).
 SAMPLE_PIXELS = 1_000_000
@@ -136,28 +135,8 @@ def _looks_like_json(location: str) -> bool:
 # -- rasters -------------------------------------------------------------------------------
 
 def _expand(location: str, base_dir: Path) -> list[str]:
-    """GDAL paths of a location; like ``expand_location`` but with hints for ``inspect``."""
-    if "://" in location or location.startswith("/vsi"):
-        if any(ch in location for ch in "*?["):
-            raise SourceError(f"cannot inspect '{location}': globs work on local folders only",
-                              hint="list the tiles in a VRT, or inspect one tile's URL")
-        return [gdal_path(location)]
-    path = Path(location).expanduser()
-    if not path.is_absolute():
-        path = base_dir / path
-    if any(ch in location for ch in "*?["):
-        matches = sorted(p for p in glob.glob(str(path), recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise SourceError(f"cannot inspect '{location}': no file matches {path}",
-                              hint="check the pattern and the folder it is relative to")
-        return matches
-    if not path.exists():
-        raise SourceError(f"cannot inspect '{location}': file not found: {path}",
-                          hint="check the path; relative paths start at the project folder")
-    if path.is_dir():
-        raise SourceError(f"cannot inspect '{location}': {path} is a folder",
-                          hint=f"give a file or a glob such as '{location.rstrip('/')}/*.tif'")
-    return [str(path)]
+    """GDAL paths of a location, with errors that say what could not be inspected."""
+    return expand_location(location, base_dir, who=f"cannot inspect '{location}'")
 
 
 @dataclass

@@ -115,27 +115,32 @@ def gdal_path(location: str) -> str:
     return location
 
 
-def expand_location(location: str, base_dir: Path, source_id: str) -> list[str]:
-    """Turn a source's ``path`` into GDAL paths: one file, a VRT, a glob of tiles, or a URL."""
+def expand_location(location: str, base_dir: Path, source_id: str | None = None, *,
+                    who: str | None = None) -> list[str]:
+    """Turn a ``path`` into GDAL paths: one file, a VRT, a glob of tiles, or a URL.
+    Errors start with ``who`` (default: the source's id)."""
+    who = who or f"source '{source_id}'"
     if "://" in location or location.startswith("/vsi"):
         if any(ch in location for ch in "*?["):
-            raise SourceError(
-                f"source '{source_id}': globs work on local folders only, not '{location}'",
-                hint="list the tiles in a VRT, or use a STAC source",
-            )
+            raise SourceError(f"{who}: globs work on local folders only, not '{location}'",
+                              hint="list the tiles in a VRT, or use a STAC source")
         return [gdal_path(location)]
     path = Path(location).expanduser()
     if not path.is_absolute():
         path = base_dir / path
     if any(ch in location for ch in "*?["):
-        matches = sorted(glob.glob(str(path), recursive=True))
+        matches = sorted(p for p in glob.glob(str(path), recursive=True) if os.path.isfile(p))
         if not matches:
-            raise SourceError(f"source '{source_id}': no file matches '{location}'",
-                              hint="check the path, or run 'make demo' to generate demo tiles")
+            raise SourceError(f"{who}: no file matches '{location}' ({path})",
+                              hint="check the pattern and the folder it is relative to (the "
+                              "project), or run 'make demo' to generate the demo tiles")
         return matches
     if not path.exists():
-        raise SourceError(f"source '{source_id}': file not found: {path}",
-                          hint="check 'path:' in the source file")
+        raise SourceError(f"{who}: file not found: {path}",
+                          hint="check the path; relative paths start at the project folder")
+    if path.is_dir():
+        raise SourceError(f"{who}: {path} is a folder",
+                          hint=f"give a file or a glob such as '{location.rstrip('/')}/*.tif'")
     return [str(path)]
 
 
