@@ -98,3 +98,7 @@ class RunFailed(H3PipeError):
     def __init__(self, message: str, *, run_id: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.run_id = run_id
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (cron's timeout, a service stop): unwind like Ctrl-C, exit 143."""

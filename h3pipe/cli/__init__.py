@@ -7,14 +7,16 @@ Tests call ``main([...])`` in-process.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 
 import typer
 
 from h3pipe.cli import app as _app_module
 from h3pipe.cli import export, run, runs, sources, validate  # noqa: F401  (registers the commands)
-from h3pipe.errors import H3PipeError
+from h3pipe.errors import H3PipeError, Terminated
 
 app = _app_module.app
 
@@ -23,8 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
     command = typer.main.get_command(app)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
     try:
         result = command.main(args=args, prog_name="h3pipe", standalone_mode=False)
+    except Terminated:
+        _err("terminated")
+        return 143
     except H3PipeError as exc:
         if verbose:
             traceback.print_exc()
@@ -51,7 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"internal error: {type(exc).__name__}: {text} (rerun with -v for the traceback, "
              "and please report it)")
         return 2
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    if result == 130:  # typer turns Ctrl-C into exit code 130 before we can see it
+        _err("interrupted")
     return int(result or 0)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _err(message: str) -> None:

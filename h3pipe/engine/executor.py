@@ -11,6 +11,7 @@ that dies (killed, out of memory) fails the run with its exit code instead of ha
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
@@ -43,8 +44,9 @@ def _as_error(batch: Batch, exc: BaseException) -> H3PipeError:
                           f"{type(exc).__name__}: {exc}")
 
 
-def _worker(worker: int, tasks: Any, results: Any) -> None:
-    """A worker process: warm up, then compute batches until told to stop (None)."""
+def _worker(worker: int, tasks: Any, results: Any, parent: int) -> None:
+    """A worker process: warm up, then compute batches until told to stop (None) or until
+    its parent is gone (killed outright, it could not say so)."""
     # Ctrl-C reaches the whole process group; the parent decides, and ends the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -52,7 +54,12 @@ def _worker(worker: int, tasks: Any, results: Any) -> None:
     except Exception:  # noqa: S110 - a failing warm-up shows again, with context, on a batch
         pass
     while True:
-        batch = tasks.get()
+        try:
+            batch = tasks.get(timeout=_POLL_SECONDS * 2)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
         if batch is None:
             return
         start = time.perf_counter()
@@ -84,7 +91,8 @@ class Executor:
             self._results = ctx.Queue()
             self._tasks = [ctx.Queue() for _ in range(self.workers)]
             for w in range(self.workers):
-                p = ctx.Process(target=_worker, args=(w, self._tasks[w], self._results),
+                p = ctx.Process(target=_worker,
+                                args=(w, self._tasks[w], self._results, os.getpid()),
                                 name=f"h3pipe-worker-{w}", daemon=True)
                 p.start()
                 self._procs.append(p)
@@ -102,6 +110,12 @@ class Executor:
             p.terminate()
         for p in self._procs:
             p.join()
+        if self._procs:
+            # Batches still buffered for a worker that is gone must not keep the queue's
+            # feeder thread, and so this process, alive at exit (a hang on Ctrl-C).
+            for q in [*self._tasks, self._results]:
+                q.cancel_join_thread()
+                q.close()
         self._procs = []
 
     def run(self, batches: list[Batch]) -> Iterator[Outcome]:

@@ -21,7 +21,7 @@ from h3pipe.engine.dag import StepGraph
 from h3pipe.engine.executor import Executor
 from h3pipe.engine.project import Project, suggest
 from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
-from h3pipe.errors import ConfigError, H3PipeError, RunFailed, SourceError, UsageError
+from h3pipe.errors import ConfigError, H3PipeError, RunFailed, SourceError, Terminated, UsageError
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.raster import RasterInfo, describe_raster
 from h3pipe.operations.stac import ItemRef, describe_stac
@@ -152,7 +152,8 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                     step_outputs=[(outputs[step.id], op.output_columns(step.params))],
                 )
     except BaseException as exc:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
+                  "terminated" if isinstance(exc, Terminated) else str(exc))
         store.catalog.update("runs", {"run_id": run_id}, status="failed", finished_at=now(),
                              error=reason)
         store.close()
