@@ -32,11 +32,11 @@ def list_runs(project: Project, limit: int = 20,
     store = open_store(project, _settings(project), create=False)
     try:
         sql = "SELECT * FROM runs"
-        params: tuple[Any, ...] = ()
+        params: dict[str, Any] = {"limit": limit}
         if pipeline:
-            sql += " WHERE pipeline_id = ?"
-            params = (pipeline,)
-        return store.catalog.query(sql + " ORDER BY created_at DESC LIMIT ?", params + (limit,))
+            sql += " WHERE pipeline_id = :pipeline"
+            params["pipeline"] = pipeline
+        return store.catalog.query(sql + " ORDER BY created_at DESC LIMIT :limit", params)
     finally:
         store.close()
 
@@ -49,27 +49,28 @@ def show_run(project: Project, run_id: str) -> dict[str, Any]:
             if not runs:
                 raise ConfigError("no runs yet", hint="start one with 'h3pipe run'")
         else:
-            runs = store.catalog.query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+            runs = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
         if not runs:
-            matches = store.catalog.query("SELECT * FROM runs WHERE run_id LIKE ? "
-                                          "ORDER BY created_at DESC", (run_id + "%",))
+            matches = store.catalog.query("SELECT * FROM runs WHERE run_id LIKE :p "
+                                          "ORDER BY created_at DESC", {"p": run_id + "%"})
             if len(matches) != 1:
                 raise ConfigError(f"no run '{run_id}'" + (" (ambiguous prefix)" if matches else ""),
                                   hint="list runs with 'h3pipe runs list'")
             runs = matches
         run = runs[0]
         rid = run["run_id"]
-        run["steps"] = store.catalog.query("SELECT * FROM steps WHERE run_id = ? "
-                                           "ORDER BY stage, step_id", (rid,))
+        one = {"id": rid}
+        run["steps"] = store.catalog.query("SELECT * FROM steps WHERE run_id = :id "
+                                           "ORDER BY stage, step_id", one)
         run["failed_tasks"] = store.catalog.query(
-            "SELECT step_id, task_no, rows_in, error FROM tasks WHERE run_id = ? AND "
-            "status = 'failed' ORDER BY task_no", (rid,))
+            "SELECT step_id, task_no, rows_in, error FROM tasks WHERE run_id = :id AND "
+            "status = 'failed' ORDER BY task_no", one)
         run["slowest_tasks"] = store.catalog.query(
-            "SELECT step_id, task_no, rows_in, seconds FROM tasks WHERE run_id = ? AND "
-            "seconds IS NOT NULL ORDER BY seconds DESC LIMIT 5", (rid,))
+            "SELECT step_id, task_no, rows_in, seconds FROM tasks WHERE run_id = :id AND "
+            "seconds IS NOT NULL ORDER BY seconds DESC LIMIT 5", one)
         run["items"] = store.catalog.query(
-            "SELECT source_id, item_id, href FROM run_items WHERE run_id = ? "
-            "ORDER BY source_id, item_id", (rid,))
+            "SELECT source_id, item_id, href FROM run_items WHERE run_id = :id "
+            "ORDER BY source_id, item_id", one)
         run["params"] = json.loads(run["params"])
         return run
     finally:

@@ -47,8 +47,8 @@ def register_sources(project: Project, files: list[Path]) -> list[dict[str, Any]
             text = json.dumps(data, sort_keys=True, default=str)
             sha = hashlib.sha256(text.encode()).hexdigest()
             with store.catalog.transaction() as db:
-                row = db.execute("SELECT version, sha256, is_active FROM sources WHERE id = ?",
-                                 (data["id"],)).fetchone()
+                row = db.one("SELECT version, sha256, is_active FROM sources WHERE id = :id",
+                             {"id": data["id"]})
                 if row and row["sha256"] == sha and row["is_active"]:
                     out.append({"id": data["id"], "version": row["version"],
                                 "action": "unchanged"})
@@ -60,15 +60,18 @@ def register_sources(project: Project, files: list[Path]) -> list[dict[str, Any]
                 db.execute(
                     "INSERT INTO sources (id, version, kind, theme, title, location, is_active,"
                     " document, file, sha256, created_at, updated_at) VALUES "
-                    "(?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "(:id, :v, :kind, :theme, :title, :loc, 1, :doc, :file, :sha, :at, :at) "
+                    "ON CONFLICT (id) DO UPDATE SET "
                     "version = excluded.version, kind = excluded.kind, theme = excluded.theme,"
                     " title = excluded.title, location = excluded.location, is_active = 1, "
                     "document = excluded.document, file = excluded.file, "
                     "sha256 = excluded.sha256, updated_at = excluded.updated_at",
-                    (data["id"], version, data["kind"], data["theme"], data.get("title"),
-                     location, text, doc.file, sha, stamp, stamp))
-                db.execute("INSERT INTO source_versions VALUES (?, ?, ?, ?, ?, 'register', ?)",
-                           (data["id"], version, text, doc.file, sha, stamp))
+                    {"id": data["id"], "v": version, "kind": data["kind"],
+                     "theme": data["theme"], "title": data.get("title"), "loc": location,
+                     "doc": text, "file": doc.file, "sha": sha, "at": stamp})
+                db.execute("INSERT INTO source_versions VALUES (:id, :v, :doc, :file, :sha, "
+                           "'register', :at)", {"id": data["id"], "v": version, "doc": text,
+                                                "file": doc.file, "sha": sha, "at": stamp})
             out.append({"id": data["id"], "version": version,
                         "action": "updated" if row else "added"})
     finally:
@@ -107,7 +110,7 @@ def show_source(project: Project, source_id: str) -> dict[str, Any]:
     try:
         row["versions"] = store.catalog.query(
             "SELECT version, action, file, sha256, recorded_at FROM source_versions "
-            "WHERE id = ? ORDER BY version", (source_id,))
+            "WHERE id = :id ORDER BY version", {"id": source_id})
     finally:
         store.close()
     return row
@@ -119,20 +122,21 @@ def deactivate(project: Project, source_id: str) -> int:
     store = open_store(project, settings)
     try:
         with store.catalog.transaction() as db:
-            row = db.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            row = db.one("SELECT * FROM sources WHERE id = :id", {"id": source_id})
             if row is None:
-                known = [r[0] for r in db.execute("SELECT id FROM sources")]
+                known = [r["id"] for r in db.rows("SELECT id FROM sources")]
                 raise ConfigError(f"no source '{source_id}' in the catalog"
                                   + suggest(source_id, known))
             if not row["is_active"]:
                 return int(row["version"])
             version = row["version"] + 1
             stamp = now()
-            db.execute("UPDATE sources SET is_active = 0, version = ?, updated_at = ? "
-                       "WHERE id = ?", (version, stamp, source_id))
-            db.execute("INSERT INTO source_versions VALUES (?, ?, ?, ?, ?, 'deactivate', ?)",
-                       (source_id, version, row["document"], row["file"], row["sha256"],
-                        stamp))
+            db.execute("UPDATE sources SET is_active = 0, version = :v, updated_at = :at "
+                       "WHERE id = :id", {"v": version, "at": stamp, "id": source_id})
+            db.execute("INSERT INTO source_versions VALUES (:id, :v, :doc, :file, :sha, "
+                       "'deactivate', :at)", {"id": source_id, "v": version,
+                                              "doc": row["document"], "file": row["file"],
+                                              "sha": row["sha256"], "at": stamp})
         return int(version)
     finally:
         store.close()

@@ -1,13 +1,14 @@
-"""The embedded store's run catalog, :class:`Catalog`: one SQLite file in WAL mode.
+"""The run and source catalog, :class:`Catalog`: SQLite in WAL mode for the embedded store,
+or PostgreSQL, through one SQLAlchemy Core interface and the same SQL.
 
 WAL lets ``h3pipe runs list`` in a second terminal read while a run writes. Every write
-is its own short transaction so readers see progress as it happens.
+is its own short transaction so readers see progress as it happens. Statements use named
+parameters (``:name``), which both databases understand.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,106 +23,213 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def safe_url(url: str) -> str:
+    """A database URL as it may be shown: never with its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database url>"
+
+
+class Tx:
+    """One transaction: statements with named parameters, rows as dicts."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        from sqlalchemy import text
+
+        return int(self._conn.execute(text(sql), params or {}).rowcount)
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        from sqlalchemy import text
+
+        return [dict(r._mapping) for r in self._conn.execute(text(sql), params or {})]
+
+    def one(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        found = self.rows(sql, params)
+        return found[0] if found else None
+
+
 class Catalog:
-    def __init__(self, path: Path, *, create: bool = True) -> None:
-        self.path = path
-        if not create and not path.exists():
-            raise ConfigError(f"no h3pipe store at {path.parent}",
-                             hint="run a pipeline first, or pass --project")
+    """Runs, steps, tasks, items, results and sources, in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str, *, create: bool = True, migrate: bool = True) -> None:
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.exc import SQLAlchemyError
+
+        self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        if self.dialect == "sqlite":
+            path = Path(url.split("///", 1)[1])
+            if not create and not path.exists():
+                raise ConfigError(f"no h3pipe store at {path.parent}",
+                                  hint="run a pipeline first, or pass --project")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store folder {path.parent}: {exc}") from exc
+            self.engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_connect)
+            # pysqlite opens transactions lazily and upgrades read locks late; a writer takes
+            # the write lock at BEGIN instead, so two writers queue rather than deadlock.
+            # Readers begin plainly: in WAL mode they never wait for a writer.
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql(
+                "BEGIN IMMEDIATE" if conn.get_execution_options().get("h3pipe_write") else
+                "BEGIN"))
+        else:
+            self.engine = create_engine(_psycopg(url), pool_pre_ping=True)
+            event.listen(self.engine, "connect", _pg_connect)
+        self.where = str(path) if self.dialect == "sqlite" else safe_url(url)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the run catalog {path}: {exc}",
-                             hint="check the folder is writable") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot create the store folder {path.parent}: {exc}") from exc
+            with self.engine.connect():
+                pass
+            if migrate:
+                self.migrate()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the catalog at {self.where}: {_reason(exc)}",
+                             hint="check the store setting and that the database is up"
+                             ) from exc
 
     def close(self) -> None:
-        self._db.close()
+        self.engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, readonly: bool = False) -> Iterator[Tx]:
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"run catalog {self.path}: {exc}") from exc
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(h3pipe_write=not readonly)
+                with conn.begin():
+                    yield Tx(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"catalog {self.where}: {_reason(exc)}") from exc
 
-    def _migrate(self) -> None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                         "(version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        done = {r[0] for r in self._db.execute("SELECT version FROM schema_migrations")}
-        for sql_file in sorted(data_dir("migrations").joinpath("sqlite").glob("*.sql")):
-            version = sql_file.stem
-            if version in done:
+    # -- migrations ---------------------------------------------------------------------------
+
+    def _migration_files(self) -> list[Path]:
+        return sorted(data_dir("migrations").joinpath(self.dialect).glob("*.sql"))
+
+    def applied(self) -> list[str]:
+        from sqlalchemy import inspect
+
+        if not inspect(self.engine).has_table("schema_migrations",
+                                              schema="h3pipe" if self.dialect != "sqlite"
+                                              else None):
+            return []
+        return [r["version"] for r in self.query("SELECT version FROM schema_migrations "
+                                                 "ORDER BY version")]
+
+    def pending(self) -> list[str]:
+        done = set(self.applied())
+        return [f.stem for f in self._migration_files() if f.stem not in done]
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in order, each in its own transaction; return them."""
+        done = set(self.applied())
+        if not [f for f in self._migration_files() if f.stem not in done]:
+            return []
+        with self.transaction() as tx:
+            tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                       "(version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        applied = []
+        for sql_file in self._migration_files():
+            if sql_file.stem in done:
                 continue
-            with self.transaction() as db:
-                # executescript would commit on its own; run statement by statement instead.
+            with self.transaction() as tx:
                 for statement in _statements(sql_file.read_text()):
-                    db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now()))
+                    tx.execute(statement)
+                tx.execute("INSERT INTO schema_migrations VALUES (:v, :t)",
+                           {"v": sql_file.stem, "t": now()})
+            applied.append(sql_file.stem)
+        return applied
 
-    # -- runs -----------------------------------------------------------------------------
+    # -- rows -----------------------------------------------------------------------------------
 
     def insert(self, table: str, **values: Any) -> None:
-        cols = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        with self.transaction() as db:
-            db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(values.values()))
+        self.insert_many(table, [values])
 
     def insert_many(self, table: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         cols = list(rows[0])
-        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
-        with self.transaction() as db:
-            db.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+        sql = (f"INSERT INTO {table} ({', '.join(cols)}) "
+               f"VALUES ({', '.join(':' + c for c in cols)})")
+        from sqlalchemy import text
+
+        with self.transaction() as tx:
+            tx._conn.execute(text(sql), rows)
 
     def update(self, table: str, key: dict[str, Any], **values: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in values)
-        where = " AND ".join(f"{k} = ?" for k in key)
-        with self.transaction() as db:
-            cur = db.execute(f"UPDATE {table} SET {sets} WHERE {where}",
-                             tuple(values.values()) + tuple(key.values()))
-            if cur.rowcount != 1:
-                # A state change that touches no row is a bug, never something to shrug off.
-                raise StoreError(f"run catalog: expected to update one {table} row for {key}, "
-                                 f"updated {cur.rowcount}")
+        sets = ", ".join(f"{k} = :v_{k}" for k in values)
+        where = " AND ".join(f"{k} = :k_{k}" for k in key)
+        params = {f"v_{k}": v for k, v in values.items()} | {f"k_{k}": v for k, v in key.items()}
+        with self.transaction() as tx:
+            count = tx.execute(f"UPDATE {table} SET {sets} WHERE {where}", params)
+        if count != 1:
+            # A state change that touches no row is a bug, never something to shrug off.
+            raise StoreError(f"catalog: expected to update one {table} row for {key}, "
+                             f"updated {count}")
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        try:
-            return [dict(r) for r in self._db.execute(sql, params)]
-        except sqlite3.Error as exc:
-            raise StoreError(f"run catalog {self.path}: {exc}") from exc
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.transaction(readonly=True) as tx:
+            return tx.rows(sql, params)
 
     def publish_result(self, *, dataset: str, resolution: int, scope_key: str, scope_label: str,
-                       theme: str, run_id: str, path: str, columns: list[str], rows: int
-                       ) -> str | None:
-        """Point (dataset, resolution, scope) at a new file; return the file it replaced."""
-        with self.transaction() as db:
-            old = db.execute("SELECT path FROM results WHERE dataset = ? AND resolution = ? "
-                             "AND scope_key = ?", (dataset, resolution, scope_key)).fetchone()
-            db.execute(
-                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (dataset, resolution, scope_key) DO UPDATE SET "
-                "scope_label = excluded.scope_label, theme = excluded.theme, "
-                "run_id = excluded.run_id, path = excluded.path, columns = excluded.columns, "
-                "rows = excluded.rows, updated_at = excluded.updated_at",
-                (dataset, resolution, scope_key, scope_label, theme, run_id, path,
-                 json.dumps(columns), rows, now()),
-            )
+                       theme: str, run_id: str, path: str, columns: list[str], rows: int,
+                       tx: Tx | None = None) -> str | None:
+        """Point (dataset, resolution, scope) at a new result; return the one it replaced."""
+        if tx is None:
+            with self.transaction() as own:
+                return self.publish_result(dataset=dataset, resolution=resolution,
+                                           scope_key=scope_key, scope_label=scope_label,
+                                           theme=theme, run_id=run_id, path=path,
+                                           columns=columns, rows=rows, tx=own)
+        key = {"d": dataset, "r": resolution, "s": scope_key}
+        old = tx.one("SELECT path FROM results WHERE dataset = :d AND resolution = :r "
+                     "AND scope_key = :s", key)
+        tx.execute(
+            "INSERT INTO results (dataset, resolution, scope_key, scope_label, theme, run_id, "
+            "path, columns, rows, updated_at) VALUES (:d, :r, :s, :label, :theme, :run, :path, "
+            ":cols, :rows, :at) ON CONFLICT (dataset, resolution, scope_key) DO UPDATE SET "
+            "scope_label = excluded.scope_label, theme = excluded.theme, "
+            "run_id = excluded.run_id, path = excluded.path, columns = excluded.columns, "
+            "rows = excluded.rows, updated_at = excluded.updated_at",
+            key | {"label": scope_label, "theme": theme, "run": run_id, "path": path,
+                   "cols": json.dumps(columns), "rows": rows, "at": now()})
         return old["path"] if old and old["path"] != path else None
+
+
+def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let the 'begin' event issue BEGIN IMMEDIATE
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _pg_connect(dbapi_conn: Any, record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("CREATE SCHEMA IF NOT EXISTS h3pipe")
+    cur.execute("SET search_path TO h3pipe, public")
+    cur.close()
+    dbapi_conn.commit()
+
+
+def _psycopg(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig or exc).split())[:300]
 
 
 def _statements(sql: str) -> list[str]:

@@ -25,7 +25,7 @@ from h3pipe.storage.catalog import Catalog
 class EmbeddedStore:
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
-        self.catalog = Catalog(root / "catalog.sqlite", create=create)
+        self.catalog = Catalog(f"sqlite:///{root / 'catalog.sqlite'}", create=create)
 
     def close(self) -> None:
         self.catalog.close()
@@ -98,13 +98,13 @@ class EmbeddedStore:
 
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,
                        scope_key: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM results WHERE 1 = 1", []
+        sql, params = "SELECT * FROM results WHERE 1 = 1", {}
         filters = (("dataset", dataset), ("resolution", resolution), ("scope_key", scope_key))
         for col, val in filters:
             if val is not None:
-                sql += f" AND {col} = ?"
-                params.append(val)
-        return self.catalog.query(sql + " ORDER BY dataset, resolution, scope_key", tuple(params))
+                sql += f" AND {col} = :{col}"
+                params[col] = val
+        return self.catalog.query(sql + " ORDER BY dataset, resolution, scope_key", params)
 
     def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
         """Rows of the given result files; a cell in several scopes keeps its newest row."""
