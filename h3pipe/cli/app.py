@@ -23,6 +23,7 @@ app = typer.Typer(
 class Globals:
     project: Path | None
     verbose: bool
+    store: str | None = None
 
 
 def _version(value: bool) -> None:
@@ -39,18 +40,22 @@ def _root(
     project: Annotated[Path | None, typer.Option(
         "--project", "-p", help="Project folder (default: $H3PIPE_PROJECT or the current folder).",
         file_okay=False)] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Where runs and results live: a folder, or postgresql://... "
+        "(default: $H3PIPE_STORE, 'store:' in h3pipe.yaml, else .h3pipe).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Show tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    ctx.obj = Globals(project, verbose)
+    ctx.obj = Globals(project, verbose, store)
 
 
 def project_of(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from h3pipe.engine.project import Project
 
-    return Project.locate(ctx.obj.project if ctx.obj else None)
+    return Project.locate(ctx.obj.project if ctx.obj else None,
+                          ctx.obj.store if ctx.obj else None)
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

@@ -75,22 +75,24 @@ class _Loaded:
 
 
 class Project:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: str | None = None) -> None:
         self.root = root.resolve()
         self.settings: dict[str, Any] = {}
+        self.store_override = store
 
-    def store_root(self) -> Path:
-        root = Path(self.settings.get("store", ".h3pipe")).expanduser()
-        return root if root.is_absolute() else self.root / root
+    def store_location(self) -> str:
+        """--store, else $H3PIPE_STORE, else 'store:' in h3pipe.yaml, else '.h3pipe'."""
+        return (self.store_override or os.environ.get("H3PIPE_STORE")
+                or self.settings.get("store") or ".h3pipe")
 
     @classmethod
-    def locate(cls, project: Path | str | None = None) -> Project:
+    def locate(cls, project: Path | str | None = None, store: str | None = None) -> Project:
         chosen = project or os.environ.get("H3PIPE_PROJECT") or "."
         root = Path(chosen).expanduser()
         if not root.is_dir():
             raise ConfigError(f"project folder not found: {root}",
                               hint="pass --project DIR or set H3PIPE_PROJECT")
-        return cls(root)
+        return cls(root, store)
 
     def display(self, path: Path) -> str:
         try:
@@ -159,12 +161,13 @@ class Project:
     def _add_catalog_sources(self, loaded: _Loaded) -> None:
         """Sources registered in the store: deactivated ones are remembered so pipelines
         that need them fail; active ones without a file here become usable."""
-        from h3pipe.storage import EmbeddedStore
+        from h3pipe.errors import StoreError
+        from h3pipe.storage import open_store
 
-        db = self.store_root() / "catalog.sqlite"
-        if not db.exists():
-            return
-        store = EmbeddedStore(self.store_root(), create=False)
+        try:
+            store = open_store(self.store_location(), self.root, create=False)
+        except (ConfigError, StoreError):
+            return  # no store yet, or one we cannot reach: files alone decide
         try:
             rows = store.catalog.query("SELECT * FROM sources")
         finally:

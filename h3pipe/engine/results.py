@@ -27,6 +27,29 @@ def _settings(project: Project) -> dict[str, Any]:
     return doc.data
 
 
+def migrations(project: Project, *, upgrade: bool) -> tuple[str, list[str], list[str]]:
+    """(store shown safely, migrations applied, pending); with ``upgrade``, apply them first
+    and report what was applied now."""
+    from h3pipe.storage import is_database
+    from h3pipe.storage.catalog import Catalog, safe_url
+
+    project.settings = _settings(project)
+    location = project.store_location()
+    if is_database(location):
+        url, where = location, safe_url(location)
+    else:
+        root = Path(location).expanduser()
+        root = root if root.is_absolute() else project.root / root
+        url, where = f"sqlite:///{root / 'catalog.sqlite'}", str(root)
+    catalog = Catalog(url, migrate=False)
+    try:
+        if upgrade:
+            return where, catalog.migrate(), catalog.pending()
+        return where, catalog.applied(), catalog.pending()
+    finally:
+        catalog.close()
+
+
 def list_runs(project: Project, limit: int = 20,
               pipeline: str | None = None) -> list[dict[str, Any]]:
     store = open_store(project, _settings(project), create=False)

@@ -14,9 +14,9 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from h3pipe import storage
 from h3pipe.engine.dag import StepGraph
 from h3pipe.engine.executor import Executor
 from h3pipe.engine.project import Project, suggest
@@ -26,7 +26,6 @@ from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.raster import RasterInfo, describe_raster
 from h3pipe.operations.stac import ItemRef, describe_stac
 from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
-from h3pipe.storage import EmbeddedStore
 from h3pipe.storage.catalog import now
 
 DEFAULT_BATCH_SIZE = 500
@@ -55,12 +54,12 @@ class RunResult:
     cells: int
     rows: int
     seconds: float
-    store: Path
+    store: str
 
 
-def open_store(project: Project, settings: dict[str, Any], *, create: bool = True) -> EmbeddedStore:
+def open_store(project: Project, settings: dict[str, Any], *, create: bool = True) -> Any:
     project.settings = settings or project.settings
-    return EmbeddedStore(project.store_root(), create=create)
+    return storage.open_store(project.store_location(), project.root, create=create)
 
 
 def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
@@ -137,7 +136,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
     ])
     reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
     try:
-        outputs: dict[str, list[Path]] = {}
+        outputs: dict[str, list[str]] = {}
         for n, stage in enumerate(stages, 1):
             steps = [pipeline.step(sid) for sid in stage]
             batches = [b for step in steps for b in _plan(run_id, step, cells, res, size, rasters)]
@@ -165,7 +164,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
     store.drop_scratch(run_id)
     store.close()
     return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res, len(cells), rows,
-                     time.perf_counter() - started, store.root)
+                     time.perf_counter() - started, store.location)
 
 
 def balanced_batch_size(cells: int, size: int, workers: int) -> int:
@@ -230,9 +229,9 @@ def _plan(run_id: str, step: StepSpec, cells: list[str], resolution: int, size: 
     return out
 
 
-def _run_stage(store: EmbeddedStore, run_id: str, number: int, steps: list[StepSpec],
+def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                batches: list[Batch], executor: Executor, reporter: Reporter,
-               outputs: dict[str, list[Path]]) -> None:
+               outputs: dict[str, list[str]]) -> None:
     cat = store.catalog
     cat.insert_many("tasks", [
         {"run_id": run_id, "step_id": b.step_id, "task_no": b.number, "status": "pending",
@@ -258,11 +257,10 @@ def _run_stage(store: EmbeddedStore, run_id: str, number: int, steps: list[StepS
             raise outcome.error
         table = outcome.table
         assert table is not None  # an outcome carries either a table or an error
-        path = store.task_output_path(run_id, b.step_id, b.number)
-        store.write_table(table, path)
-        outputs.setdefault(b.step_id, []).append(path)
+        ref = store.write_task_output(run_id, b.step_id, b.number, table)
+        outputs.setdefault(b.step_id, []).append(ref)
         cat.update("tasks", key, status="completed", finished_at=now(), seconds=outcome.seconds,
-                   rows_out=table.num_rows, output_path=str(path.relative_to(store.root)))
+                   rows_out=table.num_rows, output_path=ref)
         done[b.step_id] += 1
         rows[b.step_id] += table.num_rows
         cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, tasks_done=done[b.step_id],

@@ -25,6 +25,7 @@ from h3pipe.storage.catalog import Catalog
 class EmbeddedStore:
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
+        self.location = str(root)
         self.catalog = Catalog(f"sqlite:///{root / 'catalog.sqlite'}", create=create)
 
     def close(self) -> None:
@@ -49,14 +50,21 @@ class EmbeddedStore:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path}: {exc}", hint="check free disk space") from exc
 
+    def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table) -> str:
+        """Store one task's rows, replacing that task's earlier output; return a reference."""
+        path = self.task_output_path(run_id, step_id, number)
+        self.write_table(table, path)
+        return str(path.relative_to(self.root))
+
     def drop_scratch(self, run_id: str) -> None:
         shutil.rmtree(self.scratch_dir(run_id), ignore_errors=True)
 
     # -- results --------------------------------------------------------------------------
 
     def publish(self, *, run_id: str, dataset: str, theme: str, resolution: int, scope_key: str,
-                scope_label: str, step_outputs: list[tuple[list[Path], list[str]]]) -> int:
-        """Join the steps' task outputs on ``h3_index`` into the scope's new result file."""
+                scope_label: str, step_outputs: list[tuple[list[str], list[str]]]) -> int:
+        """Join the steps' task outputs (references from :meth:`write_task_output`) on
+        ``h3_index`` into the scope's new result file."""
         import duckdb
 
         rel = (Path("results") / dataset / f"res={resolution}" / _safe(scope_key)
@@ -67,7 +75,7 @@ class EmbeddedStore:
         try:
             selects = []
             for i, (files, cols) in enumerate(step_outputs):
-                file_list = ", ".join(_sql_str(str(f)) for f in files)
+                file_list = ", ".join(_sql_str(str(self.root / f)) for f in files)
                 selects.append((f"s{i}", f"read_parquet([{file_list}])", cols))
                 columns += cols
             first = selects[0][0]

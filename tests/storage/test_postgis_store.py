@@ -1,0 +1,87 @@
+"""The PostgreSQL/PostGIS store: migrations, the same numbers as the embedded store,
+replacement without duplicates, the catalog commands, and credentials never shown."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pyarrow.parquet as pq
+
+from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+
+BBOX = "29.02,-2.18,29.18,-2.02"
+STATS = ["count", "sum", "mean", "min", "max", "stdev", "median", "variety"]
+
+
+def _project(tmp_path):
+    data = np.random.default_rng(4).normal(900, 40, (250, 250)).astype("float32")
+    data[50:90, 50:90] = np.nan
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.95, res=0.001)
+    return write_project(tmp_path / "p", sources={"s": raster_source("s", str(tif))},
+                         pipelines={"p": zonal_pipeline("p", "s", STATS, dataset="elev")})
+
+
+def _no_secret(result):
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    return result
+
+
+def test_schema_must_be_upgraded_first(tmp_path, cli, pg_url):
+    proj = _project(tmp_path)
+    r = _no_secret(cli("--store", pg_url, "--project", proj, "db", "status"))
+    assert r.exit_code == 1 and "pending: 0001_initial" in r.stdout
+    r = _no_secret(cli("--store", pg_url, "--project", proj, "run", "p", "--bbox", BBOX))
+    assert r.exit_code == 2 and "h3pipe db upgrade" in r.stderr
+    r = _no_secret(cli("--store", pg_url, "--project", proj, "db", "upgrade"))
+    assert r.exit_code == 0 and "applied now: 0001_initial" in r.stdout
+    r = _no_secret(cli("--store", pg_url, "--project", proj, "db", "upgrade"))
+    assert "nothing (up to date)" in r.stdout
+    assert cli("--store", pg_url, "--project", proj, "db", "status").exit_code == 0
+
+
+def test_same_numbers_as_the_embedded_store_and_no_duplicates(tmp_path, cli, pg_url):
+    proj = _project(tmp_path)
+    assert cli("--store", pg_url, "--project", proj, "db", "upgrade").exit_code == 0
+    for _ in range(2):  # the second run replaces the scope's rows
+        r = _no_secret(cli("--store", pg_url, "--project", proj, "run", "p", "--bbox", BBOX,
+                           "--workers", "2", "--batch-size", "20"))
+        assert r.exit_code == 0, r.stderr
+    # Same batching on the embedded store: the stores must not change a single bit.
+    assert cli("--project", proj, "run", "p", "--bbox", BBOX, "--workers", "2",
+               "--batch-size", "20").exit_code == 0
+    pg_out, emb_out = tmp_path / "pg.parquet", tmp_path / "emb.parquet"
+    assert cli("--store", pg_url, "--project", proj, "export", "elev", "-o", pg_out
+               ).exit_code == 0
+    assert cli("--project", proj, "export", "elev", "-o", emb_out).exit_code == 0
+    pg, emb = pq.read_table(pg_out), pq.read_table(emb_out)
+    assert pg.num_rows == emb.num_rows > 20
+    assert pg.to_pylist() == emb.to_pylist()
+
+    url = pg_url.replace(":s3cret-pw", "")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT (h3_index, stat)) FROM "
+                            "h3.stats_terrain").fetchone()
+        assert rows[0] == rows[1] == emb.num_rows * len(STATS)
+        cells = conn.execute("SELECT count(*), bool_and(ST_IsValid(geom)) FROM h3.cells"
+                             ).fetchone()
+        assert cells == (emb.num_rows, True)
+        temp = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'h3_temp'"
+                            ).fetchone()
+        assert temp == (0,)  # each run dropped its intermediates
+    listing = _no_secret(cli("--store", pg_url, "--project", proj, "runs", "list"))
+    assert listing.stdout.count("completed") == 2
+    assert "status:     completed" in _no_secret(
+        cli("--store", pg_url, "--project", proj, "runs", "show", "latest")).stdout
+
+
+def test_source_catalog_lives_in_postgres_too(tmp_path, cli, pg_url):
+    proj = _project(tmp_path)
+    cli("--store", pg_url, "--project", proj, "db", "upgrade")
+    src = proj / "sources" / "s.yaml"
+    assert "added (version 1)" in cli("--store", pg_url, "--project", proj, "sources",
+                                      "register", src).stdout
+    assert cli("--store", pg_url, "--project", proj, "sources", "deactivate", "s").exit_code == 0
+    r = cli("--store", pg_url, "--project", proj, "validate")
+    assert r.exit_code == 1 and "deactivated" in r.stdout
+    # The embedded store knows nothing of it.
+    assert cli("--project", proj, "validate").exit_code == 0
