@@ -53,6 +53,8 @@ class StepSpec:
     depends_on: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict, compare=False)
     output: str = "h3_stats"
+    cleanup: dict[str, Any] = field(default_factory=lambda: {"policy": "on_success"},
+                                    compare=False)
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -72,6 +74,7 @@ class PipelineSpec:
     defaults: dict[str, Any] = field(default_factory=dict, compare=False)
     file: str = ""
     content_hash: str = ""
+    document: dict[str, Any] = field(default_factory=dict, compare=False)  # as validated
 
     def step(self, step_id: str) -> StepSpec:
         for s in self.steps:

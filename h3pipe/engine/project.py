@@ -287,7 +287,8 @@ class Project:
         specs = tuple(
             StepSpec(id=s["id"], operation=s["operation"], source=s.get("source"),
                      input=s.get("input", "cells"), depends_on=tuple(s.get("depends_on", [])),
-                     params=s.get("params", {}), output=s.get("output", "h3_stats"))
+                     params=s.get("params", {}), output=s.get("output", "h3_stats"),
+                     cleanup=s.get("cleanup", {"policy": "on_success"}))
             for s in data["steps"]
         )
         canonical = json.dumps(data, sort_keys=True, default=str)
@@ -295,7 +296,7 @@ class Project:
             id=data["id"], dataset=data["output"]["dataset"], theme=data["output"]["theme"],
             steps=specs, version=data.get("version", 1), title=data.get("title"),
             defaults=data.get("defaults", {}), file=doc.file,
-            content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+            content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], document=data,
         )
         loaded.pipelines[spec.id] = (doc, spec)
 
@@ -343,6 +344,10 @@ class Project:
             if name not in ids:
                 out.append(doc.problem(path, f"unknown step reference '{name}'"
                                        + suggest(name, list(ids))))
+        cleanup = step.get("cleanup")
+        if isinstance(cleanup, dict) and cleanup.get("policy") == "ttl" \
+                and "ttl_hours" not in cleanup:
+            out.append(doc.problem(at + ["cleanup"], "policy 'ttl' needs 'ttl_hours'"))
         params = step.get("params", {})
         if op is not None and isinstance(params, dict):
             found = _schema_problems(doc, Draft202012Validator(op.params_schema),

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from h3pipe import storage
+from h3pipe.engine.cleanup import release
 from h3pipe.engine.dag import StepGraph
 from h3pipe.engine.executor import Executor
 from h3pipe.engine.project import Project, suggest
@@ -134,6 +135,17 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
          "status": "pending"}
         for n, stage in enumerate(stages, 1) for sid in stage
     ])
+    with store.catalog.transaction() as tx:
+        tx.execute("INSERT INTO pipelines (id, hash, version, document, file, first_run) "
+                   "VALUES (:id, :hash, :v, :doc, :file, :run) ON CONFLICT (id, hash) "
+                   "DO NOTHING", {"id": pipeline.id, "hash": pipeline.content_hash,
+                                  "v": pipeline.version, "file": pipeline.file, "run": run_id,
+                                  "doc": json.dumps(pipeline.document, default=str)})
+    # Recorded before anything is written, so a run killed mid-way leaves nothing untracked.
+    store.catalog.insert_many("intermediates", [
+        {"run_id": run_id, "step_id": s.id, "location": store.intermediate_location(run_id, s.id),
+         "policy": s.cleanup["policy"], "ttl_hours": s.cleanup.get("ttl_hours"),
+         "created_at": now()} for s in pipeline.steps])
     reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
     try:
         outputs: dict[str, list[str]] = {}
@@ -155,13 +167,14 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                   "terminated" if isinstance(exc, Terminated) else str(exc))
         store.catalog.update("runs", {"run_id": run_id}, status="failed", finished_at=now(),
                              error=reason)
+        release(store, run_id, succeeded=False)
         store.close()
         if isinstance(exc, H3PipeError) and not isinstance(exc, RunFailed):
             raise RunFailed(f"run {run_id} failed: {exc}", run_id=run_id,
                             hint=f"see 'h3pipe runs show {run_id}'") from exc
         raise
     store.catalog.update("runs", {"run_id": run_id}, status="completed", finished_at=now())
-    store.drop_scratch(run_id)
+    release(store, run_id, succeeded=True)
     store.close()
     return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res, len(cells), rows,
                      time.perf_counter() - started, store.location)

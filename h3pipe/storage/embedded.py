@@ -56,6 +56,24 @@ class EmbeddedStore:
         self.write_table(table, path)
         return str(path.relative_to(self.root))
 
+    def intermediate_location(self, run_id: str, step_id: str) -> str:
+        return str((self.scratch_dir(run_id) / step_id).relative_to(self.root))
+
+    def drop_intermediate(self, location: str) -> None:
+        target = self.root / location
+        shutil.rmtree(target, ignore_errors=True)
+        parent = target.parent
+        if parent != self.root and parent.exists() and not any(parent.iterdir()):
+            parent.rmdir()
+
+    def scratch_runs(self) -> dict[str, list[str]]:
+        """Run id -> locations of everything left in the scratch area."""
+        base = self.root / "runs"
+        if not base.exists():
+            return {}
+        return {d.name: [str(p.relative_to(self.root)) for p in d.iterdir()] or
+                [str(d.relative_to(self.root))] for d in base.iterdir() if d.is_dir()}
+
     def drop_scratch(self, run_id: str) -> None:
         shutil.rmtree(self.scratch_dir(run_id), ignore_errors=True)
 

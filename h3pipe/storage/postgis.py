@@ -74,6 +74,22 @@ class PostgresStore:
                              f"{' '.join(str(exc).split())[:300]}") from exc
         return f"{name}#{number}"
 
+    def intermediate_location(self, run_id: str, step_id: str) -> str:
+        return self._temp_table(run_id, step_id)
+
+    def drop_intermediate(self, location: str) -> None:
+        with self.catalog.transaction() as tx:
+            tx.execute(f"DROP TABLE IF EXISTS {location}")
+
+    def scratch_runs(self) -> dict[str, list[str]]:
+        """Run id -> tables left in h3_temp (named '<run_id>__<step>')."""
+        out: dict[str, list[str]] = {}
+        for r in self.catalog.query("SELECT tablename FROM pg_tables "
+                                    "WHERE schemaname = 'h3_temp'"):
+            run_id = r["tablename"].split("__", 1)[0]
+            out.setdefault(run_id, []).append("h3_temp." + _ident(r["tablename"]))
+        return out
+
     def drop_scratch(self, run_id: str) -> None:
         with self.catalog.transaction() as tx:
             for r in tx.rows("SELECT tablename FROM pg_tables WHERE schemaname = 'h3_temp' "
