@@ -55,6 +55,7 @@ class StepSpec:
     output: str = "h3_stats"
     cleanup: dict[str, Any] = field(default_factory=lambda: {"policy": "on_success"},
                                     compare=False)
+    storage: str = "table"  # of its intermediate output on PostgreSQL: table | parquet
 
     @property
     def upstream(self) -> tuple[str, ...]:

@@ -288,7 +288,8 @@ class Project:
             StepSpec(id=s["id"], operation=s["operation"], source=s.get("source"),
                      input=s.get("input", "cells"), depends_on=tuple(s.get("depends_on", [])),
                      params=s.get("params", {}), output=s.get("output", "h3_stats"),
-                     cleanup=s.get("cleanup", {"policy": "on_success"}))
+                     cleanup=s.get("cleanup", {"policy": "on_success"}),
+                     storage=s.get("storage", "table"))
             for s in data["steps"]
         )
         canonical = json.dumps(data, sort_keys=True, default=str)

@@ -143,7 +143,8 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                                   "doc": json.dumps(pipeline.document, default=str)})
     # Recorded before anything is written, so a run killed mid-way leaves nothing untracked.
     store.catalog.insert_many("intermediates", [
-        {"run_id": run_id, "step_id": s.id, "location": store.intermediate_location(run_id, s.id),
+        {"run_id": run_id, "step_id": s.id,
+         "location": store.intermediate_location(run_id, s.id, s.storage),
          "policy": s.cleanup["policy"], "ttl_hours": s.cleanup.get("ttl_hours"),
          "created_at": now()} for s in pipeline.steps])
     reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
@@ -258,6 +259,7 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
     reporter.stage_started(number, [s.id for s in steps], len(batches),
                            sum(len(b.cells) for b in batches))
     done: dict[str, int] = {s.id: 0 for s in steps}
+    storage = {s.id: s.storage for s in steps}
     rows: dict[str, int] = {s.id: 0 for s in steps}
     for outcome in executor.run(batches):
         b = outcome.batch
@@ -270,7 +272,8 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
             raise outcome.error
         table = outcome.table
         assert table is not None  # an outcome carries either a table or an error
-        ref = store.write_task_output(run_id, b.step_id, b.number, table)
+        ref = store.write_task_output(run_id, b.step_id, b.number, table,
+                                      storage[b.step_id])
         outputs.setdefault(b.step_id, []).append(ref)
         cat.update("tasks", key, status="completed", finished_at=now(), seconds=outcome.seconds,
                    rows_out=table.num_rows, output_path=ref)

@@ -18,7 +18,8 @@ def open_store(location: str, base: Path, *, create: bool = True) -> Any:
     if is_database(location):
         from h3pipe.storage.postgis import PostgresStore
 
-        return PostgresStore(location, create=create)
+        # Steps with 'storage: parquet' keep their intermediates beside the project.
+        return PostgresStore(location, create=create, scratch=base / ".h3pipe")
     root = Path(location).expanduser()
     return EmbeddedStore(root if root.is_absolute() else base / root, create=create)
 

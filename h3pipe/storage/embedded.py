@@ -50,13 +50,15 @@ class EmbeddedStore:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path}: {exc}", hint="check free disk space") from exc
 
-    def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table) -> str:
-        """Store one task's rows, replacing that task's earlier output; return a reference."""
+    def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
+                          storage: str = "parquet") -> str:
+        """Store one task's rows, replacing that task's earlier output; return a reference.
+        Always Parquet here, whatever ``storage`` asks for."""
         path = self.task_output_path(run_id, step_id, number)
         self.write_table(table, path)
         return str(path.relative_to(self.root))
 
-    def intermediate_location(self, run_id: str, step_id: str) -> str:
+    def intermediate_location(self, run_id: str, step_id: str, storage: str = "parquet") -> str:
         return str((self.scratch_dir(run_id) / step_id).relative_to(self.root))
 
     def drop_intermediate(self, location: str) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,6 +21,7 @@ import pyarrow as pa
 from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage.catalog import Catalog, safe_url
 
+_FILE = "file:"  # a reference to Parquet files rather than a table
 _PG_TYPES = {pa.float64(): "double precision", pa.int64(): "bigint", pa.string(): "text"}
 
 
@@ -33,8 +37,9 @@ def _short(name: str, limit: int = 60) -> str:
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, scratch: Path | None = None) -> None:
         self.url = url
+        self.scratch = scratch or Path(".h3pipe")
         self.location = safe_url(url)
         self.catalog = Catalog(url, migrate=False)
         pending = self.catalog.pending()
@@ -52,7 +57,25 @@ class PostgresStore:
     def _temp_table(self, run_id: str, step_id: str) -> str:
         return "h3_temp." + _ident(_short(f"{run_id}__{step_id}"))
 
-    def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table) -> str:
+    def _scratch_dir(self, run_id: str, step_id: str) -> Path:
+        return self.scratch / "runs" / run_id / step_id
+
+    def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
+                          storage: str = "table") -> str:
+        if storage == "parquet":
+            import pyarrow.parquet as pq
+
+            path = self._scratch_dir(run_id, step_id) / f"task-{number:06d}.parquet"
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(table, tmp, compression="zstd")
+                os.replace(tmp, path)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise StoreError(f"cannot write {path}: {exc}",
+                                 hint="check free disk space") from exc
+            return _FILE + str(path)
         name = self._temp_table(run_id, step_id)
         cols = [f for f in table.schema if f.name != "h3_index"]
         ddl = ", ".join(f"{_ident(f.name)} {_PG_TYPES.get(f.type, 'double precision')}"
@@ -74,10 +97,18 @@ class PostgresStore:
                              f"{' '.join(str(exc).split())[:300]}") from exc
         return f"{name}#{number}"
 
-    def intermediate_location(self, run_id: str, step_id: str) -> str:
+    def intermediate_location(self, run_id: str, step_id: str, storage: str = "table") -> str:
+        if storage == "parquet":
+            return _FILE + str(self._scratch_dir(run_id, step_id))
         return self._temp_table(run_id, step_id)
 
     def drop_intermediate(self, location: str) -> None:
+        if location.startswith(_FILE):
+            folder = Path(location[len(_FILE):])
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.parent.exists() and not any(folder.parent.iterdir()):
+                folder.parent.rmdir()
+            return
         with self.catalog.transaction() as tx:
             tx.execute(f"DROP TABLE IF EXISTS {location}")
 
@@ -88,6 +119,10 @@ class PostgresStore:
                                     "WHERE schemaname = 'h3_temp'"):
             run_id = r["tablename"].split("__", 1)[0]
             out.setdefault(run_id, []).append("h3_temp." + _ident(r["tablename"]))
+        runs = self.scratch / "runs"
+        if runs.exists():
+            for d in runs.iterdir():
+                out.setdefault(d.name, []).extend(_FILE + str(p) for p in d.iterdir())
         return out
 
     def drop_scratch(self, run_id: str) -> None:
@@ -109,8 +144,9 @@ class PostgresStore:
         table = self._stats_table(theme)
         part = "h3." + _ident(_short(f"stats_{theme}__{dataset}"))
         columns = [c for _, cols in step_outputs for c in cols]
-        # One temporary table per step: every reference of a step names the same table.
-        temps = [refs[0].split("#", 1)[0] for refs, _ in step_outputs]
+        # One temporary table per step: every reference of a step names the same table;
+        # a step kept as Parquet is loaded into one first.
+        temps = [self._as_table(run_id, i, refs) for i, (refs, _) in enumerate(step_outputs)]
         key = {"d": dataset, "r": resolution, "s": scope_key}
         literal = "'" + dataset.replace("'", "''") + "'"
         with self.catalog.transaction() as tx:
@@ -140,7 +176,21 @@ class PostgresStore:
                 dataset=dataset, resolution=resolution, scope_key=scope_key,
                 scope_label=scope_label, theme=theme, run_id=run_id, path=table,
                 columns=columns, rows=len(cells), tx=tx)
+        for (refs, _), temp in zip(step_outputs, temps, strict=True):
+            if refs[0].startswith(_FILE):  # loaded only to publish: not an intermediate
+                self.drop_intermediate(temp)
         return len(cells)
+
+    def _as_table(self, run_id: str, index: int, refs: list[str]) -> str:
+        if not refs[0].startswith(_FILE):
+            return refs[0].split("#", 1)[0]
+        import pyarrow.parquet as pq
+
+        name = f"publish{index}"
+        for number, ref in enumerate(refs, 1):
+            table = pq.read_table(ref[len(_FILE):])
+            self.write_task_output(run_id, name, number, table)
+        return self._temp_table(run_id, name)
 
     @staticmethod
     def _add_cells(tx: Any, cells: list[str], resolution: int, h3: Any) -> None:

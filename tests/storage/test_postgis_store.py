@@ -85,3 +85,82 @@ def test_source_catalog_lives_in_postgres_too(tmp_path, cli, pg_url):
     assert r.exit_code == 1 and "deactivated" in r.stdout
     # The embedded store knows nothing of it.
     assert cli("--project", proj, "validate").exit_code == 0
+
+
+def test_connection_from_the_environment_or_a_service_file(tmp_path, cli, pg_url,
+                                                           monkeypatch):
+    proj = _project(tmp_path)
+    name = pg_url.rsplit("/", 1)[1]
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGUSER", "postgres")
+    monkeypatch.setenv("PGDATABASE", name)
+    r = cli("--store", "postgresql://", "--project", proj, "db", "upgrade")
+    assert r.exit_code == 0 and "0001_initial" in r.stdout
+    for var in ("PGHOST", "PGUSER", "PGDATABASE"):
+        monkeypatch.delenv(var)
+    service = tmp_path / "pg_service.conf"
+    service.write_text(f"[h3]\nhost=127.0.0.1\nport=5432\nuser=postgres\ndbname={name}\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(service))
+    r = cli("--store", "postgresql:///?service=h3", "--project", proj, "db", "status")
+    assert r.exit_code == 0 and "pending: none" in r.stdout
+
+
+def test_a_reader_never_sees_a_half_written_scope(tmp_path, cli, pg_url):
+    import subprocess
+    import sys
+    import threading
+
+    proj = _project(tmp_path)
+    cli("--store", pg_url, "--project", proj, "db", "upgrade")
+    args = ["--store", pg_url, "--project", str(proj), "run", "p", "--bbox", BBOX,
+            "--resolution", "9", "--workers", "2"]
+    assert cli(*args).exit_code == 0
+    url = pg_url.replace(":s3cret-pw", "")
+    with psycopg.connect(url) as conn:
+        full = conn.execute("SELECT count(*) FROM h3.stats_terrain").fetchone()[0]
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                seen.append(conn.execute("SELECT count(*) FROM h3.stats_terrain"
+                                         ).fetchone()[0])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:  # the same scope again, in another process, while we read
+        done = subprocess.run([sys.executable, "-m", "h3pipe", *args], capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        stop.set()
+        watcher.join()
+    assert done.returncode == 0, done.stderr
+    assert len(seen) > 20 and set(seen) == {full}
+
+
+def test_parquet_intermediates_on_postgres_give_the_same_rows(tmp_path, cli, pg_url):
+    proj = _project(tmp_path)
+    cli("--store", pg_url, "--project", proj, "db", "upgrade")
+    args = ["--store", pg_url, "--project", proj]
+    assert cli(*args, "run", "p", "--bbox", BBOX, "--workers", "2",
+               "--batch-size", "20").exit_code == 0
+    table_out = tmp_path / "table.parquet"
+    assert cli(*args, "export", "elev", "-o", table_out).exit_code == 0
+    text = (proj / "pipelines" / "p.yaml").read_text()
+    (proj / "pipelines" / "p.yaml").write_text(text.replace(
+        "    params:", "    storage: parquet\n    params:"))
+    assert "storage: parquet" in (proj / "pipelines" / "p.yaml").read_text()
+    r = cli(*args, "run", "p", "--bbox", BBOX, "--workers", "2", "--batch-size", "20")
+    assert r.exit_code == 0, r.stderr
+    parquet_out = tmp_path / "parquet.parquet"
+    assert cli(*args, "export", "elev", "-o", parquet_out).exit_code == 0
+    assert pq.read_table(parquet_out).to_pylist() == pq.read_table(table_out).to_pylist()
+    with psycopg.connect(pg_url.replace(":s3cret-pw", "")) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'h3_temp'"
+                            ).fetchone() == (0,)
+        kinds = conn.execute("SELECT location LIKE 'file:%', dropped_at IS NOT NULL FROM "
+                             "h3pipe.intermediates ORDER BY created_at").fetchall()
+        assert kinds == [(False, True), (True, True)]  # a table, then Parquet files
+    assert not (proj / ".h3pipe" / "runs").exists() or not any(
+        (proj / ".h3pipe" / "runs").iterdir())
