@@ -75,6 +75,11 @@ def show(
              f"rows out {s['rows_out']}" + (f", error: {s['error']}" if s["error"] else ""))
     for t in r["failed_tasks"]:
         echo(f"  failed task {t['step_id']}#{t['task_no']} ({t['rows_in']} cells): {t['error']}")
+    if r["events"]:
+        echo(f"timeline ({r['task_events']} task events not shown):")
+        for e in r["events"]:
+            detail = f": {e['detail']}" if e["detail"] else ""
+            echo(f"  {stamp(e['at'])} {e['kind']:7s} {e['subject']} {e['status']}{detail}")
     if r["slowest_tasks"]:
         echo("slowest tasks:")
         for t in r["slowest_tasks"]:

@@ -36,6 +36,8 @@ def release(store: Any, run_id: str, *, succeeded: bool) -> None:
             store.drop_intermediate(r["location"])
             store.catalog.update("intermediates", {"run_id": run_id, "step_id": r["step_id"]},
                                  dropped_at=now())
+            store.catalog.event(run_id, "cleanup", r["step_id"], "dropped",
+                                f"{r['location']} ({r['policy']})")
 
 
 def _age_hours(stamp: str) -> float:

@@ -94,6 +94,12 @@ def show_run(project: Project, run_id: str) -> dict[str, Any]:
         run["items"] = store.catalog.query(
             "SELECT source_id, item_id, href FROM run_items WHERE run_id = :id "
             "ORDER BY source_id, item_id", one)
+        run["events"] = store.catalog.query(
+            "SELECT at, kind, subject, status, detail FROM events WHERE run_id = :id "
+            "AND kind != 'task' ORDER BY id", one)
+        run["task_events"] = store.catalog.query(
+            "SELECT count(*) AS n FROM events WHERE run_id = :id AND kind = 'task'", one
+        )[0]["n"]
         run["params"] = json.loads(run["params"])
         return run
     finally:

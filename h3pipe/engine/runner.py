@@ -147,6 +147,8 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
          "location": store.intermediate_location(run_id, s.id, s.storage),
          "policy": s.cleanup["policy"], "ttl_hours": s.cleanup.get("ttl_hours"),
          "created_at": now()} for s in pipeline.steps])
+    store.catalog.event(run_id, "run", run_id, "running",
+                        f"{scope.label}, resolution {res}, {len(cells)} cells")
     reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
     try:
         outputs: dict[str, list[str]] = {}
@@ -168,6 +170,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                   "terminated" if isinstance(exc, Terminated) else str(exc))
         store.catalog.update("runs", {"run_id": run_id}, status="failed", finished_at=now(),
                              error=reason)
+        store.catalog.event(run_id, "run", run_id, "failed", reason)
         release(store, run_id, succeeded=False)
         store.close()
         if isinstance(exc, H3PipeError) and not isinstance(exc, RunFailed):
@@ -175,6 +178,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                             hint=f"see 'h3pipe runs show {run_id}'") from exc
         raise
     store.catalog.update("runs", {"run_id": run_id}, status="completed", finished_at=now())
+    store.catalog.event(run_id, "run", run_id, "completed", f"{rows} rows published")
     release(store, run_id, succeeded=True)
     store.close()
     return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res, len(cells), rows,
@@ -256,6 +260,8 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
         cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="running",
                    started_at=now(), tasks_total=n,
                    rows_in=sum(len(b.cells) for b in batches if b.step_id == step.id))
+    cat.event(run_id, "stage", str(number), "running",
+              f"{', '.join(s.id for s in steps)}: {len(batches)} task(s)")
     reporter.stage_started(number, [s.id for s in steps], len(batches),
                            sum(len(b.cells) for b in batches))
     done: dict[str, int] = {s.id: 0 for s in steps}
@@ -269,6 +275,8 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                        seconds=outcome.seconds, error=str(outcome.error))
             cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, status="failed",
                        finished_at=now(), error=str(outcome.error))
+            cat.event(run_id, "task", f"{b.step_id}#{b.number}", "failed", str(outcome.error))
+            cat.event(run_id, "step", b.step_id, "failed", str(outcome.error))
             raise outcome.error
         table = outcome.table
         assert table is not None  # an outcome carries either a table or an error
@@ -281,8 +289,12 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
         rows[b.step_id] += table.num_rows
         cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, tasks_done=done[b.step_id],
                    rows_out=rows[b.step_id])
+        cat.event(run_id, "task", f"{b.step_id}#{b.number}", "completed",
+                  f"{table.num_rows} rows in {outcome.seconds:.2f} s")
         reporter.task_finished(b.step_id, len(b.cells))
     for step in steps:
         cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="completed",
                    finished_at=now())
+        cat.event(run_id, "step", step.id, "completed", f"{rows[step.id]} rows")
+    cat.event(run_id, "stage", str(number), "completed")
     reporter.stage_finished(number)

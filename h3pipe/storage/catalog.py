@@ -175,6 +175,12 @@ class Catalog:
             raise StoreError(f"catalog: expected to update one {table} row for {key}, "
                              f"updated {count}")
 
+    def event(self, run_id: str, kind: str, subject: str, status: str,
+              detail: str | None = None) -> None:
+        """Record one state change (the timeline 'runs show' draws)."""
+        self.insert("events", run_id=run_id, at=now(), kind=kind, subject=subject,
+                    status=status, detail=detail)
+
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.transaction(readonly=True) as tx:
             return tx.rows(sql, params)

@@ -78,6 +78,18 @@ def test_rerun_replaces_rows_and_runs_are_listed(project, cli, tmp_path):
     assert r.exit_code == 0
     assert "status:     completed" in r.stdout and "rows out" in r.stdout
     assert cli("--project", project, "runs", "show", "latest").exit_code == 0
+    # The timeline: the run, its stage and step, and one event per task.
+    import sqlite3
+
+    db = sqlite3.connect(project / ".h3pipe" / "catalog.sqlite")
+    events = db.execute("SELECT kind, subject, status FROM events WHERE run_id = ? "
+                        "ORDER BY id", (run_id,)).fetchall()
+    tasks = db.execute("SELECT count(*) FROM tasks WHERE run_id = ?", (run_id,)).fetchone()[0]
+    assert events[0] == ("run", run_id, "running") and events[-1][:3] == (
+        "cleanup", "stats", "dropped")
+    assert ("run", run_id, "completed") in events and ("stage", "1", "completed") in events
+    assert sum(1 for e in events if e[0] == "task" and e[2] == "completed") == tasks > 1
+    assert "timeline" in r.stdout and "run " in r.stdout
 
 
 def test_two_scopes_coexist_and_iso3_filter(project, cli, tmp_path):
