@@ -185,6 +185,17 @@ class Catalog:
         with self.transaction(readonly=True) as tx:
             return tx.rows(sql, params)
 
+    def result_entries(self, dataset: str | None = None, resolution: int | None = None,
+                       scope_key: str | None = None) -> list[dict[str, Any]]:
+        """The published results, filtered by whichever of the three are given."""
+        sql, params = "SELECT * FROM results WHERE 1 = 1", {}
+        for col, val in (("dataset", dataset), ("resolution", resolution),
+                         ("scope_key", scope_key)):
+            if val is not None:
+                sql += f" AND {col} = :{col}"
+                params[col] = val
+        return self.query(sql + " ORDER BY dataset, resolution, scope_key", params)
+
     def publish_result(self, *, dataset: str, resolution: int, scope_key: str, scope_label: str,
                        theme: str, run_id: str, path: str, columns: list[str], rows: int,
                        tx: Tx | None = None) -> str | None:

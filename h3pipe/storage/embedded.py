@@ -126,13 +126,7 @@ class EmbeddedStore:
 
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,
                        scope_key: str | None = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM results WHERE 1 = 1", {}
-        filters = (("dataset", dataset), ("resolution", resolution), ("scope_key", scope_key))
-        for col, val in filters:
-            if val is not None:
-                sql += f" AND {col} = :{col}"
-                params[col] = val
-        return self.catalog.query(sql + " ORDER BY dataset, resolution, scope_key", params)
+        return self.catalog.result_entries(dataset, resolution, scope_key)
 
     def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
         """Rows of the given result files; a cell in several scopes keeps its newest row."""
