@@ -15,7 +15,7 @@ import traceback
 import typer
 
 from h3pipe.cli import app as _app_module
-from h3pipe.cli import clean, db, export, run, runs, sources, validate  # noqa: F401  (registers the commands)
+from h3pipe.cli import clean, db, export, resume, run, runs, sources, validate  # noqa: F401  (registers the commands)
 from h3pipe.errors import H3PipeError, Terminated
 
 app = _app_module.app

@@ -22,8 +22,16 @@ def run(
                                                    help="H3 resolution 0..15.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Cells per task.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if this exact run "
+                                        "already completed.")] = False,
+    from_step: Annotated[str | None, typer.Option(
+        help="Recompute this step and every later one; keep earlier results.")] = None,
 ) -> int:
     """Compute a pipeline for the H3 cells whose centres lie in the scope.
+
+    The same pipeline, scope, resolution and sources make the same run: once completed it
+    is reported, not recomputed (--force recomputes); a failed or interrupted run resumes,
+    keeping the tasks it completed.
 
     Example:
 
@@ -38,9 +46,16 @@ def run(
     project = project_of(ctx)
     scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
     result = run_pipeline(project, pipeline, scope, resolution=resolution, batch_size=batch_size,
-                          workers=workers, reporter=make_reporter())
+                          workers=workers, reporter=make_reporter(), force=force,
+                          from_step=from_step)
+    if result.state == "already":
+        typer.echo(f"run {result.run_id} already completed: {result.cells} cells of "
+                   f"{result.scope_label} at resolution {result.resolution} -> dataset "
+                   f"{result.dataset}; nothing recomputed (--force to recompute)")
+        return 0
     typer.echo(
-        f"run {result.run_id} completed: {result.cells} cells of {result.scope_label} at "
+        f"run {result.run_id} completed{' (resumed)' if result.state == 'resumed' else ''}: "
+        f"{result.cells} cells of {result.scope_label} at "
         f"resolution {result.resolution} -> dataset {result.dataset} ({result.rows} rows) "
         f"in {result.seconds:.1f} s"
     )

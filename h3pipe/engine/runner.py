@@ -7,13 +7,12 @@ replaces good results with partial ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import secrets
 import socket
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from h3pipe import storage
@@ -56,6 +55,7 @@ class RunResult:
     rows: int
     seconds: float
     store: str
+    state: str = "completed"  # completed | resumed | already (nothing recomputed)
 
 
 def open_store(project: Project, settings: dict[str, Any], *, create: bool = True) -> Any:
@@ -65,7 +65,11 @@ def open_store(project: Project, settings: dict[str, Any], *, create: bool = Tru
 
 def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
                  resolution: int | None = None, batch_size: int | None = None,
-                 workers: int | None = None, reporter: Reporter | None = None) -> RunResult:
+                 workers: int | None = None, reporter: Reporter | None = None,
+                 force: bool = False, from_step: str | None = None) -> RunResult:
+    """Run a pipeline over a scope. The same inputs give the same run id: a completed run
+    is reported, not recomputed (unless ``force``); a failed or interrupted one resumes,
+    keeping its completed tasks (from ``from_step`` on, everything is recomputed)."""
     reporter = reporter or Reporter()
     if workers is not None and workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -76,12 +80,57 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
         sources, pipelines, settings = project.load()
         nworkers, pipeline, res, size = _settle(pipelines, settings, pipeline_id, resolution,
                                                 batch_size, workers)
+        again = _Again(force, from_step)
         if nworkers == guess:
             return _run(project, pipeline, scope, res, size, nworkers, sources, settings,
-                        early, reporter)
+                        early, reporter, again)
     with Executor(nworkers) as executor:  # a pipeline or project default asked otherwise
         return _run(project, pipeline, scope, res, size, nworkers, sources, settings, executor,
-                    reporter)
+                    reporter, again)
+
+
+def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
+               workers: int | None = None, reporter: Reporter | None = None) -> RunResult:
+    """Run again what ``run_id`` was run with (pipeline, scope, resolution); its completed
+    tasks are kept when its inputs are unchanged."""
+    from h3pipe.engine.scope import resolve_scope
+
+    sources, pipelines, settings = project.load()
+    store = open_store(project, settings, create=False)
+    try:
+        rows = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
+    finally:
+        store.close()
+    if not rows:
+        raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
+    run = rows[0]
+    given = json.loads(run["params"]).get("scope", {})
+    if not given.get("argument"):
+        raise ConfigError(f"run '{run_id}' does not record how its scope was given",
+                          hint="run it again with 'h3pipe run'")
+    scope = resolve_scope(**{given["kind"]: given["argument"]})
+    return run_pipeline(project, run["pipeline_id"], scope, resolution=run["resolution"],
+                        workers=workers, reporter=reporter, from_step=from_step)
+
+
+@dataclass(frozen=True)
+class _Again:
+    force: bool = False
+    from_step: str | None = None
+
+
+def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
+                 sources: dict[str, SourceSpec], rasters: dict[str, RasterInfo]) -> str:
+    """The run id: what the results depend on (the pipeline's content and version, the
+    scope, the resolution, the sources as expanded, and the data files themselves: a tile
+    rewritten in place makes a new run), never when or how fast it ran."""
+    used = sorted({s.source for s in pipeline.steps if s.source})
+    inputs = {"pipeline": pipeline.id, "version": pipeline.version,
+              "content": pipeline.content_hash, "scope": scope.key, "resolution": resolution,
+              "sources": {sid: sources[sid].document for sid in used},
+              "data": {sid: [_fingerprint(t.path) for t in rasters[sid].tiles] for sid in used}}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode())
+    return f"{pipeline.id}-r{resolution}-{digest.hexdigest()[:12]}"
 
 
 def _settle(pipelines: dict[str, PipelineSpec], settings: dict[str, Any], pipeline_id: str,
@@ -108,33 +157,57 @@ def _settle(pipelines: dict[str, PipelineSpec], settings: dict[str, Any], pipeli
 
 def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size: int,
          nworkers: int, sources: dict[str, SourceSpec], settings: dict[str, Any],
-         executor: Executor, reporter: Reporter) -> RunResult:
-    cells = scope_cells(scope, res)
-    size = balanced_batch_size(len(cells), size, nworkers)
+         executor: Executor, reporter: Reporter, again: _Again) -> RunResult:
+    if again.from_step is not None and again.from_step not in {s.id for s in pipeline.steps}:
+        raise UsageError(f"--from-step '{again.from_step}' is not a step of pipeline "
+                         f"'{pipeline.id}'" + suggest(again.from_step,
+                                                      [s.id for s in pipeline.steps]))
     rasters: dict[str, RasterInfo] = {}
     used_items: list[dict[str, str]] = []
     for source_id in dict.fromkeys(s.source for s in pipeline.steps if s.source):
         rasters[source_id], items = _raster(sources[source_id], project, scope)
         used_items += [{"source_id": source_id, "item_id": i.id, "href": i.href} for i in items]
+    run_id = run_identity(pipeline, scope, res, sources, rasters)
+    store = open_store(project, settings)
+    previous = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
+    if previous and previous[0]["status"] == "completed" and not again.force \
+            and again.from_step is None:
+        store.close()
+        row = previous[0]
+        return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res,
+                         row["cells"] or 0, row["cells"] or 0, 0.0, store.location, "already")
+    if previous:
+        # The batches of a resumed run must be the ones it started with.
+        size = json.loads(previous[0]["params"]).get("batch_size", size)
+    cells = scope_cells(scope, res)
+    if not previous:
+        size = balanced_batch_size(len(cells), size, nworkers)
     stages = StepGraph(pipeline.steps).stages()
 
-    store = open_store(project, settings)
-    run_id = new_run_id(pipeline.id)
-    params = {"batch_size": size, "workers": nworkers}
+    params = {"batch_size": size, "workers": nworkers, "scope": scope.to_json()}
     started = time.perf_counter()
-    store.catalog.insert(
-        "runs", run_id=run_id, pipeline_id=pipeline.id, pipeline_version=pipeline.version,
-        pipeline_hash=pipeline.content_hash, dataset=pipeline.dataset, scope_key=scope.key,
-        scope_label=scope.label, resolution=res, params=json.dumps(params), status="running",
-        cells=len(cells), pid=os.getpid(), host=socket.gethostname(), created_at=now(),
-        started_at=now(),
-    )
-    store.catalog.insert_many("run_items", [{"run_id": run_id, **i} for i in used_items])
+    state = "completed"
+    if previous:
+        state = "completed" if again.force else "resumed"
+        _forget(store, run_id, stages, again)
+        store.catalog.update("runs", {"run_id": run_id}, status="running", pid=os.getpid(),
+                             host=socket.gethostname(), started_at=now(), finished_at=None,
+                             error=None, params=json.dumps(params))
+    else:
+        store.catalog.insert(
+            "runs", run_id=run_id, pipeline_id=pipeline.id, pipeline_version=pipeline.version,
+            pipeline_hash=pipeline.content_hash, dataset=pipeline.dataset, scope_key=scope.key,
+            scope_label=scope.label, resolution=res, params=json.dumps(params),
+            status="running", cells=len(cells), pid=os.getpid(), host=socket.gethostname(),
+            created_at=now(), started_at=now(),
+        )
+    store.catalog.insert_many("run_items", [{"run_id": run_id, **i} for i in used_items],
+                              keep_existing=True)
     store.catalog.insert_many("steps", [
         {"run_id": run_id, "step_id": sid, "stage": n, "operation": pipeline.step(sid).operation,
          "status": "pending"}
         for n, stage in enumerate(stages, 1) for sid in stage
-    ])
+    ], keep_existing=True)
     with store.catalog.transaction() as tx:
         tx.execute("INSERT INTO pipelines (id, hash, version, document, file, first_run) "
                    "VALUES (:id, :hash, :v, :doc, :file, :run) ON CONFLICT (id, hash) "
@@ -146,8 +219,11 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
         {"run_id": run_id, "step_id": s.id,
          "location": store.intermediate_location(run_id, s.id, s.storage),
          "policy": s.cleanup["policy"], "ttl_hours": s.cleanup.get("ttl_hours"),
-         "created_at": now()} for s in pipeline.steps])
-    store.catalog.event(run_id, "run", run_id, "running",
+         "created_at": now()} for s in pipeline.steps], keep_existing=True)
+    with store.catalog.transaction() as tx:
+        tx.execute("UPDATE intermediates SET dropped_at = NULL WHERE run_id = :id",
+                   {"id": run_id})
+    store.catalog.event(run_id, "run", run_id, "running" if state == "completed" else "resumed",
                         f"{scope.label}, resolution {res}, {len(cells)} cells")
     reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
     try:
@@ -182,7 +258,37 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
     release(store, run_id, succeeded=True)
     store.close()
     return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res, len(cells), rows,
-                     time.perf_counter() - started, store.location)
+                     time.perf_counter() - started, store.location, state)
+
+
+def _fingerprint(path: str) -> list[Any]:
+    """A tile as the run saw it: a local file by size and modification time, a URL by
+    itself (its content is the server's business)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _forget(store: Any, run_id: str, stages: list[list[str]], again: _Again) -> None:
+    """Before running again: with force, forget every task; from a step, that step's and
+    every later stage's; otherwise only the tasks that did not complete."""
+    first = 0
+    if again.from_step is not None:
+        first = next(n for n, stage in enumerate(stages) if again.from_step in stage)
+    with store.catalog.transaction() as tx:
+        if again.force:
+            tx.execute("DELETE FROM tasks WHERE run_id = :id", {"id": run_id})
+        else:
+            tx.execute("DELETE FROM tasks WHERE run_id = :id AND status != 'completed'",
+                       {"id": run_id})
+            for stage in stages[first:] if again.from_step is not None else []:
+                for sid in stage:
+                    tx.execute("DELETE FROM tasks WHERE run_id = :id AND step_id = :s",
+                               {"id": run_id, "s": sid})
+        tx.execute("UPDATE steps SET status = 'pending', error = NULL, finished_at = NULL "
+                   "WHERE run_id = :id", {"id": run_id})
 
 
 def balanced_batch_size(cells: int, size: int, workers: int) -> int:
@@ -190,11 +296,6 @@ def balanced_batch_size(cells: int, size: int, workers: int) -> int:
     if workers <= 1:
         return size
     return max(1, min(size, -(-cells // (workers * 4))))
-
-
-def new_run_id(pipeline_id: str) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{pipeline_id}-{stamp}-{secrets.token_hex(3)}"
 
 
 def _raster(source: SourceSpec, project: Project, scope: Scope
@@ -251,10 +352,23 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                batches: list[Batch], executor: Executor, reporter: Reporter,
                outputs: dict[str, list[str]]) -> None:
     cat = store.catalog
+    # A resumed run keeps the tasks it completed, when their outputs are still there.
+    completed = cat.query("SELECT step_id, task_no, output_path FROM tasks WHERE "
+                          "run_id = :id AND status = 'completed'", {"id": run_id})
+    kept = {(t["step_id"], t["task_no"]): t["output_path"] for t in completed
+            if store.output_exists(t["output_path"])}
+    with cat.transaction() as tx:
+        for t in completed:  # completed once, but its output has gone since: do it again
+            if (t["step_id"], t["task_no"]) not in kept:
+                tx.execute("DELETE FROM tasks WHERE run_id = :id AND step_id = :s AND "
+                           "task_no = :n", {"id": run_id, "s": t["step_id"], "n": t["task_no"]})
+    for (step_id, _), ref in sorted(kept.items()):
+        outputs.setdefault(step_id, []).append(ref)
+    todo = [b for b in batches if (b.step_id, b.number) not in kept]
     cat.insert_many("tasks", [
         {"run_id": run_id, "step_id": b.step_id, "task_no": b.number, "status": "pending",
-         "rows_in": len(b.cells)} for b in batches
-    ])
+         "rows_in": len(b.cells)} for b in todo
+    ], keep_existing=True)
     for step in steps:
         n = sum(1 for b in batches if b.step_id == step.id)
         cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="running",
@@ -262,12 +376,12 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                    rows_in=sum(len(b.cells) for b in batches if b.step_id == step.id))
     cat.event(run_id, "stage", str(number), "running",
               f"{', '.join(s.id for s in steps)}: {len(batches)} task(s)")
-    reporter.stage_started(number, [s.id for s in steps], len(batches),
-                           sum(len(b.cells) for b in batches))
-    done: dict[str, int] = {s.id: 0 for s in steps}
+    reporter.stage_started(number, [s.id for s in steps], len(todo),
+                           sum(len(b.cells) for b in todo))
+    done: dict[str, int] = {s.id: sum(1 for k in kept if k[0] == s.id) for s in steps}
     storage = {s.id: s.storage for s in steps}
     rows: dict[str, int] = {s.id: 0 for s in steps}
-    for outcome in executor.run(batches):
+    for outcome in executor.run(todo):
         b = outcome.batch
         key = {"run_id": run_id, "step_id": b.step_id, "task_no": b.number}
         if outcome.error is not None:

@@ -27,10 +27,11 @@ class Scope:
     key: str  # stable identifier used to replace a scope's results
     label: str  # what people read
     geometry: Any  # shapely (Multi)Polygon in EPSG:4326
+    argument: str = ""  # what was given (RWA, the bbox text, the AOI path), to resolve again
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "key": self.key, "label": self.label,
-                "bounds": list(self.geometry.bounds)}
+                "argument": self.argument, "bounds": list(self.geometry.bounds)}
 
 
 def resolve_scope(*, iso3: str | None = None, bbox: str | None = None,
@@ -63,7 +64,7 @@ def _bbox(text: str) -> Scope:
                          "supported yet)")
     key = "bbox=" + "_".join(f"{v:.6f}" for v in (minx, miny, maxx, maxy))
     return Scope("bbox", key, f"bbox {minx},{miny},{maxx},{maxy}",
-                 shapely.box(minx, miny, maxx, maxy))
+                 shapely.box(minx, miny, maxx, maxy), text)
 
 
 def _aoi(path: Path) -> Scope:
@@ -90,7 +91,8 @@ def _aoi(path: Path) -> Scope:
         tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
         geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
     digest = hashlib.sha256(shapely.to_wkb(geom)).hexdigest()[:12]
-    return Scope("aoi", f"aoi={path.stem}-{digest}", f"aoi {path.name}", geom)
+    return Scope("aoi", f"aoi={path.stem}-{digest}", f"aoi {path.name}", geom,
+                 str(path.resolve()))
 
 
 # -- countries -------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def _country(code: str) -> Scope:
     if not matches:
         raise ScopeError(f"unknown ISO3 country code '{code}'" + _country_hint(wanted, rows))
     geom = shapely.make_valid(shapely.union_all([r["geometry"] for r in matches]))
-    return Scope("iso3", f"iso3={wanted}", f"{wanted} ({matches[0]['name']})", geom)
+    return Scope("iso3", f"iso3={wanted}", f"{wanted} ({matches[0]['name']})", geom, wanted)
 
 
 def _country_hint(wanted: str, rows: tuple[dict[str, Any], ...]) -> str:

@@ -153,12 +153,15 @@ class Catalog:
     def insert(self, table: str, **values: Any) -> None:
         self.insert_many(table, [values])
 
-    def insert_many(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def insert_many(self, table: str, rows: list[dict[str, Any]], *,
+                    keep_existing: bool = False) -> None:
+        """Insert rows; with ``keep_existing``, rows whose key is already there are skipped."""
         if not rows:
             return
         cols = list(rows[0])
         sql = (f"INSERT INTO {table} ({', '.join(cols)}) "
-               f"VALUES ({', '.join(':' + c for c in cols)})")
+               f"VALUES ({', '.join(':' + c for c in cols)})"
+               + (" ON CONFLICT DO NOTHING" if keep_existing else ""))
         from sqlalchemy import text
 
         with self.transaction() as tx:

@@ -58,6 +58,9 @@ class EmbeddedStore:
         self.write_table(table, path)
         return str(path.relative_to(self.root))
 
+    def output_exists(self, ref: str) -> bool:
+        return (self.root / ref).is_file()
+
     def intermediate_location(self, run_id: str, step_id: str, storage: str = "parquet") -> str:
         return str((self.scratch_dir(run_id) / step_id).relative_to(self.root))
 

@@ -97,6 +97,16 @@ class PostgresStore:
                              f"{' '.join(str(exc).split())[:300]}") from exc
         return f"{name}#{number}"
 
+    def output_exists(self, ref: str) -> bool:
+        if ref.startswith(_FILE):
+            return Path(ref[len(_FILE):]).is_file()
+        table, _, number = ref.partition("#")
+        exists = self.catalog.query("SELECT to_regclass(:t) IS NOT NULL AS ok",
+                                    {"t": table})[0]["ok"]
+        return bool(exists) and bool(self.catalog.query(
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE task_no = :n) AS ok",
+            {"n": int(number)})[0]["ok"])
+
     def intermediate_location(self, run_id: str, step_id: str, storage: str = "table") -> str:
         if storage == "parquet":
             return _FILE + str(self._scratch_dir(run_id, step_id))

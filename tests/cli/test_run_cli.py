@@ -59,21 +59,31 @@ def test_run_then_export_every_format(project, cli, tmp_path):
     assert 29.0 < ring[0][0] < 29.3 and abs(lng - ring[0][0]) < 0.1
 
 
-def test_rerun_replaces_rows_and_runs_are_listed(project, cli, tmp_path):
-    for _ in range(2):
-        assert cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "2",
-                   "--batch-size", "7").exit_code == 0
+def test_same_run_is_reported_not_recomputed_and_force_replaces(project, cli, tmp_path):
+    args = ("--project", project, "run", "p", "--bbox", BBOX, "--workers", "2",
+            "--batch-size", "7")
+    first = cli(*args)
+    assert first.exit_code == 0 and " completed: " in first.stdout
+    again = cli(*args)
+    assert again.exit_code == 0 and "already completed" in again.stdout
+    assert "nothing recomputed" in again.stdout
+    forced = cli(*args, "--force")
+    assert forced.exit_code == 0 and " completed: " in forced.stdout
+    # One run id for the same inputs; another resolution is another run.
+    assert first.stdout.split()[1] == forced.stdout.split()[1]
+    other = cli(*args[:-4], "--resolution", "8", "--workers", "1")
+    assert other.exit_code == 0 and other.stdout.split()[1] != first.stdout.split()[1]
     out = tmp_path / "o.parquet"
     assert cli("--project", project, "export", "grad_stats", "-o", out).exit_code == 0
-    cells = pq.read_table(out).column("h3_index").to_pylist()
+    cells = pq.read_table(out, filters=[("resolution", "=", 7)]).column("h3_index").to_pylist()
     assert len(cells) == len(set(cells)) > 10
-    # Only the newest result file remains on disk.
+    # Only the newest result file of each resolution remains on disk.
     files = list((project / ".h3pipe" / "results").rglob("*.parquet"))
-    assert len(files) == 1
+    assert len(files) == 2
 
     r = cli("--project", project, "runs", "list")
-    assert r.exit_code == 0 and r.stdout.count("completed") == 2
-    run_id = r.stdout.split("\n")[1].split()[0]
+    assert r.exit_code == 0 and r.stdout.count("completed") == 2  # resolution 7 and 8
+    run_id = first.stdout.split()[1]
     r = cli("--project", project, "runs", "show", run_id)
     assert r.exit_code == 0
     assert "status:     completed" in r.stdout and "rows out" in r.stdout
@@ -88,7 +98,8 @@ def test_rerun_replaces_rows_and_runs_are_listed(project, cli, tmp_path):
     assert events[0] == ("run", run_id, "running") and events[-1][:3] == (
         "cleanup", "stats", "dropped")
     assert ("run", run_id, "completed") in events and ("stage", "1", "completed") in events
-    assert sum(1 for e in events if e[0] == "task" and e[2] == "completed") == tasks > 1
+    # Two attempts (the first and the forced one), one event per task each.
+    assert sum(1 for e in events if e[0] == "task" and e[2] == "completed") == 2 * tasks > 2
     assert "timeline" in r.stdout and "run " in r.stdout
 
 

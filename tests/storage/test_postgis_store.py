@@ -42,9 +42,9 @@ def test_schema_must_be_upgraded_first(tmp_path, cli, pg_url):
 def test_same_numbers_as_the_embedded_store_and_no_duplicates(tmp_path, cli, pg_url):
     proj = _project(tmp_path)
     assert cli("--store", pg_url, "--project", proj, "db", "upgrade").exit_code == 0
-    for _ in range(2):  # the second run replaces the scope's rows
+    for extra in ((), ("--force",)):  # the forced run replaces the scope's rows
         r = _no_secret(cli("--store", pg_url, "--project", proj, "run", "p", "--bbox", BBOX,
-                           "--workers", "2", "--batch-size", "20"))
+                           "--workers", "2", "--batch-size", "20", *extra))
         assert r.exit_code == 0, r.stderr
     # Same batching on the embedded store: the stores must not change a single bit.
     assert cli("--project", proj, "run", "p", "--bbox", BBOX, "--workers", "2",
@@ -69,7 +69,7 @@ def test_same_numbers_as_the_embedded_store_and_no_duplicates(tmp_path, cli, pg_
                             ).fetchone()
         assert temp == (0,)  # each run dropped its intermediates
     listing = _no_secret(cli("--store", pg_url, "--project", proj, "runs", "list"))
-    assert listing.stdout.count("completed") == 2
+    assert listing.stdout.count("completed") == 1  # one run id for the same inputs
     assert "status:     completed" in _no_secret(
         cli("--store", pg_url, "--project", proj, "runs", "show", "latest")).stdout
 
@@ -115,6 +115,7 @@ def test_a_reader_never_sees_a_half_written_scope(tmp_path, cli, pg_url):
     args = ["--store", pg_url, "--project", str(proj), "run", "p", "--bbox", BBOX,
             "--resolution", "9", "--workers", "2"]
     assert cli(*args).exit_code == 0
+    args.append("--force")  # the same scope, recomputed, while a reader watches
     url = pg_url.replace(":s3cret-pw", "")
     with psycopg.connect(url) as conn:
         full = conn.execute("SELECT count(*) FROM h3.stats_terrain").fetchone()[0]
@@ -151,7 +152,8 @@ def test_parquet_intermediates_on_postgres_give_the_same_rows(tmp_path, cli, pg_
     (proj / "pipelines" / "p.yaml").write_text(text.replace(
         "    params:", "    storage: parquet\n    params:"))
     assert "storage: parquet" in (proj / "pipelines" / "p.yaml").read_text()
-    r = cli(*args, "run", "p", "--bbox", BBOX, "--workers", "2", "--batch-size", "20")
+    r = cli(*args, "run", "p", "--bbox", BBOX, "--workers", "2", "--batch-size", "20",
+            "--force")
     assert r.exit_code == 0, r.stderr
     parquet_out = tmp_path / "parquet.parquet"
     assert cli(*args, "export", "elev", "-o", parquet_out).exit_code == 0

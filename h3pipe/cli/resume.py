@@ -1,0 +1,39 @@
+"""``h3pipe resume``: run a recorded run again, keeping the tasks it completed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from h3pipe.cli.app import app, project_of
+
+
+@app.command("resume")
+def resume(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run to resume (see 'h3pipe runs list').")],
+    from_step: Annotated[str | None, typer.Option(
+        help="Recompute this step and every later one.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> int:
+    """Resume a failed or interrupted run: same pipeline, scope and resolution; tasks it
+    completed are kept. If its inputs changed since, this is a new run.
+
+    Example:
+
+        h3pipe resume elevation_terrain-r6-1a2b3c4d5e6f --from-step elevation_stats
+    """
+    from h3pipe.cli.progress import make_reporter
+    from h3pipe.engine.runner import resume_run
+
+    result = resume_run(project_of(ctx), run_id, from_step=from_step, workers=workers,
+                        reporter=make_reporter())
+    if result.run_id != run_id:
+        typer.echo(f"note: the inputs of {run_id} changed since; this is run {result.run_id}",
+                   err=True)
+    state = {"already": "already completed, nothing recomputed",
+             "resumed": "completed (resumed)", "completed": "completed"}[result.state]
+    typer.echo(f"run {result.run_id} {state}: {result.cells} cells of {result.scope_label} "
+               f"at resolution {result.resolution} -> dataset {result.dataset}")
+    return 0
