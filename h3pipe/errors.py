@@ -78,6 +78,12 @@ class ValidationFailed(ConfigError):
         self.problems = problems
 
 
+class Locked(H3PipeError):
+    """The same run is being executed by another live process."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
 class SourceError(H3PipeError, OSError):
     """A data source cannot be opened or read (missing file, corrupt raster, no overlap)."""
 

@@ -43,6 +43,9 @@ class LineReporter(Reporter):
             self._log(f"stage {self.stage}: {self.done_tasks}/{self.tasks} tasks, "
                       f"{self.done_cells}/{self.cells} cells, {rate:.0f} cells/s, ETA {eta:.0f} s")
 
+    def message(self, text: str) -> None:
+        self._log(text)
+
     def stage_finished(self, number: int) -> None:
         secs = time.monotonic() - self.t0
         self._log(f"stage {number} done: {self.done_cells} cells in {secs:.1f} s "
@@ -88,3 +91,6 @@ class RichReporter(Reporter):
 
     def stage_finished(self, number: int) -> None:
         self.progress.stop()
+
+    def message(self, text: str) -> None:
+        self.console.print(text)

@@ -26,6 +26,8 @@ def run(
                                         "already completed.")] = False,
     from_step: Annotated[str | None, typer.Option(
         help="Recompute this step and every later one; keep earlier results.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="If the same run is running "
+                                       "elsewhere, wait for it instead of exiting 75.")] = False,
 ) -> int:
     """Compute a pipeline for the H3 cells whose centres lie in the scope.
 
@@ -47,7 +49,7 @@ def run(
     scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
     result = run_pipeline(project, pipeline, scope, resolution=resolution, batch_size=batch_size,
                           workers=workers, reporter=make_reporter(), force=force,
-                          from_step=from_step)
+                          from_step=from_step, wait=wait)
     if result.state == "already":
         typer.echo(f"run {result.run_id} already completed: {result.cells} cells of "
                    f"{result.scope_label} at resolution {result.resolution} -> dataset "

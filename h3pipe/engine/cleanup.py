@@ -9,13 +9,13 @@ for ``h3pipe clean`` after ``ttl_hours``; manual only for ``h3pipe clean --run R
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from h3pipe import storage
+from h3pipe.engine.lock import pid_alive
 from h3pipe.engine.project import Project
 from h3pipe.storage.catalog import now
 
@@ -44,18 +44,6 @@ def _age_hours(stamp: str) -> float:
     return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds() / 3600
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean(project: Project, *, dry_run: bool = False, run_id: str | None = None,
           older_than_hours: float = 24.0) -> tuple[list[str], list[Removal]]:
     """Apply the policies; return (runs found dead, what was or would be removed)."""
@@ -65,7 +53,7 @@ def clean(project: Project, *, dry_run: bool = False, run_id: str | None = None,
         host = socket.gethostname()
         dead = [r["run_id"] for r in store.catalog.query(
             "SELECT run_id, pid, host FROM runs WHERE status = 'running'")
-            if r["host"] == host and not _alive(r["pid"])]
+            if r["host"] == host and not pid_alive(r["pid"])]
         if not dry_run:
             for rid in dead:
                 store.catalog.update("runs", {"run_id": rid}, status="failed",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from h3pipe import storage
 from h3pipe.engine.cleanup import release
 from h3pipe.engine.dag import StepGraph
 from h3pipe.engine.executor import Executor
+from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.project import Project, suggest
 from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
 from h3pipe.errors import ConfigError, H3PipeError, RunFailed, SourceError, Terminated, UsageError
@@ -43,6 +43,8 @@ class Reporter:
 
     def stage_finished(self, number: int) -> None: ...
 
+    def message(self, text: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -66,7 +68,8 @@ def open_store(project: Project, settings: dict[str, Any], *, create: bool = Tru
 def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
                  resolution: int | None = None, batch_size: int | None = None,
                  workers: int | None = None, reporter: Reporter | None = None,
-                 force: bool = False, from_step: str | None = None) -> RunResult:
+                 force: bool = False, from_step: str | None = None,
+                 wait: bool = False) -> RunResult:
     """Run a pipeline over a scope. The same inputs give the same run id: a completed run
     is reported, not recomputed (unless ``force``); a failed or interrupted one resumes,
     keeping its completed tasks (from ``from_step`` on, everything is recomputed)."""
@@ -80,7 +83,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
         sources, pipelines, settings = project.load()
         nworkers, pipeline, res, size = _settle(pipelines, settings, pipeline_id, resolution,
                                                 batch_size, workers)
-        again = _Again(force, from_step)
+        again = _Again(force, from_step, wait)
         if nworkers == guess:
             return _run(project, pipeline, scope, res, size, nworkers, sources, settings,
                         early, reporter, again)
@@ -117,6 +120,7 @@ def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
 class _Again:
     force: bool = False
     from_step: str | None = None
+    wait: bool = False
 
 
 def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
@@ -169,38 +173,35 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
         used_items += [{"source_id": source_id, "item_id": i.id, "href": i.href} for i in items]
     run_id = run_identity(pipeline, scope, res, sources, rasters)
     store = open_store(project, settings)
-    previous = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
-    if previous and previous[0]["status"] == "completed" and not again.force \
+    try:
+        row = wait_or_refuse(store, run_id, wait=again.wait, on_wait=reporter.message)
+    except BaseException:
+        store.close()
+        raise
+    if row is not None and row["status"] == "completed" and not again.force \
             and again.from_step is None:
         store.close()
-        row = previous[0]
         return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res,
                          row["cells"] or 0, row["cells"] or 0, 0.0, store.location, "already")
-    if previous:
+    if row is not None:
         # The batches of a resumed run must be the ones it started with.
-        size = json.loads(previous[0]["params"]).get("batch_size", size)
+        size = json.loads(row["params"]).get("batch_size", size)
     cells = scope_cells(scope, res)
-    if not previous:
+    if row is None:
         size = balanced_batch_size(len(cells), size, nworkers)
     stages = StepGraph(pipeline.steps).stages()
 
     params = {"batch_size": size, "workers": nworkers, "scope": scope.to_json()}
     started = time.perf_counter()
     state = "completed"
-    if previous:
+    claim(store, run_id, row, {
+        "run_id": run_id, "pipeline_id": pipeline.id, "pipeline_version": pipeline.version,
+        "pipeline_hash": pipeline.content_hash, "dataset": pipeline.dataset,
+        "scope_key": scope.key, "scope_label": scope.label, "resolution": res,
+        "params": json.dumps(params), "cells": len(cells), "created_at": now()})
+    if row is not None:
         state = "completed" if again.force else "resumed"
         _forget(store, run_id, stages, again)
-        store.catalog.update("runs", {"run_id": run_id}, status="running", pid=os.getpid(),
-                             host=socket.gethostname(), started_at=now(), finished_at=None,
-                             error=None, params=json.dumps(params))
-    else:
-        store.catalog.insert(
-            "runs", run_id=run_id, pipeline_id=pipeline.id, pipeline_version=pipeline.version,
-            pipeline_hash=pipeline.content_hash, dataset=pipeline.dataset, scope_key=scope.key,
-            scope_label=scope.label, resolution=res, params=json.dumps(params),
-            status="running", cells=len(cells), pid=os.getpid(), host=socket.gethostname(),
-            created_at=now(), started_at=now(),
-        )
     store.catalog.insert_many("run_items", [{"run_id": run_id, **i} for i in used_items],
                               keep_existing=True)
     store.catalog.insert_many("steps", [
@@ -226,6 +227,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
     store.catalog.event(run_id, "run", run_id, "running" if state == "completed" else "resumed",
                         f"{scope.label}, resolution {res}, {len(cells)} cells")
     reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
+    beat = Heartbeat(store, run_id).start()
     try:
         outputs: dict[str, list[str]] = {}
         for n, stage in enumerate(stages, 1):
@@ -242,6 +244,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                     step_outputs=[(outputs[step.id], op.output_columns(step.params))],
                 )
     except BaseException as exc:
+        beat.stop()
         reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
                   "terminated" if isinstance(exc, Terminated) else str(exc))
         store.catalog.update("runs", {"run_id": run_id}, status="failed", finished_at=now(),
@@ -253,6 +256,7 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
             raise RunFailed(f"run {run_id} failed: {exc}", run_id=run_id,
                             hint=f"see 'h3pipe runs show {run_id}'") from exc
         raise
+    beat.stop()
     store.catalog.update("runs", {"run_id": run_id}, status="completed", finished_at=now())
     store.catalog.event(run_id, "run", run_id, "completed", f"{rows} rows published")
     release(store, run_id, succeeded=True)
