@@ -15,7 +15,7 @@ import traceback
 import typer
 
 from h3pipe.cli import app as _app_module
-from h3pipe.cli import clean, db, export, resume, run, runs, sources, validate  # noqa: F401  (registers the commands)
+from h3pipe.cli import clean, db, export, output, resume, run, runs, sources, validate  # noqa: F401  (registers the commands)
 from h3pipe.errors import H3PipeError, Terminated
 
 app = _app_module.app
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
     if result == 130:  # typer turns Ctrl-C into exit code 130 before we can see it
         _err("interrupted")
+    output.reset()
     return int(result or 0)
 
 
@@ -71,7 +72,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def _err(message: str) -> None:
-    print(message, file=sys.stderr)
+    output.error(message)
 
 
 __all__ = ["app", "main"]

@@ -11,7 +11,9 @@ import typer
 app = typer.Typer(
     name="h3pipe",
     help="Turn geospatial data into exact statistics on the H3 grid, driven by YAML.\n\n"
-    "Example:\n\n    h3pipe validate\n\n    h3pipe run elevation_terrain --iso3 RWA --resolution 6",
+    "Example:\n\n    h3pipe validate\n\n    h3pipe run elevation_terrain --iso3 RWA --resolution 6"
+    "\n\nFrom cron (errors only on the terminal, everything in the log):\n\n"
+    "    h3pipe -q --log-file /var/log/h3pipe.log run elevation_terrain --iso3 RWA",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,9 +47,17 @@ def _root(
         "(default: $H3PIPE_STORE, 'store:' in h3pipe.yaml, else .h3pipe).")] = None,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Show tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print errors only (for cron); see --log-file.")] = False,
+    log_file: Annotated[Path | None, typer.Option(
+        "--log-file", help="Also append every line, timestamped, to this file.",
+        dir_okay=False)] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
+    from h3pipe.cli import output
+
+    output.configure(quiet=quiet, log_file=log_file)
     ctx.obj = Globals(project, verbose, store)
 
 

@@ -10,7 +10,11 @@ from h3pipe.engine.runner import Reporter
 
 
 def make_reporter() -> Reporter:
-    return RichReporter() if sys.stderr.isatty() else LineReporter()
+    from h3pipe.cli import output
+
+    if output.quiet() or output.logging_to_file() or not sys.stderr.isatty():
+        return LineReporter()
+    return RichReporter()
 
 
 class LineReporter(Reporter):
@@ -20,7 +24,9 @@ class LineReporter(Reporter):
         self.every = every
 
     def _log(self, msg: str) -> None:
-        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+        from h3pipe.cli import output
+
+        output.info(msg, stamped=True)
 
     def run_started(self, run_id, pipeline, scope, resolution, cells, stages) -> None:  # type: ignore[no-untyped-def]
         self._log(f"run {run_id}: pipeline {pipeline.id}, {scope.label}, resolution {resolution}, "

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
 
@@ -51,17 +52,17 @@ def run(
                           workers=workers, reporter=make_reporter(), force=force,
                           from_step=from_step, wait=wait)
     if result.state == "already":
-        typer.echo(f"run {result.run_id} already completed: {result.cells} cells of "
+        output.say(f"run {result.run_id} already completed: {result.cells} cells of "
                    f"{result.scope_label} at resolution {result.resolution} -> dataset "
                    f"{result.dataset}; nothing recomputed (--force to recompute)")
         return 0
-    typer.echo(
+    output.say(
         f"run {result.run_id} completed{' (resumed)' if result.state == 'resumed' else ''}: "
         f"{result.cells} cells of {result.scope_label} at "
         f"resolution {result.resolution} -> dataset {result.dataset} ({result.rows} rows) "
         f"in {result.seconds:.1f} s"
     )
     scope_opt = f" --iso3 {iso3.upper()}" if iso3 else ""
-    typer.echo(f"export: h3pipe export {result.dataset}{scope_opt} --resolution "
-               f"{result.resolution} -o {result.dataset}.parquet", err=True)
+    output.info(f"export: h3pipe export {result.dataset}{scope_opt} --resolution "
+                f"{result.resolution} -o {result.dataset}.parquet")
     return 0

@@ -169,3 +169,20 @@ def test_help_of_every_command_has_an_example(cli):
         r = cli(*args)
         assert r.exit_code == 0
         assert "Example" in r.stdout, args
+
+
+def test_quiet_with_a_log_file_is_silent_on_success_and_loud_on_error(project, cli, tmp_path):
+    log = tmp_path / "logs" / "h3pipe.log"
+    r = cli("-q", "--log-file", log, "--project", project, "run", "p", "--bbox", BBOX,
+            "--workers", "1")
+    assert r.exit_code == 0 and r.stdout == "" and r.stderr == ""
+    text = log.read_text()
+    assert "stage 1 [stats]" in text and " completed: " in text
+    assert all(line[:4].isdigit() for line in text.splitlines())  # every line timestamped
+    r = cli("-q", "--log-file", log, "--project", project, "run", "nope", "--bbox", BBOX)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: unknown pipeline 'nope'")
+    assert "unknown pipeline 'nope'" in log.read_text().splitlines()[-1]
+    # Without -q the terminal gets the result line as before.
+    r = cli("--log-file", log, "--project", project, "run", "p", "--bbox", BBOX)
+    assert "already completed" in r.stdout

@@ -1,0 +1,64 @@
+"""Where the CLI's words go: the terminal, and with ``--log-file`` a log too; ``--quiet``
+keeps the terminal for errors only, so a cron line needs no wrapper script."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+_quiet = False
+_log: TextIO | None = None
+
+
+def configure(*, quiet: bool = False, log_file: Path | None = None) -> None:
+    global _quiet, _log
+    _quiet = quiet
+    if _log is not None:
+        _log.close()
+        _log = None
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        _log = log_file.open("a", encoding="utf-8", buffering=1)
+
+
+def reset() -> None:
+    configure()
+
+
+def _to_log(text: str) -> None:
+    if _log is not None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for line in text.splitlines() or [""]:
+            _log.write(f"{stamp} {line}\n")
+
+
+def say(text: str) -> None:
+    """A result line: stdout, unless quiet; always the log."""
+    _to_log(text)
+    if not _quiet:
+        print(text, file=sys.stdout, flush=True)
+
+
+def info(text: str, *, stamped: bool = False) -> None:
+    """Progress and notes: stderr (timestamped when ``stamped``), unless quiet; always the
+    log."""
+    _to_log(text)
+    if not _quiet:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}" if stamped else text
+        print(line, file=sys.stderr, flush=True)
+
+
+def error(text: str) -> None:
+    """Errors: always stderr, and the log."""
+    _to_log(text)
+    print(text, file=sys.stderr, flush=True)
+
+
+def quiet() -> bool:
+    return _quiet
+
+
+def logging_to_file() -> bool:
+    return _log is not None
