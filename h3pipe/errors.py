@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 
 class H3PipeError(Exception):
-    """Root of h3pipe's errors. ``hint`` says how to fix it, when we know."""
+    """Root of h3pipe's errors. ``hint`` says how to fix it, when we know. ``transient``
+    errors (network, a server's 5xx) are worth retrying; the others fail at once."""
 
     exit_code = 1
+    transient = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -88,6 +90,13 @@ class SourceError(H3PipeError, OSError):
     """A data source cannot be opened or read (missing file, corrupt raster, no overlap)."""
 
     exit_code = 2
+
+
+class RemoteReadError(SourceError):
+    """Reading a remote file failed (HTTP error, timeout): may well work on a retry."""
+
+    exit_code = 1
+    transient = True
 
 
 class StoreError(H3PipeError, OSError):

@@ -56,6 +56,8 @@ class StepSpec:
     cleanup: dict[str, Any] = field(default_factory=lambda: {"policy": "on_success"},
                                     compare=False)
     storage: str = "table"  # of its intermediate output on PostgreSQL: table | parquet
+    retries: int | None = None  # None: the pipeline's default
+    retry_backoff: float | None = None
 
     @property
     def upstream(self) -> tuple[str, ...]:

@@ -10,10 +10,12 @@ that dies (killed, out of memory) fails the run with its exit code instead of ha
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing
 import os
 import pickle
 import queue
+import random
 import signal
 import time
 from collections import deque
@@ -35,6 +37,23 @@ class Outcome:
     table: Any | None  # pyarrow.Table
     error: H3PipeError | None
     seconds: float
+    attempt: int = 1
+    retrying: bool = False  # the error was transient: the batch runs again
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How many further attempts a transient failure earns, and the first wait (doubled
+    each time, with up to 50% jitter so retries of many tasks do not arrive together)."""
+
+    retries: int = 2
+    backoff: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        return self.backoff * (2 ** (attempt - 1)) * (1 + 0.5 * random.random())
+
+
+_NO_RETRY = Retry(0, 0.0)
 
 
 def _as_error(batch: Batch, exc: BaseException) -> H3PipeError:
@@ -118,32 +137,46 @@ class Executor:
                 q.close()
         self._procs = []
 
-    def run(self, batches: list[Batch]) -> Iterator[Outcome]:
+    def run(self, batches: list[Batch], retry: dict[str, Retry] | None = None
+            ) -> Iterator[Outcome]:
+        """Outcomes as batches finish; ``retry`` says, per step, how transient failures
+        are retried (each failed attempt is yielded with ``retrying`` set)."""
+        retry = retry or {}
         if not batches:
             return
         if not self._procs or len(batches) == 1:
-            yield from _sequential(batches)
+            yield from _sequential(batches, retry)
             return
         try:
             pickle.dumps(batches[0])
         except Exception as exc:  # a bug of ours, not the user's: say so plainly
             raise OperationError(f"batch of step '{batches[0].step_id}' cannot be sent to a "
                                  f"worker process: {exc}") from exc
-        yield from self._parallel(batches)
+        yield from self._parallel(batches, retry)
 
-    def _parallel(self, batches: list[Batch]) -> Iterator[Outcome]:
+    def _parallel(self, batches: list[Batch], retry: dict[str, Retry]) -> Iterator[Outcome]:
         queues = _split(batches, len(self._procs))
         in_flight: list[dict[tuple[str, int], Batch]] = [{} for _ in self._procs]
+        attempts: dict[tuple[str, int], int] = {}
+        later: list[tuple[float, int, Batch]] = []  # (when, tie-breaker, batch) to retry
         failed = False
         while True:
             for w, tasks in enumerate(self._tasks):
                 while not failed and len(in_flight[w]) < _DEPTH:
-                    batch = _next_for(w, queues)
-                    if batch is None:
+                    nxt: Batch | None
+                    if later and later[0][0] <= time.monotonic():
+                        nxt = heapq.heappop(later)[2]
+                    else:
+                        nxt = _next_for(w, queues)
+                    if nxt is None:
                         break
+                    batch = nxt
                     in_flight[w][(batch.step_id, batch.number)] = batch
                     tasks.put(batch)
             if not any(in_flight):
+                if later and not failed:
+                    time.sleep(max(0.0, later[0][0] - time.monotonic()))
+                    continue
                 return
             try:
                 w, number, step_id, ok, payload, seconds = self._results.get(
@@ -161,11 +194,19 @@ class Executor:
                         "--batch-size") from empty
                 continue
             batch = in_flight[w].pop((step_id, number))
+            key = (step_id, number)
+            attempt = attempts.get(key, 1)
             if ok:
-                yield Outcome(batch, payload, None, seconds)
-            else:
-                failed = True
-                yield Outcome(batch, None, payload, seconds)
+                yield Outcome(batch, payload, None, seconds, attempt)
+                continue
+            policy = retry.get(step_id, _NO_RETRY)
+            if payload.transient and attempt <= policy.retries and not failed:
+                attempts[key] = attempt + 1
+                heapq.heappush(later, (time.monotonic() + policy.delay(attempt), number, batch))
+                yield Outcome(batch, None, payload, seconds, attempt, retrying=True)
+                continue
+            failed = True
+            yield Outcome(batch, None, payload, seconds, attempt)
 
 
 def _split(batches: list[Batch], n: int) -> list[deque[Batch]]:
@@ -188,12 +229,21 @@ def _next_for(worker: int, queues: list[deque[Batch]]) -> Batch | None:
     return victim.pop() if victim else None
 
 
-def _sequential(batches: list[Batch]) -> Iterator[Outcome]:
+def _sequential(batches: list[Batch], retry: dict[str, Retry]) -> Iterator[Outcome]:
     for batch in batches:
-        start = time.perf_counter()
-        try:
-            table = run_batch(batch)
-        except Exception as exc:
-            yield Outcome(batch, None, _as_error(batch, exc), time.perf_counter() - start)
-            return
-        yield Outcome(batch, table, None, time.perf_counter() - start)
+        policy = retry.get(batch.step_id, _NO_RETRY)
+        for attempt in range(1, policy.retries + 2):
+            start = time.perf_counter()
+            try:
+                table = run_batch(batch)
+            except Exception as exc:
+                error = _as_error(batch, exc)
+                if error.transient and attempt <= policy.retries:
+                    yield Outcome(batch, None, error, time.perf_counter() - start, attempt,
+                                  retrying=True)
+                    time.sleep(policy.delay(attempt))
+                    continue
+                yield Outcome(batch, None, error, time.perf_counter() - start, attempt)
+                return
+            yield Outcome(batch, table, None, time.perf_counter() - start, attempt)
+            break

@@ -289,7 +289,8 @@ class Project:
                      input=s.get("input", "cells"), depends_on=tuple(s.get("depends_on", [])),
                      params=s.get("params", {}), output=s.get("output", "h3_stats"),
                      cleanup=s.get("cleanup", {"policy": "on_success"}),
-                     storage=s.get("storage", "table"))
+                     storage=s.get("storage", "table"), retries=s.get("retries"),
+                     retry_backoff=s.get("retry_backoff"))
             for s in data["steps"]
         )
         canonical = json.dumps(data, sort_keys=True, default=str)

@@ -17,7 +17,7 @@ from typing import Any
 from h3pipe import storage
 from h3pipe.engine.cleanup import release
 from h3pipe.engine.dag import StepGraph
-from h3pipe.engine.executor import Executor
+from h3pipe.engine.executor import Executor, Retry
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.project import Project, suggest
 from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
@@ -233,7 +233,11 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
         for n, stage in enumerate(stages, 1):
             steps = [pipeline.step(sid) for sid in stage]
             batches = [b for step in steps for b in _plan(run_id, step, cells, res, size, rasters)]
-            _run_stage(store, run_id, n, steps, batches, executor, reporter, outputs)
+            retry = {s.id: Retry(
+                s.retries if s.retries is not None else pipeline.defaults.get("retries", 2),
+                s.retry_backoff if s.retry_backoff is not None
+                else pipeline.defaults.get("retry_backoff", 1.0)) for s in steps}
+            _run_stage(store, run_id, n, steps, batches, executor, reporter, outputs, retry)
         rows = 0
         for step in pipeline.steps:
             if step.output == "h3_stats":
@@ -354,7 +358,7 @@ def _plan(run_id: str, step: StepSpec, cells: list[str], resolution: int, size: 
 
 def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                batches: list[Batch], executor: Executor, reporter: Reporter,
-               outputs: dict[str, list[str]]) -> None:
+               outputs: dict[str, list[str]], retry: dict[str, Retry]) -> None:
     cat = store.catalog
     # A resumed run keeps the tasks it completed, when their outputs are still there.
     completed = cat.query("SELECT step_id, task_no, output_path FROM tasks WHERE "
@@ -385,9 +389,16 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
     done: dict[str, int] = {s.id: sum(1 for k in kept if k[0] == s.id) for s in steps}
     storage = {s.id: s.storage for s in steps}
     rows: dict[str, int] = {s.id: 0 for s in steps}
-    for outcome in executor.run(todo):
+    for outcome in executor.run(todo, retry):
         b = outcome.batch
         key = {"run_id": run_id, "step_id": b.step_id, "task_no": b.number}
+        if outcome.retrying:
+            cat.update("tasks", key, attempts=outcome.attempt + 1, error=str(outcome.error))
+            cat.event(run_id, "task", f"{b.step_id}#{b.number}", "retrying",
+                      f"attempt {outcome.attempt} failed: {outcome.error}")
+            reporter.message(f"task {b.step_id}#{b.number}: attempt {outcome.attempt} failed "
+                             f"({outcome.error}); retrying")
+            continue
         if outcome.error is not None:
             cat.update("tasks", key, status="failed", finished_at=now(),
                        seconds=outcome.seconds, error=str(outcome.error))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe.errors import SourceError
+from h3pipe.errors import RemoteReadError, SourceError
 
 # GDAL would otherwise list remote "folders" looking for sidecar files on every open.
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
@@ -303,10 +303,11 @@ class MosaicReader:
                 # A signed URL may have expired while the tile stayed open: sign anew once.
                 if attempt == 1 and info.signer != "none":
                     continue
-                raise SourceError(f"source '{info.source_id}': cannot read '{t.path}': "
-                                  f"{gdal_reason(exc)}",
-                                  hint="the file may be corrupt, truncated or unreachable"
-                                  ) from exc
+                remote = gdal_path(t.path).startswith("/vsi")
+                cls = RemoteReadError if remote else SourceError
+                raise cls(f"source '{info.source_id}': cannot read '{t.path}': "
+                          f"{gdal_reason(exc)}",
+                          hint="the file may be corrupt, truncated or unreachable") from exc
         raise AssertionError("unreachable")
 
     def read(self, bounds: tuple[float, float, float, float]
