@@ -141,6 +141,12 @@ class Catalog:
             if sql_file.stem in done:
                 continue
             with self.transaction() as tx:
+                # Another process may be migrating too: decide under the write lock.
+                if self.dialect == "postgresql":
+                    tx.execute("SELECT pg_advisory_xact_lock(4242424242)")
+                if tx.one("SELECT version FROM schema_migrations WHERE version = :v",
+                          {"v": sql_file.stem}):
+                    continue
                 for statement in _statements(sql_file.read_text()):
                     tx.execute(statement)
                 tx.execute("INSERT INTO schema_migrations VALUES (:v, :t)",
@@ -225,9 +231,21 @@ class Catalog:
 
 
 def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
+    import sqlite3
+    import time
+
     dbapi_conn.isolation_level = None  # let the 'begin' event issue BEGIN IMMEDIATE
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Switching a new database to WAL needs it to ourselves, and SQLite does not wait for
+    # that: two runs started together on a fresh store must take turns here.
+    for attempt in range(200):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 199:
+                raise
+            time.sleep(0.05)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
