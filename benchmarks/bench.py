@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
               f"{m['cpu_s']:8.2f} s cpu {m['peak_rss_mb']:7.0f} MB", flush=True)
         return row
 
-    # Warm caches once (numba's compiled kernel, the OS file cache), untimed.
+    # Warm caches once (numba's compiled kernel, the OS file cache), untimed. Measured runs
+    # pass --force: the same run again would otherwise be reported, not recomputed.
     subprocess.run([*h3pipe_cli, "run", "bench", "--bbox", bbox_arg(BBOX), "-r", "6"],
                    check=True, capture_output=True)
     floor_row = record("read+decode", "1 process (floor)", None, 0, measure(
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
         np.save(work / f"cells_{res}.npy", cells)
         print(f"resolution {res}: {len(cells)} cells", flush=True)
         record("h3pipe", "end to end, default workers", res, len(cells), measure(
-            [*h3pipe_cli, "run", "bench", "--bbox", bbox_arg(BBOX), "-r", str(res)]))
+            [*h3pipe_cli, "run", "bench", "--bbox", bbox_arg(BBOX), "-r", str(res), "--force"]))
         out = work / f"h3pipe_{res}.parquet"
         subprocess.run([*h3pipe_cli, "export", "bench", "-r", str(res), "-o", str(out)],
                        check=True, capture_output=True)
@@ -248,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
         print("4x scope: generating tiles", flush=True)
         make_tiles(data / "cop-dem-glo-30", BBOX_4X)
         cells4 = cells_for(BBOX_4X, 8)
-        m = measure([*h3pipe_cli, "run", "bench", "--bbox", bbox_arg(BBOX_4X), "-r", "8"])
+        m = measure([*h3pipe_cli, "run", "bench", "--bbox", bbox_arg(BBOX_4X), "-r", "8",
+                     "--force"])
         r4 = record("h3pipe", "end to end, 4x scope", 8, len(cells4), m,
                     note="4 times the area of the scope above")
         r4["pixels"] = pixels * 4
