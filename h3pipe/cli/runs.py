@@ -68,6 +68,11 @@ def show(
         for source, ids in by_source.items():
             more = f", ... ({len(ids)} in all)" if len(ids) > 4 else ""
             echo(f"items:      {source}: {', '.join(ids[:4])}{more}")
+    done = [st["step_id"] for st in r["steps"] if st["status"] == "completed"]
+    failed = [st for st in r["steps"] if st["status"] == "failed"]
+    echo(f"last successful step: {done[-1] if done else '-'}")
+    if failed:
+        echo(f"first failure:        {failed[0]['step_id']}: {failed[0]['error']}")
     echo("steps:")
     for s in r["steps"]:
         echo(f"  stage {s['stage']} {s['step_id']} ({s['operation']}): {s['status']}, "

@@ -101,6 +101,7 @@ def test_same_run_is_reported_not_recomputed_and_force_replaces(project, cli, tm
     # Two attempts (the first and the forced one), one event per task each.
     assert sum(1 for e in events if e[0] == "task" and e[2] == "completed") == 2 * tasks > 2
     assert "timeline" in r.stdout and "run " in r.stdout
+    assert "last successful step: stats" in r.stdout
 
 
 def test_two_scopes_coexist_and_iso3_filter(project, cli, tmp_path):

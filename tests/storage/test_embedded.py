@@ -84,3 +84,5 @@ def test_a_failed_run_leaves_earlier_results_untouched(tmp_path, cli):
     assert pq.read_table(after).equals(pq.read_table(before))
     listing = cli("--project", proj, "runs", "list").stdout
     assert "failed" in listing and "completed" in listing
+    shown = cli("--project", proj, "runs", "show", "latest").stdout
+    assert "first failure:        stats: " in shown and "data.tif" in shown
