@@ -230,6 +230,14 @@ class Catalog:
         return old["path"] if old and old["path"] != path else None
 
 
+def result_columns(entries: list[dict[str, Any]]) -> list[str]:
+    """The statistic columns of several published results, in first-seen order."""
+    columns: list[str] = []
+    for e in entries:
+        columns += [c for c in json.loads(e["columns"]) if c not in columns]
+    return columns
+
+
 def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
     import sqlite3
     import time

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from h3pipe.errors import StoreError
-from h3pipe.storage.catalog import Catalog
+from h3pipe.storage.catalog import Catalog, result_columns
 
 
 class EmbeddedStore:
@@ -135,9 +135,7 @@ class EmbeddedStore:
         """Rows of the given result files; a cell in several scopes keeps its newest row."""
         import duckdb
 
-        columns: list[str] = []
-        for e in entries:
-            columns += [c for c in json.loads(e["columns"]) if c not in columns]
+        columns = result_columns(entries)
         newest_first = sorted(entries, key=lambda e: e["updated_at"], reverse=True)
         parts = " UNION ALL BY NAME ".join(
             f"SELECT *, {rank} AS _rank FROM read_parquet({_sql_str(str(self.root / e['path']))})"

@@ -10,7 +10,6 @@ retried task replaces only its own rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from h3pipe.errors import ConfigError, StoreError
-from h3pipe.storage.catalog import Catalog, safe_url
+from h3pipe.storage.catalog import Catalog, result_columns, safe_url
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
 _PG_TYPES = {pa.float64(): "double precision", pa.int64(): "bigint", pa.string(): "text"}
@@ -224,9 +223,7 @@ class PostgresStore:
 
     def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
         """Rows of the given scopes, wide; a cell in several scopes keeps its newest row."""
-        columns: list[str] = []
-        for e in entries:
-            columns += [c for c in json.loads(e["columns"]) if c not in columns]
+        columns = result_columns(entries)
         newest: dict[str, tuple[int, dict[str, Any]]] = {}
         for e in sorted(entries, key=lambda e: e["updated_at"]):
             rows = self.catalog.query(
