@@ -115,5 +115,9 @@ class RunFailed(H3PipeError):
         self.run_id = run_id
 
 
+class Cancelled(BaseException):
+    """'h3pipe runs cancel' asked this run to stop: unwind like Ctrl-C, exit 130."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (cron's timeout, a service stop): unwind like Ctrl-C, exit 143."""

@@ -16,7 +16,7 @@ import typer
 
 from h3pipe.cli import app as _app_module
 from h3pipe.cli import clean, db, export, output, resume, run, runs, sources, validate  # noqa: F401  (registers the commands)
-from h3pipe.errors import H3PipeError, Terminated
+from h3pipe.errors import Cancelled, H3PipeError, Terminated
 
 app = _app_module.app
 
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         _err("terminated")
         return 143
+    except Cancelled:
+        _err("cancelled")
+        return 130
     except H3PipeError as exc:
         if verbose:
             traceback.print_exc()

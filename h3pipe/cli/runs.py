@@ -90,3 +90,21 @@ def show(
         for t in r["slowest_tasks"]:
             echo(f"  {t['step_id']}#{t['task_no']}: {t['seconds']:.2f} s for {t['rows_in']} cells")
     return 0 if r["status"] != "failed" else 1
+
+
+@runs_app.command("cancel")
+def cancel(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The running run to stop.")],
+) -> int:
+    """Stop a run started elsewhere: it takes no new task, is recorded as failed
+    ("terminated" or "cancelled"), and can be resumed later.
+
+    Example:
+
+        h3pipe runs cancel elevation_terrain-r6-1a2b3c4d5e6f
+    """
+    from h3pipe.engine.results import cancel_run
+
+    typer.echo(cancel_run(project_of(ctx), run_id))
+    return 0

@@ -90,7 +90,8 @@ def claim(store: Any, run_id: str, previous: dict[str, Any] | None,
         taken = tx.execute(
             "UPDATE runs SET status = :status, pid = :pid, host = :host, "
             "started_at = :started_at, heartbeat_at = :heartbeat_at, finished_at = NULL, "
-            "error = NULL, params = :params WHERE run_id = :id AND status = :old_status AND "
+            "error = NULL, cancel_requested_at = NULL, params = :params "
+            "WHERE run_id = :id AND status = :old_status AND "
             "COALESCE(pid, 0) = :old_pid AND COALESCE(host, '') = :old_host",
             mine | {"params": values["params"], "id": run_id,
                     "old_status": previous["status"], "old_pid": previous["pid"] or 0,

@@ -106,6 +106,35 @@ def show_run(project: Project, run_id: str) -> dict[str, Any]:
         store.close()
 
 
+def cancel_run(project: Project, run_id: str) -> str:
+    """Ask a running run to stop taking new tasks; on this host, also send it SIGTERM.
+    Returns what was done."""
+    import os
+    import signal
+    import socket
+
+    from h3pipe.engine.lock import holder_alive
+    from h3pipe.storage.catalog import now
+
+    store = open_store(project, _settings(project), create=False)
+    try:
+        rows = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
+        if not rows:
+            raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
+        run = rows[0]
+        if not holder_alive(run):
+            raise ConfigError(f"run '{run_id}' is not running (status {run['status']})")
+        store.catalog.update("runs", {"run_id": run_id}, cancel_requested_at=now())
+        store.catalog.event(run_id, "run", run_id, "cancel requested")
+    finally:
+        store.close()
+    if run["host"] == socket.gethostname():
+        os.kill(run["pid"], signal.SIGTERM)
+        return f"asked run {run_id} to stop (SIGTERM to pid {run['pid']})"
+    return (f"asked run {run_id} to stop; its process on {run['host']} stops before its next "
+            "task")
+
+
 def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
                    iso3: str | None = None, resolution: int | None = None) -> int:
     """Write one row per cell of ``dataset`` to ``out``; return the number of rows."""

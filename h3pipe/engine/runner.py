@@ -21,7 +21,15 @@ from h3pipe.engine.executor import Executor, Retry
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.project import Project, suggest
 from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
-from h3pipe.errors import ConfigError, H3PipeError, RunFailed, SourceError, Terminated, UsageError
+from h3pipe.errors import (
+    Cancelled,
+    ConfigError,
+    H3PipeError,
+    RunFailed,
+    SourceError,
+    Terminated,
+    UsageError,
+)
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.raster import RasterInfo, describe_raster
 from h3pipe.operations.stac import ItemRef, describe_stac
@@ -250,7 +258,8 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
     except BaseException as exc:
         beat.stop()
         reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
-                  "terminated" if isinstance(exc, Terminated) else str(exc))
+                  "terminated" if isinstance(exc, Terminated) else
+                  "cancelled" if isinstance(exc, Cancelled) else str(exc))
         store.catalog.update("runs", {"run_id": run_id}, status="failed", finished_at=now(),
                              error=reason)
         store.catalog.event(run_id, "run", run_id, "failed", reason)
@@ -390,6 +399,9 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
     storage = {s.id: s.storage for s in steps}
     rows: dict[str, int] = {s.id: 0 for s in steps}
     for outcome in executor.run(todo, retry):
+        if cat.query("SELECT cancel_requested_at FROM runs WHERE run_id = :id",
+                     {"id": run_id})[0]["cancel_requested_at"]:
+            raise Cancelled()
         b = outcome.batch
         key = {"run_id": run_id, "step_id": b.step_id, "task_no": b.number}
         if outcome.retrying:

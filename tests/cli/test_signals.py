@@ -73,3 +73,41 @@ def test_a_killed_worker_fails_the_run_instead_of_hanging(slow_project):
     assert "died (exit code -9)" in last and "batch" in last
     status, error = _run_status(slow_project)
     assert status == "failed" and "died" in error
+
+
+def test_runs_cancel_stops_a_run_started_elsewhere(slow_project, cli):
+    proc, workers = _start(slow_project)
+    run_id = _running_id(slow_project)
+    r = cli("--project", slow_project, "runs", "cancel", run_id)
+    assert r.exit_code == 0 and "asked run" in r.stdout
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode in (130, 143)
+    assert err.strip().splitlines()[-1] in ("terminated", "cancelled")
+    status, _ = _run_status(slow_project)
+    assert status == "failed"
+    r = cli("--project", slow_project, "runs", "cancel", run_id)
+    assert r.exit_code == 2 and "is not running" in r.stderr
+    # It resumes where it stopped.
+    r = cli("--project", slow_project, "run", "p", "--bbox", BBOX, "--workers", "2")
+    assert r.exit_code == 0 and "completed (resumed)" in r.stdout
+
+
+def _running_id(project):
+    import sqlite3
+
+    db = sqlite3.connect(project / ".h3pipe" / "catalog.sqlite")
+    return db.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchone()[0]
+
+
+def test_a_cancel_request_from_another_host_stops_the_run_between_tasks(slow_project):
+    import sqlite3
+
+    proc, _ = _start(slow_project)
+    run_id = _running_id(slow_project)
+    db = sqlite3.connect(slow_project / ".h3pipe" / "catalog.sqlite", timeout=30)
+    db.execute("UPDATE runs SET cancel_requested_at = '2026-01-01T00:00:00+00:00' "
+               "WHERE run_id = ?", (run_id,))  # what 'runs cancel' on another host writes
+    db.commit()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "cancelled"
+    assert _run_status(slow_project) == ("failed", "cancelled")
