@@ -3,6 +3,7 @@ dataset exports (:func:`export_dataset`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 
 from h3pipe.engine.project import Project, suggest
 from h3pipe.engine.runner import open_store
-from h3pipe.errors import ConfigError, StoreError, UsageError
+from h3pipe.errors import ConfigError, UsageError
 
 FORMATS = ("parquet", "csv", "geojson")
 
@@ -176,8 +177,11 @@ def _write(table: Any, out: Path, fmt: str) -> None:
             _write_geojson(table, tmp)
         os.replace(tmp, out)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {out}: {exc}") from exc
+        with contextlib.suppress(OSError):  # e.g. the folder is really a file
+            tmp.unlink(missing_ok=True)
+        # The output path is the user's to choose: a bad one is bad input (exit 2).
+        raise ConfigError(f"cannot write {out}: {exc}",
+                          hint="check the folder exists, is a folder and is writable") from exc
 
 
 def _write_geojson(table: Any, path: Path) -> None:

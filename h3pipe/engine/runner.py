@@ -160,9 +160,9 @@ def _settle(pipelines: dict[str, PipelineSpec], settings: dict[str, Any], pipeli
         raise UsageError(f"pipeline '{pipeline_id}' sets no default resolution; pass --resolution")
     if not 0 <= res <= 15:
         raise UsageError(f"--resolution {res} is outside 0..15")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size} must be at least 1")
     size = batch_size or defaults.get("batch_size") or DEFAULT_BATCH_SIZE
-    if size < 1:
-        raise UsageError("--batch-size must be at least 1")
     nworkers = workers or defaults.get("workers") or os.cpu_count() or 1
     return nworkers, pipeline, res, size
 

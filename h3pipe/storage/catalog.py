@@ -70,8 +70,10 @@ class Catalog:
                                   hint="run a pipeline first, or pass --project")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the store folder {path.parent}: {exc}") from exc
+            except OSError as exc:  # the store setting points somewhere impossible
+                raise ConfigError(f"cannot create the store folder {path.parent}: {exc}",
+                                  hint="check 'store:' in h3pipe.yaml, --store or "
+                                  "H3PIPE_STORE") from exc
             self.engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(self.engine, "connect", _sqlite_connect)
             # pysqlite opens transactions lazily and upgrades read locks late; a writer takes

@@ -8,6 +8,7 @@ either the old rows or the new rows, never a mix and never both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,7 +48,8 @@ class EmbeddedStore:
             pq.write_table(table, tmp, compression="zstd")
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write {path}: {exc}", hint="check free disk space") from exc
 
     def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
