@@ -41,16 +41,7 @@ class EmbeddedStore:
         return self.scratch_dir(run_id) / step_id / f"task-{number:06d}.parquet"
 
     def write_table(self, table: pa.Table, path: Path) -> None:
-        """Write atomically: a crash leaves the old file or the new one, never half of one."""
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {path}: {exc}", hint="check free disk space") from exc
+        write_parquet(table, path)
 
     def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
                           storage: str = "parquet") -> str:
@@ -167,3 +158,16 @@ def _sql_str(s: str) -> str:
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {exc}", hint="check free disk space") from exc

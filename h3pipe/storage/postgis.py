@@ -10,7 +10,6 @@ retried task replaces only its own rows.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -62,18 +61,10 @@ class PostgresStore:
     def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
                           storage: str = "table") -> str:
         if storage == "parquet":
-            import pyarrow.parquet as pq
+            from h3pipe.storage.embedded import write_parquet
 
             path = self._scratch_dir(run_id, step_id) / f"task-{number:06d}.parquet"
-            tmp = path.with_name(f".{path.name}.tmp")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(table, tmp, compression="zstd")
-                os.replace(tmp, path)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise StoreError(f"cannot write {path}: {exc}",
-                                 hint="check free disk space") from exc
+            write_parquet(table, path)
             return _FILE + str(path)
         name = self._temp_table(run_id, step_id)
         cols = [f for f in table.schema if f.name != "h3_index"]
