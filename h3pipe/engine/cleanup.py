@@ -47,7 +47,7 @@ def _age_hours(stamp: str) -> float:
 def clean(project: Project, *, dry_run: bool = False, run_id: str | None = None,
           older_than_hours: float = 24.0) -> tuple[list[str], list[Removal]]:
     """Apply the policies; return (runs found dead, what was or would be removed)."""
-    project.check([project.settings_file] if project.settings_file.exists() else [])
+    project.read_settings()
     store = storage.open_store(project.store_location(), project.root, create=False)
     try:
         host = socket.gethostname()

@@ -150,6 +150,16 @@ class Project:
         self._loaded = loaded
         return report
 
+    def read_settings(self) -> dict[str, Any]:
+        """h3pipe.yaml alone, validated (sources and pipelines are not read)."""
+        report, loaded = Report(), _Loaded()
+        if self.settings_file.exists():
+            self._check_file(self.settings_file, "project", loaded, report)
+        if not report.ok:
+            raise ValidationFailed(report.problems)
+        self.settings = loaded.settings
+        return self.settings
+
     def load(self) -> tuple[dict[str, SourceSpec], dict[str, PipelineSpec], dict[str, Any]]:
         report = self.check()
         if not report.ok:

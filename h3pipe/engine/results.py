@@ -17,24 +17,13 @@ from h3pipe.errors import ConfigError, UsageError
 FORMATS = ("parquet", "csv", "geojson")
 
 
-def _settings(project: Project) -> dict[str, Any]:
-    from h3pipe.engine.yamlio import load_document
-
-    if not project.settings_file.exists():
-        return {}
-    doc, problems = load_document(project.settings_file, project.display(project.settings_file))
-    if doc is None or problems or not isinstance(doc.data, dict):
-        raise ConfigError(f"{project.settings_file} is invalid", hint="run 'h3pipe validate'")
-    return doc.data
-
-
 def migrations(project: Project, *, upgrade: bool) -> tuple[str, list[str], list[str]]:
     """(store shown safely, migrations applied, pending); with ``upgrade``, apply them first
     and report what was applied now."""
     from h3pipe.storage import is_database
     from h3pipe.storage.catalog import Catalog, safe_url
 
-    project.settings = _settings(project)
+    project.read_settings()
     location = project.store_location()
     if is_database(location):
         url, where = location, safe_url(location)
@@ -53,7 +42,7 @@ def migrations(project: Project, *, upgrade: bool) -> tuple[str, list[str], list
 
 def list_runs(project: Project, limit: int = 20,
               pipeline: str | None = None) -> list[dict[str, Any]]:
-    store = open_store(project, _settings(project), create=False)
+    store = open_store(project, project.read_settings(), create=False)
     try:
         sql = "SELECT * FROM runs"
         params: dict[str, Any] = {"limit": limit}
@@ -66,7 +55,7 @@ def list_runs(project: Project, limit: int = 20,
 
 
 def show_run(project: Project, run_id: str) -> dict[str, Any]:
-    store = open_store(project, _settings(project), create=False)
+    store = open_store(project, project.read_settings(), create=False)
     try:
         if run_id == "latest":
             runs = store.catalog.query("SELECT * FROM runs ORDER BY created_at DESC LIMIT 1")
@@ -117,7 +106,7 @@ def cancel_run(project: Project, run_id: str) -> str:
     from h3pipe.engine.lock import holder_alive
     from h3pipe.storage.catalog import now
 
-    store = open_store(project, _settings(project), create=False)
+    store = open_store(project, project.read_settings(), create=False)
     try:
         rows = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
         if not rows:
@@ -141,7 +130,7 @@ def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
     """Write one row per cell of ``dataset`` to ``out``; return the number of rows."""
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
-    store = open_store(project, _settings(project), create=False)
+    store = open_store(project, project.read_settings(), create=False)
     try:
         scope_key = f"iso3={iso3.strip().upper()}" if iso3 else None
         entries = store.result_entries(dataset, resolution, scope_key)

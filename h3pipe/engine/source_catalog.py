@@ -22,13 +22,6 @@ from h3pipe.errors import ConfigError, ValidationFailed
 from h3pipe.storage.catalog import now
 
 
-def _settings(project: Project) -> dict[str, Any]:
-    report = project.check([project.settings_file]) if project.settings_file.exists() else None
-    if report is not None and not report.ok:
-        raise ValidationFailed(report.problems)
-    return project.settings
-
-
 def register_sources(project: Project, files: list[Path]) -> list[dict[str, Any]]:
     """Validate ``files`` as sources, then insert or update each; one transaction each."""
     for f in files:
@@ -37,7 +30,7 @@ def register_sources(project: Project, files: list[Path]) -> list[dict[str, Any]
     report = project.check(files, as_kind="source")
     if not report.ok:
         raise ValidationFailed(report.problems)
-    store = open_store(project, _settings(project))
+    store = open_store(project, project.read_settings())
     out = []
     try:
         for f in files:
@@ -93,13 +86,13 @@ def catalog_rows(project: Project, settings: dict[str, Any]) -> list[dict[str, A
 
 def list_sources(project: Project, *, theme: str | None = None,
                  include_inactive: bool = False) -> list[dict[str, Any]]:
-    rows = catalog_rows(project, _settings(project))
+    rows = catalog_rows(project, project.read_settings())
     return [r for r in rows if (include_inactive or r["is_active"])
             and (theme is None or r["theme"] == theme)]
 
 
 def show_source(project: Project, source_id: str) -> dict[str, Any]:
-    settings = _settings(project)
+    settings = project.read_settings()
     rows = {r["id"]: r for r in catalog_rows(project, settings)}
     if source_id not in rows:
         raise ConfigError(f"no source '{source_id}' in the catalog" + suggest(source_id,
@@ -118,7 +111,7 @@ def show_source(project: Project, source_id: str) -> dict[str, Any]:
 
 def deactivate(project: Project, source_id: str) -> int:
     """Soft-delete ``source_id``; return the new version number."""
-    settings = _settings(project)
+    settings = project.read_settings()
     store = open_store(project, settings)
     try:
         with store.catalog.transaction() as db:
