@@ -16,6 +16,8 @@ def resume(
     from_step: Annotated[str | None, typer.Option(
         help="Recompute this step and every later one.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    grace: Annotated[float, typer.Option(
+        help="On SIGINT/SIGTERM, seconds running tasks get to finish.")] = 30.0,
 ) -> int:
     """Resume a failed or interrupted run: same pipeline, scope and resolution; tasks it
     completed are kept. If its inputs changed since, this is a new run.
@@ -28,7 +30,7 @@ def resume(
     from h3pipe.engine.runner import resume_run
 
     result = resume_run(project_of(ctx), run_id, from_step=from_step, workers=workers,
-                        reporter=make_reporter())
+                        reporter=make_reporter(), grace_seconds=grace)
     if result.run_id != run_id:
         typer.echo(f"note: the inputs of {run_id} changed since; this is run {result.run_id}",
                    err=True)

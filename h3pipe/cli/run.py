@@ -29,12 +29,16 @@ def run(
         help="Recompute this step and every later one; keep earlier results.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If the same run is running "
                                        "elsewhere, wait for it instead of exiting 75.")] = False,
+    grace: Annotated[float, typer.Option(
+        help="On SIGINT/SIGTERM, seconds running tasks get to finish before the run stops "
+        "(a second signal stops it at once).")] = 30.0,
 ) -> int:
     """Compute a pipeline for the H3 cells whose centres lie in the scope.
 
     The same pipeline, scope, resolution and sources make the same run: once completed it
     is reported, not recomputed (--force recomputes); a failed or interrupted run resumes,
-    keeping the tasks it completed.
+    keeping the tasks it completed. Stopped by SIGINT/SIGTERM, it takes no new task, lets
+    running ones finish within --grace seconds, and is recorded as interrupted.
 
     Example:
 
@@ -50,7 +54,7 @@ def run(
     scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
     result = run_pipeline(project, pipeline, scope, resolution=resolution, batch_size=batch_size,
                           workers=workers, reporter=make_reporter(), force=force,
-                          from_step=from_step, wait=wait)
+                          from_step=from_step, wait=wait, grace_seconds=grace)
     if result.state == "already":
         output.say(f"run {result.run_id} already completed: {result.cells} cells of "
                    f"{result.scope_label} at resolution {result.resolution} -> dataset "

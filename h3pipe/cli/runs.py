@@ -89,7 +89,11 @@ def show(
         echo("slowest tasks:")
         for t in r["slowest_tasks"]:
             echo(f"  {t['step_id']}#{t['task_no']}: {t['seconds']:.2f} s for {t['rows_in']} cells")
-    return 0 if r["status"] != "failed" else 1
+    if r["slowest_tiles"]:
+        echo("slowest tiles (time spent reading and decoding them):")
+        for t in r["slowest_tiles"]:
+            echo(f"  {t['tile']}: {t['seconds']:.2f} s over {t['tasks']} task(s)")
+    return 1 if r["status"] in ("failed", "interrupted") else 0
 
 
 @runs_app.command("cancel")
@@ -97,8 +101,8 @@ def cancel(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The running run to stop.")],
 ) -> int:
-    """Stop a run started elsewhere: it takes no new task, is recorded as failed
-    ("terminated" or "cancelled"), and can be resumed later.
+    """Stop a run started elsewhere: it takes no new task, lets running ones finish within
+    its grace period, is recorded as interrupted, and can be resumed later.
 
     Example:
 

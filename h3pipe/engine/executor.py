@@ -5,7 +5,10 @@ Each worker owns a contiguous run of the (spatially ordered) batches, so it read
 neighbouring windows and reuses the raster blocks it has already decoded; a worker that
 runs out takes batches from the far end of the longest remaining run. Batches are checked
 to pickle before any is sent; after the first failure nothing new is started; a worker
-that dies (killed, out of memory) fails the run with its exit code instead of hanging it.
+that dies (killed, out of memory) fails the run with its exit code instead of hanging it,
+even while the other workers keep delivering. Once a stop is requested (see
+:mod:`h3pipe.engine.stopping`) nothing new is started and the batches in flight are
+awaited; the stop is raised when none is left.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from h3pipe.engine.stopping import StopRequest
 from h3pipe.errors import H3PipeError, OperationError
 from h3pipe.operations import Batch, run_batch, warm_up
 
 # Batches in flight per worker: one running, one queued, so a worker never waits on us.
 _DEPTH = 2
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Outcome:
     seconds: float
     attempt: int = 1
     retrying: bool = False  # the error was transient: the batch runs again
+    tile_seconds: dict[str, float] | None = None  # time spent reading each raster tile
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,13 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         return self.backoff * (2 ** (attempt - 1)) * (1 + 0.5 * random.random())
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """Yielded once when a requested stop is first seen: ``running`` batches are finishing."""
+
+    running: int
 
 
 _NO_RETRY = Retry(0, 0.0)
@@ -66,8 +78,10 @@ def _as_error(batch: Batch, exc: BaseException) -> H3PipeError:
 def _worker(worker: int, tasks: Any, results: Any, parent: int) -> None:
     """A worker process: warm up, then compute batches until told to stop (None) or until
     its parent is gone (killed outright, it could not say so)."""
-    # Ctrl-C reaches the whole process group; the parent decides, and ends the workers.
+    # Ctrl-C, and a SIGTERM sent to the whole process group, reach the workers too; the
+    # parent decides (it may let running batches finish) and ends the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         warm_up()
     except Exception:  # noqa: S110 - a failing warm-up shows again, with context, on a batch
@@ -126,7 +140,7 @@ class Executor:
         # Every result is in by now (or the run is failing): nothing to wait for, and a
         # worker's own teardown (GDAL, LLVM) is not worth a quarter second of the run.
         for p in self._procs:
-            p.terminate()
+            p.kill()  # workers ignore SIGTERM
         for p in self._procs:
             p.join()
         if self._procs:
@@ -137,32 +151,43 @@ class Executor:
                 q.close()
         self._procs = []
 
-    def run(self, batches: list[Batch], retry: dict[str, Retry] | None = None
-            ) -> Iterator[Outcome]:
+    def run(self, batches: list[Batch], retry: dict[str, Retry] | None = None,
+            stop: StopRequest | None = None) -> Iterator[Outcome | Stopping]:
         """Outcomes as batches finish; ``retry`` says, per step, how transient failures
-        are retried (each failed attempt is yielded with ``retrying`` set)."""
+        are retried (each failed attempt is yielded with ``retrying`` set); once ``stop`` is
+        requested, the batches in flight finish and then the stop is raised."""
         retry = retry or {}
+        stop = stop or StopRequest()
         if not batches:
             return
         if not self._procs or len(batches) == 1:
-            yield from _sequential(batches, retry)
+            yield from _sequential(batches, retry, stop)
             return
         try:
             pickle.dumps(batches[0])
         except Exception as exc:  # a bug of ours, not the user's: say so plainly
             raise OperationError(f"batch of step '{batches[0].step_id}' cannot be sent to a "
                                  f"worker process: {exc}") from exc
-        yield from self._parallel(batches, retry)
+        yield from self._parallel(batches, retry, stop)
 
-    def _parallel(self, batches: list[Batch], retry: dict[str, Retry]) -> Iterator[Outcome]:
+    def _parallel(self, batches: list[Batch], retry: dict[str, Retry], stop: StopRequest
+                  ) -> Iterator[Outcome | Stopping]:
         queues = _split(batches, len(self._procs))
         in_flight: list[dict[tuple[str, int], Batch]] = [{} for _ in self._procs]
         attempts: dict[tuple[str, int], int] = {}
         later: list[tuple[float, int, Batch]] = []  # (when, tie-breaker, batch) to retry
         failed = False
+        checked = time.monotonic()
+        withdrawn = False
         while True:
+            if stop.requested and not withdrawn:
+                withdrawn = True
+                self._withdraw(in_flight)
+                yield Stopping(sum(len(f) for f in in_flight))
+            if stop.requested and not any(in_flight):
+                raise stop.exception()
             for w, tasks in enumerate(self._tasks):
-                while not failed and len(in_flight[w]) < _DEPTH:
+                while not failed and not stop.requested and len(in_flight[w]) < _DEPTH:
                     nxt: Batch | None
                     if later and later[0][0] <= time.monotonic():
                         nxt = heapq.heappop(later)[2]
@@ -174,30 +199,28 @@ class Executor:
                     in_flight[w][(batch.step_id, batch.number)] = batch
                     tasks.put(batch)
             if not any(in_flight):
-                if later and not failed:
+                if later and not failed and not stop.requested:
                     time.sleep(max(0.0, later[0][0] - time.monotonic()))
                     continue
+                if stop.requested:
+                    raise stop.exception()
                 return
+            if time.monotonic() - checked > _POLL_SECONDS:
+                # Checked on a clock, not only when results stop coming: the other workers
+                # may keep delivering for minutes while a dead one's batches never return.
+                checked = time.monotonic()
+                self._fail_if_dead(in_flight)
             try:
                 w, number, step_id, ok, payload, seconds = self._results.get(
                     timeout=_POLL_SECONDS)
-            except queue.Empty as empty:
-                dead = [(w, p) for w, p in enumerate(self._procs)
-                        if in_flight[w] and not p.is_alive()]
-                if dead:
-                    w, p = dead[0]
-                    batch = next(iter(in_flight[w].values()))
-                    raise OperationError(
-                        f"worker process {w} died (exit code {p.exitcode}) while computing "
-                        f"step '{batch.step_id}' batch {batch.number}",
-                        hint="it may have run out of memory; try --workers 1 or a smaller "
-                        "--batch-size") from empty
+            except queue.Empty:
                 continue
             batch = in_flight[w].pop((step_id, number))
             key = (step_id, number)
             attempt = attempts.get(key, 1)
             if ok:
-                yield Outcome(batch, payload, None, seconds, attempt)
+                yield Outcome(batch, payload.table, None, seconds, attempt,
+                              tile_seconds=payload.tile_seconds)
                 continue
             policy = retry.get(step_id, _NO_RETRY)
             if payload.transient and attempt <= policy.retries and not failed:
@@ -207,6 +230,27 @@ class Executor:
                 continue
             failed = True
             yield Outcome(batch, None, payload, seconds, attempt)
+
+    def _withdraw(self, in_flight: list[dict[tuple[str, int], Batch]]) -> None:
+        """Take back the batches queued for a worker that has not started them."""
+        for w, tasks in enumerate(self._tasks):
+            while True:
+                try:
+                    batch = tasks.get_nowait()
+                except queue.Empty:
+                    break
+                if batch is not None:
+                    in_flight[w].pop((batch.step_id, batch.number), None)
+
+    def _fail_if_dead(self, in_flight: list[dict[tuple[str, int], Batch]]) -> None:
+        for w, p in enumerate(self._procs):
+            if in_flight[w] and not p.is_alive():
+                batch = next(iter(in_flight[w].values()))
+                raise OperationError(
+                    f"worker process {w} died (exit code {p.exitcode}) while computing "
+                    f"step '{batch.step_id}' batch {batch.number}",
+                    hint="it may have run out of memory; try --workers 1 or a smaller "
+                    "--batch-size")
 
 
 def _split(batches: list[Batch], n: int) -> list[deque[Batch]]:
@@ -229,13 +273,15 @@ def _next_for(worker: int, queues: list[deque[Batch]]) -> Batch | None:
     return victim.pop() if victim else None
 
 
-def _sequential(batches: list[Batch], retry: dict[str, Retry]) -> Iterator[Outcome]:
+def _sequential(batches: list[Batch], retry: dict[str, Retry], stop: StopRequest
+                ) -> Iterator[Outcome]:
     for batch in batches:
         policy = retry.get(batch.step_id, _NO_RETRY)
         for attempt in range(1, policy.retries + 2):
+            stop.check()
             start = time.perf_counter()
             try:
-                table = run_batch(batch)
+                result = run_batch(batch)
             except Exception as exc:
                 error = _as_error(batch, exc)
                 if error.transient and attempt <= policy.retries:
@@ -245,5 +291,6 @@ def _sequential(batches: list[Batch], retry: dict[str, Retry]) -> Iterator[Outco
                     continue
                 yield Outcome(batch, None, error, time.perf_counter() - start, attempt)
                 return
-            yield Outcome(batch, table, None, time.perf_counter() - start, attempt)
+            yield Outcome(batch, result.table, None, time.perf_counter() - start, attempt,
+                          tile_seconds=result.tile_seconds)
             break

@@ -81,6 +81,9 @@ def show_run(project: Project, run_id: str) -> dict[str, Any]:
         run["slowest_tasks"] = store.catalog.query(
             "SELECT step_id, task_no, rows_in, seconds FROM tasks WHERE run_id = :id AND "
             "seconds IS NOT NULL ORDER BY seconds DESC LIMIT 5", one)
+        run["slowest_tiles"] = _slowest_tiles(store.catalog.query(
+            "SELECT tile_seconds FROM tasks WHERE run_id = :id AND tile_seconds IS NOT NULL",
+            one))
         run["items"] = store.catalog.query(
             "SELECT source_id, item_id, href FROM run_items WHERE run_id = :id "
             "ORDER BY source_id, item_id", one)
@@ -94,6 +97,18 @@ def show_run(project: Project, run_id: str) -> dict[str, Any]:
         return run
     finally:
         store.close()
+
+
+def _slowest_tiles(rows: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
+    """Tiles by the seconds tasks spent opening, reading and decoding them, slowest first."""
+    seconds: dict[str, float] = {}
+    tasks: dict[str, int] = {}
+    for row in rows:
+        for tile, s in json.loads(row["tile_seconds"]).items():
+            seconds[tile] = seconds.get(tile, 0.0) + s
+            tasks[tile] = tasks.get(tile, 0) + 1
+    ranked = sorted(seconds, key=lambda t: -seconds[t])[:limit]
+    return [{"tile": t, "seconds": seconds[t], "tasks": tasks[t]} for t in ranked]
 
 
 def cancel_run(project: Project, run_id: str) -> str:

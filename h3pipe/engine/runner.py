@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from h3pipe import storage
+from h3pipe import faults, storage
 from h3pipe.engine.cleanup import release
 from h3pipe.engine.dag import StepGraph
-from h3pipe.engine.executor import Executor, Retry
+from h3pipe.engine.executor import Executor, Retry, Stopping
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.project import Project, suggest
 from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
+from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS, StopRequest, graceful
 from h3pipe.errors import (
     Cancelled,
     ConfigError,
@@ -77,13 +78,19 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
                  resolution: int | None = None, batch_size: int | None = None,
                  workers: int | None = None, reporter: Reporter | None = None,
                  force: bool = False, from_step: str | None = None,
-                 wait: bool = False) -> RunResult:
+                 wait: bool = False, grace_seconds: float = DEFAULT_GRACE_SECONDS
+                 ) -> RunResult:
     """Run a pipeline over a scope. The same inputs give the same run id: a completed run
     is reported, not recomputed (unless ``force``); a failed or interrupted one resumes,
-    keeping its completed tasks (from ``from_step`` on, everything is recomputed)."""
+    keeping its completed tasks (from ``from_step`` on, everything is recomputed).
+
+    On SIGINT/SIGTERM (or a cancel request) the run takes no new task, gives the running
+    ones ``grace_seconds`` to finish, and ends as 'interrupted'."""
     reporter = reporter or Reporter()
     if workers is not None and workers < 1:
         raise UsageError("--workers must be at least 1")
+    if grace_seconds < 0:
+        raise UsageError(f"--grace {grace_seconds:g} must be 0 or more seconds")
     # Workers take most of a second to start (imports, the compiled kernel): start them
     # now, so they warm up while the project is validated and the run planned.
     guess = workers or os.cpu_count() or 1
@@ -91,7 +98,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
         sources, pipelines, settings = project.load()
         nworkers, pipeline, res, size = _settle(pipelines, settings, pipeline_id, resolution,
                                                 batch_size, workers)
-        again = _Again(force, from_step, wait)
+        again = _Again(force, from_step, wait, grace_seconds)
         if nworkers == guess:
             return _run(project, pipeline, scope, res, size, nworkers, sources, settings,
                         early, reporter, again)
@@ -101,7 +108,8 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
 
 
 def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
-               workers: int | None = None, reporter: Reporter | None = None) -> RunResult:
+               workers: int | None = None, reporter: Reporter | None = None,
+               grace_seconds: float = DEFAULT_GRACE_SECONDS) -> RunResult:
     """Run again what ``run_id`` was run with (pipeline, scope, resolution); its completed
     tasks are kept when its inputs are unchanged."""
     from h3pipe.engine.scope import resolve_scope
@@ -121,7 +129,8 @@ def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
                           hint="run it again with 'h3pipe run'")
     scope = resolve_scope(**{given["kind"]: given["argument"]})
     return run_pipeline(project, run["pipeline_id"], scope, resolution=run["resolution"],
-                        workers=workers, reporter=reporter, from_step=from_step)
+                        workers=workers, reporter=reporter, from_step=from_step,
+                        grace_seconds=grace_seconds)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class _Again:
     force: bool = False
     from_step: str | None = None
     wait: bool = False
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
 
 
 def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
@@ -236,33 +246,34 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                         f"{scope.label}, resolution {res}, {len(cells)} cells")
     reporter.run_started(run_id, pipeline, scope, res, len(cells), stages)
     beat = Heartbeat(store, run_id).start()
+    stop = StopRequest(again.grace_seconds)
     try:
-        outputs: dict[str, list[str]] = {}
-        for n, stage in enumerate(stages, 1):
-            steps = [pipeline.step(sid) for sid in stage]
-            batches = [b for step in steps for b in _plan(run_id, step, cells, res, size, rasters)]
-            retry = {s.id: Retry(
-                s.retries if s.retries is not None else pipeline.defaults.get("retries", 2),
-                s.retry_backoff if s.retry_backoff is not None
-                else pipeline.defaults.get("retry_backoff", 1.0)) for s in steps}
-            _run_stage(store, run_id, n, steps, batches, executor, reporter, outputs, retry)
-        rows = 0
-        for step in pipeline.steps:
-            if step.output == "h3_stats":
-                op = get_operation(step.operation)
-                rows = store.publish(
-                    run_id=run_id, dataset=pipeline.dataset, theme=pipeline.theme,
-                    resolution=res, scope_key=scope.key, scope_label=scope.label,
-                    step_outputs=[(outputs[step.id], op.output_columns(step.params))],
-                )
+        with graceful(stop):
+            outputs: dict[str, list[str]] = {}
+            for n, stage in enumerate(stages, 1):
+                stop.check()
+                steps = [pipeline.step(sid) for sid in stage]
+                batches = [b for step in steps
+                           for b in _plan(run_id, step, cells, res, size, rasters)]
+                retry = {s.id: Retry(
+                    s.retries if s.retries is not None else pipeline.defaults.get("retries", 2),
+                    s.retry_backoff if s.retry_backoff is not None
+                    else pipeline.defaults.get("retry_backoff", 1.0)) for s in steps}
+                _run_stage(store, run_id, n, steps, batches, executor, reporter, outputs,
+                           retry, stop)
+            stop.check()
+            rows = 0
+            for step in pipeline.steps:
+                if step.output == "h3_stats":
+                    op = get_operation(step.operation)
+                    rows = store.publish(
+                        run_id=run_id, dataset=pipeline.dataset, theme=pipeline.theme,
+                        resolution=res, scope_key=scope.key, scope_label=scope.label,
+                        step_outputs=[(outputs[step.id], op.output_columns(step.params))],
+                    )
     except BaseException as exc:
         beat.stop()
-        reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
-                  "terminated" if isinstance(exc, Terminated) else
-                  "cancelled" if isinstance(exc, Cancelled) else str(exc))
-        store.catalog.update("runs", {"run_id": run_id}, status="failed", finished_at=now(),
-                             error=reason)
-        store.catalog.event(run_id, "run", run_id, "failed", reason)
+        _record_end(store, run_id, exc)
         release(store, run_id, succeeded=False)
         store.close()
         if isinstance(exc, H3PipeError) and not isinstance(exc, RunFailed):
@@ -270,12 +281,35 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                             hint=f"see 'h3pipe runs show {run_id}'") from exc
         raise
     beat.stop()
+    faults.point("published")
     store.catalog.update("runs", {"run_id": run_id}, status="completed", finished_at=now())
     store.catalog.event(run_id, "run", run_id, "completed", f"{rows} rows published")
     release(store, run_id, succeeded=True)
     store.close()
     return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res, len(cells), rows,
                      time.perf_counter() - started, store.location, state)
+
+
+_STOPPED = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "interrupted (SIGTERM)",
+            Cancelled: "interrupted (cancelled)"}
+
+
+def _record_end(store: Any, run_id: str, exc: BaseException) -> None:
+    """Record how a run that did not complete ended: 'interrupted' when it was stopped
+    (its running steps too), 'failed' otherwise."""
+    reason = next((text for kind, text in _STOPPED.items() if isinstance(exc, kind)), None)
+    status = "interrupted" if reason else "failed"
+    reason = reason or str(exc)
+    with store.catalog.transaction() as tx:
+        left = tx.one("SELECT count(*) AS n FROM tasks WHERE run_id = :id AND "
+                      "status != 'completed'", {"id": run_id})
+        tx.execute("UPDATE steps SET status = 'interrupted', finished_at = :t WHERE "
+                   "run_id = :id AND status = 'running'", {"id": run_id, "t": now()})
+    if status == "interrupted" and left:
+        reason += f"; {left['n']} task(s) left for the resume"
+    store.catalog.update("runs", {"run_id": run_id}, status=status, finished_at=now(),
+                         error=reason)
+    store.catalog.event(run_id, "run", run_id, status, reason)
 
 
 def _fingerprint(path: str) -> list[Any]:
@@ -367,7 +401,8 @@ def _plan(run_id: str, step: StepSpec, cells: list[str], resolution: int, size: 
 
 def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                batches: list[Batch], executor: Executor, reporter: Reporter,
-               outputs: dict[str, list[str]], retry: dict[str, Retry]) -> None:
+               outputs: dict[str, list[str]], retry: dict[str, Retry],
+               stop: StopRequest) -> None:
     cat = store.catalog
     # A resumed run keeps the tasks it completed, when their outputs are still there.
     completed = cat.query("SELECT step_id, task_no, output_path FROM tasks WHERE "
@@ -398,10 +433,18 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
     done: dict[str, int] = {s.id: sum(1 for k in kept if k[0] == s.id) for s in steps}
     storage = {s.id: s.storage for s in steps}
     rows: dict[str, int] = {s.id: 0 for s in steps}
-    for outcome in executor.run(todo, retry):
-        if cat.query("SELECT cancel_requested_at FROM runs WHERE run_id = :id",
-                     {"id": run_id})[0]["cancel_requested_at"]:
-            raise Cancelled()
+    for outcome in executor.run(todo, retry, stop):
+        if isinstance(outcome, Stopping):
+            text = (f"stop requested ({stop.reason}): no new tasks; waiting up to "
+                    f"{stop.grace_seconds:g} s for {outcome.running} running task(s)")
+            cat.event(run_id, "run", run_id, "stopping", text)
+            reporter.message(text + ("; press Ctrl-C again to stop now"
+                                     if stop.reason == "SIGINT" else ""))
+            continue
+        if not stop.requested and cat.query(
+                "SELECT cancel_requested_at FROM runs WHERE run_id = :id",
+                {"id": run_id})[0]["cancel_requested_at"]:
+            stop.ask("cancel")
         b = outcome.batch
         key = {"run_id": run_id, "step_id": b.step_id, "task_no": b.number}
         if outcome.retrying:
@@ -423,19 +466,24 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
         assert table is not None  # an outcome carries either a table or an error
         ref = store.write_task_output(run_id, b.step_id, b.number, table,
                                       storage[b.step_id])
+        faults.point("task-output-written")
         outputs.setdefault(b.step_id, []).append(ref)
         cat.update("tasks", key, status="completed", finished_at=now(), seconds=outcome.seconds,
-                   rows_out=table.num_rows, output_path=ref)
+                   rows_out=table.num_rows, output_path=ref,
+                   tile_seconds=json.dumps(outcome.tile_seconds) if outcome.tile_seconds
+                   else None)
         done[b.step_id] += 1
         rows[b.step_id] += table.num_rows
         cat.update("steps", {"run_id": run_id, "step_id": b.step_id}, tasks_done=done[b.step_id],
                    rows_out=rows[b.step_id])
         cat.event(run_id, "task", f"{b.step_id}#{b.number}", "completed",
                   f"{table.num_rows} rows in {outcome.seconds:.2f} s")
+        faults.point("task-recorded")
         reporter.task_finished(b.step_id, len(b.cells))
     for step in steps:
         cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="completed",
                    finished_at=now())
         cat.event(run_id, "step", step.id, "completed", f"{rows[step.id]} rows")
     cat.event(run_id, "stage", str(number), "completed")
+    faults.point("stage-completed")
     reporter.stage_finished(number)

@@ -6,7 +6,9 @@ list it in ``_REGISTRY``; ``tests/operations/test_registry.py`` fails until it i
 
 from __future__ import annotations
 
-from h3pipe.operations.base import Batch, Operation
+from h3pipe import faults
+from h3pipe.operations import raster
+from h3pipe.operations.base import Batch, BatchResult, Operation
 from h3pipe.operations.zonal_stats import ZonalStats
 
 _REGISTRY: dict[str, Operation] = {op.name: op for op in (ZonalStats(),)}
@@ -26,9 +28,14 @@ def warm_up() -> None:
         op.warm_up()
 
 
-def run_batch(batch: Batch):  # type: ignore[no-untyped-def]
-    """Entry point for worker processes: a top-level function, so it pickles by name."""
-    return _REGISTRY[batch.operation].run_batch(batch)
+def run_batch(batch: Batch) -> BatchResult:
+    """Entry point for worker processes (a top-level function, so it pickles by name): the
+    batch's rows, and the seconds spent on each raster tile it read."""
+    faults.point("batch")
+    raster.TILE_SECONDS.clear()
+    table = _REGISTRY[batch.operation].run_batch(batch)
+    return BatchResult(table, dict(raster.TILE_SECONDS))
 
 
-__all__ = ["Batch", "Operation", "get_operation", "operation_names", "run_batch", "warm_up"]
+__all__ = ["Batch", "BatchResult", "Operation", "get_operation", "operation_names", "run_batch",
+           "warm_up"]

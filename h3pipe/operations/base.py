@@ -30,6 +30,14 @@ class Batch:
     raster: RasterInfo | None = None
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch produced: its rows, and the seconds spent reading each raster tile."""
+
+    table: pa.Table
+    tile_seconds: dict[str, float] = field(default_factory=dict)
+
+
 class Operation:
     """Base class: subclasses set the class attributes and implement :meth:`run_batch`."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -260,6 +261,9 @@ class _OpenTiles:
 
 
 _TILES = _OpenTiles()
+# Seconds this process spent opening, reading and decoding each tile since the last
+# reset: what 'runs show' ranks the slowest tiles by (see operations.run_batch).
+TILE_SECONDS: dict[str, float] = {}
 
 
 def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
@@ -294,6 +298,7 @@ class MosaicReader:
 
         info = self.info
         for attempt in (1, 2):
+            start = time.perf_counter()
             try:
                 ds = _TILES.get(t.path, info.signer)
                 _check_placement(info, t, ds)
@@ -308,6 +313,9 @@ class MosaicReader:
                 raise cls(f"source '{info.source_id}': cannot read '{t.path}': "
                           f"{gdal_reason(exc)}",
                           hint="the file may be corrupt, truncated or unreachable") from exc
+            finally:
+                TILE_SECONDS[t.path] = (TILE_SECONDS.get(t.path, 0.0)
+                                        + time.perf_counter() - start)
         raise AssertionError("unreachable")
 
     def read(self, bounds: tuple[float, float, float, float]

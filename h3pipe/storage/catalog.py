@@ -142,7 +142,7 @@ class Catalog:
         for sql_file in self._migration_files():
             if sql_file.stem in done:
                 continue
-            with self.transaction() as tx:
+            with self._migration_transaction() as tx:
                 # Another process may be migrating too: decide under the write lock.
                 if self.dialect == "postgresql":
                     tx.execute("SELECT pg_advisory_xact_lock(4242424242)")
@@ -153,8 +153,37 @@ class Catalog:
                     tx.execute(statement)
                 tx.execute("INSERT INTO schema_migrations VALUES (:v, :t)",
                            {"v": sql_file.stem, "t": now()})
+                if self.dialect == "sqlite":
+                    broken = tx.rows("PRAGMA foreign_key_check")
+                    if broken:
+                        raise StoreError(f"migration {sql_file.stem} would break "
+                                         f"{len(broken)} reference(s), first {broken[0]}")
             applied.append(sql_file.stem)
         return applied
+
+    @contextmanager
+    def _migration_transaction(self) -> Iterator[Tx]:
+        """A write transaction; on SQLite with foreign keys off, as rebuilding a table (the
+        only way to change a constraint there) needs, and as that pragma allows only
+        outside a transaction."""
+        if self.dialect != "sqlite":
+            with self.transaction() as tx:
+                yield tx
+            return
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                raw.execute("PRAGMA foreign_keys=OFF")
+                try:
+                    with conn.execution_options(h3pipe_write=True).begin():
+                        yield Tx(conn)
+                finally:
+                    raw.execute("PRAGMA foreign_keys=ON")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"catalog {self.where}: {_reason(exc)}") from exc
 
     # -- rows -----------------------------------------------------------------------------------
 

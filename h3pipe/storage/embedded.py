@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from h3pipe import faults
 from h3pipe.errors import StoreError
 from h3pipe.storage.catalog import Catalog, result_columns
 
@@ -112,6 +113,7 @@ class EmbeddedStore:
                                   "scope": scope_label, "resolution": resolution}),
         })
         self.write_table(table, target)
+        faults.point("result-written")
         old = self.catalog.publish_result(
             dataset=dataset, resolution=resolution, scope_key=scope_key, scope_label=scope_label,
             theme=theme, run_id=run_id, path=str(rel), columns=columns, rows=table.num_rows,
@@ -166,6 +168,7 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, compression="zstd")
+        faults.point("write-partial")
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

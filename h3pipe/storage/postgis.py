@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from h3pipe import faults
 from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage.catalog import Catalog, result_columns, safe_url
 
@@ -80,7 +81,9 @@ class PostgresStore:
                                 f"(task_no integer NOT NULL, h3_index text NOT NULL, {ddl})")
                     cur.execute(f"DELETE FROM {name} WHERE task_no = %s", (number,))
                     with cur.copy(f"COPY {name} ({copy_cols}) FROM STDIN") as copy:
-                        for r in rows:
+                        for i, r in enumerate(rows):
+                            if i == len(rows) // 2:
+                                faults.point("write-partial")
                             copy.write_row([number, r["h3_index"], *(r[f.name] for f in cols)])
         except Exception as exc:
             raise StoreError(f"cannot write task {step_id}#{number} to {self.location}: "
@@ -176,6 +179,7 @@ class PostgresStore:
                 dataset=dataset, resolution=resolution, scope_key=scope_key,
                 scope_label=scope_label, theme=theme, run_id=run_id, path=table,
                 columns=columns, rows=len(cells), tx=tx)
+            faults.point("result-written")
         for (refs, _), temp in zip(step_outputs, temps, strict=True):
             if refs[0].startswith(_FILE):  # loaded only to publish: not an intermediate
                 self.drop_intermediate(temp)

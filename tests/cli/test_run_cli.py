@@ -187,3 +187,31 @@ def test_quiet_with_a_log_file_is_silent_on_success_and_loud_on_error(project, c
     # Without -q the terminal gets the result line as before.
     r = cli("--log-file", log, "--project", project, "run", "p", "--bbox", BBOX)
     assert "already completed" in r.stdout
+
+
+def test_runs_show_ranks_the_tiles_by_the_time_spent_reading_them(tmp_path, cli):
+    # Two tiles side by side; the scope spans both, so some batches read both.
+    rng = np.random.default_rng(4)
+    for name, west in (("w.tif", 29.0), ("e.tif", 29.1)):
+        write_raster(tmp_path / "tiles" / name, rng.normal(5, 1, (100, 100)).astype("float32"),
+                     west=west, north=-1.9, res=0.001)
+    proj = write_project(tmp_path / "p",
+                         sources={"s": raster_source("s", str(tmp_path / "tiles" / "*.tif"))},
+                         pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=8,
+                                                        batch_size=10)})
+    assert cli("--project", proj, "run", "p", "--bbox", "29.02,-1.98,29.18,-1.92",
+               "--workers", "1").exit_code == 0
+    db = sqlite3.connect(proj / ".h3pipe" / "catalog.sqlite")
+    per_task = [json.loads(t) for (t,) in db.execute("SELECT tile_seconds FROM tasks")]
+    assert per_task and all(t and all(s > 0 for s in t.values()) for t in per_task)
+    assert any(len(t) == 2 for t in per_task)  # a batch on the seam read both tiles
+    r = cli("--project", proj, "runs", "show", "latest")
+    assert r.exit_code == 0
+    lines = r.stdout.split("slowest tiles")[1].strip().splitlines()[1:3]
+    shown = {ln.split(": ")[0].strip(): ln for ln in lines}
+    assert set(shown) == {str(tmp_path / "tiles" / n) for n in ("w.tif", "e.tif")}
+    for tile, line in shown.items():
+        touching = sum(1 for t in per_task if tile in t)
+        assert line.endswith(f"over {touching} task(s)")
+    totals = [float(ln.split(": ")[1].split()[0]) for ln in lines]
+    assert totals == sorted(totals, reverse=True)

@@ -3,6 +3,7 @@ and the exit code says what happened."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,21 +18,27 @@ from tests.conftest import raster_source, write_project, write_raster, zonal_pip
 BBOX = "29.0,-2.2,29.2,-2.0"
 
 
-@pytest.fixture
-def slow_project(tmp_path):
-    # Resolution 11 over a 0.2-degree box with batches of 20 cells: thousands of tasks,
-    # many seconds of work, so a signal lands mid-run.
+def _project(tmp_path, batch_size):
+    """Resolution 11 over a 0.2-degree box: about 200,000 cells."""
     data = np.random.default_rng(1).normal(100, 10, (400, 400)).astype("float32")
     tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.98, res=0.0006)
     return write_project(tmp_path / "p", sources={"s": raster_source("s", str(tif))},
                          pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=11,
-                                                        batch_size=20)})
+                                                        batch_size=batch_size)})
 
 
-def _start(project):
+@pytest.fixture
+def slow_project(tmp_path):
+    # Batches of 20 cells: thousands of tasks, many seconds of work, so a signal lands
+    # mid-run.
+    return _project(tmp_path, 20)
+
+
+def _start(project, *extra, faults=""):
     proc = subprocess.Popen(
         [sys.executable, "-m", "h3pipe", "--project", str(project), "run", "p", "--bbox", BBOX,
-         "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--workers", "2", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "H3PIPE_FAULTS": faults})
     deadline = time.time() + 30
     workers: list[psutil.Process] = []
     while time.time() < deadline and len(workers) < 2:
@@ -61,7 +68,9 @@ def test_signal_ends_the_run_cleanly(slow_project, sig, code, word):
     assert "Traceback" not in err
     time.sleep(0.3)
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
-    assert _run_status(slow_project) == ("failed", word)
+    status, error = _run_status(slow_project)
+    assert status == "interrupted"
+    assert error.startswith(f"interrupted ({sig.name})") and "left for the resume" in error
 
 
 def test_a_killed_worker_fails_the_run_instead_of_hanging(slow_project):
@@ -84,7 +93,7 @@ def test_runs_cancel_stops_a_run_started_elsewhere(slow_project, cli):
     assert proc.returncode in (130, 143)
     assert err.strip().splitlines()[-1] in ("terminated", "cancelled")
     status, _ = _run_status(slow_project)
-    assert status == "failed"
+    assert status == "interrupted"
     r = cli("--project", slow_project, "runs", "cancel", run_id)
     assert r.exit_code == 2 and "is not running" in r.stderr
     # It resumes where it stopped.
@@ -110,4 +119,85 @@ def test_a_cancel_request_from_another_host_stops_the_run_between_tasks(slow_pro
     db.commit()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "cancelled"
-    assert _run_status(slow_project) == ("failed", "cancelled")
+    status, error = _run_status(slow_project)
+    assert status == "interrupted" and error.startswith("interrupted (cancelled)")
+
+
+@pytest.fixture
+def long_tasks(tmp_path):
+    # A hundred tasks, each made to last 2 s (H3PIPE_FAULTS, below): a signal lands while
+    # both workers are inside one.
+    return _project(tmp_path, 2000)
+
+
+SLOW_TASKS = "batch:sleep=2"
+
+
+def _timeline(project):
+    import sqlite3
+
+    db = sqlite3.connect(project / ".h3pipe" / "catalog.sqlite")
+    return db.execute("SELECT kind, status, detail FROM events ORDER BY id").fetchall()
+
+
+def _wait_for_first_task(project, proc):
+    import sqlite3
+
+    db = project / ".h3pipe" / "catalog.sqlite"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = sqlite3.connect(db).execute(
+                "SELECT count(*) FROM tasks WHERE status = 'completed'").fetchone()[0]
+        except sqlite3.OperationalError:
+            done = 0
+        if done:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no task completed")
+
+
+def test_sigterm_lets_running_tasks_finish_within_the_grace_period(long_tasks, cli):
+    proc, _ = _start(long_tasks, "--grace", "60", faults=SLOW_TASKS)
+    _wait_for_first_task(long_tasks, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 143, err
+    assert "stop requested (SIGTERM)" in err
+    events = _timeline(long_tasks)
+    stop = next(i for i, e in enumerate(events) if e[1] == "stopping")
+    running = int(events[stop][2].split(" for ")[1].split()[0])
+    assert running >= 1
+    after = [e for e in events[stop:] if e[0] == "task"]
+    # Every task running when the signal came finished, and nothing new was started.
+    assert [e[1] for e in after] == ["completed"] * running
+    assert events[-1][:2] == ("run", "interrupted")
+    status, _ = _run_status(long_tasks)
+    assert status == "interrupted"
+    # 'runs show' says so, and a resume completes the rest.
+    r = cli("--project", long_tasks, "runs", "show", "latest")
+    assert r.exit_code == 1 and "status:     interrupted" in r.stdout
+    r = cli("--project", long_tasks, "run", "p", "--bbox", BBOX, "--workers", "2")
+    assert r.exit_code == 0 and "completed (resumed)" in r.stdout
+
+
+@pytest.mark.parametrize("how", ["grace over", "second signal"])
+def test_the_stop_is_immediate_once_the_grace_period_is_over(long_tasks, how):
+    grace = "0.8" if how == "grace over" else "60"
+    # Tasks of 4 s; signalled half a second into the second round, the running tasks have
+    # over 3 s to go, past the grace period and the second signal.
+    proc, _ = _start(long_tasks, "--grace", grace, faults="batch:sleep=4")
+    _wait_for_first_task(long_tasks, proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    if how == "second signal":
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    events = _timeline(long_tasks)
+    stop = next(i for i, e in enumerate(events) if e[1] == "stopping")
+    # The tasks still running were abandoned (a resume recomputes them), not recorded.
+    assert not [e for e in events[stop:] if e[0] == "task"]
+    assert _run_status(long_tasks)[0] == "interrupted"

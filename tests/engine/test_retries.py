@@ -82,7 +82,11 @@ def test_transient_errors_are_retried_and_recorded(tmp_path, cli, flaky):
     retried = db.execute("SELECT count(*) FROM events WHERE status = 'retrying'").fetchone()[0]
     assert retried >= 1
     assert db.execute("SELECT max(attempts) FROM tasks").fetchone()[0] >= 2
-    # The numbers are those of the same raster read locally.
+    _assert_same_as_local(cli, tmp_path, proj, local)
+
+
+def _assert_same_as_local(cli, tmp_path, proj, local):
+    """The numbers are those of the same raster read locally."""
     ref = write_project(tmp_path / "ref", sources={"s": raster_source("s", str(local))},
                         pipelines={"p": _pipeline(0)})
     assert cli("--project", ref, "run", "p", "--bbox", BBOX, "--workers", "1").exit_code == 0
@@ -113,3 +117,23 @@ def test_retries_run_out_and_permanent_errors_are_not_retried(tmp_path, cli, fla
         con = sqlite3.connect(db2)
         assert con.execute("SELECT count(*) FROM events WHERE status = 'retrying'"
                            ).fetchone()[0] == 0
+
+
+def test_transient_errors_are_retried_on_parallel_workers(tmp_path, cli, flaky):
+    """The retry path of the worker pool: a failed batch is scheduled again after its
+    backoff while the other worker goes on, and the run completes with the right numbers."""
+    url, local = flaky
+    proj = write_project(tmp_path / "p", sources={"s": raster_source("s", url)},
+                         pipelines={"p": _pipeline(3)})
+    # Every read fails until the server has failed eight times. GDAL retries a read three
+    # times itself, so at least one batch fails (one of the two workers meets four or more
+    # of the eight) and none fails more than three times in a row.
+    _Flaky.failures = 8
+    r = cli("--project", proj, "run", "p", "--bbox", BBOX, "--workers", "2")
+    assert r.exit_code == 0, r.stderr
+    assert _Flaky.failures == 0
+    db = sqlite3.connect(proj / ".h3pipe" / "catalog.sqlite")
+    assert db.execute("SELECT count(*) FROM events WHERE status = 'retrying'").fetchone()[0] >= 1
+    assert db.execute("SELECT max(attempts) FROM tasks").fetchone()[0] >= 2
+    assert db.execute("SELECT count(*) FROM tasks WHERE status != 'completed'").fetchone()[0] == 0
+    _assert_same_as_local(cli, tmp_path, proj, local)

@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import rasterio
 
+from h3pipe.errors import StoreError
 from h3pipe.storage import EmbeddedStore
 from h3pipe.storage.catalog import now
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
@@ -86,3 +88,55 @@ def test_a_failed_run_leaves_earlier_results_untouched(tmp_path, cli):
     assert "failed" in listing and "completed" in listing
     shown = cli("--project", proj, "runs", "show", "latest").stdout
     assert "first failure:        stats: " in shown and "data.tif" in shown
+
+
+def test_upgrading_an_older_catalog_keeps_its_runs_and_allows_interrupted(tmp_path):
+    """0008 rebuilds 'runs' and 'steps' (SQLite cannot change a CHECK in place): every row,
+    and every reference to them, survives; the new status is accepted afterwards."""
+    import sqlite3
+
+    from h3pipe.resources import data_dir
+    from h3pipe.storage.catalog import Catalog
+
+    path = tmp_path / "catalog.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT)")
+    for f in sorted(data_dir("migrations").joinpath("sqlite").glob("*.sql")):
+        if f.stem >= "0008":
+            break
+        db.executescript(f.read_text())
+        db.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (f.stem,))
+    db.execute("INSERT INTO runs (run_id, pipeline_id, pipeline_version, pipeline_hash, "
+               "dataset, scope_key, scope_label, resolution, params, status, created_at, "
+               "heartbeat_at, cancel_requested_at) VALUES ('r1', 'p', 1, 'h', 'ds', 'k', "
+               "'bbox', 6, '{}', 'failed', 't0', 'hb', 'cx')")
+    db.execute("INSERT INTO steps (run_id, step_id, stage, operation, status, tasks_total) "
+               "VALUES ('r1', 's', 1, 'zonal_stats', 'failed', 3)")
+    db.execute("INSERT INTO tasks (run_id, step_id, task_no, status, attempts) "
+               "VALUES ('r1', 's', 1, 'completed', 2)")
+    db.execute("INSERT INTO events (run_id, at, kind, subject, status) "
+               "VALUES ('r1', 't0', 'run', 'r1', 'failed')")
+    db.commit()
+    db.close()
+
+    catalog = Catalog(f"sqlite:///{path}")
+    try:
+        assert "0008_interrupted" in catalog.applied()
+        run = catalog.query("SELECT * FROM runs")[0]
+        assert (run["run_id"], run["status"], run["heartbeat_at"],
+                run["cancel_requested_at"]) == ("r1", "failed", "hb", "cx")
+        assert catalog.query("SELECT tasks_total FROM steps")[0]["tasks_total"] == 3
+        assert catalog.query("SELECT attempts, tile_seconds FROM tasks")[0] == {
+            "attempts": 2, "tile_seconds": None}
+        catalog.update("runs", {"run_id": "r1"}, status="interrupted")
+        catalog.update("steps", {"run_id": "r1", "step_id": "s"}, status="interrupted")
+        with pytest.raises(StoreError):  # the constraint is still there
+            catalog.update("runs", {"run_id": "r1"}, status="halfway")
+        # References still point at the rebuilt tables, and are still enforced.
+        with pytest.raises(StoreError):
+            catalog.insert("steps", run_id="nope", step_id="s", stage=1,
+                           operation="zonal_stats", status="pending")
+    finally:
+        catalog.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
