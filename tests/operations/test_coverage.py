@@ -163,3 +163,17 @@ def test_a_sliver_of_a_pixel_still_decides_min_and_max():
                                     np.array([0, 1], dtype=np.int64))
     assert ours[0, coverage.MAX] == 5000.0
     assert ours[0, coverage.COUNT] == pytest.approx(expected["count"], rel=1e-9)
+
+
+def test_a_nearly_vertical_edge_costs_no_precision():
+    # A real building edge 5e-12 pixel off vertical: dividing by that du once cost 2e-5 of
+    # the polygon's area.
+    from h3pipe.operations import coverage
+
+    x0, x1, y0, y1 = 30.88975439999782, 30.937754400013056, 11.17543217880695, 11.27863218
+    u = np.array([x0 + 5e-12, x1, x1, x0, x0 + 5e-12])
+    v = np.array([y0, y0, y1, y1, y0])
+    got = coverage.polygon_moments(np.ones((13, 32)), u, v, np.array([0, 5]),
+                                   np.array([0, 1]))[0, coverage.COUNT]
+    area = (x1 - x0) * (y1 - y0)
+    assert got == pytest.approx(area, rel=1e-7)
