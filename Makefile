@@ -7,7 +7,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo demo-flood bench clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,17 @@ demo: install
 	$(BIN)/h3pipe runs show latest
 	@echo "first rows of .h3pipe/demo/elevation_copdem30_RWA_6.csv:"
 	@head -n 6 .h3pipe/demo/elevation_copdem30_RWA_6.csv
+	$(MAKE) --no-print-directory demo-flood
+
+# The multi-step examples on stand-in flood depth, population and 150,000 building
+# footprints for Rwanda (~30 MB, once): buildings -> depth -> people nearby -> per cell.
+demo-flood: install
+	$(BIN)/python -m h3pipe.demo.flood --out .h3pipe/demo/flood
+	$(BIN)/h3pipe run building_flood_exposure --iso3 RWA
+	$(BIN)/h3pipe run flood_risk_weighted --iso3 RWA
+	$(BIN)/h3pipe export building_flood_exposure --iso3 RWA --resolution 7 -o .h3pipe/demo/building_flood_exposure_RWA_7.csv
+	@echo "first rows of .h3pipe/demo/building_flood_exposure_RWA_7.csv:"
+	@head -n 6 .h3pipe/demo/building_flood_exposure_RWA_7.csv
 
 # h3pipe against exactextract, rasterize+bincount, rasterstats and the read floor on a
 # Rwanda-sized DEM (generated once into benchmarks/data); writes benchmarks/results/ and

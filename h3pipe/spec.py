@@ -26,7 +26,8 @@ class StacSpec:
 @dataclass(frozen=True)
 class SourceSpec:
     """A data source, after ${VAR} expansion. ``location`` is the raster path or URL of a
-    ``raster`` source; ``stac`` says where the items of a ``stac`` source are."""
+    ``raster`` source, or the file (or database URL, with ``table``) of a ``vector``
+    source; ``stac`` says where the items of a ``stac`` source are."""
 
     id: str
     kind: str
@@ -42,6 +43,10 @@ class SourceSpec:
     file: str = ""
     stac: StacSpec | None = None
     document: dict[str, Any] = field(default_factory=dict, compare=False)  # as written
+    layer: str | None = None  # vector
+    table: str | None = None
+    id_field: str | None = None
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ class StepSpec:
     storage: str = "table"  # of its intermediate output on PostgreSQL: table | parquet
     retries: int | None = None  # None: the pipeline's default
     retry_backoff: float | None = None
+
+    @property
+    def input_step(self) -> str | None:
+        """The earlier step whose rows this one takes (``input: $step``)."""
+        return self.input[1:] if self.input.startswith("$") else None
 
     @property
     def upstream(self) -> tuple[str, ...]:

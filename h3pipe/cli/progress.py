@@ -32,11 +32,12 @@ class LineReporter(Reporter):
         self._log(f"run {run_id}: pipeline {pipeline.id}, {scope.label}, resolution {resolution}, "
                   f"{cells} cells, {len(stages)} stage(s)")
 
-    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int) -> None:
-        self.stage, self.tasks, self.cells = number, tasks, cells
+    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
+                      unit: str = "cells") -> None:
+        self.stage, self.tasks, self.cells, self.unit = number, tasks, cells, unit
         self.done_tasks = self.done_cells = 0
         self.t0 = self.last = time.monotonic()
-        self._log(f"stage {number} [{', '.join(steps)}]: {tasks} task(s), {cells} cells")
+        self._log(f"stage {number} [{', '.join(steps)}]: {tasks} task(s), {cells} {unit}")
 
     def task_finished(self, step_id: str, cells: int) -> None:
         self.done_tasks += 1
@@ -47,15 +48,16 @@ class LineReporter(Reporter):
             rate = self.done_cells / max(t - self.t0, 1e-9)
             eta = (self.cells - self.done_cells) / rate if rate else 0
             self._log(f"stage {self.stage}: {self.done_tasks}/{self.tasks} tasks, "
-                      f"{self.done_cells}/{self.cells} cells, {rate:.0f} cells/s, ETA {eta:.0f} s")
+                      f"{self.done_cells}/{self.cells} {self.unit}, {rate:.0f} {self.unit}/s, "
+                      f"ETA {eta:.0f} s")
 
     def message(self, text: str) -> None:
         self._log(text)
 
     def stage_finished(self, number: int) -> None:
         secs = time.monotonic() - self.t0
-        self._log(f"stage {number} done: {self.done_cells} cells in {secs:.1f} s "
-                  f"({self.done_cells / max(secs, 1e-9):.0f} cells/s)")
+        self._log(f"stage {number} done: {self.done_cells} {self.unit} in {secs:.1f} s "
+                  f"({self.done_cells / max(secs, 1e-9):.0f} {self.unit}/s)")
 
 
 class RichReporter(Reporter):
@@ -69,7 +71,8 @@ class RichReporter(Reporter):
         self.console.print(f"run [bold]{run_id}[/]: {scope.label}, resolution {resolution}, "
                            f"{cells} cells, {len(stages)} stage(s)")
 
-    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int) -> None:
+    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
+                      unit: str = "cells") -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -81,9 +84,9 @@ class RichReporter(Reporter):
 
         self.progress = Progress(
             TextColumn("stage {task.fields[stage]} {task.description}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("cells"),
-            TextColumn("{task.fields[rate]} cells/s"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=self.console, transient=False,
+            MofNCompleteColumn(), TextColumn(unit),
+            TextColumn("{task.fields[rate]} " + unit + "/s"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
         )
         self.progress.start()
         self.t0 = time.monotonic()

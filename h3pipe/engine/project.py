@@ -24,6 +24,7 @@ from h3pipe.engine.dag import StepGraph
 from h3pipe.engine.yamlio import Document, format_path, load_document
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 from h3pipe.operations import get_operation, operation_names
+from h3pipe.operations.tabular import expression_problems
 from h3pipe.spec import PipelineSpec, SourceSpec, StacSpec, StepSpec
 
 PROJECT_FILE = "h3pipe.yaml"
@@ -253,6 +254,21 @@ class Project:
             report.problems.append(doc.problem(["id"], f"source id '{sid}' is already "
                                                f"defined in {other}; ids must be unique"))
             return
+        if valid and data["kind"] != "vector":
+            wrong = [k for k in ("layer", "table", "id_field", "attributes") if k in data]
+            report.problems += [doc.problem([k], f"'{k}' is only for vector sources (this is "
+                                            f"a {data['kind']} source)") for k in wrong]
+            valid = not wrong
+        if valid and data["kind"] == "vector":
+            is_db = data["path"].startswith(("postgresql://", "postgres://"))
+            if is_db and "table" not in data:
+                report.problems.append(doc.problem(["path"], "a database URL needs 'table' "
+                                                   "(schema.name)"))
+                valid = False
+            elif "table" in data and not is_db:
+                report.problems.append(doc.problem(["table"], "'table' needs 'path' to be a "
+                                                   "postgresql:// URL"))
+                valid = False
         if not valid:
             loaded.broken_sources[sid] = doc.file
             return
@@ -291,6 +307,8 @@ class Project:
                                         "pipeline would produce nothing"))
         if not duplicated and len(steps) == len(raw_steps):
             problems += _cycle_problems(doc, steps, ids)
+            if not problems and valid:
+                problems += _flow_problems(doc, steps, ids, loaded)
         report.problems += problems
         if problems or not valid:
             return
@@ -340,14 +358,32 @@ class Project:
                                        + " (sources are defined in sources/*.yaml)"))
         if op is not None and op.requires_source and source is None:
             out.append(doc.problem(at, f"operation '{op.name}' needs a 'source'"))
+        if op is not None and not op.requires_source and source is not None:
+            out.append(doc.problem(at + ["source"], f"operation '{op.name}' reads no source"))
+        if op is not None and isinstance(source, str) and source in loaded.sources:
+            kind = loaded.sources[source][1].kind
+            params = step.get("params")
+            why = op.check_source(params, kind) if isinstance(params, dict) else None
+            if kind not in op.source_kinds:
+                out.append(doc.problem(at + ["source"], f"operation '{op.name}' cannot read "
+                                       f"{kind} source '{source}' (it reads "
+                                       f"{' or '.join(op.source_kinds)} sources)"))
+            elif why:
+                out.append(doc.problem(at + ["source"], why))
         refs: list[tuple[list[str | int], str]] = []
         ref = step.get("input", "cells")
         if isinstance(ref, str):
             if ref.startswith("$"):
                 refs.append((at + ["input"], ref[1:]))
+            elif ref != "cells" and ref in loaded.sources:
+                if loaded.sources[ref][1].kind != "vector":
+                    out.append(doc.problem(at + ["input"], f"input '{ref}' is a "
+                                           f"{loaded.sources[ref][1].kind} source; an input is "
+                                           "'cells', '$step_id' or a vector source"))
             elif ref != "cells":
-                out.append(doc.problem(at + ["input"], f"input '{ref}' must be 'cells' or "
-                                       "'$step_id'"))
+                known = [k for k, v in loaded.sources.items() if v[1].kind == "vector"]
+                out.append(doc.problem(at + ["input"], f"input '{ref}' must be 'cells', "
+                                       "'$step_id' or a vector source" + suggest(ref, known)))
         depends = step.get("depends_on")
         if isinstance(depends, list):
             refs += [(at + ["depends_on", j], d) for j, d in enumerate(depends)
@@ -375,6 +411,70 @@ class Project:
                                                f"is also produced by step '{columns[col]}'"))
                     columns[col] = step["id"]
         return out
+
+
+def _flow_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
+                   ids: dict[str, int], loaded: _Loaded) -> list[Problem]:
+    """Follow the rows from step to step: each operation must accept the kind of rows it
+    gets, its SQL must name columns that exist, and a published step must give cells."""
+    by_id = dict(steps)
+    shapes: dict[str, tuple[str, list[str]] | None] = {}
+    out: list[Problem] = []
+
+    def shape(i: int) -> tuple[str, list[str]] | None:
+        step = by_id[i]
+        if step["id"] in shapes:
+            return shapes[step["id"]]
+        shapes[step["id"]] = None
+        ref = step.get("input", "cells")
+        given: tuple[str, list[str]] | None
+        if ref == "cells":
+            given = ("cells", ["h3_index"])
+        elif ref.startswith("$"):
+            given = shape(ids[ref[1:]])
+        else:
+            src = loaded.sources[ref][1]
+            given = ("features", ["feature_id", *src.attributes, "geometry"])
+        if given is None:
+            return None
+        op = get_operation(step["operation"])
+        params = step.get("params", {})
+        at: list[str | int] = ["steps", i]
+        kind, columns = given
+        if kind not in op.input_kinds and not (kind == "cells" and "rows" in op.input_kinds):
+            wants = " or ".join(sorted(op.input_kinds))
+            out.append(doc.problem(at + ["input"], f"operation '{op.name}' runs over "
+                                   f"{wants}, but its input gives {kind}"))
+            return None
+        if op.name == "h3_weighted_aggregate" and "h3_index" not in columns \
+                and "geometry" not in columns:
+            out.append(doc.problem(at + ["input"], "the rows have neither h3_index nor a "
+                                   "geometry to place them in a cell"))
+            return None
+        if op.name == "h3_weighted_aggregate" and "h3_index" not in columns:
+            columns = [*columns, "h3_index"]
+        for sub, expr in op.expressions(params):
+            out.extend(doc.problem(at + ["params", *sub], msg)
+                       for msg in expression_problems(expr, columns))
+        for j, name in enumerate(params.get("keep", []) if op.name == "zonal_stats" else []):
+            if name not in columns:
+                out.append(doc.problem(at + ["params", "keep", j], f"no column '{name}' in "
+                                       f"the input ({', '.join(columns)})"))
+        result = (op.produces or kind, op.columns(params, columns))
+        if step.get("output", "h3_stats") == "h3_stats":
+            if result[0] != "cells":
+                out.append(doc.problem(at + ["output"], f"step '{step['id']}' gives "
+                                       f"{result[0]}, not H3 cells; aggregate them with "
+                                       "h3_weighted_aggregate, or use 'output: intermediate'"))
+            elif not op.output_columns(params):
+                out.append(doc.problem(at + ["output"], f"step '{step['id']}' adds no column "
+                                       "to publish; use 'output: intermediate'"))
+        shapes[step["id"]] = result
+        return result
+
+    for i, _ in steps:
+        shape(i)
+    return out
 
 
 def _cycle_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
@@ -413,7 +513,8 @@ def source_spec(data: dict[str, Any], file: str) -> SourceSpec:
                       asset=stac.get("asset", "data"), datetime=stac.get("datetime"),
                       query=stac.get("query"), signer=stac.get("signer", "none"))
         if stac else None,
-        document=data,
+        document=data, layer=data.get("layer"), table=data.get("table"),
+        id_field=data.get("id_field"), attributes=tuple(data.get("attributes", [])),
     )
 
 

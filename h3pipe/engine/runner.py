@@ -19,8 +19,9 @@ from h3pipe.engine.cleanup import release
 from h3pipe.engine.dag import StepGraph
 from h3pipe.engine.executor import Executor, Retry, Stopping
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
+from h3pipe.engine.planning import Planner
 from h3pipe.engine.project import Project, suggest
-from h3pipe.engine.scope import Scope, cells_bounds, scope_cells
+from h3pipe.engine.scope import Scope, scope_cells
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS, StopRequest, graceful
 from h3pipe.errors import (
     Cancelled,
@@ -34,6 +35,7 @@ from h3pipe.errors import (
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.raster import RasterInfo, describe_raster
 from h3pipe.operations.stac import ItemRef, describe_stac
+from h3pipe.operations.vector import VectorInfo, vector_info
 from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
 from h3pipe.storage.catalog import now
 
@@ -46,7 +48,8 @@ class Reporter:
     def run_started(self, run_id: str, pipeline: PipelineSpec, scope: Scope, resolution: int,
                     cells: int, stages: list[list[str]]) -> None: ...
 
-    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int) -> None: ...
+    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
+                      unit: str = "cells") -> None: ...
 
     def task_finished(self, step_id: str, cells: int) -> None: ...
 
@@ -142,15 +145,20 @@ class _Again:
 
 
 def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
-                 sources: dict[str, SourceSpec], rasters: dict[str, RasterInfo]) -> str:
+                 sources: dict[str, SourceSpec], rasters: dict[str, RasterInfo],
+                 vectors: dict[str, VectorInfo] | None = None) -> str:
     """The run id: what the results depend on (the pipeline's content and version, the
     scope, the resolution, the sources as expanded, and the data files themselves: a tile
     rewritten in place makes a new run), never when or how fast it ran."""
-    used = sorted({s.source for s in pipeline.steps if s.source})
+    vectors = vectors or {}
+    used = sorted(_used_sources(pipeline))
+    data = {sid: [_fingerprint(t.path) for t in rasters[sid].tiles] for sid in used
+            if sid in rasters}
+    data |= {sid: [_fingerprint(v.location) if not v.is_postgis else [v.table]]
+             for sid, v in vectors.items() if sid in used}
     inputs = {"pipeline": pipeline.id, "version": pipeline.version,
               "content": pipeline.content_hash, "scope": scope.key, "resolution": resolution,
-              "sources": {sid: sources[sid].document for sid in used},
-              "data": {sid: [_fingerprint(t.path) for t in rasters[sid].tiles] for sid in used}}
+              "sources": {sid: sources[sid].document for sid in used}, "data": data}
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode())
     return f"{pipeline.id}-r{resolution}-{digest.hexdigest()[:12]}"
 
@@ -185,11 +193,16 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                          f"'{pipeline.id}'" + suggest(again.from_step,
                                                       [s.id for s in pipeline.steps]))
     rasters: dict[str, RasterInfo] = {}
+    vectors: dict[str, VectorInfo] = {}
     used_items: list[dict[str, str]] = []
-    for source_id in dict.fromkeys(s.source for s in pipeline.steps if s.source):
-        rasters[source_id], items = _raster(sources[source_id], project, scope)
+    for source_id in _used_sources(pipeline):
+        source = sources[source_id]
+        if source.kind == "vector":
+            vectors[source_id] = _vector(source, project)
+            continue
+        rasters[source_id], items = _raster(source, project, scope)
         used_items += [{"source_id": source_id, "item_id": i.id, "href": i.href} for i in items]
-    run_id = run_identity(pipeline, scope, res, sources, rasters)
+    run_id = run_identity(pipeline, scope, res, sources, rasters, vectors)
     store = open_store(project, settings)
     try:
         row = wait_or_refuse(store, run_id, wait=again.wait, on_wait=reporter.message)
@@ -249,12 +262,12 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
     stop = StopRequest(again.grace_seconds)
     try:
         with graceful(stop):
-            outputs: dict[str, list[str]] = {}
+            planner = Planner(run_id, cells, res, size, rasters, vectors, store)
+            outputs = planner.outputs
             for n, stage in enumerate(stages, 1):
                 stop.check()
                 steps = [pipeline.step(sid) for sid in stage]
-                batches = [b for step in steps
-                           for b in _plan(run_id, step, cells, res, size, rasters)]
+                batches = [b for step in steps for b in planner.batches(step)]
                 retry = {s.id: Retry(
                     s.retries if s.retries is not None else pipeline.defaults.get("retries", 2),
                     s.retry_backoff if s.retry_backoff is not None
@@ -262,6 +275,12 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                 _run_stage(store, run_id, n, steps, batches, executor, reporter, outputs,
                            retry, stop)
             stop.check()
+            for step in pipeline.steps:
+                if step.output == "h3_stats" and not outputs.get(step.id):
+                    reporter.message(f"step '{step.id}' has no rows in {scope.label}; "
+                                     "its dataset is empty there")
+                    outputs[step.id] = {1: store.write_task_output(
+                        run_id, step.id, 1, _no_rows(step), step.storage)}
             rows = 0
             for step in pipeline.steps:
                 if step.output == "h3_stats":
@@ -269,7 +288,8 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                     rows = store.publish(
                         run_id=run_id, dataset=pipeline.dataset, theme=pipeline.theme,
                         resolution=res, scope_key=scope.key, scope_label=scope.label,
-                        step_outputs=[(outputs[step.id], op.output_columns(step.params))],
+                        step_outputs=[([outputs[step.id][k] for k in sorted(outputs[step.id])],
+                                       op.output_columns(step.params))],
                     )
     except BaseException as exc:
         beat.stop()
@@ -384,24 +404,34 @@ def _bounds_wgs84(info: RasterInfo) -> tuple[float, float, float, float]:
     return tr.transform_bounds(*info.bounds, densify_pts=21)
 
 
-def _plan(run_id: str, step: StepSpec, cells: list[str], resolution: int, size: int,
-          rasters: dict[str, RasterInfo]) -> list[Batch]:
-    out = []
-    for number, start in enumerate(range(0, len(cells), size), 1):
-        chunk = tuple(cells[start:start + size])
-        raster = rasters.get(step.source) if step.source else None
-        if raster is not None and raster.crs_is_wgs84:
-            # Ship only the tiles this batch touches: a glob may list thousands.
-            raster = raster.subset(cells_bounds(chunk))
-        out.append(Batch(run_id=run_id, step_id=step.id, number=number,
-                         operation=step.operation, params=step.params, cells=chunk,
-                         resolution=resolution, source_id=step.source, raster=raster))
-    return out
+def _no_rows(step: StepSpec) -> Any:
+    """An empty output of a published step (its input had no rows in the scope)."""
+    import pyarrow as pa
+
+    columns = get_operation(step.operation).output_columns(step.params)
+    return pa.table({"h3_index": pa.array([], pa.string()),
+                     **{c: pa.array([], pa.float64()) for c in columns}})
+
+
+def _used_sources(pipeline: PipelineSpec) -> list[str]:
+    """Every source a pipeline reads: its steps' sources and vector inputs."""
+    named = [s.source for s in pipeline.steps if s.source]
+    named += [s.input for s in pipeline.steps if s.input != "cells" and not s.input_step]
+    return list(dict.fromkeys(named))
+
+
+def _vector(source: SourceSpec, project: Project) -> VectorInfo:
+    try:
+        return vector_info(source.id, source.location, project.root, layer=source.layer,
+                           table=source.table, id_field=source.id_field,
+                           attributes=source.attributes)
+    except SourceError as exc:
+        raise SourceError(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
 
 
 def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                batches: list[Batch], executor: Executor, reporter: Reporter,
-               outputs: dict[str, list[str]], retry: dict[str, Retry],
+               outputs: dict[str, dict[int, str]], retry: dict[str, Retry],
                stop: StopRequest) -> None:
     cat = store.catalog
     # A resumed run keeps the tasks it completed, when their outputs are still there.
@@ -414,22 +444,23 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
             if (t["step_id"], t["task_no"]) not in kept:
                 tx.execute("DELETE FROM tasks WHERE run_id = :id AND step_id = :s AND "
                            "task_no = :n", {"id": run_id, "s": t["step_id"], "n": t["task_no"]})
-    for (step_id, _), ref in sorted(kept.items()):
-        outputs.setdefault(step_id, []).append(ref)
+    for (step_id, task_no), ref in sorted(kept.items()):
+        outputs.setdefault(step_id, {})[task_no] = ref
     todo = [b for b in batches if (b.step_id, b.number) not in kept]
     cat.insert_many("tasks", [
         {"run_id": run_id, "step_id": b.step_id, "task_no": b.number, "status": "pending",
-         "rows_in": len(b.cells)} for b in todo
+         "rows_in": b.size} for b in todo
     ], keep_existing=True)
     for step in steps:
         n = sum(1 for b in batches if b.step_id == step.id)
         cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="running",
                    started_at=now(), tasks_total=n,
-                   rows_in=sum(len(b.cells) for b in batches if b.step_id == step.id))
+                   rows_in=sum(b.size for b in batches if b.step_id == step.id))
     cat.event(run_id, "stage", str(number), "running",
               f"{', '.join(s.id for s in steps)}: {len(batches)} task(s)")
     reporter.stage_started(number, [s.id for s in steps], len(todo),
-                           sum(len(b.cells) for b in todo))
+                           sum(b.size for b in todo),
+                           unit="cells" if all(s.input == "cells" for s in steps) else "rows")
     done: dict[str, int] = {s.id: sum(1 for k in kept if k[0] == s.id) for s in steps}
     storage = {s.id: s.storage for s in steps}
     rows: dict[str, int] = {s.id: 0 for s in steps}
@@ -467,7 +498,7 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
         ref = store.write_task_output(run_id, b.step_id, b.number, table,
                                       storage[b.step_id])
         faults.point("task-output-written")
-        outputs.setdefault(b.step_id, []).append(ref)
+        outputs.setdefault(b.step_id, {})[b.number] = ref
         cat.update("tasks", key, status="completed", finished_at=now(), seconds=outcome.seconds,
                    rows_out=table.num_rows, output_path=ref,
                    tile_seconds=json.dumps(outcome.tile_seconds) if outcome.tile_seconds
@@ -479,7 +510,7 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
         cat.event(run_id, "task", f"{b.step_id}#{b.number}", "completed",
                   f"{table.num_rows} rows in {outcome.seconds:.2f} s")
         faults.point("task-recorded")
-        reporter.task_finished(b.step_id, len(b.cells))
+        reporter.task_finished(b.step_id, b.size)
     for step in steps:
         cat.update("steps", {"run_id": run_id, "step_id": step.id}, status="completed",
                    finished_at=now())

@@ -9,9 +9,13 @@ from __future__ import annotations
 from h3pipe import faults
 from h3pipe.operations import raster
 from h3pipe.operations.base import Batch, BatchResult, Operation
+from h3pipe.operations.features import H3Assign, Sample, SpatialJoin
+from h3pipe.operations.tabular import Filter, H3WeightedAggregate, Transform
 from h3pipe.operations.zonal_stats import ZonalStats
 
-_REGISTRY: dict[str, Operation] = {op.name: op for op in (ZonalStats(),)}
+_REGISTRY: dict[str, Operation] = {op.name: op for op in (
+    ZonalStats(), Sample(), SpatialJoin(), H3Assign(), H3WeightedAggregate(), Filter(),
+    Transform())}
 
 
 def get_operation(name: str) -> Operation:
@@ -32,6 +36,7 @@ def run_batch(batch: Batch) -> BatchResult:
     """Entry point for worker processes (a top-level function, so it pickles by name): the
     batch's rows, and the seconds spent on each raster tile it read."""
     faults.point("batch")
+    faults.point(f"batch.{batch.step_id}")
     raster.TILE_SECONDS.clear()
     table = _REGISTRY[batch.operation].run_batch(batch)
     return BatchResult(table, dict(raster.TILE_SECONDS))

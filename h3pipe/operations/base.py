@@ -1,8 +1,11 @@
 """The :class:`Operation` contract and the :class:`Batch` work item it computes.
 
 An operation is registered under its YAML name, declares a JSON Schema for its
-``params``, and turns one batch into an Arrow table keyed by ``h3_index``. Batches are
-plain frozen data so they pickle to worker processes.
+``params``, and turns one batch into an Arrow table. A batch holds either H3 cells (the
+run's cells: a table keyed by ``h3_index`` comes back) or rows (feature rows from a vector
+source or an earlier step, or an earlier step's cell rows: the same rows come back with
+the operation's columns, unless it groups them). Batches are plain frozen data so they
+pickle to worker processes.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from h3pipe.operations.raster import RasterInfo
+from h3pipe.operations.vector import VectorInfo
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One task's work: a spatially compact group of H3 cells and what to read."""
+    """One task's work: a spatially compact group of H3 cells, or of rows, and what to
+    read (a raster, or a vector source to join)."""
 
     run_id: str
     step_id: str
@@ -28,6 +33,13 @@ class Batch:
     resolution: int = 0
     source_id: str | None = None
     raster: RasterInfo | None = None
+    rows: pa.Table | None = field(default=None, compare=False)
+    vector: VectorInfo | None = None
+
+    @property
+    def size(self) -> int:
+        """Cells or rows in the batch."""
+        return self.rows.num_rows if self.rows is not None else len(self.cells)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,29 @@ class Operation:
     example: ClassVar[str]
     params_schema: ClassVar[dict[str, Any]]
     requires_source: ClassVar[bool] = True
+    # What it can run over: 'cells' (the run's cells), 'features' (rows with a geometry),
+    # 'rows' (rows of an earlier step with an h3_index, such as an aggregation's).
+    input_kinds: ClassVar[frozenset[str]] = frozenset({"cells"})
+    source_kinds: ClassVar[tuple[str, ...]] = ("raster", "stac")
+    # A column whose equal values must share a batch (an aggregation's group key).
+    group_by: ClassVar[str | None] = None
+    # The kind of rows it returns; None: the kind it was given.
+    produces: ClassVar[str | None] = None
+
+    def check_source(self, params: dict[str, Any], kind: str) -> str | None:
+        """Why a source of ``kind`` does not suit these params (None when it does)."""
+        return None
+
+    def expressions(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        """SQL expressions in ``params`` (path, text), checked before any run."""
+        return []
+
+    def columns(self, params: dict[str, Any], input_columns: list[str]) -> list[str]:
+        """The columns of its output, given its input's."""
+        if self.produces == "cells":
+            return ["h3_index", *self.output_columns(params)]
+        new = self.output_columns(params)
+        return [c for c in input_columns if c not in new] + new
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         """Checks beyond the JSON Schema; each finding is (path inside params, message)."""

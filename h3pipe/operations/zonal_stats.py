@@ -1,12 +1,15 @@
-"""``zonal_stats``: statistics of a raster inside each H3 cell, by :class:`ZonalStats`.
+"""``zonal_stats``: statistics of a raster inside each H3 cell, or inside each feature's
+polygon, by :class:`ZonalStats`.
 
-Every statistic weighs each pixel by the exact fraction of it that the cell covers
-(exactextract); NaN and nodata pixels are never counted. A cell whose pixels are all
-nodata gets ``count`` 0, ``variety`` 0 and null for everything else.
+Every statistic weighs each pixel by the exact fraction of it that the cell or polygon
+covers; NaN and nodata pixels are never counted. A zone whose pixels are all nodata gets
+``count`` 0, ``variety`` 0 and null for everything else. H3 cells go through h3pipe's own
+kernel for moments; feature polygons (holes, multipolygons) go through exactextract.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
@@ -57,9 +60,20 @@ def cell_polygons(cells: tuple[str, ...]) -> list[list[tuple[float, float]]]:
     return rings
 
 
+def stat_problems(stats: list[Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for i, stat in enumerate(stats or []):
+        if isinstance(stat, str) and stat not in NAMED_STATS and not _QUANTILE.match(stat):
+            allowed = ", ".join(f"'{s}'" for s in NAMED_STATS) + ", 'quantile_NN'"
+            found.append((("stats", i), f"'{stat}' is not one of [{allowed}]"))
+    return found
+
+
 class ZonalStats(Operation):
     name = "zonal_stats"
-    summary = "Statistics of a raster source inside each H3 cell, with exact pixel coverage."
+    summary = ("Statistics of a raster source inside each H3 cell, or inside each feature's "
+               "polygon (input: a vector source or an earlier step's features), with exact "
+               "pixel coverage.")
     example = """\
 - id: elevation_stats
   operation: zonal_stats
@@ -80,16 +94,23 @@ class ZonalStats(Operation):
                 "description": "Any of " + ", ".join(NAMED_STATS)
                 + ", or quantile_NN for the NN-th percentile (1..99).",
             },
+            "keep": {
+                "type": "array", "items": {"type": "string"}, "uniqueItems": True,
+                "description": "Over features: the input columns to keep besides feature_id "
+                "and geometry (default: all).",
+            },
         },
     }
+    input_kinds = frozenset({"cells", "features"})
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-        found = []
-        for i, stat in enumerate(params.get("stats") or []):
-            if isinstance(stat, str) and stat not in NAMED_STATS and not _QUANTILE.match(stat):
-                allowed = ", ".join(f"'{s}'" for s in NAMED_STATS) + ", 'quantile_NN'"
-                found.append((("stats", i), f"'{stat}' is not one of [{allowed}]"))
-        return found
+        return stat_problems(params.get("stats") or [])
+
+    def columns(self, params: dict[str, Any], input_columns: list[str]) -> list[str]:
+        if "keep" in params and "geometry" in input_columns:
+            input_columns = [c for c in input_columns
+                             if c in ("feature_id", "geometry") or c in params["keep"]]
+        return super().columns(params, input_columns)
 
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         return list(params["stats"])
@@ -119,6 +140,8 @@ class ZonalStats(Operation):
         if info is None:
             raise OperationError(f"step '{batch.step_id}': zonal_stats needs a raster source")
         stats = list(batch.params["stats"])
+        if batch.rows is not None:
+            return self._over_features(batch, info, stats)
         rings = cell_polygons(batch.cells)
         groups = _groups(rings)
         if not info.crs_is_wgs84:
@@ -142,15 +165,86 @@ class ZonalStats(Operation):
         return pa.table(arrays)
 
 
+    def _over_features(self, batch: Batch, info: Any, stats: list[str]) -> pa.Table:
+        from h3pipe.operations.features import add_columns
+        from h3pipe.operations.vector import geometries
+
+        table = batch.rows
+        assert table is not None
+        if "keep" in batch.params:
+            keep = self.columns(batch.params, table.column_names)
+            table = table.select([c for c in table.column_names if c in keep])
+        columns = stats_of_geometries(batch, info, geometries(table), stats)
+        return add_columns(table, columns)
+
+
+def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[str]
+                        ) -> dict[str, pa.Array]:
+    """Exact-coverage statistics of ``info`` inside each (lon/lat) polygon of ``geoms``."""
+    import shapely
+
+    from h3pipe.operations.raster import MosaicReader
+
+    columns = {s: np.full(len(geoms), np.nan) for s in stats}
+    areal = np.flatnonzero(shapely.get_type_id(geoms) >= 3) if len(geoms) else np.array([], int)
+    target = geoms[areal]
+    if not info.crs_is_wgs84 and len(target):
+        from pyproj import CRS, Transformer
+
+        tr = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_wkt(info.crs_wkt),
+                                  always_xy=True)
+        target = shapely.transform(shapely.segmentize(target, 0.0005), lambda xy: np.column_stack(
+            tr.transform(xy[:, 0], xy[:, 1])))
+    if len(target):
+        env = shapely.bounds(target)
+        keys = np.floor(env[:, 0] / 0.25) * 100000 + np.floor(env[:, 1] / 0.25)
+        # Single polygons (holes allowed) go through the kernel when it can give every
+        # statistic; multipolygons, and statistics that need every value, through exactextract.
+        kernel = set(stats) <= set(MOMENT_STATS)
+        simple = shapely.get_type_id(target) == 3
+        with MosaicReader(info) as reader:
+            for key in np.unique(keys):
+                group = keys == key
+                fast = np.flatnonzero(group & simple) if kernel else np.array([], int)
+                slow = np.flatnonzero(group & ~simple) if kernel else np.flatnonzero(group)
+                if len(fast):
+                    polys = [[np.asarray(g.exterior.coords),
+                              *(np.asarray(r.coords) for r in g.interiors)]
+                             for g in target[fast]]
+                    _moments_polygons(reader, polys, areal[fast], stats, columns)
+                if len(slow):
+                    shapes = [json.loads(shapely.to_geojson(g)) for g in target[slow]]
+                    box = (env[slow, 0].min(), env[slow, 1].min(), env[slow, 2].max(),
+                           env[slow, 3].max())
+                    _extract(reader, batch, shapes, box, areal[slow], stats, columns)
+    out: dict[str, pa.Array] = {}
+    for stat in stats:
+        col = columns[stat]
+        if stat in _DEFINED_WHEN_EMPTY:  # a point or line covers no pixel: 0, not null
+            col = np.where(np.isnan(col), 0, col)
+        out[stat] = pa.array(col.astype(np.int64)) if stat == "variety" else \
+            pa.array(col, mask=np.isnan(col), type=pa.float64())
+    return out
+
+
 _KERNEL_COLUMN = {"count": 0, "sum": 1, "mean": 2, "min": 3, "max": 4, "stdev": 5}
 
 
 def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarray,
                    stats: list[str], columns: dict[str, np.ndarray]) -> None:
     """Like :func:`_extract_group`, for moment statistics only, with h3pipe's own kernel."""
+    _moments_polygons(reader, [[np.asarray(r, dtype=np.float64)] for r in rings], rows, stats,
+                      columns)
+
+
+def _moments_polygons(reader: Any, polys: list[list[np.ndarray]], rows: np.ndarray,
+                      stats: list[str], columns: dict[str, np.ndarray]) -> None:
+    """Moment statistics of polygons (each a list of rings, exterior first) from one
+    window, with h3pipe's own kernel."""
     from h3pipe.operations import coverage
 
-    xy = np.array([p for ring in rings for p in ring], dtype=np.float64)
+    rings = [r for poly in polys for r in poly]
+    xy = np.concatenate(rings)
     xs, ys = xy[:, 0], xy[:, 1]
     values, (xmin, ymin, xmax, ymax) = reader.read((xs.min(), ys.min(), xs.max(), ys.max()))
     nrows, ncols = values.shape
@@ -158,7 +252,8 @@ def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarra
     v = (ymax - ys) / ((ymax - ymin) / nrows)
     ring_starts = np.zeros(len(rings) + 1, dtype=np.int64)
     np.cumsum([len(r) for r in rings], out=ring_starts[1:])
-    poly_starts = np.arange(len(rings) + 1, dtype=np.int64)
+    poly_starts = np.zeros(len(polys) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in polys], out=poly_starts[1:])
     result = coverage.polygon_moments(values, u, v, ring_starts, poly_starts)
     empty = ~(result[:, coverage.COUNT] > 0)
     for stat in stats:
@@ -171,14 +266,23 @@ def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarra
 def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarray,
                    stats: list[str], columns: dict[str, np.ndarray]) -> None:
     """Fill ``columns[stat][row]`` for the cells ``rows`` (outlines ``rings``) from one window."""
+    xs = [x for ring in rings for x, _ in ring]
+    ys = [y for ring in rings for _, y in ring]
+    shapes = [{"type": "Polygon", "coordinates": [ring]} for ring in rings]
+    _extract(reader, batch, shapes, (min(xs), min(ys), max(xs), max(ys)), rows, stats, columns)
+
+
+def _extract(reader: Any, batch: Batch, shapes: list[dict[str, Any]],
+             bounds: tuple[float, float, float, float], rows: np.ndarray, stats: list[str],
+             columns: dict[str, np.ndarray]) -> None:
+    """Fill ``columns[stat][row]`` for the GeoJSON geometries ``shapes`` (rows ``rows``)
+    from one window covering ``bounds``, with exactextract."""
     from exactextract import Operation as EEOperation
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
 
     integer = np.issubdtype(np.dtype(reader.info.dtype), np.integer)
-    xs = [x for ring in rings for x, _ in ring]
-    ys = [y for ring in rings for _, y in ring]
-    values, (xmin, ymin, xmax, ymax) = reader.read((min(xs), min(ys), max(xs), max(ys)))
+    values, (xmin, ymin, xmax, ymax) = reader.read(bounds)
     raster = NumPyRasterSource(values, xmin, ymin, xmax, ymax, srs_wkt=reader.info.crs_wkt)
     # Each operation gets a field name of its own, f0, f1, ...: exactextract derives
     # quantile names from a truncated q*100 (0.29 becomes 'quantile_28', colliding with
@@ -186,9 +290,8 @@ def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarra
     ops = [EEOperation(name, f"f{i}", raster, None, options)
            for i, (name, options) in enumerate(map(stat_to_exactextract, stats))]
     ops.append(EEOperation("count", "valid_count", raster))
-    features = [{"type": "Feature", "properties": {"row": int(row)},
-                 "geometry": {"type": "Polygon", "coordinates": [ring]}}
-                for row, ring in zip(rows, rings, strict=True)]
+    features = [{"type": "Feature", "properties": {"row": int(row)}, "geometry": shape}
+                for row, shape in zip(rows, shapes, strict=True)]
     try:
         result = exact_extract(raster, features, ops, include_cols=["row"])
     except Exception as exc:  # exactextract raises plain RuntimeError/ValueError

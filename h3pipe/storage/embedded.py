@@ -52,6 +52,13 @@ class EmbeddedStore:
         self.write_table(table, path)
         return str(path.relative_to(self.root))
 
+    def read_outputs(self, refs: list[str]) -> pa.Table:
+        """The rows of task outputs, in the order of ``refs``."""
+        parts = [pq.read_table(self.root / ref) for ref in refs]
+        if not parts:
+            return pa.table({})
+        return pa.concat_tables(parts, promote_options="permissive")
+
     def output_exists(self, ref: str) -> bool:
         return (self.root / ref).is_file()
 

@@ -21,7 +21,22 @@ from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage.catalog import Catalog, result_columns, safe_url
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
-_PG_TYPES = {pa.float64(): "double precision", pa.int64(): "bigint", pa.string(): "text"}
+_PG_TYPES = {pa.float64(): "double precision", pa.float32(): "double precision",
+             pa.int64(): "bigint", pa.int32(): "bigint", pa.int16(): "bigint",
+             pa.int8(): "bigint", pa.uint8(): "bigint", pa.uint16(): "bigint",
+             pa.uint32(): "bigint", pa.string(): "text", pa.large_string(): "text",
+             pa.binary(): "bytea", pa.large_binary(): "bytea", pa.bool_(): "boolean",
+             pa.null(): "text"}
+_ARROW_TYPES = {"double precision": pa.float64(), "bigint": pa.int64(), "text": pa.string(),
+                "bytea": pa.binary(), "boolean": pa.bool_(), "integer": pa.int64(),
+                "real": pa.float64(), "smallint": pa.int64()}
+
+
+def _pg_type(t: pa.DataType) -> str:
+    if t in _PG_TYPES:
+        return _PG_TYPES[t]
+    raise StoreError(f"cannot keep a column of type {t} in PostgreSQL",
+                     hint="cast it in a transform step first")
 
 
 def _ident(name: str) -> str:
@@ -68,27 +83,52 @@ class PostgresStore:
             write_parquet(table, path)
             return _FILE + str(path)
         name = self._temp_table(run_id, step_id)
-        cols = [f for f in table.schema if f.name != "h3_index"]
-        ddl = ", ".join(f"{_ident(f.name)} {_PG_TYPES.get(f.type, 'double precision')}"
-                        for f in cols)
-        copy_cols = ", ".join(["task_no", "h3_index"] + [_ident(f.name) for f in cols])
+        cols = list(table.schema)
+        ddl = ", ".join(f"{_ident(f.name)} {_pg_type(f.type)}" for f in cols)
+        copy_cols = ", ".join(["task_no", "row_no"] + [_ident(f.name) for f in cols])
         rows = table.to_pylist()
         try:
             with self.catalog.engine.begin() as conn:
                 raw = conn.connection.driver_connection
                 with raw.cursor() as cur:
                     cur.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
-                                f"(task_no integer NOT NULL, h3_index text NOT NULL, {ddl})")
+                                f"(task_no integer NOT NULL, row_no integer NOT NULL, {ddl})")
                     cur.execute(f"DELETE FROM {name} WHERE task_no = %s", (number,))
                     with cur.copy(f"COPY {name} ({copy_cols}) FROM STDIN") as copy:
                         for i, r in enumerate(rows):
                             if i == len(rows) // 2:
                                 faults.point("write-partial")
-                            copy.write_row([number, r["h3_index"], *(r[f.name] for f in cols)])
+                            copy.write_row([number, i, *(r[f.name] for f in cols)])
         except Exception as exc:
             raise StoreError(f"cannot write task {step_id}#{number} to {self.location}: "
                              f"{' '.join(str(exc).split())[:300]}") from exc
         return f"{name}#{number}"
+
+    def read_outputs(self, refs: list[str]) -> pa.Table:
+        """The rows of task outputs, in the order of ``refs``."""
+        import pyarrow.parquet as pq
+
+        parts: list[pa.Table] = []
+        for ref in refs:
+            if ref.startswith(_FILE):
+                parts.append(pq.read_table(ref[len(_FILE):]))
+                continue
+            table, _, number = ref.partition("#")
+            schema, _, name = table.partition(".")
+            types = self.catalog.query(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE "
+                "table_schema = :s AND table_name = :t AND column_name NOT IN "
+                "('task_no', 'row_no') "
+                "ORDER BY ordinal_position", {"s": schema, "t": name.strip('"')})
+            rows = self.catalog.query(f"SELECT * FROM {table} WHERE task_no = :n "
+                                      "ORDER BY row_no", {"n": int(number)})
+            parts.append(pa.table({
+                c["column_name"]: pa.array(
+                    [bytes(r[c["column_name"]]) if isinstance(r[c["column_name"]], memoryview)
+                     else r[c["column_name"]] for r in rows],
+                    _ARROW_TYPES.get(c["data_type"], pa.string()))
+                for c in types}))
+        return _concat(parts)
 
     def output_exists(self, ref: str) -> bool:
         if ref.startswith(_FILE):
@@ -240,3 +280,9 @@ class PostgresStore:
             else:
                 data[col] = pa.array(values, pa.float64())
         return pa.table(data)
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
+    if not parts:
+        return pa.table({})
+    return pa.concat_tables(parts, promote_options="permissive")

@@ -123,9 +123,11 @@ def test_repeated_sigkill_at_random_moments_then_resume(tif, tmp_path, cli, unin
         proc = subprocess.Popen(
             [sys.executable, "-m", "h3pipe", "--project", str(proj), "-q", "run", "p",
              "--bbox", BBOX, "--workers", "2"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env={**os.environ, "H3PIPE_FAULTS": "batch:sleep=0.3"})
+            stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "H3PIPE_FAULTS": "batch:sleep=0.3"})
         time.sleep(rng.uniform(1.0, 4.0))
         if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
             break
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,173 @@
+"""Cut a step's input into batches: :class:`Planner`.
+
+A step over ``cells`` gets the run's cells (spatially ordered) in batches of at most
+``batch_size``. A step over a vector source gets that source's features in the run's
+scope; a step over ``$step`` gets the rows that step actually produced. Rows are batched
+from what is really there at the start of the stage, never from the first stage's
+batches; an operation that groups (``h3_weighted_aggregate``) gets every row of a group in
+one batch. The same inputs always give the same batches, so a resumed run keeps its
+completed tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from h3pipe.engine.scope import cells_bounds
+from h3pipe.errors import OperationError
+from h3pipe.operations import Batch, get_operation
+from h3pipe.operations.features import assign_cells, centroids
+from h3pipe.operations.raster import RasterInfo
+from h3pipe.operations.vector import GEOMETRY, VectorInfo, read_features
+from h3pipe.spec import StepSpec
+
+# Cells of this resolution order features spatially (neighbours share a batch).
+_ORDER_RESOLUTION = 9
+
+
+@dataclass
+class Planner:
+    run_id: str
+    cells: list[str]
+    resolution: int
+    size: int
+    rasters: dict[str, RasterInfo]
+    vectors: dict[str, VectorInfo]
+    store: Any
+    # step id -> task number -> reference of its output, filled as tasks complete
+    outputs: dict[str, dict[int, str]] = field(default_factory=dict)
+    _features: dict[str, pa.Table] = field(default_factory=dict)
+    _cell_set: set[str] | None = None
+
+    def batches(self, step: StepSpec) -> list[Batch]:
+        if step.input == "cells":
+            return self._cell_batches(step)
+        rows = self._rows(step)
+        if rows.num_rows == 0:  # nothing in the scope (no buildings there): no task
+            return []
+        op = get_operation(step.operation)
+        if op.group_by == "h3_index":
+            rows = self._cells_of(step, rows)
+            bounds = _group_bounds(rows.column("h3_index").to_pylist(), self.size)
+        else:
+            bounds = [(s, min(s + self.size, rows.num_rows))
+                      for s in range(0, rows.num_rows, self.size)]
+        out = []
+        for number, (start, stop) in enumerate(bounds, 1):
+            # A copy, not a slice: a pickled slice would carry the whole table's buffers.
+            chunk = rows.take(pa.array(np.arange(start, stop)))
+            out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
+                             operation=step.operation, params=step.params,
+                             resolution=self.resolution, source_id=step.source,
+                             raster=self._raster_for(step, chunk), rows=chunk,
+                             vector=self.vectors.get(step.source or "")))
+        return out
+
+    def _cell_batches(self, step: StepSpec) -> list[Batch]:
+        out = []
+        for number, start in enumerate(range(0, len(self.cells), self.size), 1):
+            chunk = tuple(self.cells[start:start + self.size])
+            raster = self.rasters.get(step.source) if step.source else None
+            if raster is not None and raster.crs_is_wgs84:
+                # Ship only the tiles this batch touches: a glob may list thousands.
+                raster = raster.subset(cells_bounds(chunk))
+            out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
+                             operation=step.operation, params=step.params, cells=chunk,
+                             resolution=self.resolution, source_id=step.source,
+                             raster=raster))
+        return out
+
+    @property
+    def cell_set(self) -> set[str]:
+        if self._cell_set is None:
+            self._cell_set = set(self.cells)
+        return self._cell_set
+
+    def _rows(self, step: StepSpec) -> pa.Table:
+        upstream = step.input_step
+        if upstream is not None:
+            done = self.outputs.get(upstream, {})
+            return self.store.read_outputs([done[n] for n in sorted(done)])
+        return self.features(step.input)
+
+    def features(self, source_id: str) -> pa.Table:
+        """The source's features whose centroid lies in one of the run's cells, in spatial
+        order: the scope's features, each in exactly one run (as cells are)."""
+        if source_id not in self._features:
+            table = read_features(self.vectors[source_id], cells_bounds(tuple(self.cells)))
+            if table.num_rows:
+                mine = assign_cells(table, self.resolution).to_pylist()
+                keep = np.array([c in self.cell_set for c in mine], dtype=bool)
+                table = table.filter(pa.array(keep))
+                order_key = assign_cells(table, _ORDER_RESOLUTION).to_pylist()
+                table = table.take(pa.array(np.argsort(np.array(order_key, dtype=object),
+                                                       kind="stable")))
+            self._features[source_id] = table
+        return self._features[source_id]
+
+    def _cells_of(self, step: StepSpec, rows: pa.Table) -> pa.Table:
+        """Rows with an h3_index (from their centroid when they have none), sorted by it;
+        when the step publishes, only the run's cells."""
+        if "h3_index" not in rows.column_names:
+            if GEOMETRY not in rows.column_names:
+                raise OperationError(f"step '{step.id}': its rows have neither h3_index nor "
+                                     "a geometry")
+            rows = rows.append_column("h3_index", assign_cells(rows, self.resolution))
+        if step.output == "h3_stats":
+            cells = rows.column("h3_index").to_pylist()
+            other = next((c for c in cells if c is not None and
+                          int(c[1], 16) != self.resolution), None)
+            if other is not None:
+                import h3
+
+                raise OperationError(
+                    f"step '{step.id}' publishes cells of resolution "
+                    f"{h3.get_resolution(other)}, but the run is at resolution "
+                    f"{self.resolution}", hint="run at that resolution, or drop the "
+                    "h3_assign resolution so it follows the run")
+            keep = np.array([c in self.cell_set for c in cells], dtype=bool)
+            rows = rows.filter(pa.array(keep))
+        keys = np.array(rows.column("h3_index").to_pylist(), dtype=object)
+        keys[keys == None] = ""  # noqa: E711 - elementwise on an object array
+        return rows.take(pa.array(np.argsort(keys, kind="stable")))
+
+    def _raster_for(self, step: StepSpec, rows: pa.Table) -> RasterInfo | None:
+        raster = self.rasters.get(step.source or "")
+        if raster is None or not raster.crs_is_wgs84 or GEOMETRY not in rows.column_names \
+                or rows.num_rows == 0:
+            return raster
+        import shapely
+
+        from h3pipe.operations.vector import geometries
+
+        x0, y0, x1, y1 = shapely.total_bounds(geometries(rows))
+        if not all(map(math.isfinite, (x0, y0, x1, y1))):
+            return raster
+        margin = 0.0
+        if "radius_m" in step.params:  # a buffer reaches beyond the features
+            lat = max(abs(y0), abs(y1))
+            margin = 1.1 * step.params["radius_m"] / (111_320 * max(0.01,
+                                                                    math.cos(math.radians(lat))))
+        return raster.subset((x0 - margin, y0 - margin, x1 + margin, y1 + margin))
+
+
+def _group_bounds(keys: list[str | None], size: int) -> list[tuple[int, int]]:
+    """Slices of at most about ``size`` rows of sorted ``keys`` that never split a key."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    n = len(keys)
+    while start < n:
+        stop = min(start + size, n)
+        while stop < n and keys[stop] == keys[stop - 1]:
+            stop += 1
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+__all__ = ["Planner", "centroids"]
