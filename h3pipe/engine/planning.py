@@ -21,7 +21,7 @@ import pyarrow as pa
 from h3pipe.engine.scope import cells_bounds
 from h3pipe.errors import OperationError
 from h3pipe.operations import Batch, get_operation
-from h3pipe.operations.features import assign_cells, centroids
+from h3pipe.operations.features import assign_cells
 from h3pipe.operations.raster import RasterInfo
 from h3pipe.operations.vector import GEOMETRY, VectorInfo, read_features
 from h3pipe.spec import StepSpec
@@ -170,4 +170,4 @@ def _group_bounds(keys: list[str | None], size: int) -> list[tuple[int, int]]:
     return out
 
 
-__all__ = ["Planner", "centroids"]
+__all__ = ["Planner"]

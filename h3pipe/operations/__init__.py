@@ -9,8 +9,12 @@ from __future__ import annotations
 from h3pipe import faults
 from h3pipe.operations import raster
 from h3pipe.operations.base import Batch, BatchResult, Operation
-from h3pipe.operations.features import H3Assign, Sample, SpatialJoin
-from h3pipe.operations.tabular import Filter, H3WeightedAggregate, Transform
+from h3pipe.operations.filter import Filter
+from h3pipe.operations.h3_assign import H3Assign
+from h3pipe.operations.h3_weighted_aggregate import H3WeightedAggregate
+from h3pipe.operations.sample import Sample
+from h3pipe.operations.spatial_join import SpatialJoin
+from h3pipe.operations.transform import Transform
 from h3pipe.operations.zonal_stats import ZonalStats
 
 _REGISTRY: dict[str, Operation] = {op.name: op for op in (

@@ -18,7 +18,8 @@ GPKG = FOLDER / "kampala_buildings_msft.gpkg"
 GRID = FOLDER / "kampala_mastergrid_worldpop_3arcsec.tif"
 BBOX = (32.60, 0.32, 32.64, 0.355)
 
-pytestmark = pytest.mark.skipif(not GPKG.exists(), reason="../shared/data is absent")
+pytestmark = [pytest.mark.skipif(not GPKG.exists(), reason="../shared/data is absent"),
+              pytest.mark.realdata]
 
 PIPELINE = """\
 id: footprints

@@ -1,0 +1,40 @@
+"""``filter``: keep the rows a SQL condition holds for, by :class:`Filter`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from h3pipe.operations.base import Batch, Operation
+from h3pipe.operations.tabular import SQL, input_rows, run_sql
+
+
+class Filter(Operation):
+    name = "filter"
+    summary = "Keep the rows for which a SQL condition is true (null counts as false)."
+    example = """\
+- id: residential
+  operation: filter
+  input: buildings
+  output: intermediate
+  params:
+    where: "use = 'residential' AND area_m2 >= 20"
+"""
+    params_schema: dict[str, Any] = {
+        "type": "object", "required": ["where"], "additionalProperties": False,
+        "properties": {"where": {**SQL, "description": "A SQL condition over the input's "
+                                 "columns (DuckDB dialect)."}},
+    }
+    input_kinds = frozenset({"cells", "features"})
+    requires_source = False
+
+    def expressions(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        return [(("where",), params["where"])]
+
+    def output_columns(self, params: dict[str, Any]) -> list[str]:
+        return []
+
+    def run_batch(self, batch: Batch) -> pa.Table:
+        return run_sql(batch, input_rows(batch),
+                       f"SELECT * FROM rows WHERE coalesce(({batch.params['where']}), false)")
