@@ -265,6 +265,11 @@ class Project:
                 report.problems.append(doc.problem(["path"], "a database URL needs 'table' "
                                                    "(schema.name)"))
                 valid = False
+            elif is_db and "id_field" not in data:
+                report.problems.append(doc.problem(["table"], "a PostGIS table needs "
+                                                   "'id_field' (a column that identifies a "
+                                                   "row, such as its primary key)"))
+                valid = False
             elif "table" in data and not is_db:
                 report.problems.append(doc.problem(["table"], "'table' needs 'path' to be a "
                                                    "postgresql:// URL"))

@@ -11,6 +11,7 @@ area's bounding box as it is read, so a country's buildings never come from the 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,16 @@ def vector_info(source_id: str, location: str, base_dir: Path, *, layer: str | N
                               hint="check 'path' in the source file (relative paths are "
                               "relative to the project)")
         location = str(path)
-    return VectorInfo(source_id, location, layer, table, id_field, tuple(attributes))
+    info = VectorInfo(source_id, location, layer, table, id_field, tuple(attributes))
+    # Open its metadata now: a corrupt file, a missing layer, table or field fails before
+    # the run starts, not when its stage comes.
+    read_features(info, None)
+    return info
 
 
-def read_features(info: VectorInfo, bounds: Bounds) -> pa.Table:
-    """The features whose bounding box meets ``bounds`` (lon/lat), as a feature table."""
+def read_features(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
+    """The features whose bounding box meets ``bounds`` (lon/lat), as a feature table;
+    with ``bounds`` None, only check that the source opens and has its fields."""
     if info.is_postgis:
         return _read_postgis(info, bounds)
     if info.location.lower().endswith((".parquet", ".geoparquet")):
@@ -70,13 +76,22 @@ def read_features(info: VectorInfo, bounds: Bounds) -> pa.Table:
     return _read_ogr(info, bounds)
 
 
-def _read_ogr(info: VectorInfo, bounds: Bounds) -> pa.Table:
+def _read_ogr(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
+    # GDAL's remarks on a damaged file come as warnings; the error raised says what matters.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _read_ogr_quietly(info, bounds)
+
+
+def _read_ogr_quietly(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
     import pyogrio
 
     try:
         meta = pyogrio.read_info(info.location, layer=info.layer)
         _check_fields(info, list(meta["fields"]))
         crs = meta.get("crs")
+        if bounds is None:
+            return pa.table({})
         meta_r, table = pyogrio.read_arrow(
             info.location, layer=info.layer, bbox=_bounds_in(bounds, crs),
             columns=[c for c in [info.id_field, *info.attributes] if c], return_fids=True)
@@ -98,7 +113,7 @@ def _read_ogr(info: VectorInfo, bounds: Bounds) -> pa.Table:
     return _feature_table(info, ids, {a: table.column(a) for a in info.attributes}, geoms)
 
 
-def _read_geoparquet(info: VectorInfo, bounds: Bounds) -> pa.Table:
+def _read_geoparquet(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
     import pyarrow.parquet as pq
     import shapely
 
@@ -108,6 +123,8 @@ def _read_geoparquet(info: VectorInfo, bounds: Bounds) -> pa.Table:
         geometry_name = geo.get("primary_column", GEOMETRY)
         crs = geo.get("columns", {}).get(geometry_name, {}).get("crs")
         _check_fields(info, [n for n in schema.names if n != geometry_name])
+        if bounds is None:
+            return pa.table({})
         wanted = [c for c in dict.fromkeys([info.id_field, *info.attributes, geometry_name]) if c]
         table = pq.read_table(info.location, columns=wanted)
     except SourceError:
@@ -127,7 +144,7 @@ def _read_geoparquet(info: VectorInfo, bounds: Bounds) -> pa.Table:
     return _feature_table(info, ids, {a: table.column(a) for a in info.attributes}, geoms)
 
 
-def _read_postgis(info: VectorInfo, bounds: Bounds) -> pa.Table:
+def _read_postgis(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
     import psycopg
     from psycopg import sql
 
@@ -148,10 +165,11 @@ def _read_postgis(info: VectorInfo, bounds: Bounds) -> pa.Table:
                 "AND table_schema = coalesce(nullif(%s, ''), current_schema())",
                 (name, schema)).fetchall()]
             _check_fields(info, cols)
+            if bounds is None:
+                return pa.table({})
             geom = sql.Identifier(found[0])
             table_id = sql.Identifier(*info.table.split("."))
-            id_expr = (sql.SQL("{}::text").format(sql.Identifier(info.id_field))
-                       if info.id_field else sql.SQL("row_number() OVER ()::text"))
+            id_expr = sql.SQL("{}::text").format(sql.Identifier(info.id_field or ""))
             attrs = sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(a))
                                      for a in info.attributes)
             query = sql.SQL(

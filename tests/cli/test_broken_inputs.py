@@ -179,7 +179,62 @@ BASE_P = zonal_pipeline("p", "s", ["mean", "count"], dataset="ds")
 # (id, breaker, expected exit, culprit text, mode) where mode is
 #   "error": one-line 'error:' on stderr; "validate": FILE:LINE problems on stdout;
 #   "ok": a non-error case that must succeed.
+VEC_P = """\
+id: p
+output: {dataset: ds, theme: terrain}
+defaults: {resolution: 7}
+steps:
+  - {id: at, operation: sample, input: v, source: s, output: intermediate}
+  - id: agg
+    operation: h3_weighted_aggregate
+    input: $at
+    params: {aggregations: [{name: n, function: count}, {name: mean, function: mean,
+                                                         column: value}]}
+"""
+
+
+def _vec(source: str, pipeline: str = VEC_P) -> Callable[[Ctx], tuple]:
+    """A vector source 'v' (points in the raster, from TMP/v.gpkg) and a feature pipeline,
+    one of the two broken."""
+    def f(c: Ctx) -> tuple:
+        import pyogrio
+        import shapely
+
+        pts = [shapely.Point(29.05 + i * 0.01, -2.05 - i * 0.01) for i in range(5)]
+        table = __import__("pyarrow").table({"bid": [f"b{i}" for i in range(5)],
+                                              "floors": [1, 2, 3, 1, 2],
+                                              "geometry": shapely.to_wkb(np.array(pts))})
+        pyogrio.write_arrow(table, c.tmp / "v.gpkg", driver="GPKG", geometry_name="geometry",
+                            geometry_type="Point", crs="EPSG:4326")
+        (c.tmp / "junk.gpkg").write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
+        c.source(source.replace("TMP", str(c.tmp)), name="v")
+        c.pipeline(pipeline)
+        return RUN
+    return f
+
+
+V_OK = "id: v\nkind: vector\npath: 'TMP/v.gpkg'\nid_field: bid\nattributes: [floors]\n" \
+       "theme: infrastructure\n"
+
 CASES: list = [
+    # vector sources and feature pipelines
+    ("vec-missing-file", _vec(V_OK.replace("v.gpkg", "nope.gpkg")), 2, "nope.gpkg", "error"),
+    ("vec-corrupt-file", _vec(V_OK.replace("v.gpkg", "junk.gpkg")), 2, "junk.gpkg", "error"),
+    ("vec-missing-field", _vec(V_OK.replace("[floors]", "[height]")), 2, "height", "error"),
+    ("vec-postgis-no-id", _vec("id: v\nkind: vector\npath: postgresql://x@127.0.0.1:1/db\n"
+                               "table: public.homes\ntheme: infrastructure\n"), 2, "id_field",
+     "error"),
+    ("vec-postgis-down", _vec("id: v\nkind: vector\npath: postgresql://x@127.0.0.1:1/db\n"
+                              "table: public.homes\nid_field: hid\ntheme: infrastructure\n"),
+     2, "cannot reach the database", "error"),
+    ("vec-sql-unknown-column", _vec(V_OK, VEC_P.replace(
+        "{name: n, function: count}", "{name: n, function: count, where: 'flors > 1'}")), 2,
+     "flors", "error"),
+    ("vec-sample-over-cells", _vec(V_OK, VEC_P.replace("input: v, ", "")), 2,
+     "runs over features, but its input gives cells", "error"),
+    ("vec-publish-features", _vec(V_OK, VEC_P.replace("output: intermediate", "")), 2,
+     "not H3 cells", "error"),
+
     # malformed YAML, in a pipeline and in a source, seen by run (2) and by validate (1)
     ("pipe-yaml-tab", _pipe("id: p\n\toutput: {dataset: ds}\n"), 2, "p.yaml", "error"),
     ("pipe-yaml-unclosed", _pipe("id: p\nsteps: [\n"), 2, "p.yaml", "error"),
