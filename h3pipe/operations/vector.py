@@ -55,8 +55,11 @@ def vector_info(source_id: str, location: str, base_dir: Path, *, layer: str | N
         if not path.is_absolute():
             path = base_dir / path
         if not path.exists():
+            demo = ".h3pipe/demo/" in location
             raise SourceError(f"source '{source_id}': no file '{location}'",
-                              hint="check 'path' in the source file (relative paths are "
+                              hint="run 'make demo-flood' to generate the stand-in data, or "
+                              "point the source at your file" if demo else
+                              "check 'path' in the source file (relative paths are "
                               "relative to the project)")
         location = str(path)
     info = VectorInfo(source_id, location, layer, table, id_field, tuple(attributes))
