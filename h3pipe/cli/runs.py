@@ -79,7 +79,7 @@ def show(
              f"tasks {s['tasks_done']}/{s['tasks_total']}, rows in {s['rows_in']}, "
              f"rows out {s['rows_out']}" + (f", error: {s['error']}" if s["error"] else ""))
     for t in r["failed_tasks"]:
-        echo(f"  failed task {t['step_id']}#{t['task_no']} ({t['rows_in']} cells): {t['error']}")
+        echo(f"  failed task {t['step_id']}#{t['task_no']} ({t['rows_in']} rows in): {t['error']}")
     if r["events"]:
         echo(f"timeline ({r['task_events']} task events not shown):")
         for e in r["events"]:
@@ -88,7 +88,7 @@ def show(
     if r["slowest_tasks"]:
         echo("slowest tasks:")
         for t in r["slowest_tasks"]:
-            echo(f"  {t['step_id']}#{t['task_no']}: {t['seconds']:.2f} s for {t['rows_in']} cells")
+            echo(f"  {t['step_id']}#{t['task_no']}: {t['seconds']:.2f} s, {t['rows_in']} rows in")
     if r["slowest_tiles"]:
         echo("slowest tiles (time spent reading and decoding them):")
         for t in r["slowest_tiles"]:

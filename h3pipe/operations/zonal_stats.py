@@ -233,27 +233,33 @@ _KERNEL_COLUMN = {"count": 0, "sum": 1, "mean": 2, "min": 3, "max": 4, "stdev": 
 def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarray,
                    stats: list[str], columns: dict[str, np.ndarray]) -> None:
     """Like :func:`_extract_group`, for moment statistics only, with h3pipe's own kernel."""
-    _moments_polygons(reader, [[np.asarray(r, dtype=np.float64)] for r in rings], rows, stats,
-                      columns)
+    xy = np.array([p for ring in rings for p in ring], dtype=np.float64)
+    _moments(reader, xy, [len(r) for r in rings], np.ones(len(rings), dtype=np.int64), rows,
+             stats, columns)
 
 
 def _moments_polygons(reader: Any, polys: list[list[np.ndarray]], rows: np.ndarray,
                       stats: list[str], columns: dict[str, np.ndarray]) -> None:
     """Moment statistics of polygons (each a list of rings, exterior first) from one
     window, with h3pipe's own kernel."""
+    rings = [r for poly in polys for r in poly]
+    _moments(reader, np.concatenate(rings), [len(r) for r in rings],
+             np.array([len(p) for p in polys], dtype=np.int64), rows, stats, columns)
+
+
+def _moments(reader: Any, xy: np.ndarray, ring_lengths: list[int], rings_per_poly: np.ndarray,
+             rows: np.ndarray, stats: list[str], columns: dict[str, np.ndarray]) -> None:
     from h3pipe.operations import coverage
 
-    rings = [r for poly in polys for r in poly]
-    xy = np.concatenate(rings)
     xs, ys = xy[:, 0], xy[:, 1]
     values, (xmin, ymin, xmax, ymax) = reader.read((xs.min(), ys.min(), xs.max(), ys.max()))
     nrows, ncols = values.shape
     u = (xs - xmin) / ((xmax - xmin) / ncols)
     v = (ymax - ys) / ((ymax - ymin) / nrows)
-    ring_starts = np.zeros(len(rings) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in rings], out=ring_starts[1:])
-    poly_starts = np.zeros(len(polys) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in polys], out=poly_starts[1:])
+    ring_starts = np.zeros(len(ring_lengths) + 1, dtype=np.int64)
+    np.cumsum(ring_lengths, out=ring_starts[1:])
+    poly_starts = np.zeros(len(rings_per_poly) + 1, dtype=np.int64)
+    np.cumsum(rings_per_poly, out=poly_starts[1:])
     result = coverage.polygon_moments(values, u, v, ring_starts, poly_starts)
     empty = ~(result[:, coverage.COUNT] > 0)
     for stat in stats:
