@@ -58,7 +58,10 @@ def show(
     echo(f"scope:      {r['scope_label']}, resolution {r['resolution']}, {r['cells']} cells")
     echo(f"status:     {r['status']}")
     echo(f"started:    {stamp(r['started_at'])}   finished: {stamp(r['finished_at'])}")
-    echo(f"settings:   batch size {r['params']['batch_size']}, workers {r['params']['workers']}")
+    most = r["params"].get("max_batch_size")
+    echo(f"settings:   batch size {r['params']['batch_size']} cells"
+         + (f" (rows: at most {most} per task)" if most else "")
+         + f", workers {r['params']['workers']}")
     if r["error"]:
         echo(f"error:      {r['error']}")
     if r["items"]:

@@ -12,6 +12,7 @@ completed tasks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ class Planner:
     rasters: dict[str, RasterInfo]
     vectors: dict[str, VectorInfo]
     store: Any
+    # Rows per batch for a step given its number of rows (cells use ``size``).
+    row_batch: Callable[[int], int] = lambda n: 500
     # step id -> task number -> reference of its output, filled as tasks complete
     outputs: dict[str, dict[int, str]] = field(default_factory=dict)
     _features: dict[str, pa.Table] = field(default_factory=dict)
@@ -51,12 +54,12 @@ class Planner:
         if rows.num_rows == 0:  # nothing in the scope (no buildings there): no task
             return []
         op = get_operation(step.operation)
+        size = self.row_batch(rows.num_rows)
         if op.group_by == "h3_index":
             rows = self._cells_of(step, rows)
-            bounds = _group_bounds(rows.column("h3_index").to_pylist(), self.size)
+            bounds = _group_bounds(rows.column("h3_index").to_pylist(), size)
         else:
-            bounds = [(s, min(s + self.size, rows.num_rows))
-                      for s in range(0, rows.num_rows, self.size)]
+            bounds = [(s, min(s + size, rows.num_rows)) for s in range(0, rows.num_rows, size)]
         out = []
         for number, (start, stop) in enumerate(bounds, 1):
             # A copy, not a slice: a pickled slice would carry the whole table's buffers.

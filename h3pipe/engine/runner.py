@@ -214,15 +214,22 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
         store.close()
         return RunResult(run_id, pipeline.id, pipeline.dataset, scope.label, res,
                          row["cells"] or 0, row["cells"] or 0, 0.0, store.location, "already")
-    if row is not None:
+    # Batches: at most max_size cells or rows, fewer when that keeps every worker busy.
+    max_size, planned_workers = size, nworkers
+    resuming = row is not None and not again.force
+    if row is not None and resuming:
         # The batches of a resumed run must be the ones it started with.
-        size = json.loads(row["params"]).get("batch_size", size)
+        before = json.loads(row["params"])
+        size = before.get("batch_size", size)
+        max_size = before.get("max_batch_size", size)
+        planned_workers = before.get("workers", nworkers)
     cells = scope_cells(scope, res)
-    if row is None:
+    if not resuming:
         size = balanced_batch_size(len(cells), size, nworkers)
     stages = StepGraph(pipeline.steps).stages()
 
-    params = {"batch_size": size, "workers": nworkers, "scope": scope.to_json()}
+    params = {"batch_size": size, "max_batch_size": max_size, "workers": planned_workers,
+              "scope": scope.to_json()}
     started = time.perf_counter()
     state = "completed"
     claim(store, run_id, row, {
@@ -262,7 +269,9 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
     stop = StopRequest(again.grace_seconds)
     try:
         with graceful(stop):
-            planner = Planner(run_id, cells, res, size, rasters, vectors, store)
+            planner = Planner(run_id, cells, res, size, rasters, vectors, store,
+                              row_batch=lambda n: balanced_batch_size(n, max_size,
+                                                                      planned_workers))
             outputs = planner.outputs
             for n, stage in enumerate(stages, 1):
                 stop.check()
@@ -281,16 +290,13 @@ def _run(project: Project, pipeline: PipelineSpec, scope: Scope, res: int, size:
                                      "its dataset is empty there")
                     outputs[step.id] = {1: store.write_task_output(
                         run_id, step.id, 1, _no_rows(step), step.storage)}
-            rows = 0
-            for step in pipeline.steps:
-                if step.output == "h3_stats":
-                    op = get_operation(step.operation)
-                    rows = store.publish(
-                        run_id=run_id, dataset=pipeline.dataset, theme=pipeline.theme,
-                        resolution=res, scope_key=scope.key, scope_label=scope.label,
-                        step_outputs=[([outputs[step.id][k] for k in sorted(outputs[step.id])],
-                                       op.output_columns(step.params))],
-                    )
+            # Every published step's columns, joined on h3_index into one result.
+            rows = store.publish(
+                run_id=run_id, dataset=pipeline.dataset, theme=pipeline.theme,
+                resolution=res, scope_key=scope.key, scope_label=scope.label,
+                step_outputs=[([outputs[s.id][k] for k in sorted(outputs[s.id])],
+                               get_operation(s.operation).output_columns(s.params))
+                              for s in pipeline.steps if s.output == "h3_stats"])
     except BaseException as exc:
         beat.stop()
         _record_end(store, run_id, exc)

@@ -305,3 +305,41 @@ def _scope_cells_of(bbox, resolution):
     from shapely.geometry import box
 
     return h3.geo_to_cells(box(*map(float, bbox.split(","))).__geo_interface__, resolution)
+
+
+def test_every_published_step_lands_in_one_dataset_and_rows_are_batched_by_rows(
+        scene, tmp_path, cli):
+    import sqlite3
+
+    root, buildings = scene
+    both = textwrap.dedent("""\
+        id: both
+        output: {dataset: both, theme: hazard}
+        defaults: {resolution: 8, batch_size: 100}
+        steps:
+          - id: people
+            operation: zonal_stats
+            source: pop
+            params: {stats: [sum]}
+          - id: count
+            operation: h3_weighted_aggregate
+            input: buildings
+            params: {aggregations: [{name: buildings, function: count}]}
+        """)
+    proj = write_project(tmp_path / "p", sources=_sources(root), pipelines={"both": both})
+    r = cli("--project", proj, "run", "both", "--bbox", BBOX, "--workers", "2")
+    assert r.exit_code == 0, r.stderr
+    got = _export(cli, proj, tmp_path / "o.parquet", "both")
+    scope = _scope_cells(8)
+    expected = _expected_by_cell(buildings, 8, scope)
+    assert set(got) == scope  # every cell, from the cell step
+    for cell, row in got.items():
+        assert row["sum"] is not None
+        assert row["buildings"] == (len(expected[cell]) if cell in expected else None)
+    # The cell step's batches follow the cells, the feature step's follow its rows: about
+    # 100 rows a task, not the cell step's smaller batches.
+    db = sqlite3.connect(proj / ".h3pipe" / "catalog.sqlite")
+    tasks = dict(db.execute("SELECT step_id, tasks_total FROM steps").fetchall())
+    rows_in = sum(1 for b in buildings if h3.latlng_to_cell(b["y"], b["x"], 8) in scope)
+    assert tasks["count"] <= -(-rows_in // 100) + len(expected)  # groups never split
+    assert tasks["people"] == -(-len(scope) // min(100, -(-len(scope) // 8)))
