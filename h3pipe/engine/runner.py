@@ -441,7 +441,7 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                stop: StopRequest) -> None:
     cat = store.catalog
     # A resumed run keeps the tasks it completed, when their outputs are still there.
-    completed = cat.query("SELECT step_id, task_no, output_path FROM tasks WHERE "
+    completed = cat.query("SELECT step_id, task_no, output_path, rows_out FROM tasks WHERE "
                           "run_id = :id AND status = 'completed'", {"id": run_id})
     kept = {(t["step_id"], t["task_no"]): t["output_path"] for t in completed
             if store.output_exists(t["output_path"])}
@@ -469,7 +469,9 @@ def _run_stage(store: Any, run_id: str, number: int, steps: list[StepSpec],
                            unit="cells" if all(s.input == "cells" for s in steps) else "rows")
     done: dict[str, int] = {s.id: sum(1 for k in kept if k[0] == s.id) for s in steps}
     storage = {s.id: s.storage for s in steps}
-    rows: dict[str, int] = {s.id: 0 for s in steps}
+    rows: dict[str, int] = {s.id: sum(t["rows_out"] or 0 for t in completed
+                                      if t["step_id"] == s.id
+                                      and (s.id, t["task_no"]) in kept) for s in steps}
     for outcome in executor.run(todo, retry, stop):
         if isinstance(outcome, Stopping):
             text = (f"stop requested ({stop.reason}): no new tasks; waiting up to "

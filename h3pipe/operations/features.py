@@ -50,24 +50,39 @@ def centroids(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return shapely.get_x(c), shapely.get_y(c)
 
 
-def utm_crs(lon: float, lat: float) -> str:
-    """The UTM zone around a point: metres with under 0.1% scale error near it."""
-    zone = int(math.floor((lon + 180) / 6)) % 60 + 1
-    return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+def utm_zones(geoms: np.ndarray) -> np.ndarray:
+    """The UTM zone (EPSG code) of each geometry's centroid: each feature is measured in
+    its own zone, so a result never depends on which batch the feature was in."""
+    import shapely
+
+    c = shapely.centroid(geoms)
+    lon, lat = shapely.get_x(c), shapely.get_y(c)
+    zone = np.floor((np.nan_to_num(lon) + 180) / 6).astype(np.int64) % 60 + 1
+    return np.where(np.nan_to_num(lat) >= 0, 32600 + zone, 32700 + zone)
 
 
-def to_metric(geoms: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Geometries in the UTM zone of their centre, and the transformer back to lon/lat."""
+def transform(geoms: np.ndarray, src: str, dst: str) -> np.ndarray:
     import shapely
     from pyproj import Transformer
 
-    x0, y0, x1, y1 = shapely.total_bounds(geoms)
-    crs = utm_crs((x0 + x1) / 2, (y0 + y1) / 2)
-    fwd = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    back = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    metric = shapely.transform(geoms, lambda xy: np.column_stack(fwd.transform(xy[:, 0],
-                                                                             xy[:, 1])))
-    return metric, back
+    tr = Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0],
+                                                                          xy[:, 1])))
+
+
+def buffer_metres(geoms: np.ndarray, radius: float) -> np.ndarray:
+    """Each lon/lat geometry buffered by ``radius`` metres in its own UTM zone (16
+    segments per quarter circle), back in lon/lat."""
+    import shapely
+
+    out = np.empty(len(geoms), dtype=object)
+    zones = utm_zones(geoms)
+    for code in np.unique(zones):
+        sel = zones == code
+        crs = f"EPSG:{code}"
+        metric = shapely.buffer(transform(geoms[sel], "EPSG:4326", crs), radius, quad_segs=16)
+        out[sel] = transform(metric, crs, "EPSG:4326")
+    return out
 
 
 def assign_cells(table: pa.Table, resolution: int) -> pa.Array:
@@ -80,4 +95,4 @@ def assign_cells(table: pa.Table, resolution: int) -> pa.Array:
 
 
 __all__ = ["GEOMETRY", "add_columns", "assign_cells", "centroids", "nullable", "rows_of",
-           "to_metric"]
+           "buffer_metres", "transform", "utm_zones"]

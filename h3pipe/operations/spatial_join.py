@@ -11,7 +11,14 @@ import pyarrow as pa
 
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch, Operation
-from h3pipe.operations.features import add_columns, nullable, rows_of, to_metric
+from h3pipe.operations.features import (
+    add_columns,
+    buffer_metres,
+    nullable,
+    rows_of,
+    transform,
+    utm_zones,
+)
 from h3pipe.operations.vector import geometries, read_features
 
 
@@ -96,16 +103,12 @@ class SpatialJoin(Operation):
             return self._join_vector(batch, table)
         if batch.raster is None:
             raise OperationError(f"step '{batch.step_id}': spatial_join needs a source")
-        import shapely
 
         from h3pipe.operations.zonal_stats import stats_of_geometries
 
         geoms = geometries(table)
         if len(geoms):
-            metric, back = to_metric(geoms)
-            buffered = shapely.buffer(metric, batch.params["radius_m"], quad_segs=16)
-            geoms = shapely.transform(buffered, lambda xy: np.column_stack(
-                back.transform(xy[:, 0], xy[:, 1])))
+            geoms = buffer_metres(geoms, batch.params["radius_m"])
         stats = list(batch.params["stats"])
         columns = stats_of_geometries(batch, batch.raster, geoms, stats)
         prefix = batch.params.get("prefix", "")
@@ -138,14 +141,19 @@ class SpatialJoin(Operation):
                                                  x1 + margin, y1 + margin))
             targets = geometries(other)
             if params["predicate"] == "nearest":
-                metric, _ = to_metric(np.concatenate([geoms, targets]))
-                tree = shapely.STRtree(metric[n:])
-                (src, dst), dist = tree.query_nearest(metric[:n],
-                                                      max_distance=params["max_distance_m"],
-                                                      return_distance=True, all_matches=False)
-                match[src] = dst
+                # Distances in each feature's own UTM zone (the targets projected there).
                 extra = np.full(n, np.nan)
-                extra[src] = dist
+                zones = utm_zones(geoms)
+                for code in np.unique(zones):
+                    rows = np.flatnonzero(zones == code)
+                    crs = f"EPSG:{code}"
+                    tree = shapely.STRtree(transform(targets, "EPSG:4326", crs))
+                    (src, dst), dist = tree.query_nearest(
+                        transform(geoms[rows], "EPSG:4326", crs),
+                        max_distance=params["max_distance_m"], return_distance=True,
+                        all_matches=False)
+                    match[rows[src]] = dst
+                    extra[rows[src]] = dist
             else:
                 tree = shapely.STRtree(targets)
                 src, dst = tree.query(geoms, predicate=params["predicate"])

@@ -72,6 +72,9 @@ def _resume_and_compare(cli, proj, tmp_path, uninterrupted):
     cells = [row["h3_index"] for row in rows]
     assert len(cells) == len(set(cells)), "a cell was written twice"
     assert rows == uninterrupted
+    shown = cli("--project", proj, "runs", "show", "latest").stdout
+    # The step's count includes the tasks kept from before the kill.
+    assert f"rows out {len(rows)}" in shown, shown
 
 
 POINTS = [

@@ -300,3 +300,18 @@ def test_polygons_with_holes_and_multipolygons_agree_with_exactextract(tmp_path)
     for got, want in zip(out, sorted(ref, key=lambda f: f["properties"]["i"]), strict=True):
         for stat in stats:
             assert got[stat] == pytest.approx(want["properties"][stat], rel=1e-7, abs=1e-9)
+
+
+def test_a_feature_is_measured_in_its_own_utm_zone_whatever_its_batch(tmp_path):
+    # Features on both sides of 30 E (UTM zones 35 and 36): joined together or one by one,
+    # each gets the same numbers (its buffer and distances in its own zone).
+    data = np.random.default_rng(3).normal(5, 1, (200, 200)).astype("float32")
+    write_raster(tmp_path / "r.tif", data, west=29.95, north=-1.95, res=0.0005)
+    info = describe_raster("r", str(tmp_path / "r.tif"), tmp_path)
+    pts = [shapely.Point(29.96 + 0.008 * i, -1.99) for i in range(10)]
+    op = get_operation("spatial_join")
+    params = {"radius_m": 150, "stats": ["sum", "count"]}
+    together = op.run_batch(_batch("spatial_join", params, _features(pts), info)).to_pylist()
+    alone = [op.run_batch(_batch("spatial_join", params, _features([p]), info)).to_pylist()[0]
+             for p in pts]
+    assert [(r["sum"], r["count"]) for r in together] == [(r["sum"], r["count"]) for r in alone]
