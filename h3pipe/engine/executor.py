@@ -121,6 +121,7 @@ class Executor:
             # spawn, not fork: GDAL and DuckDB keep threads and caches that do not survive
             # fork. A queue per worker lets us choose who gets which batch.
             ctx = multiprocessing.get_context("spawn")
+            _quiet_resource_tracker()
             self._results = ctx.Queue()
             self._tasks = [ctx.Queue() for _ in range(self.workers)]
             for w in range(self.workers):
@@ -251,6 +252,22 @@ class Executor:
                     f"step '{batch.step_id}' batch {batch.number}",
                     hint="it may have run out of memory; try --workers 1 or a smaller "
                     "--batch-size")
+
+
+_TRACKER_WARNING = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _quiet_resource_tracker() -> None:
+    """About one run in ten, Python's resource tracker (the helper process that removes
+    the named semaphores of multiprocessing queues) prints a 'leaked semaphore' warning as
+    the run exits, for a semaphore of our queues that was in fact already removed; cron
+    mails would carry it. The tracker starts with this process's -W options, so it is
+    started silent about that, and only that. The semaphores are ours and short-lived:
+    the tracker still removes any that are really left."""
+    import sys
+
+    if _TRACKER_WARNING not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_WARNING)
 
 
 def _split(batches: list[Batch], n: int) -> list[deque[Batch]]:

@@ -44,7 +44,7 @@ def _start(project, *extra, faults=""):
     while time.time() < deadline and len(workers) < 2:
         time.sleep(0.2)
         workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                   if "resource_tracker" not in " ".join(c.cmdline())]
+                   if "spawn_main" in " ".join(c.cmdline())]  # not the resource tracker
     time.sleep(1.5)  # into the stage
     assert proc.poll() is None, proc.communicate()
     return proc, workers

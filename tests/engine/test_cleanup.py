@@ -115,7 +115,7 @@ def _kill_mid_run(proj, extra=()):
     while time.time() < deadline and len(workers) < 2:
         time.sleep(0.1)
         workers = [c for c in psutil.Process(proc.pid).children()
-                   if "resource_tracker" not in " ".join(c.cmdline())]
+                   if "spawn_main" in " ".join(c.cmdline())]  # not the resource tracker
     time.sleep(2.0)  # some batches written
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
