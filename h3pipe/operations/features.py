@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch
-from h3pipe.operations.vector import GEOMETRY, geometries
+from h3pipe.operations.vector import GEOMETRY, geometries, transform
 
 NAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_]{0,62}$"}
 
@@ -61,15 +61,6 @@ def utm_zones(geoms: np.ndarray) -> np.ndarray:
     return np.where(np.nan_to_num(lat) >= 0, 32600 + zone, 32700 + zone)
 
 
-def transform(geoms: np.ndarray, src: str, dst: str) -> np.ndarray:
-    import shapely
-    from pyproj import Transformer
-
-    tr = Transformer.from_crs(src, dst, always_xy=True)
-    return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0],
-                                                                          xy[:, 1])))
-
-
 def buffer_metres(geoms: np.ndarray, radius: float) -> np.ndarray:
     """Each lon/lat geometry buffered by ``radius`` metres in its own UTM zone (16
     segments per quarter circle), back in lon/lat."""
@@ -95,4 +86,4 @@ def assign_cells(table: pa.Table, resolution: int) -> pa.Array:
 
 
 __all__ = ["GEOMETRY", "add_columns", "assign_cells", "centroids", "nullable", "rows_of",
-           "buffer_metres", "transform", "utm_zones"]
+           "buffer_metres", "utm_zones"]

@@ -16,10 +16,9 @@ from h3pipe.operations.features import (
     buffer_metres,
     nullable,
     rows_of,
-    transform,
     utm_zones,
 )
-from h3pipe.operations.vector import geometries, read_features
+from h3pipe.operations.vector import geometries, read_features, transform
 
 
 class SpatialJoin(Operation):

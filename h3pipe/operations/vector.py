@@ -226,12 +226,19 @@ def _to_wgs84(wkb: np.ndarray, crs: str | None) -> np.ndarray:
     if not crs or _is_wgs84(crs) or len(wkb) == 0:
         return wkb
     import shapely
-    from pyproj import CRS, Transformer
 
-    tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
-    geoms = shapely.transform(shapely.from_wkb(wkb),
-                              lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    return shapely.to_wkb(geoms)
+    return shapely.to_wkb(transform(shapely.from_wkb(wkb), crs, "EPSG:4326"))
+
+
+def transform(geoms: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """Shapely geometries from CRS ``src`` to ``dst`` (any form pyproj reads: EPSG code,
+    WKT, PROJJSON), x as longitude or easting."""
+    import shapely
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0],
+                                                                          xy[:, 1])))
 
 
 def _feature_table(info: VectorInfo, ids: Any, attributes: dict[str, Any],

@@ -189,12 +189,9 @@ def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[
     areal = np.flatnonzero(shapely.get_type_id(geoms) >= 3) if len(geoms) else np.array([], int)
     target = geoms[areal]
     if not info.crs_is_wgs84 and len(target):
-        from pyproj import CRS, Transformer
+        from h3pipe.operations.vector import transform
 
-        tr = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_wkt(info.crs_wkt),
-                                  always_xy=True)
-        target = shapely.transform(shapely.segmentize(target, 0.0005), lambda xy: np.column_stack(
-            tr.transform(xy[:, 0], xy[:, 1])))
+        target = transform(shapely.segmentize(target, 0.0005), "EPSG:4326", info.crs_wkt)
     if len(target):
         env = shapely.bounds(target)
         keys = np.floor(env[:, 0] / 0.25) * 100000 + np.floor(env[:, 1] / 0.25)
