@@ -451,20 +451,18 @@ def _flow_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
             out.append(doc.problem(at + ["input"], f"operation '{op.name}' runs over "
                                    f"{wants}, but its input gives {kind}"))
             return None
-        if op.name == "h3_weighted_aggregate" and "h3_index" not in columns \
-                and "geometry" not in columns:
-            out.append(doc.problem(at + ["input"], "the rows have neither h3_index nor a "
-                                   "geometry to place them in a cell"))
-            return None
-        if op.name == "h3_weighted_aggregate" and "h3_index" not in columns:
+        if op.group_by == "h3_index" and "h3_index" not in columns:
+            # The planner places such rows in the cell of their centroid.
+            if "geometry" not in columns:
+                out.append(doc.problem(at + ["input"], "the rows have neither h3_index nor "
+                                       "a geometry to place them in a cell"))
+                return None
             columns = [*columns, "h3_index"]
         for sub, expr in op.expressions(params):
             out.extend(doc.problem(at + ["params", *sub], msg)
                        for msg in expression_problems(expr, columns))
-        for j, name in enumerate(params.get("keep", []) if op.name == "zonal_stats" else []):
-            if name not in columns:
-                out.append(doc.problem(at + ["params", "keep", j], f"no column '{name}' in "
-                                       f"the input ({', '.join(columns)})"))
+        out.extend(doc.problem(at + ["params", *sub], msg)
+                   for sub, msg in op.column_problems(params, columns))
         result = (op.produces or kind, op.columns(params, columns))
         if step.get("output", "h3_stats") == "h3_stats":
             if result[0] != "cells":

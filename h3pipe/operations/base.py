@@ -71,6 +71,11 @@ class Operation:
         """Why a source of ``kind`` does not suit these params (None when it does)."""
         return None
 
+    def column_problems(self, params: dict[str, Any], columns: list[str]
+                        ) -> list[tuple[tuple[str | int, ...], str]]:
+        """Params naming columns the input will not have (path inside params, message)."""
+        return []
+
     def expressions(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         """SQL expressions in ``params`` (path, text), checked before any run."""
         return []

@@ -106,6 +106,11 @@ class ZonalStats(Operation):
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         return stat_problems(params.get("stats") or [])
 
+    def column_problems(self, params: dict[str, Any], columns: list[str]
+                        ) -> list[tuple[tuple[str | int, ...], str]]:
+        return [(("keep", j), f"no column '{name}' in the input ({', '.join(columns)})")
+                for j, name in enumerate(params.get("keep", [])) if name not in columns]
+
     def columns(self, params: dict[str, Any], input_columns: list[str]) -> list[str]:
         if "keep" in params and "geometry" in input_columns:
             input_columns = [c for c in input_columns

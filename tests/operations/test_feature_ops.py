@@ -237,6 +237,18 @@ def _pipeline(steps: str, output="ds") -> str:
        input: bldg
        params: {aggregations: [{name: m, function: weighted_mean, column: floors}]}
      """, "'weighted_mean' needs 'weight'"),
+    ("""\
+     - id: z
+       operation: zonal_stats
+       input: bldg
+       source: dem
+       output: intermediate
+       params: {stats: [mean], keep: [floors, height]}
+     - id: a
+       operation: h3_weighted_aggregate
+       input: $z
+       params: {aggregations: [{name: m, function: mean, column: mean}]}
+     """, "params.keep[1]: no column 'height' in the input (feature_id, floors, geometry)"),
 ])
 def test_validate_catches_flow_and_sql_problems(tmp_path, cli, steps, message):
     write_raster(tmp_path / "dem.tif", np.ones((5, 5), "float32"), west=29, north=-1.9,
