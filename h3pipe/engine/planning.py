@@ -22,7 +22,7 @@ import pyarrow as pa
 from h3pipe.engine.scope import cells_bounds
 from h3pipe.errors import OperationError
 from h3pipe.operations import Batch, get_operation
-from h3pipe.operations.features import assign_cells
+from h3pipe.operations.features import assign_cells, centroids, point_cells
 from h3pipe.operations.raster import RasterInfo
 from h3pipe.operations.vector import GEOMETRY, VectorInfo, read_features
 from h3pipe.spec import StepSpec
@@ -104,12 +104,12 @@ class Planner:
         if source_id not in self._features:
             table = read_features(self.vectors[source_id], cells_bounds(tuple(self.cells)))
             if table.num_rows:
-                mine = assign_cells(table, self.resolution).to_pylist()
+                xs, ys = centroids(table)
+                mine = point_cells(xs, ys, self.resolution).to_pylist()
                 keep = np.array([c in self.cell_set for c in mine], dtype=bool)
-                table = table.filter(pa.array(keep))
-                order_key = assign_cells(table, _ORDER_RESOLUTION).to_pylist()
-                table = table.take(pa.array(np.argsort(np.array(order_key, dtype=object),
-                                                       kind="stable")))
+                order_key = point_cells(xs[keep], ys[keep], _ORDER_RESOLUTION).to_pylist()
+                table = table.filter(pa.array(keep)).take(pa.array(
+                    np.argsort(np.array(order_key, dtype=object), kind="stable")))
             self._features[source_id] = table
         return self._features[source_id]
 

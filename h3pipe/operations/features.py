@@ -78,12 +78,17 @@ def buffer_metres(geoms: np.ndarray, radius: float) -> np.ndarray:
 
 def assign_cells(table: pa.Table, resolution: int) -> pa.Array:
     """The H3 cell of each feature's centroid (null for an empty geometry)."""
+    return point_cells(*centroids(table), resolution)
+
+
+def point_cells(xs: np.ndarray, ys: np.ndarray, resolution: int) -> pa.Array:
+    """The H3 cell of each lon/lat point (null where it is NaN)."""
     import h3
 
-    xs, ys = centroids(table)
     return pa.array([h3.latlng_to_cell(y, x, resolution) if math.isfinite(x) else None
                      for x, y in zip(xs.tolist(), ys.tolist(), strict=True)], pa.string())
 
 
-__all__ = ["GEOMETRY", "add_columns", "assign_cells", "centroids", "nullable", "rows_of",
+__all__ = ["GEOMETRY", "add_columns", "assign_cells", "centroids", "nullable", "point_cells",
+           "rows_of",
            "buffer_metres", "utm_zones"]
