@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -379,7 +381,7 @@ def _raster(source: SourceSpec, project: Project, scope: Scope
             ) -> tuple[RasterInfo, list[ItemRef]]:
     """The source's grid over the scope, and the STAC items it came from (if any)."""
     items: list[ItemRef] = []
-    try:
+    with _named_by(source):
         if source.stac is not None:
             info, items = describe_stac(source.id, source.stac, scope.geometry.bounds,
                                         project.root, band=source.band, nodata=source.nodata,
@@ -388,8 +390,6 @@ def _raster(source: SourceSpec, project: Project, scope: Scope
             info = describe_raster(source.id, source.location, project.root,
                                    band=source.band, nodata=source.nodata,
                                    nodata_override=source.nodata_override)
-    except SourceError as exc:
-        raise SourceError(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
     minx, miny, maxx, maxy = _bounds_wgs84(info)
     sminx, sminy, smaxx, smaxy = scope.geometry.bounds
     if maxx <= sminx or minx >= smaxx or maxy <= sminy or miny >= smaxy:
@@ -427,10 +427,17 @@ def _used_sources(pipeline: PipelineSpec) -> list[str]:
 
 
 def _vector(source: SourceSpec, project: Project) -> VectorInfo:
-    try:
+    with _named_by(source):
         return vector_info(source.id, source.location, project.root, layer=source.layer,
                            table=source.table, id_field=source.id_field,
                            attributes=source.attributes)
+
+
+@contextmanager
+def _named_by(source: SourceSpec) -> Iterator[None]:
+    """A source that cannot be opened: say which file defines it."""
+    try:
+        yield
     except SourceError as exc:
         raise SourceError(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
 
