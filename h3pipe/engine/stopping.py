@@ -24,13 +24,11 @@ _EXCEPTIONS: dict[str, Callable[[], BaseException]] = {
 
 
 class StopRequest:
-    """Whether, why and since when the run has been asked to stop."""
+    """Whether and why the run has been asked to stop, and its grace period."""
 
-    def __init__(self, grace_seconds: float = DEFAULT_GRACE_SECONDS,
-                 on_request: Callable[[str], None] | None = None) -> None:
+    def __init__(self, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> None:
         self.grace_seconds = grace_seconds
         self.reason: str | None = None  # 'SIGINT', 'SIGTERM' or 'cancel'
-        self._on_request = on_request
         self._timer = False
 
     @property
@@ -46,8 +44,6 @@ class StopRequest:
         self.reason = reason
         if self._timer:
             signal.setitimer(signal.ITIMER_REAL, self.grace_seconds)
-        if self._on_request is not None:
-            self._on_request(reason)
 
     def exception(self) -> BaseException:
         return _EXCEPTIONS[self.reason or "SIGINT"]()
