@@ -56,8 +56,8 @@ class Planner:
         op = get_operation(step.operation)
         size = self.row_batch(rows.num_rows)
         if op.group_by == "h3_index":
-            rows = self._cells_of(step, rows)
-            bounds = _group_bounds(rows.column("h3_index").to_pylist(), size)
+            rows, keys = self._cells_of(step, rows)
+            bounds = _group_bounds(keys, size)
         else:
             bounds = [(s, min(s + size, rows.num_rows)) for s in range(0, rows.num_rows, size)]
         out = []
@@ -113,9 +113,9 @@ class Planner:
             self._features[source_id] = table
         return self._features[source_id]
 
-    def _cells_of(self, step: StepSpec, rows: pa.Table) -> pa.Table:
-        """Rows with an h3_index (from their centroid when they have none), sorted by it;
-        when the step publishes, only the run's cells."""
+    def _cells_of(self, step: StepSpec, rows: pa.Table) -> tuple[pa.Table, list[str]]:
+        """Rows with an h3_index (from their centroid when they have none), sorted by it,
+        and the sorted keys ('' for none); when the step publishes, only the run's cells."""
         if "h3_index" not in rows.column_names:
             if GEOMETRY not in rows.column_names:
                 raise OperationError(f"step '{step.id}': its rows have neither h3_index nor "
@@ -137,7 +137,8 @@ class Planner:
             rows = rows.filter(pa.array(keep))
         keys = np.array(rows.column("h3_index").to_pylist(), dtype=object)
         keys[keys == None] = ""  # noqa: E711 - elementwise on an object array
-        return rows.take(pa.array(np.argsort(keys, kind="stable")))
+        order = np.argsort(keys, kind="stable")
+        return rows.take(pa.array(order)), keys[order].tolist()
 
     def _raster_for(self, step: StepSpec, rows: pa.Table) -> RasterInfo | None:
         raster = self.rasters.get(step.source or "")
@@ -159,7 +160,7 @@ class Planner:
         return raster.subset((x0 - margin, y0 - margin, x1 + margin, y1 + margin))
 
 
-def _group_bounds(keys: list[str | None], size: int) -> list[tuple[int, int]]:
+def _group_bounds(keys: list[str], size: int) -> list[tuple[int, int]]:
     """Slices of at most about ``size`` rows of sorted ``keys`` that never split a key."""
     out: list[tuple[int, int]] = []
     start = 0
