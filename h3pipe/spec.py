@@ -1,7 +1,7 @@
 """Validated value objects shared by every layer: :class:`SourceSpec`, :class:`StepSpec`,
 :class:`PipelineSpec`.
 
-They are built once, after validation, by ``h3pipe.engine.project``; everything past that
+They are built once, after validation, by ``h3pipe.config.project``; everything past that
 point trusts them.
 """
 

@@ -62,7 +62,7 @@ def _root(
 
 
 def project_of(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from h3pipe.engine.project import Project
+    from h3pipe.config.project import Project
 
     return Project.locate(ctx.obj.project if ctx.obj else None,
                           ctx.obj.store if ctx.obj else None)

@@ -27,7 +27,7 @@ def export(
 
         h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o rwa.parquet
     """
-    from h3pipe.engine.results import FORMATS, export_dataset
+    from h3pipe.engine.records import FORMATS, export_dataset
 
     if fmt is None:
         suffix = output.suffix.lower().lstrip(".")

@@ -25,7 +25,7 @@ def list_(
 
         h3pipe runs list --pipeline elevation_terrain
     """
-    from h3pipe.engine.results import list_runs
+    from h3pipe.engine.records import list_runs
 
     rows = list_runs(project_of(ctx), limit=limit, pipeline=pipeline)
     if not rows:
@@ -49,7 +49,7 @@ def show(
 
         h3pipe runs show elevation_terrain-20261122T010203Z-a1b2c3
     """
-    from h3pipe.engine.results import show_run
+    from h3pipe.engine.records import show_run
 
     r = show_run(project_of(ctx), run_id)
     echo = typer.echo
@@ -111,7 +111,7 @@ def cancel(
 
         h3pipe runs cancel elevation_terrain-r6-1a2b3c4d5e6f
     """
-    from h3pipe.engine.results import cancel_run
+    from h3pipe.engine.records import cancel_run
 
     typer.echo(cancel_run(project_of(ctx), run_id))
     return 0

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from h3pipe import storage
+from h3pipe.config.project import Project
 from h3pipe.engine.lock import pid_alive
-from h3pipe.engine.project import Project
 from h3pipe.storage.catalog import now
 
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from h3pipe import faults, storage
+from h3pipe.config.dag import StepGraph
+from h3pipe.config.project import Project, suggest
+from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
-from h3pipe.engine.dag import StepGraph
-from h3pipe.engine.executor import Executor, Retry, Stopping
+from h3pipe.engine.executors import Executor, Retry, Stopping
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
-from h3pipe.engine.planning import Planner
-from h3pipe.engine.project import Project, suggest
 from h3pipe.engine.scope import Scope, scope_cells
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS, StopRequest, graceful
 from h3pipe.errors import (
@@ -35,9 +35,9 @@ from h3pipe.errors import (
     UsageError,
 )
 from h3pipe.operations import Batch, get_operation
-from h3pipe.operations.raster import RasterInfo, describe_raster
-from h3pipe.operations.stac import ItemRef, describe_stac
-from h3pipe.operations.vector import VectorInfo, vector_info
+from h3pipe.sources.raster import RasterInfo, describe_raster
+from h3pipe.sources.stac import ItemRef, describe_stac
+from h3pipe.sources.vector import VectorInfo, vector_info
 from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
 from h3pipe.storage.catalog import now
 

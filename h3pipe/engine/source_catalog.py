@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from h3pipe.engine.project import Project, suggest
+from h3pipe.config.project import Project, suggest
+from h3pipe.config.yamlio import load_document
 from h3pipe.engine.runner import open_store
-from h3pipe.engine.yamlio import load_document
 from h3pipe.errors import ConfigError, ValidationFailed
 from h3pipe.storage.catalog import now
 

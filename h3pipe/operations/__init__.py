@@ -7,7 +7,6 @@ list it in ``_REGISTRY``; ``tests/operations/test_registry.py`` fails until it i
 from __future__ import annotations
 
 from h3pipe import faults
-from h3pipe.operations import raster
 from h3pipe.operations.base import Batch, BatchResult, Operation
 from h3pipe.operations.filter import Filter
 from h3pipe.operations.h3_assign import H3Assign
@@ -16,6 +15,7 @@ from h3pipe.operations.sample import Sample
 from h3pipe.operations.spatial_join import SpatialJoin
 from h3pipe.operations.transform import Transform
 from h3pipe.operations.zonal_stats import ZonalStats
+from h3pipe.sources import raster
 
 _REGISTRY: dict[str, Operation] = {op.name: op for op in (
     ZonalStats(), Sample(), SpatialJoin(), H3Assign(), H3WeightedAggregate(), Filter(),

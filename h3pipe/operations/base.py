@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from h3pipe.operations.raster import RasterInfo
-from h3pipe.operations.vector import VectorInfo
+from h3pipe.sources.raster import RasterInfo
+from h3pipe.sources.vector import VectorInfo
 
 
 @dataclass(frozen=True)

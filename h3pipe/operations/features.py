@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch
-from h3pipe.operations.vector import GEOMETRY, geometries, transform
+from h3pipe.sources.vector import GEOMETRY, geometries, transform
 
 NAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_]{0,62}$"}
 

@@ -39,7 +39,7 @@ class Sample(Operation):
         return [params.get("name", "value")]
 
     def run_batch(self, batch: Batch) -> pa.Table:
-        from h3pipe.operations.raster import MosaicReader
+        from h3pipe.sources.raster import MosaicReader
 
         table = rows_of(batch)
         info = batch.raster

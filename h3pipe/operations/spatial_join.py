@@ -18,7 +18,7 @@ from h3pipe.operations.features import (
     rows_of,
     utm_zones,
 )
-from h3pipe.operations.vector import geometries, read_features, transform
+from h3pipe.sources.vector import geometries, read_features, transform
 
 
 class SpatialJoin(Operation):

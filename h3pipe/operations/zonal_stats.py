@@ -139,7 +139,7 @@ class ZonalStats(Operation):
             coverage.polygon_moments(np.ones((2, 2), dtype), u, v, rings, polys)
 
     def run_batch(self, batch: Batch) -> pa.Table:
-        from h3pipe.operations.raster import MosaicReader
+        from h3pipe.sources.raster import MosaicReader
 
         info = batch.raster
         if info is None:
@@ -172,7 +172,7 @@ class ZonalStats(Operation):
 
     def _over_features(self, batch: Batch, info: Any, stats: list[str]) -> pa.Table:
         from h3pipe.operations.features import add_columns
-        from h3pipe.operations.vector import geometries
+        from h3pipe.sources.vector import geometries
 
         table = batch.rows
         assert table is not None
@@ -188,13 +188,13 @@ def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[
     """Exact-coverage statistics of ``info`` inside each (lon/lat) polygon of ``geoms``."""
     import shapely
 
-    from h3pipe.operations.raster import MosaicReader
+    from h3pipe.sources.raster import MosaicReader
 
     columns = {s: np.full(len(geoms), np.nan) for s in stats}
     areal = np.flatnonzero(shapely.get_type_id(geoms) >= 3) if len(geoms) else np.array([], int)
     target = geoms[areal]
     if not info.crs_is_wgs84 and len(target):
-        from h3pipe.operations.vector import transform
+        from h3pipe.sources.vector import transform
 
         target = transform(shapely.segmentize(target, 0.0005), "EPSG:4326", info.crs_wkt)
     if len(target):

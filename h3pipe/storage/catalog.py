@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from h3pipe.errors import ConfigError, StoreError
-from h3pipe.resources import data_dir
+
+# Package data: one folder of ordered SQL files per dialect, shipped inside the wheel.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def now() -> str:
@@ -114,7 +116,7 @@ class Catalog:
     # -- migrations ---------------------------------------------------------------------------
 
     def _migration_files(self) -> list[Path]:
-        return sorted(data_dir("migrations").joinpath(self.dialect).glob("*.sql"))
+        return sorted(MIGRATIONS_DIR.joinpath(self.dialect).glob("*.sql"))
 
     def applied(self) -> list[str]:
         from sqlalchemy import inspect

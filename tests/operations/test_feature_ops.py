@@ -16,8 +16,8 @@ import shapely
 from pyproj import Geod, Transformer
 
 from h3pipe.operations import Batch, get_operation
-from h3pipe.operations.raster import describe_raster
-from h3pipe.operations.vector import read_features, vector_info
+from h3pipe.sources.raster import describe_raster
+from h3pipe.sources.vector import read_features, vector_info
 from tests.conftest import write_project, write_raster
 
 GEOD = Geod(ellps="WGS84")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from h3pipe.engine import schemas
+from h3pipe.config import schemas
 from h3pipe.operations import get_operation, operation_names
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -21,8 +21,8 @@ from exactextract.raster import NumPyRasterSource
 from shapely.geometry import shape
 
 from h3pipe.operations.base import Batch
-from h3pipe.operations.raster import describe_raster
 from h3pipe.operations.zonal_stats import ZonalStats
+from h3pipe.sources.raster import describe_raster
 from tests.conftest import cell_feature, write_raster
 from tests.zonal_reference import (
     ABS,

@@ -95,13 +95,12 @@ def test_upgrading_an_older_catalog_keeps_its_runs_and_allows_interrupted(tmp_pa
     and every reference to them, survives; the new status is accepted afterwards."""
     import sqlite3
 
-    from h3pipe.resources import data_dir
-    from h3pipe.storage.catalog import Catalog
+    from h3pipe.storage.catalog import MIGRATIONS_DIR, Catalog
 
     path = tmp_path / "catalog.sqlite"
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT)")
-    for f in sorted(data_dir("migrations").joinpath("sqlite").glob("*.sql")):
+    for f in sorted(MIGRATIONS_DIR.joinpath("sqlite").glob("*.sql")):
         if f.stem >= "0008":
             break
         db.executescript(f.read_text())

@@ -23,8 +23,8 @@ from h3pipe.engine.scope import cells_bounds
 from h3pipe.errors import OperationError
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.features import assign_cells, centroids, point_cells
-from h3pipe.operations.raster import RasterInfo
-from h3pipe.operations.vector import GEOMETRY, VectorInfo, read_features
+from h3pipe.sources.raster import RasterInfo
+from h3pipe.sources.vector import GEOMETRY, VectorInfo, read_features
 from h3pipe.spec import StepSpec
 
 # Cells of this resolution order features spatially (neighbours share a batch).
@@ -147,7 +147,7 @@ class Planner:
             return raster
         import shapely
 
-        from h3pipe.operations.vector import geometries
+        from h3pipe.sources.vector import geometries
 
         x0, y0, x1, y1 = shapely.total_bounds(geometries(rows))
         if not all(map(math.isfinite, (x0, y0, x1, y1))):

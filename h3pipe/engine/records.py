@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from h3pipe.engine.project import Project, suggest
+from h3pipe.config.project import Project, suggest
 from h3pipe.engine.runner import open_store
 from h3pipe.errors import ConfigError, UsageError
 

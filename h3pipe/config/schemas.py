@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from h3pipe.resources import data_dir
-
+# Package data: shipped inside the wheel beside this module.
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 KINDS = ("source", "pipeline", "project")
 VERSION = 1
 
 
 @cache
 def schema(kind: str, version: int = VERSION) -> dict[str, Any]:
-    path = data_dir("schemas") / f"{kind}.v{version}.json"
+    path = SCHEMA_DIR / f"{kind}.v{version}.json"
     return json.loads(path.read_text())
 
 

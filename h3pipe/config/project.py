@@ -19,9 +19,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 
-from h3pipe.engine import schemas
-from h3pipe.engine.dag import StepGraph
-from h3pipe.engine.yamlio import Document, format_path, load_document
+from h3pipe.config import schemas
+from h3pipe.config.dag import StepGraph
+from h3pipe.config.yamlio import Document, format_path, load_document
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 from h3pipe.operations import get_operation, operation_names
 from h3pipe.operations.tabular import expression_problems

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from h3pipe.errors import SourceError
-from h3pipe.operations.raster import expand_location, gdal_reason
+from h3pipe.sources.raster import expand_location, gdal_reason
 
 #: Pixels read per location at most (a decimated read; overviews are used when present).
 SAMPLE_PIXELS = 1_000_000

@@ -15,7 +15,7 @@ import rasterio
 from affine import Affine
 
 from h3pipe.errors import SourceError
-from h3pipe.operations.raster import describe_raster, read_mosaic
+from h3pipe.sources.raster import describe_raster, read_mosaic
 from tests.conftest import write_raster
 
 WEST, NORTH, RES = 30.0, -1.0, 0.01

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from h3pipe.engine.dag import StepGraph
+from h3pipe.config.dag import StepGraph
 from h3pipe.spec import StepSpec
 
 

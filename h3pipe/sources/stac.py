@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from h3pipe.errors import SourceError
-from h3pipe.operations.raster import RasterInfo, TileInfo, gdal_path, gdal_reason, sign
+from h3pipe.sources.raster import RasterInfo, TileInfo, gdal_path, gdal_reason, sign
 from h3pipe.spec import StacSpec
 
 _RETRY_STATUS = (429, 500, 502, 503, 504)

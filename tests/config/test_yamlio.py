@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from h3pipe.engine.yamlio import Document, format_path, load_document, parse_text
+from h3pipe.config.yamlio import Document, format_path, load_document, parse_text
 from h3pipe.errors import Problem
 
 # Line numbers on the right are 1-based, as reported to users.

@@ -1,4 +1,4 @@
-"""``h3pipe.engine.inspect``: what a raster or STAC collection holds, and its source YAML.
+"""``h3pipe.authoring.inspect``: what a raster or STAC collection holds, and its source YAML.
 
 Every raster here is built in code, so the expected values come from how it was built;
 pixel sizes in metres come from the WGS84 ellipsoid formulas written out below.
@@ -27,18 +27,18 @@ import yaml
 from jsonschema import Draft202012Validator
 from rasterio.transform import from_origin
 
-from h3pipe.engine.inspect import (
+from h3pipe.authoring.inspect import (
     Inspection,
     choose_asset,
     inspect_location,
     suggest_source_id,
     to_source_yaml,
 )
+from h3pipe.config.schemas import SCHEMA_DIR
 from h3pipe.errors import H3PipeError, SourceError
 from tests.conftest import SHARED_DATA, write_raster
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "source.v1.json")
-                    .read_text())
+SCHEMA = json.loads((SCHEMA_DIR / "source.v1.json").read_text())
 
 # WGS84
 A = 6378137.0

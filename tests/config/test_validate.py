@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import raster_source, write_project
 
-from h3pipe.engine.project import Project
+from h3pipe.config.project import Project
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
