@@ -45,9 +45,29 @@ def _start(project, *extra, faults=""):
         time.sleep(0.2)
         workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
                    if "spawn_main" in " ".join(c.cmdline())]  # not the resource tracker
-    time.sleep(1.5)  # into the stage
+    _wait_for_a_completed_task(project, proc, deadline)
     assert proc.poll() is None, proc.communicate()
     return proc, workers
+
+
+def _wait_for_a_completed_task(project, proc, deadline):
+    """Into the stage: a fixed sleep is not enough on a loaded machine, where a signal
+    could land before the run is even recorded."""
+    import sqlite3
+
+    path = project / ".h3pipe" / "catalog.sqlite"
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        if not path.exists():
+            continue
+        try:
+            with sqlite3.connect(path, timeout=5) as db:
+                done = db.execute("SELECT count(*) FROM tasks WHERE status = 'completed'"
+                                  ).fetchone()[0]
+        except sqlite3.OperationalError:  # not migrated yet
+            continue
+        if done:
+            return
 
 
 def _run_status(project):
