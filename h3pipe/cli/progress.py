@@ -6,6 +6,9 @@ import sys
 import time
 from typing import Any
 
+from h3pipe.cli.planview import heading
+from h3pipe.engine.outlook import Outlook
+from h3pipe.engine.prepare import RunPlan
 from h3pipe.engine.runner import Reporter
 
 
@@ -28,9 +31,9 @@ class LineReporter(Reporter):
 
         output.info(msg, stamped=True)
 
-    def run_started(self, run_id, pipeline, scope, resolution, cells, stages) -> None:  # type: ignore[no-untyped-def]
-        self._log(f"run {run_id}: pipeline {pipeline.id}, {scope.label}, resolution {resolution}, "
-                  f"{cells} cells, {len(stages)} stage(s)")
+    def run_started(self, plan: RunPlan, view: Outlook) -> None:
+        for line in heading(plan, view):
+            self._log(line)
 
     def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
                       unit: str = "cells") -> None:
@@ -67,9 +70,9 @@ class RichReporter(Reporter):
         self.console = Console(stderr=True)
         self.progress: Any = None
 
-    def run_started(self, run_id, pipeline, scope, resolution, cells, stages) -> None:  # type: ignore[no-untyped-def]
-        self.console.print(f"run [bold]{run_id}[/]: {scope.label}, resolution {resolution}, "
-                           f"{cells} cells, {len(stages)} stage(s)")
+    def run_started(self, plan: RunPlan, view: Outlook) -> None:
+        for line in heading(plan, view):
+            self.console.print(line, markup=False, highlight=False)
 
     def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
                       unit: str = "cells") -> None:

@@ -47,14 +47,15 @@ def run(
         h3pipe run elevation_terrain --bbox 29.0,-2.5,30.0,-1.5 --workers 2
     """
     from h3pipe.cli.progress import make_reporter
+    from h3pipe.engine.prepare import RunOptions
     from h3pipe.engine.runner import run_pipeline
     from h3pipe.engine.scope import resolve_scope
 
     project = project_of(ctx)
     scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
-    result = run_pipeline(project, pipeline, scope, resolution=resolution, batch_size=batch_size,
-                          workers=workers, reporter=make_reporter(), force=force,
-                          from_step=from_step, wait=wait, grace_seconds=grace)
+    options = RunOptions(resolution=resolution, batch_size=batch_size, workers=workers,
+                         force=force, from_step=from_step, wait=wait, grace_seconds=grace)
+    result = run_pipeline(project, pipeline, scope, options, make_reporter())
     if result.state == "already":
         output.say(f"run {result.run_id} already completed: {result.cells} cells of "
                    f"{result.scope_label} at resolution {result.resolution} -> dataset "

@@ -10,6 +10,7 @@ for ``h3pipe clean`` after ``ttl_hours``; manual only for ``h3pipe clean --run R
 from __future__ import annotations
 
 import socket
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 from h3pipe import storage
 from h3pipe.config.project import Project
 from h3pipe.engine.lock import pid_alive
-from h3pipe.storage.catalog import now
+from h3pipe.storage.base import Store
+from h3pipe.storage.runlog import RunLog
 
 
 @dataclass(frozen=True)
@@ -28,16 +30,15 @@ class Removal:
     reason: str
 
 
-def release(store: Any, run_id: str, *, succeeded: bool) -> None:
+def release(store: Store, run_id: str, *, succeeded: bool) -> None:
     """Drop what this run's policies allow now that it has ended."""
-    for r in store.catalog.query("SELECT * FROM intermediates WHERE run_id = :r AND "
-                                 "dropped_at IS NULL", {"r": run_id}):
+    log = RunLog(store.catalog)
+    for r in log.open_intermediates(run_id):
         if r["policy"] == "on_completion" or (r["policy"] == "on_success" and succeeded):
             store.drop_intermediate(r["location"])
-            store.catalog.update("intermediates", {"run_id": run_id, "step_id": r["step_id"]},
-                                 dropped_at=now())
-            store.catalog.event(run_id, "cleanup", r["step_id"], "dropped",
-                                f"{r['location']} ({r['policy']})")
+            log.intermediate_dropped(run_id, r["step_id"])
+            log.event(run_id, "cleanup", r["step_id"], "dropped",
+                      f"{r['location']} ({r['policy']})")
 
 
 def _age_hours(stamp: str) -> float:
@@ -48,60 +49,70 @@ def clean(project: Project, *, dry_run: bool = False, run_id: str | None = None,
           older_than_hours: float = 24.0) -> tuple[list[str], list[Removal]]:
     """Apply the policies; return (runs found dead, what was or would be removed)."""
     project.read_settings()
-    store = storage.open_store(project.store_location(), project.root, create=False)
-    try:
+    with closing(storage.open_store(project.store_location(), project.root,
+                                    create=False)) as store:
+        log = RunLog(store.catalog)
         host = socket.gethostname()
-        dead = [r["run_id"] for r in store.catalog.query(
-            "SELECT run_id, pid, host FROM runs WHERE status = 'running'")
-            if r["host"] == host and not pid_alive(r["pid"])]
+        dead = [r["run_id"] for r in log.running_runs()
+                if r["host"] == host and not pid_alive(r["pid"])]
         if not dry_run:
             for rid in dead:
-                store.catalog.update("runs", {"run_id": rid}, status="failed",
-                                     finished_at=now(), error="the process ended without "
-                                     "recording it (killed?); found by 'h3pipe clean'")
-        status = {r["run_id"]: r["status"] for r in store.catalog.query(
-            "SELECT run_id, status FROM runs")}
-        for rid in dead:
-            status[rid] = "failed"
-        removals: list[Removal] = []
-        tracked: set[str] = set()
-        for r in store.catalog.query("SELECT * FROM intermediates WHERE dropped_at IS NULL"):
-            tracked.add(r["location"])
-            state, policy = status.get(r["run_id"]), r["policy"]
-            reason = None
-            if run_id is not None:
-                reason = "asked for" if r["run_id"] == run_id else None
-            elif state == "running":
-                reason = None
-            elif policy == "manual":
-                reason = None
-            elif state == "completed":
-                reason = "left over by a completed run"
-            elif policy == "on_completion":
-                reason = "its run failed (on_completion)"
-            elif policy == "ttl" and _age_hours(r["created_at"]) > (r["ttl_hours"] or 0):
-                reason = f"older than its ttl of {r['ttl_hours']:g} h"
-            elif policy == "on_success" and _age_hours(r["created_at"]) > older_than_hours:
-                reason = f"its run failed more than {older_than_hours:g} h ago (on_success)"
-            if reason:
-                removals.append(Removal(r["run_id"], r["step_id"], r["location"], reason))
-        # Scratch that no record claims (a run killed between creating and recording it).
-        for rid, locations in store.scratch_runs().items():
-            if status.get(rid) == "running" or (run_id is not None and rid != run_id):
-                continue
-            for loc in locations:
-                if loc not in tracked and not any(loc.startswith(t) for t in tracked):
-                    removals.append(Removal(rid, "-", loc, "not recorded by any run"))
+                log.finish(rid, "failed", "the process ended without recording it (killed?); "
+                           "found by 'h3pipe clean'")
+        status = log.statuses() | {rid: "failed" for rid in dead}
+        removals, tracked = _recorded_removals(log, status, run_id, older_than_hours)
+        removals += _unrecorded_scratch(store, status, run_id, tracked)
         if not dry_run:
             for rm in removals:
                 store.drop_intermediate(rm.location)
                 if rm.step_id != "-":
-                    store.catalog.update("intermediates", {"run_id": rm.run_id,
-                                                           "step_id": rm.step_id},
-                                         dropped_at=now())
+                    log.intermediate_dropped(rm.run_id, rm.step_id)
         return dead, removals
-    finally:
-        store.close()
+
+
+def _recorded_removals(log: RunLog, status: dict[str, str], run_id: str | None,
+                       older_than_hours: float) -> tuple[list[Removal], set[str]]:
+    """What the recorded intermediates' policies allow to remove, and every location
+    recorded."""
+    removals: list[Removal] = []
+    tracked: set[str] = set()
+    for r in log.open_intermediates():
+        tracked.add(r["location"])
+        reason = _reason(r, status.get(r["run_id"]), run_id, older_than_hours)
+        if reason:
+            removals.append(Removal(r["run_id"], r["step_id"], r["location"], reason))
+    return removals, tracked
+
+
+def _reason(r: dict[str, Any], state: str | None, run_id: str | None,
+            older_than_hours: float) -> str | None:
+    policy = r["policy"]
+    if run_id is not None:
+        return "asked for" if r["run_id"] == run_id else None
+    if state == "running" or policy == "manual":
+        return None
+    if state == "completed":
+        return "left over by a completed run"
+    if policy == "on_completion":
+        return "its run failed (on_completion)"
+    if policy == "ttl" and _age_hours(r["created_at"]) > (r["ttl_hours"] or 0):
+        return f"older than its ttl of {r['ttl_hours']:g} h"
+    if policy == "on_success" and _age_hours(r["created_at"]) > older_than_hours:
+        return f"its run failed more than {older_than_hours:g} h ago (on_success)"
+    return None
+
+
+def _unrecorded_scratch(store: Store, status: dict[str, str], run_id: str | None,
+                        tracked: set[str]) -> list[Removal]:
+    """Scratch that no record claims (a run killed between creating and recording it)."""
+    removals = []
+    for rid, locations in store.scratch_runs().items():
+        if status.get(rid) == "running" or (run_id is not None and rid != run_id):
+            continue
+        for loc in locations:
+            if loc not in tracked and not any(loc.startswith(t) for t in tracked):
+                removals.append(Removal(rid, "-", loc, "not recorded by any run"))
+    return removals
 
 
 __all__ = ["Removal", "clean", "release"]

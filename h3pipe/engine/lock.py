@@ -12,11 +12,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from h3pipe.errors import Locked, StoreError
 from h3pipe.storage.catalog import now
+from h3pipe.storage.runlog import RunLog
 
 STALE_SECONDS = 120.0
 HEARTBEAT_SECONDS = 15.0
@@ -52,51 +54,36 @@ def describe(row: dict[str, Any]) -> str:
             f"{(row.get('started_at') or '?').replace('T', ' ')[:19]}")
 
 
-def wait_or_refuse(store: Any, run_id: str, *, wait: bool, on_wait: Any = None
-                   ) -> dict[str, Any] | None:
+def wait_or_refuse(log: RunLog, run_id: str, *, wait: bool,
+                   on_wait: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """The run's row once no live process holds it (None when there is no row yet)."""
     told = False
     while True:
-        rows = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
-        if not rows or not holder_alive(rows[0]):
-            return rows[0] if rows else None
+        row = log.run(run_id)
+        if row is None or not holder_alive(row):
+            return row
         if not wait:
-            raise Locked(f"run {run_id} is already running, {describe(rows[0])}",
+            raise Locked(f"run {run_id} is already running, {describe(row)}",
                          hint="wait for it, or pass --wait to queue behind it")
         if not told and on_wait is not None:
-            on_wait(f"run {run_id} is running, {describe(rows[0])}; waiting")
+            on_wait(f"run {run_id} is running, {describe(row)}; waiting")
             told = True
         time.sleep(WAIT_POLL_SECONDS)
 
 
-def claim(store: Any, run_id: str, previous: dict[str, Any] | None,
+def claim(log: RunLog, run_id: str, previous: dict[str, Any] | None,
           values: dict[str, Any]) -> None:
     """Become the holder: insert the row, or take it over from the state seen in
     ``previous``; raise :class:`Locked` if another process got there first."""
     mine = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(),
             "started_at": now(), "heartbeat_at": now()}
     if previous is None:
-        try:
-            store.catalog.insert("runs", **(values | mine))
-        except StoreError:
-            rows = store.catalog.query("SELECT * FROM runs WHERE run_id = :id",
-                                       {"id": run_id})
-            if rows:
-                raise Locked(f"run {run_id} was started by another process, "
-                             f"{describe(rows[0])}") from None
-            raise
+        if not log.insert_run(values | mine):
+            row = log.run(run_id)
+            holder = f", {describe(row)}" if row else ""
+            raise Locked(f"run {run_id} was started by another process{holder}")
         return
-    with store.catalog.transaction() as tx:
-        taken = tx.execute(
-            "UPDATE runs SET status = :status, pid = :pid, host = :host, "
-            "started_at = :started_at, heartbeat_at = :heartbeat_at, finished_at = NULL, "
-            "error = NULL, cancel_requested_at = NULL, params = :params "
-            "WHERE run_id = :id AND status = :old_status AND "
-            "COALESCE(pid, 0) = :old_pid AND COALESCE(host, '') = :old_host",
-            mine | {"params": values["params"], "id": run_id,
-                    "old_status": previous["status"], "old_pid": previous["pid"] or 0,
-                    "old_host": previous["host"] or ""})
-    if taken != 1:
+    if not log.take_over(run_id, previous, mine, values["params"]):
         raise Locked(f"run {run_id} was taken by another process just now",
                      hint="pass --wait to queue behind it")
 
@@ -104,8 +91,8 @@ def claim(store: Any, run_id: str, previous: dict[str, Any] | None,
 class Heartbeat:
     """Refreshes the run's heartbeat from a thread while the run works."""
 
-    def __init__(self, store: Any, run_id: str, every: float = HEARTBEAT_SECONDS) -> None:
-        self._store, self._run_id, self._every = store, run_id, every
+    def __init__(self, log: RunLog, run_id: str, every: float = HEARTBEAT_SECONDS) -> None:
+        self._log, self._run_id, self._every = log, run_id, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="h3pipe-heartbeat",
                                         daemon=True)
@@ -122,8 +109,6 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self._every):
             try:
-                with self._store.catalog.transaction() as tx:
-                    tx.execute("UPDATE runs SET heartbeat_at = :at WHERE run_id = :id",
-                               {"at": now(), "id": self._run_id})
+                self._log.beat(self._run_id)
             except StoreError:
                 pass  # a missed beat only makes the run look older; the next one retries

@@ -94,6 +94,13 @@ class Operation:
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         raise NotImplementedError
 
+    def estimate_rows(self, rows_in: int, cells: int) -> tuple[int, str]:
+        """Rows out for ``rows_in`` rows in, over a run of ``cells`` cells, and how that was
+        estimated: what ``h3pipe plan`` says of a stage fed by an earlier one."""
+        if self.produces == "cells" or self.group_by == "h3_index":
+            return min(rows_in, cells), "at most one row per cell"
+        return rows_in, "one row per input row"
+
     def output_column_paths(self, params: dict[str, Any]
                             ) -> list[tuple[str, tuple[str | int, ...]]]:
         """Each output column and the path inside ``params`` that asks for it."""

@@ -35,6 +35,9 @@ class Filter(Operation):
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         return []
 
+    def estimate_rows(self, rows_in: int, cells: int) -> tuple[int, str]:
+        return rows_in, "at most the input's rows (a filter)"
+
     def run_batch(self, batch: Batch) -> pa.Table:
         return run_sql(batch, input_rows(batch),
                        f"SELECT * FROM rows WHERE coalesce(({batch.params['where']}), false)")

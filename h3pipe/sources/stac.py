@@ -29,6 +29,7 @@ class ItemRef:
 
     id: str
     href: str
+    size: int | None = None  # bytes, when the asset says (file:size)
 
 
 def describe_stac(source_id: str, spec: StacSpec, bbox: tuple[float, float, float, float],
@@ -66,7 +67,7 @@ def describe_stac(source_id: str, spec: StacSpec, bbox: tuple[float, float, floa
         dtype=first["dtype"], nodata=nodata if nodata_override else first["nodata"],
         nodata_override=nodata_override, tiles=tuple(tiles), signer=spec.signer,
     )
-    return info, [ItemRef(p["id"], p["href"]) for p in placed]
+    return info, [ItemRef(p["id"], p["href"], p.get("size")) for p in placed]
 
 
 def _fmt(bbox: tuple[float, ...]) -> str:
@@ -236,8 +237,10 @@ def _placement(where: str, item: dict[str, Any], spec: StacSpec, band: int) -> d
         a, _, c, _, e, f = transform[:6]
         return {"id": item["id"], "href": href, "crs": crs, "x0": c, "y0": f, "xres": a,
                 "yres": -e, "width": int(shape[1]), "height": int(shape[0]),
-                "dtype": meta["data_type"], "nodata": meta.get("nodata")}
-    return _from_file(where, item["id"], href, spec.signer, band)
+                "dtype": meta["data_type"], "nodata": meta.get("nodata"),
+                "size": asset.get("file:size")}
+    return _from_file(where, item["id"], href, spec.signer, band) | {
+        "size": asset.get("file:size")}
 
 
 def _from_file(where: str, item_id: str, href: str, signer: str, band: int) -> dict[str, Any]:

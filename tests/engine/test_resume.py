@@ -111,3 +111,40 @@ def test_resume_command_reruns_a_recorded_run(tmp_path, cli):
     assert r.exit_code == 0 and f"run {run_id} completed (resumed)" in r.stdout
     r = cli("--project", proj, "resume", "no-such-run")
     assert r.exit_code == 2 and "no run 'no-such-run'" in r.stderr
+
+
+def _aoi(path):
+    """A GeoJSON polygon inside the raster of ``_tif``."""
+    import json
+
+    ring = [[29.03, -2.17], [29.16, -2.15], [29.12, -2.03], [29.04, -2.05], [29.03, -2.17]]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {},
+         "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    return path
+
+
+def test_a_failed_aoi_run_resumes_from_its_recorded_scope(tmp_path, cli):
+    tif = _tif(tmp_path)
+    aoi = _aoi(tmp_path / "area.geojson")
+    proj = _project(tmp_path / "p", tif)
+    # The third batch fails (counted in the one process that computes with one worker).
+    failed = subprocess.run([sys.executable, "-m", "h3pipe", "--project", str(proj), "run",
+                             "p", "--aoi", str(aoi), "--workers", "1"], capture_output=True,
+                            text=True, env={**__import__("os").environ,
+                                            "H3PIPE_FAULTS": "batch:fail@3"})
+    assert failed.returncode == 1, failed.stderr
+    con = sqlite3.connect(proj / ".h3pipe" / "catalog.sqlite")
+    run_id, status = con.execute("SELECT run_id, status FROM runs").fetchone()
+    assert status == "failed"
+    kept = con.execute("SELECT count(*) FROM tasks WHERE status = 'completed'").fetchone()[0]
+    assert kept == 2
+
+    r = cli("--project", proj, "resume", run_id, "--workers", "1")
+    assert r.exit_code == 0, r.stderr
+    assert f"run {run_id} completed (resumed)" in r.stdout
+
+    fresh = _project(tmp_path / "fresh", tif)
+    assert cli("--project", fresh, "run", "p", "--aoi", aoi, "--workers", "1").exit_code == 0
+    assert _export(cli, proj, tmp_path / "a.parquet") == _export(cli, fresh,
+                                                                 tmp_path / "b.parquet")

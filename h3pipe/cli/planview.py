@@ -1,0 +1,59 @@
+"""How a plan reads on a terminal: the heading ``run`` prints before it starts, and the
+whole of ``h3pipe plan``. One renderer, so the two always agree."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from h3pipe.engine.outlook import Outlook
+    from h3pipe.engine.plan import PlanReport
+    from h3pipe.engine.prepare import RunPlan
+
+
+def heading(plan: RunPlan, view: Outlook) -> list[str]:
+    """The run, its status, its cells and each stage's steps, tasks and rows."""
+    p = plan.pipeline
+    lines = [f"run {plan.run_id}: {view.detail}",
+             f"  pipeline {p.id} -> dataset {p.dataset}, {plan.scope.label}, resolution "
+             f"{plan.resolution}",
+             f"  {view.cells:,} cells, {plan.workers} worker(s), batches of up to "
+             f"{plan.batch_size:,} cells"]
+    for s in view.stages:
+        mark = "~" if s.estimate else ""
+        line = (f"  stage {s.number} [{', '.join(s.steps)}]: {mark}{s.tasks:,} task(s), "
+                f"{mark}{s.rows:,} {s.unit}")
+        lines.append(line + (f" (estimated {s.estimate})" if s.estimate else ""))
+    return lines
+
+
+def report(rep: PlanReport) -> list[str]:
+    """The heading, then every source over the scope, then the estimate."""
+    lines = heading(rep.plan, rep.outlook)
+    lines.append("sources:")
+    for f in rep.sources:
+        size = f"{f.bytes / 1e6:,.1f} MB" if f.bytes is not None else "size unknown"
+        what = "file" if f.kind == "vector" else ("STAC item(s)" if f.kind == "stac"
+                                                  else "tile(s)")
+        text = f"  {f.source_id} ({f.kind}): {f.files} {what}, {size} ({f.bytes_how})"
+        if f.pixels is not None:
+            text += (f", {f.pixels:,} pixels in the scope, "
+                     f"{f.pixels_per_cell or 0:,.1f} per cell (pixels about "
+                     f"{f.pixel_m or 0:,.0f} m)")
+        if f.features is not None:
+            text += f", {f.features:,} features in the scope"
+        lines.append(text)
+        lines += [f"    warning: {w}" for w in f.warnings]
+    e = rep.estimate
+    lines.append(f"estimate: about {_duration(e.seconds)} wall, peak memory about "
+                 f"{e.peak_rss_mb:,.0f} MB ({e.basis})")
+    lines += [f"  {c.step_id}: about {_duration(c.seconds)} ({c.how})" for c in e.steps]
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,154 @@
+"""What runs cost: :func:`estimate` (wall time and peak memory of a planned run on this
+machine) from what earlier runs in the store measured, and what a completed run records
+for that (:func:`step_pixels`, :func:`peak_rss_mb`).
+
+Rates are per worker-second, from the tasks' own seconds: pixels per second for steps over
+cells with a raster, rows per second for steps over rows. Without history, conservative
+defaults (about half of what ``make bench`` measures on two cores) stand in, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from h3pipe.engine.outlook import Outlook
+from h3pipe.engine.prepare import RunPlan
+
+DEFAULT_PIXELS_PER_S = 4_000_000.0  # per worker, zonal statistics over cells
+DEFAULT_ROWS_PER_S = 5_000.0  # per worker, a step over rows (features or an earlier step's)
+DEFAULT_OVERHEAD_S = 3.0  # start-up, planning, publication
+DEFAULT_MB = (350.0, 300.0)  # the main process, and each worker
+
+
+@dataclass(frozen=True)
+class StepCost:
+    step_id: str
+    seconds: float
+    how: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    peak_rss_mb: float
+    basis: str  # where the rates came from
+    steps: tuple[StepCost, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Rates:
+    pixels: dict[str, float]  # operation -> pixels per worker-second
+    rows: dict[str, float]  # operation -> rows per worker-second
+    overhead_s: float | None
+    peak_mb: float | None
+    runs: int
+
+
+def estimate(plan: RunPlan, view: Outlook, history: list[dict[str, Any]]) -> Estimate:
+    """Wall time and peak memory of ``plan`` (``view`` gives each stage's rows), from the
+    per-step throughput of earlier runs (:meth:`RunLog.throughput` rows)."""
+    rates = _rates(history, plan.workers)
+    pixels = step_pixels(plan)
+    costs = []
+    for stage in view.stages:
+        per_row = stage.rows / max(1, len(stage.steps))
+        for sid in stage.steps:
+            op = plan.pipeline.step(sid).operation
+            if sid in pixels and op in rates.pixels:
+                costs.append(StepCost(sid, pixels[sid] / rates.pixels[op] / plan.workers,
+                                      f"{pixels[sid]:,} pixels at {rates.pixels[op]:,.0f}/s "
+                                      "per worker, measured"))
+            elif sid in pixels:
+                costs.append(StepCost(sid, pixels[sid] / DEFAULT_PIXELS_PER_S / plan.workers,
+                                      f"{pixels[sid]:,} pixels at {DEFAULT_PIXELS_PER_S:,.0f}/s "
+                                      "per worker, default"))
+            else:
+                rate = rates.rows.get(op, DEFAULT_ROWS_PER_S)
+                costs.append(StepCost(sid, per_row / rate / plan.workers,
+                                      f"{per_row:,.0f} rows at {rate:,.0f}/s per worker, "
+                                      + ("measured" if op in rates.rows else "default")))
+    overhead = DEFAULT_OVERHEAD_S if rates.overhead_s is None else rates.overhead_s
+    memory = rates.peak_mb or DEFAULT_MB[0] + DEFAULT_MB[1] * plan.workers
+    basis = (f"from {rates.runs} earlier run(s) in this store" if rates.runs else
+             "no history yet: conservative defaults")
+    return Estimate(sum(c.seconds for c in costs) + overhead, memory, basis, tuple(costs))
+
+
+def _rates(history: list[dict[str, Any]], workers: int) -> _Rates:
+    px: dict[str, list[float]] = {}
+    rows: dict[str, list[float]] = {}
+    busy: dict[str, float] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    for h in history:
+        params = json.loads(h["params"] or "{}")
+        seconds = float(h["seconds"] or 0.0)
+        if seconds <= 0 or "measured" not in params:
+            continue
+        runs[h["run_id"]] = params
+        busy[h["run_id"]] = busy.get(h["run_id"], 0.0) + seconds / params.get("workers", 1)
+        step_px = params["measured"].get("pixels", {}).get(h["step_id"])
+        if step_px:
+            px.setdefault(h["operation"], []).append(step_px / seconds)
+        elif h["rows_in"]:
+            rows.setdefault(h["operation"], []).append(h["rows_in"] / seconds)
+    overheads = [max(0.0, p["measured"]["wall_s"] - busy[r]) for r, p in runs.items()]
+    peaks = [p["measured"]["peak_rss_mb"] for p in runs.values()
+             if p.get("workers") == workers and p["measured"].get("peak_rss_mb")]
+    return _Rates({op: statistics.median(v) for op, v in px.items()},
+                  {op: statistics.median(v) for op, v in rows.items()},
+                  statistics.median(overheads) if overheads else None,
+                  max(peaks) if peaks else None, len(runs))
+
+
+def step_pixels(plan: RunPlan) -> dict[str, int]:
+    """Pixels inside the scope of each step over cells that reads a raster."""
+    from h3pipe.engine.estimates import pixels_in_scope, tiles_touched
+
+    out: dict[str, int] = {}
+    by_source: dict[str, int] = {}
+    for step in plan.pipeline.steps:
+        if step.input != "cells" or step.source not in plan.rasters:
+            continue
+        if step.source not in by_source:
+            info = plan.rasters[step.source]
+            by_source[step.source] = pixels_in_scope(
+                info, plan.scope.geometry, tiles_touched(info, plan.scope.geometry))
+        out[step.id] = by_source[step.source]
+    return out
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process plus its live children (the workers), from
+    /proc; None where there is no /proc."""
+    me = Path("/proc/self")
+    if not me.exists():
+        return None
+    pids = [str(os.getpid())]
+    for task in (me / "task").iterdir():
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:
+            continue
+    total_kb = sum(_hwm_kb(pid) for pid in pids)
+    return round(total_kb / 1024, 1) if total_kb else None
+
+
+def _hwm_kb(pid: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+__all__ = ["Estimate", "StepCost", "estimate", "peak_rss_mb", "step_pixels"]

@@ -1,0 +1,70 @@
+"""``h3pipe plan``: what a run would do and cost, without running it: :func:`plan_run`.
+
+It prepares the run exactly as ``run`` would (the same :class:`RunPlan`, so the same run
+id), reads what the store holds for it and what earlier runs measured, and describes every
+source over the scope. It writes nothing and starts no worker.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+from h3pipe import storage
+from h3pipe.config.project import Project
+from h3pipe.engine.batching import Planner
+from h3pipe.engine.costs import Estimate, estimate
+from h3pipe.engine.estimates import SourceFacts, source_facts
+from h3pipe.engine.outlook import Outlook, outlook
+from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
+from h3pipe.engine.scope import Scope
+from h3pipe.errors import ConfigError
+from h3pipe.storage.runlog import RunLog
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    plan: RunPlan
+    outlook: Outlook
+    sources: tuple[SourceFacts, ...]
+    estimate: Estimate
+    store: str | None  # where the store is, None when there is none yet
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.plan
+        return {"run_id": p.run_id, "pipeline": p.pipeline.id, "dataset": p.pipeline.dataset,
+                "scope": p.scope.to_json(), "resolution": p.resolution,
+                "workers": p.workers, "batch_size": p.batch_size, "store": self.store,
+                **self.outlook.to_json(), "sources": [s.to_json() for s in self.sources],
+                "estimate": self.estimate.to_json()}
+
+
+def plan_run(project: Project, pipeline_id: str, scope: Scope,
+             options: RunOptions | None = None) -> PlanReport:
+    plan = prepare(project, pipeline_id, scope, options)
+    planner = Planner(plan.run_id, list(plan.cells), plan.resolution, plan.batch_size,
+                      dict(plan.rasters), dict(plan.vectors), None, row_batch=plan.row_batch)
+    try:
+        store = storage.open_store(plan.store_location, project.root, create=False)
+    except ConfigError:  # no store yet: a new run, and no history
+        view = outlook(plan, planner, None, None)
+        return PlanReport(plan, view, _facts(plan, planner), estimate(plan, view, []), None)
+    with closing(store):
+        log = RunLog(store.catalog)
+        row = log.run(plan.run_id)
+        if row is not None and not plan.options.force:
+            plan = plan.as_started(json.loads(row["params"]))  # as the runner would
+        view = outlook(plan, planner, store, row)
+        history = log.throughput()
+        where = store.location
+    return PlanReport(plan, view, _facts(plan, planner), estimate(plan, view, history), where)
+
+
+def _facts(plan: RunPlan, planner: Planner) -> tuple[SourceFacts, ...]:
+    counts = {sid: planner.features(sid).num_rows for sid in plan.vectors}
+    return tuple(source_facts(plan, counts))
+
+
+__all__ = ["PlanReport", "plan_run"]

@@ -1,0 +1,276 @@
+"""Everything a run is, decided before anything runs: :class:`RunPlan`, built by
+:func:`prepare`.
+
+``run``, ``resume`` and ``plan`` all start here: the options settled against the pipeline's
+and the project's defaults, the sources described over the scope (tiles, STAC items,
+vector layers), the run's cells, the barrier stages and the run id. Preparing writes
+nothing and starts no worker; what the store already holds for the run is the runner's
+(and the plan's) business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from h3pipe.config.dag import StepGraph
+from h3pipe.config.project import Project, suggest
+from h3pipe.engine.executors import Retry
+from h3pipe.engine.scope import Scope, scope_cells
+from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS
+from h3pipe.errors import ConfigError, SourceError, UsageError
+from h3pipe.sources.raster import RasterInfo, describe_raster
+from h3pipe.sources.stac import describe_stac
+from h3pipe.sources.vector import VectorInfo, vector_info
+from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
+
+DEFAULT_BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line asked for; None means 'the pipeline's or project's default'."""
+
+    resolution: int | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    force: bool = False
+    from_step: str | None = None
+    wait: bool = False
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+
+    def check(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if self.grace_seconds < 0:
+            raise UsageError(f"--grace {self.grace_seconds:g} must be 0 or more seconds")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size} must be at least 1")
+
+
+@dataclass(frozen=True)
+class UsedItem:
+    """A STAC item a run reads."""
+
+    source_id: str
+    item_id: str
+    href: str
+    size: int | None = None  # bytes, when the item says
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run, fully decided. ``batch_size`` is the cells per batch (balanced so every
+    worker gets several); ``max_batch_size`` bounds the row batches of feature steps."""
+
+    run_id: str
+    pipeline: PipelineSpec
+    scope: Scope
+    resolution: int
+    cells: tuple[str, ...]
+    stages: tuple[tuple[str, ...], ...]
+    batch_size: int
+    max_batch_size: int
+    workers: int
+    sources: Mapping[str, SourceSpec]
+    rasters: Mapping[str, RasterInfo]
+    vectors: Mapping[str, VectorInfo]
+    items: tuple[UsedItem, ...]
+    options: RunOptions
+    store_location: str
+
+    def params(self) -> dict[str, Any]:
+        """What the run records to be resumed with the same batches."""
+        return {"batch_size": self.batch_size, "max_batch_size": self.max_batch_size,
+                "workers": self.workers, "scope": self.scope.to_json()}
+
+    def as_started(self, params: dict[str, Any]) -> RunPlan:
+        """This plan with the batches of the run it resumes (recorded in ``params``)."""
+        return replace(self, batch_size=params.get("batch_size", self.batch_size),
+                       max_batch_size=params.get("max_batch_size", self.max_batch_size),
+                       workers=params.get("workers", self.workers))
+
+    def row_batch(self, rows: int) -> int:
+        """Rows per batch of a feature step with ``rows`` rows."""
+        return balanced_batch_size(rows, self.max_batch_size, self.workers)
+
+    def retry(self, step: StepSpec) -> Retry:
+        defaults = self.pipeline.defaults
+        return Retry(step.retries if step.retries is not None else defaults.get("retries", 2),
+                     step.retry_backoff if step.retry_backoff is not None
+                     else defaults.get("retry_backoff", 1.0))
+
+    def redo_steps(self) -> list[str]:
+        """Steps whose tasks are recomputed however they ended: ``--from-step`` and every
+        later stage."""
+        start = self.options.from_step
+        if start is None:
+            return []
+        first = next(n for n, stage in enumerate(self.stages) if start in stage)
+        return [sid for stage in self.stages[first:] for sid in stage]
+
+
+def prepare(project: Project, pipeline_id: str, scope: Scope,
+            options: RunOptions | None = None) -> RunPlan:
+    """Load and validate the project, settle the options and describe everything the run
+    reads. Raises our errors (exit 2) for anything wrong before a run."""
+    options = options or RunOptions()
+    options.check()
+    sources, pipelines, settings = project.load()
+    pipeline = _pipeline(pipelines, pipeline_id)
+    defaults = {**settings.get("defaults", {}), **pipeline.defaults}
+    resolution = _resolution(options, defaults, pipeline_id)
+    size = options.batch_size or defaults.get("batch_size") or DEFAULT_BATCH_SIZE
+    workers = options.workers or defaults.get("workers") or os.cpu_count() or 1
+    _check_from_step(pipeline, options.from_step)
+    used = {sid: sources[sid] for sid in used_sources(pipeline)}
+    rasters, vectors, items = _describe(used, project, scope)
+    cells = tuple(scope_cells(scope, resolution))
+    return RunPlan(
+        run_id=run_identity(pipeline, scope, resolution, used, rasters, vectors),
+        pipeline=pipeline, scope=scope, resolution=resolution, cells=cells,
+        stages=tuple(tuple(s) for s in StepGraph(pipeline.steps).stages()),
+        batch_size=balanced_batch_size(len(cells), size, workers), max_batch_size=size,
+        workers=workers, sources=used, rasters=rasters, vectors=vectors, items=items,
+        options=options, store_location=project.store_location())
+
+
+def _pipeline(pipelines: dict[str, PipelineSpec], pipeline_id: str) -> PipelineSpec:
+    if pipeline_id not in pipelines:
+        known = sorted(pipelines)
+        raise ConfigError(f"unknown pipeline '{pipeline_id}'" + suggest(pipeline_id, known)
+                          + f" (pipelines: {', '.join(known) or 'none in pipelines/'})")
+    return pipelines[pipeline_id]
+
+
+def _resolution(options: RunOptions, defaults: dict[str, Any], pipeline_id: str) -> int:
+    res = options.resolution if options.resolution is not None else defaults.get("resolution")
+    if res is None:
+        raise UsageError(f"pipeline '{pipeline_id}' sets no default resolution; pass --resolution")
+    if not 0 <= res <= 15:
+        raise UsageError(f"--resolution {res} is outside 0..15")
+    return int(res)
+
+
+def _check_from_step(pipeline: PipelineSpec, from_step: str | None) -> None:
+    ids = [s.id for s in pipeline.steps]
+    if from_step is not None and from_step not in ids:
+        raise UsageError(f"--from-step '{from_step}' is not a step of pipeline "
+                         f"'{pipeline.id}'" + suggest(from_step, ids))
+
+
+def balanced_batch_size(cells: int, size: int, workers: int) -> int:
+    """``size`` is a maximum: with few cells, split finer so every worker gets several batches."""
+    if workers <= 1:
+        return size
+    return max(1, min(size, -(-cells // (workers * 4))))
+
+
+def used_sources(pipeline: PipelineSpec) -> list[str]:
+    """Every source a pipeline reads: its steps' sources and vector inputs."""
+    named = [s.source for s in pipeline.steps if s.source]
+    named += [s.input for s in pipeline.steps if s.input != "cells" and not s.input_step]
+    return list(dict.fromkeys(named))
+
+
+def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
+                 sources: Mapping[str, SourceSpec], rasters: Mapping[str, RasterInfo],
+                 vectors: Mapping[str, VectorInfo] | None = None) -> str:
+    """The run id: what the results depend on (the pipeline's content and version, the
+    scope, the resolution, the sources as expanded, and the data files themselves: a tile
+    rewritten in place makes a new run), never when or how fast it ran."""
+    vectors = vectors or {}
+    used = sorted(used_sources(pipeline))
+    data: dict[str, Any] = {sid: [_fingerprint(t.path) for t in rasters[sid].tiles]
+                            for sid in used if sid in rasters}
+    data |= {sid: [_fingerprint(v.location) if not v.is_postgis else [v.table]]
+             for sid, v in vectors.items() if sid in used}
+    inputs = {"pipeline": pipeline.id, "version": pipeline.version,
+              "content": pipeline.content_hash, "scope": scope.key, "resolution": resolution,
+              "sources": {sid: sources[sid].document for sid in used}, "data": data}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode())
+    return f"{pipeline.id}-r{resolution}-{digest.hexdigest()[:12]}"
+
+
+def _fingerprint(path: str) -> list[Any]:
+    """A tile as the run saw it: a local file by size and modification time, a URL by
+    itself (its content is the server's business)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path]
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+# -- sources ------------------------------------------------------------------------------
+
+def _describe(used: Mapping[str, SourceSpec], project: Project, scope: Scope
+              ) -> tuple[dict[str, RasterInfo], dict[str, VectorInfo], tuple[UsedItem, ...]]:
+    rasters: dict[str, RasterInfo] = {}
+    vectors: dict[str, VectorInfo] = {}
+    items: list[UsedItem] = []
+    for source_id, source in used.items():
+        if source.kind == "vector":
+            vectors[source_id] = _vector(source, project)
+            continue
+        rasters[source_id], found = _raster(source, project, scope)
+        items += [UsedItem(source_id, i.id, i.href, i.size) for i in found]
+    return rasters, vectors, tuple(items)
+
+
+def _raster(source: SourceSpec, project: Project, scope: Scope) -> tuple[RasterInfo, list[Any]]:
+    """The source's grid over the scope, and the STAC items it came from (if any)."""
+    items: list[Any] = []
+    with _named_by(source):
+        if source.stac is not None:
+            info, items = describe_stac(source.id, source.stac, scope.geometry.bounds,
+                                        project.root, band=source.band, nodata=source.nodata,
+                                        nodata_override=source.nodata_override)
+        else:
+            info = describe_raster(source.id, source.location, project.root,
+                                   band=source.band, nodata=source.nodata,
+                                   nodata_override=source.nodata_override)
+    minx, miny, maxx, maxy = bounds_wgs84(info)
+    sminx, sminy, smaxx, smaxy = scope.geometry.bounds
+    if maxx <= sminx or minx >= smaxx or maxy <= sminy or miny >= smaxy:
+        raise SourceError(
+            f"source '{source.id}' (bounds {minx:.4f},{miny:.4f},{maxx:.4f},{maxy:.4f}) does not "
+            f"overlap scope {scope.label} ({sminx:.4f},{sminy:.4f},{smaxx:.4f},{smaxy:.4f})",
+            hint="choose a scope inside the raster, or check the source's path",
+        )
+    return info, items
+
+
+def bounds_wgs84(info: RasterInfo) -> tuple[float, float, float, float]:
+    if info.crs_is_wgs84:
+        return info.bounds
+    from pyproj import CRS, Transformer
+
+    tr = Transformer.from_crs(CRS.from_wkt(info.crs_wkt), CRS.from_epsg(4326), always_xy=True)
+    x0, y0, x1, y1 = tr.transform_bounds(*info.bounds, densify_pts=21)
+    return (x0, y0, x1, y1)
+
+
+def _vector(source: SourceSpec, project: Project) -> VectorInfo:
+    with _named_by(source):
+        return vector_info(source.id, source.location, project.root, layer=source.layer,
+                           table=source.table, id_field=source.id_field,
+                           attributes=source.attributes)
+
+
+@contextmanager
+def _named_by(source: SourceSpec) -> Iterator[None]:
+    """A source that cannot be opened: say which file defines it."""
+    try:
+        yield
+    except SourceError as exc:
+        raise SourceError(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
+
+
+__all__ = ["RunOptions", "RunPlan", "UsedItem", "balanced_batch_size", "prepare",
+           "run_identity", "used_sources"]
