@@ -37,7 +37,7 @@ class SpatialJoin(Operation):
     stats: [sum]
     prefix: pop_
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
