@@ -123,7 +123,8 @@ def inspect(
     """
     import math
 
-    from h3pipe.authoring.inspect import inspect_location, suggest_source_id, to_source_yaml
+    from h3pipe.authoring.drafting import suggest_source_id, to_source_yaml
+    from h3pipe.authoring.inspect import inspect_location
 
     if fmt not in ("yaml", "json"):
         raise typer.BadParameter(f"'{fmt}' is not one of yaml, json", param_hint="--format")

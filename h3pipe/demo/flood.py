@@ -43,7 +43,9 @@ def _grid(bbox: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarr
 def flood_depth(bbox: tuple[float, float, float, float], seed: int) -> np.ndarray:
     xs, ys = _grid(bbox)
     rng = np.random.default_rng(seed)
-    x, y = np.meshgrid(xs, ys)
+    x: np.ndarray
+    y: np.ndarray
+    x, y = np.meshgrid(xs, ys)  # its stubs say Any, and np.clip(Any) then types as a scalar
     depth = np.zeros(x.shape, dtype=np.float32)
     # The rivers and the lake are placed on Rwanda's box whatever ``bbox`` is, so a smaller
     # area shows the same landscape.

@@ -113,56 +113,77 @@ def polygon_moments(values: np.ndarray, u: np.ndarray, v: np.ndarray,
         out[p, SUM] = 0.0
         if c0 >= c1 or r0 >= r1:
             continue
-        partial = np.zeros((r1 - r0, c1 - c0))
-        full = np.zeros((r1 - r0, c1 - c0))
-        for ring in range(poly_starts[p], poly_starts[p + 1]):
-            a, b = ring_starts[ring], ring_starts[ring + 1]
-            # Green: the coverage of a ring sums to its signed area; orient exteriors to
-            # add and holes to subtract, whatever order their vertices come in.
-            area = 0.0
-            for k in range(a, b - 1):
-                area += u[k] * v[k + 1] - u[k + 1] * v[k]
-            if area == 0.0:
-                continue
-            sign = 1.0 if area > 0 else -1.0
-            if ring != poly_starts[p]:
-                sign = -sign
-            _add_ring(u[a:b], v[a:b], sign, r0, c0, partial, full)
-        # Pass 1: coverage = partial + running sum of the row markers from the right.
-        for r in range(r1 - r0):
-            running = 0.0
-            for c in range(c1 - c0 - 1, -1, -1):
-                running += full[r, c]
-                partial[r, c] += running
-        # Pass 2, in exactextract's order (row by row, left to right), with its float32
-        # coverage fractions and West's incremental weighted variance, so that both give
-        # the same numbers rather than merely close ones.
-        count = 0.0
-        total = 0.0
-        lo = np.inf
-        hi = -np.inf
-        mean = 0.0
-        t = 0.0
-        for r in range(r1 - r0):
-            for c in range(c1 - c0):
-                x = np.float64(values[r0 + r, c0 + c])
-                # A pixel counts when its float32 coverage is positive, exactly as in
-                # exactextract: even a sliver of 1e-15 of a pixel decides min and max.
-                w = np.float64(np.float32(min(partial[r, c], 1.0)))
-                if w <= 0.0 or math.isnan(x):
-                    continue
-                count += w
-                total += w * x
-                lo = min(lo, x)
-                hi = max(hi, x)
-                previous = mean
-                mean += (w / count) * (x - previous)
-                t += w * (x - previous) * (x - mean)
-        out[p, COUNT] = count
-        out[p, SUM] = total
-        if count > 0.0:
-            out[p, MEAN] = total / count
-            out[p, MIN] = lo
-            out[p, MAX] = hi
-            out[p, STDEV] = math.sqrt(t / count)
+        coverage = _coverage(u, v, ring_starts, poly_starts[p], poly_starts[p + 1],
+                             r0, c0, r1 - r0, c1 - c0)
+        _weighted_moments(values, coverage, r0, c0, out[p])
     return out
+
+
+@njit(cache=True, nogil=True)
+def _coverage(u: np.ndarray, v: np.ndarray, ring_starts: np.ndarray, ring0: int, ring1: int,
+              r0: int, c0: int, nrows: int, ncols: int) -> np.ndarray:
+    """Fraction of each pixel of the window at ``r0, c0`` covered by the polygon made of
+    rings ``ring0:ring1`` (its exterior first)."""
+    partial = np.zeros((nrows, ncols))
+    full = np.zeros((nrows, ncols))
+    for ring in range(ring0, ring1):
+        a, b = ring_starts[ring], ring_starts[ring + 1]
+        # Green: the coverage of a ring sums to its signed area; orient exteriors to
+        # add and holes to subtract, whatever order their vertices come in.
+        area = 0.0
+        for k in range(a, b - 1):
+            area += u[k] * v[k + 1] - u[k + 1] * v[k]
+        if area == 0.0:
+            continue
+        sign = 1.0 if area > 0 else -1.0
+        if ring != ring0:
+            sign = -sign
+        _add_ring(u[a:b], v[a:b], sign, r0, c0, partial, full)
+    # Coverage = partial + running sum of the row markers from the right.
+    for r in range(nrows):
+        running = 0.0
+        for c in range(ncols - 1, -1, -1):
+            running += full[r, c]
+            partial[r, c] += running
+    return partial
+
+
+@njit(cache=True, nogil=True)
+def _weighted_moments(values: np.ndarray, coverage: np.ndarray, r0: int, c0: int,
+                      out: np.ndarray) -> None:
+    """Count, sum, mean, min, max and stdev of the window at ``r0, c0`` weighted by
+    ``coverage``, into ``out`` (mean, min, max and stdev left alone when count is 0).
+
+    In exactextract's order (row by row, left to right), with its float32 coverage
+    fractions and West's incremental weighted variance, so that both give the same
+    numbers rather than merely close ones.
+    """
+    count = 0.0
+    total = 0.0
+    lo = np.inf
+    hi = -np.inf
+    mean = 0.0
+    t = 0.0
+    nrows, ncols = coverage.shape
+    for r in range(nrows):
+        for c in range(ncols):
+            x = np.float64(values[r0 + r, c0 + c])
+            # A pixel counts when its float32 coverage is positive, exactly as in
+            # exactextract: even a sliver of 1e-15 of a pixel decides min and max.
+            w = np.float64(np.float32(min(coverage[r, c], 1.0)))
+            if w <= 0.0 or math.isnan(x):
+                continue
+            count += w
+            total += w * x
+            lo = min(lo, x)
+            hi = max(hi, x)
+            previous = mean
+            mean += (w / count) * (x - previous)
+            t += w * (x - previous) * (x - mean)
+    out[COUNT] = count
+    out[SUM] = total
+    if count > 0.0:
+        out[MEAN] = total / count
+        out[MIN] = lo
+        out[MAX] = hi
+        out[STDEV] = math.sqrt(t / count)

@@ -21,7 +21,7 @@ class Filter(Operation):
   params:
     where: "use = 'residential' AND area_m2 >= 20"
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object", "required": ["where"], "additionalProperties": False,
         "properties": {"where": {**SQL, "description": "A SQL condition over the input's "
                                  "columns (DuckDB dialect)."}},

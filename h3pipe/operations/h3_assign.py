@@ -21,7 +21,7 @@ class H3Assign(Operation):
   params:
     resolution: 7
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object",
         "additionalProperties": False,
         "properties": {

@@ -30,7 +30,7 @@ class H3WeightedAggregate(Operation):
       - {name: pop_weighted_depth_m, function: weighted_mean, column: depth_m,
          weight: pop_sum}
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object", "required": ["aggregations"], "additionalProperties": False,
         "properties": {"aggregations": {
             "type": "array", "minItems": 1,

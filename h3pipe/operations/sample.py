@@ -25,7 +25,7 @@ class Sample(Operation):
   params:
     name: depth_m
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object",
         "additionalProperties": False,
         "properties": {

@@ -37,7 +37,7 @@ class SpatialJoin(Operation):
     stats: [sum]
     prefix: pop_
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
@@ -114,8 +114,6 @@ class SpatialJoin(Operation):
         return add_columns(table, {prefix + s: columns[s] for s in stats})
 
     def _join_vector(self, batch: Batch, table: pa.Table) -> pa.Table:
-        import shapely
-
         assert batch.vector is not None
         params = batch.params
         prefix = params.get("prefix", "")
@@ -127,51 +125,88 @@ class SpatialJoin(Operation):
                                  hint="add them to the source's 'attributes'")
         geoms = geometries(table)
         n = len(geoms)
+        nearest = params["predicate"] == "nearest"
         match = np.full(n, -1, dtype=np.int64)
         extra = np.zeros(n)
         other = pa.table({})
         if n:
-            x0, y0, x1, y1 = shapely.total_bounds(geoms)
-            margin = 0.0
-            if params["predicate"] == "nearest":
-                margin = params["max_distance_m"] / (111_320 * max(
-                    0.01, math.cos(math.radians(max(abs(y0), abs(y1))))))
-            other = read_features(batch.vector, (x0 - margin, y0 - margin,
-                                                 x1 + margin, y1 + margin))
+            reach = params["max_distance_m"] if nearest else 0.0
+            other = read_features(batch.vector, _search_bounds(geoms, reach))
             targets = geometries(other)
-            if params["predicate"] == "nearest":
-                # Distances in each feature's own UTM zone (the targets projected there).
-                extra = np.full(n, np.nan)
-                zones = utm_zones(geoms)
-                for code in np.unique(zones):
-                    rows = np.flatnonzero(zones == code)
-                    crs = f"EPSG:{code}"
-                    tree = shapely.STRtree(transform(targets, "EPSG:4326", crs))
-                    (src, dst), dist = tree.query_nearest(
-                        transform(geoms[rows], "EPSG:4326", crs),
-                        max_distance=params["max_distance_m"], return_distance=True,
-                        all_matches=False)
-                    match[rows[src]] = dst
-                    extra[rows[src]] = dist
+            if nearest:
+                match, extra = _match_nearest(geoms, targets, params["max_distance_m"])
             else:
-                tree = shapely.STRtree(targets)
-                src, dst = tree.query(geoms, predicate=params["predicate"])
-                order = np.lexsort((dst, src))  # first match in the source's order
-                src, dst = src[order], dst[order]
-                first = np.unique(src, return_index=True)[1]
-                match[src[first]] = dst[first]
-                np.add.at(extra, src, 1)
-        cols: dict[str, Any] = {}
-        hit = match >= 0
-        for a in names:
-            col = other.column(a) if other.num_rows else pa.nulls(0)
-            taken = col.take(pa.array(np.where(hit, match, 0))) if other.num_rows \
-                else pa.nulls(n)
-            cols[prefix + a] = pa.array([v if h else None for v, h in
-                                         zip(taken.to_pylist(), hit, strict=True)],
-                                        type=taken.type if other.num_rows else pa.null())
-        if params["predicate"] == "nearest":
+                match, extra = _match_predicate(geoms, targets, params["predicate"])
+        cols = _attribute_columns(other, names, match, prefix)
+        if nearest:
             cols[prefix + "distance_m"] = nullable(extra)
         else:
             cols[prefix + "matches"] = pa.array(extra.astype(np.int64))
         return add_columns(table, cols)
+
+
+def _search_bounds(geoms: np.ndarray, reach_m: float) -> tuple[float, float, float, float]:
+    """The features' lon/lat box grown by ``reach_m`` metres (in degrees at its widest
+    latitude, so the box reaches far enough everywhere)."""
+    import shapely
+
+    x0, y0, x1, y1 = shapely.total_bounds(geoms)
+    margin = 0.0
+    if reach_m:
+        margin = reach_m / (111_320 * max(0.01, math.cos(math.radians(max(abs(y0), abs(y1))))))
+    return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+
+
+def _match_nearest(geoms: np.ndarray, targets: np.ndarray, max_distance_m: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each feature's nearest target within ``max_distance_m`` (-1: none) and the
+    distance in metres (NaN: none)."""
+    import shapely
+
+    match = np.full(len(geoms), -1, dtype=np.int64)
+    distance = np.full(len(geoms), np.nan)
+    # Distances in each feature's own UTM zone (the targets projected there).
+    zones = utm_zones(geoms)
+    for code in np.unique(zones):
+        rows = np.flatnonzero(zones == code)
+        crs = f"EPSG:{code}"
+        tree = shapely.STRtree(transform(targets, "EPSG:4326", crs))
+        (src, dst), dist = tree.query_nearest(
+            transform(geoms[rows], "EPSG:4326", crs),
+            max_distance=max_distance_m, return_distance=True, all_matches=False)
+        match[rows[src]] = dst
+        distance[rows[src]] = dist
+    return match, distance
+
+
+def _match_predicate(geoms: np.ndarray, targets: np.ndarray, predicate: str
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first target each feature ``predicate``s (-1: none), and how many."""
+    import shapely
+
+    match = np.full(len(geoms), -1, dtype=np.int64)
+    matches = np.zeros(len(geoms))
+    tree = shapely.STRtree(targets)
+    src, dst = tree.query(geoms, predicate=predicate)
+    order = np.lexsort((dst, src))  # first match in the source's order
+    src, dst = src[order], dst[order]
+    first = np.unique(src, return_index=True)[1]
+    match[src[first]] = dst[first]
+    np.add.at(matches, src, 1)
+    return match, matches
+
+
+def _attribute_columns(other: pa.Table, names: list[str], match: np.ndarray, prefix: str
+                       ) -> dict[str, Any]:
+    """The matched target's ``names`` for each feature; null where nothing matched."""
+    n = len(match)
+    cols: dict[str, Any] = {}
+    hit = match >= 0
+    for a in names:
+        col = other.column(a) if other.num_rows else pa.nulls(0)
+        taken = col.take(pa.array(np.where(hit, match, 0))) if other.num_rows \
+            else pa.nulls(n)
+        cols[prefix + a] = pa.array([v if h else None for v, h in
+                                     zip(taken.to_pylist(), hit, strict=True)],
+                                    type=taken.type if other.num_rows else pa.null())
+    return cols

@@ -23,7 +23,7 @@ class Transform(Operation):
       flooded: "depth_m > 0.5"
       depth_cm: "round(depth_m * 100)"
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object", "required": ["columns"], "additionalProperties": False,
         "properties": {"columns": {
             "type": "object", "minProperties": 1,

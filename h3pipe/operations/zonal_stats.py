@@ -81,7 +81,7 @@ class ZonalStats(Operation):
   params:
     stats: [mean, min, max, stdev, quantile_25]
 """
-    params_schema: dict[str, Any] = {
+    params_schema = {
         "type": "object",
         "required": ["stats"],
         "additionalProperties": False,

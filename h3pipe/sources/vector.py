@@ -190,7 +190,7 @@ def _read_postgis(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
         raise SourceError(f"source '{info.source_id}': cannot read '{info.table}': "
                           f"{' '.join(str(exc).split())[:200]}") from exc
     width = 2 + len(info.attributes)
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
+    columns = list(zip(*rows, strict=True)) if rows else [()] * width
     attrs_out = {a: pa.array(list(columns[1 + i])) for i, a in enumerate(info.attributes)}
     geoms = np.array([bytes(g) for g in columns[-1]], dtype=object)
     return _feature_table(info, pa.array(list(columns[0]), pa.string()), attrs_out, geoms)

@@ -27,13 +27,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from rasterio.transform import from_origin
 
-from h3pipe.authoring.inspect import (
-    Inspection,
-    choose_asset,
-    inspect_location,
-    suggest_source_id,
-    to_source_yaml,
-)
+from h3pipe.authoring.drafting import suggest_source_id, to_source_yaml
+from h3pipe.authoring.inspect import Inspection, inspect_location
+from h3pipe.authoring.sampling import choose_asset
 from h3pipe.config.schemas import SCHEMA_DIR
 from h3pipe.errors import H3PipeError, SourceError
 from tests.conftest import SHARED_DATA, write_raster
