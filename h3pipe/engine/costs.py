@@ -115,13 +115,14 @@ def step_pixels(plan: RunPlan) -> dict[str, int]:
     out: dict[str, int] = {}
     by_source: dict[str, int] = {}
     for step in plan.pipeline.steps:
-        if step.input != "cells" or step.source not in plan.rasters:
+        source = step.source
+        if step.input != "cells" or source is None or source not in plan.rasters:
             continue
-        if step.source not in by_source:
-            info = plan.rasters[step.source]
-            by_source[step.source] = pixels_in_scope(
-                info, plan.scope.geometry, tiles_touched(info, plan.scope.geometry))
-        out[step.id] = by_source[step.source]
+        if source not in by_source:
+            info = plan.rasters[source]
+            by_source[source] = pixels_in_scope(info, plan.scope.geometry,
+                                                tiles_touched(info, plan.scope.geometry))
+        out[step.id] = by_source[source]
     return out
 
 

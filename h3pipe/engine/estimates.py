@@ -146,7 +146,8 @@ def _bytes(tiles: list[TileInfo], items: list[UsedItem], signer: str
     local = [_local_size(t.path) for t in tiles]
     if all(s is not None for s in local):
         return sum(s or 0 for s in local), "file sizes"
-    remote = [t.path for t in tiles if t.path.startswith(("http://", "https://"))]
+    urls = [t.path.removeprefix("/vsicurl/") for t in tiles]
+    remote = [u for u in urls if u.startswith(("http://", "https://"))]
     if len(remote) != len(tiles):
         return None, "unknown (not local files, nor http)"
     sample = remote[:: max(1, len(remote) // HEAD_SAMPLE)][:HEAD_SAMPLE]

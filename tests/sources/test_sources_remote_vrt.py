@@ -108,3 +108,15 @@ def test_unreachable_url_is_a_one_line_error(tmp_path, cli):
     assert r.exit_code == 2
     assert "source 's'" in r.stderr and "sources/s.yaml" in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_plan_sizes_remote_tiles_with_http_head(tmp_path, cli, raster, http_root):
+    import json
+
+    proj = write_project(tmp_path / "p", sources={"s": raster_source("s", f"{http_root}/dem.tif")},
+                         pipelines={"p": zonal_pipeline("p", "s", ["mean"])})
+    r = cli("--project", proj, "plan", "p", "--bbox", BBOX, "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    [src] = json.loads(r.stdout)["sources"]
+    assert src["files"] == 1 and src["bytes_how"] == "HTTP HEAD"
+    assert src["bytes"] == os.path.getsize(raster)

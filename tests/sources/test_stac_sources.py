@@ -179,3 +179,23 @@ def test_search_failures_are_one_line_errors(tmp_path, cli, scene, url, collecti
     assert r.exit_code == 2, r.stderr
     assert message in r.stderr and "source 'dem'" in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_plan_sums_the_sizes_the_items_state(tmp_path, cli, scene):
+    _, tiles = scene
+    coll = _static(tmp_path / "tiles", tiles)
+    # Each item states a size of its own, unlike the file's: the plan must use the item's.
+    for i, t in enumerate(tiles):
+        path = tmp_path / "tiles" / "items" / f"{t.stem}.json"
+        item = json.loads(path.read_text())
+        item["assets"]["data"]["file:size"] = 1000 + i
+        path.write_text(json.dumps(item))
+    proj = write_project(tmp_path / "proj", sources={"dem": _stac_source(coll)},
+                         pipelines={"p": zonal_pipeline("p", "dem", STATS)})
+    # A box in the north-western tile only.
+    r = cli("--project", proj, "plan", "p", "--bbox", "29.01,-2.04,29.14,-1.91", "--format",
+            "json")
+    assert r.exit_code == 0, r.stderr
+    [src] = json.loads(r.stdout)["sources"]
+    assert src["kind"] == "stac" and src["files"] == 1
+    assert src["bytes"] == 1000 and src["bytes_how"] == "STAC asset sizes (file:size)"
