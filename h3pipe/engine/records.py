@@ -1,6 +1,6 @@
-"""Reading what runs left behind: run listings (:func:`list_runs`, :func:`show_run`),
-:func:`cancel_run`, the store's :func:`migrations` and dataset exports
-(:func:`export_dataset`).
+"""Reading what runs left behind: run listings (:func:`list_runs`, :func:`show_run`), whether
+a run recorded as running still is (:func:`why_dead`), :func:`cancel_run`, the store's
+:func:`migrations` and dataset exports (:func:`export_dataset`).
 
 The SQL lives in :mod:`h3pipe.storage.history`; this module opens the store, judges and
 shapes what it read, and turns a miss into an error that says what to do.
@@ -13,11 +13,12 @@ import json
 import os
 import socket
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from h3pipe.config.project import Project, suggest
-from h3pipe.engine.lock import holder_alive
+from h3pipe.engine.lock import STALE_SECONDS, holder_alive, pid_alive
 from h3pipe.errors import ConfigError, UsageError
 from h3pipe.storage import Store, history, open_catalog, open_store
 
@@ -49,10 +50,34 @@ def migrations(project: Project, *, upgrade: bool) -> tuple[str, list[str], list
 
 # -- runs -------------------------------------------------------------------------------------
 
+def why_dead(run: Row) -> str | None:
+    """Why a run recorded as running cannot be (its process is gone), or None when it is
+    not recorded as running or may still be working. The same judgement as
+    :func:`h3pipe.engine.lock.holder_alive`, with the reason kept."""
+    if run["status"] != "running":
+        return None
+    if run["host"] == socket.gethostname():
+        return None if pid_alive(run["pid"]) else f"pid {run['pid']} is gone on this host"
+    beat = run.get("heartbeat_at") or run.get("started_at")
+    if not beat:
+        return f"no heartbeat from {run['host']} ever recorded"
+    age = (datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds()
+    return None if age < STALE_SECONDS else f"no heartbeat from {run['host']} for {age:.0f} s"
+
+
+def _judged(run: Row) -> Row:
+    # Shown, not recorded: a reader that wrote 'failed' here could race a run taking the
+    # row over (its claim compares the status it saw), and whoever acts on the death
+    # records it already: 'h3pipe clean' marks the run failed, 'run' and 'resume' take
+    # the row over.
+    return run | {"dead": why_dead(run)}
+
+
 def list_runs(project: Project, limit: int = 20, pipeline: str | None = None) -> list[Row]:
-    """Run rows, newest first."""
+    """Run rows, newest first; ``dead`` says why a run recorded as running is not."""
     with project_store(project) as store:
-        return history.recent_runs(store.catalog, limit=limit, pipeline=pipeline)
+        return [_judged(r) for r in history.recent_runs(store.catalog, limit=limit,
+                                                         pipeline=pipeline)]
 
 
 def _find_run(catalog: Catalog, ref: str) -> Row:
@@ -74,11 +99,11 @@ def _find_run(catalog: Catalog, ref: str) -> Row:
 
 def show_run(project: Project, run_id: str) -> Row:
     """One run's row with its steps, tasks, items and timeline (see
-    :class:`h3pipe.storage.history.RunHistory`)."""
+    :class:`h3pipe.storage.history.RunHistory`), and ``dead`` as in :func:`list_runs`."""
     with project_store(project) as store:
         run = _find_run(store.catalog, run_id)
         past = history.run_history(store.catalog, run["run_id"])
-    return run | {
+    return _judged(run) | {
         "steps": past.steps, "failed_tasks": past.failed_tasks,
         "slowest_tasks": past.slowest_tasks, "slowest_tiles": _slowest_tiles(past.tile_seconds),
         "items": past.items, "events": past.events, "task_events": past.task_events,
@@ -108,7 +133,11 @@ def cancel_run(project: Project, run_id: str) -> str:
         if run is None:
             raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
         if not holder_alive(run):
-            raise ConfigError(f"run '{run_id}' is not running (status {run['status']})")
+            dead = why_dead(run)
+            raise ConfigError(f"run '{run_id}' is not running "
+                              + (f"({dead})" if dead else f"(status {run['status']})"),
+                              hint=f"resume it with 'h3pipe resume {run_id}'" if dead
+                              else None)
         history.request_cancel(store.catalog, run_id)
     if run["host"] == socket.gethostname():
         os.kill(run["pid"], signal.SIGTERM)
