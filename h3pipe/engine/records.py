@@ -149,18 +149,66 @@ def cancel_run(project: Project, run_id: str) -> str:
 # -- exports ----------------------------------------------------------------------------------
 
 def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
-                   iso3: str | None = None, resolution: int | None = None) -> int:
-    """Write one row per cell of ``dataset`` to ``out``; return the number of rows."""
+                   iso3: str | None = None, bbox: str | None = None, aoi: Path | None = None,
+                   run_id: str | None = None, resolution: int | None = None) -> int:
+    """Write one row per cell of ``dataset`` to ``out``; return the number of rows. At most
+    one of ``iso3``, ``bbox``, ``aoi`` (a scope as given to 'h3pipe run') and ``run_id``
+    (the result that run published) narrows it; without one, every scope is written."""
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
-    scope_key = f"iso3={iso3.strip().upper()}" if iso3 else None
+    scope_key = _scope_key(iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id)
     with project_store(project) as store:
-        entries = store.result_entries(dataset, resolution, scope_key)
+        if run_id is not None:
+            entries = _published_by(store, dataset, run_id, resolution)
+        else:
+            entries = store.result_entries(dataset, resolution, scope_key)
         if not entries:
             _no_results(store, dataset)
         table = store.read_results(entries)
     _write(table, out, fmt)
     return int(table.num_rows)
+
+
+def _scope_key(*, iso3: str | None, bbox: str | None, aoi: Path | None,
+               run_id: str | None) -> str | None:
+    """The key the run recorded for the scope given, or None when none is."""
+    from h3pipe.engine.scope import resolve_scope
+
+    given = [n for n, v in (("--iso3", iso3), ("--bbox", bbox), ("--aoi", aoi),
+                            ("--run", run_id)) if v]
+    if len(given) > 1:
+        raise UsageError(f"give at most one of --iso3, --bbox, --aoi or --run "
+                         f"(got {', '.join(given)})")
+    if iso3:
+        # The key resolve_scope makes, without reading the world's boundaries to make it.
+        return f"iso3={iso3.strip().upper()}"
+    if bbox or aoi:
+        return resolve_scope(bbox=bbox, aoi=aoi).key
+    return None
+
+
+def _published_by(store: Store, dataset: str, run_ref: str,
+                  resolution: int | None) -> list[Row]:
+    """The result ``run_ref`` published, while it is still the current one for its scope."""
+    run = _find_run(store.catalog, run_ref)
+    rid = run["run_id"]
+    if run["dataset"] != dataset:
+        raise ConfigError(f"run {rid} computed dataset '{run['dataset']}', not '{dataset}'")
+    if resolution is not None and resolution != run["resolution"]:
+        raise ConfigError(f"run {rid} computed resolution {run['resolution']}, "
+                          f"not {resolution}", hint="drop --resolution")
+    current = store.result_entries(dataset, run["resolution"], run["scope_key"])
+    mine = [e for e in current if e["run_id"] == rid]
+    if mine:
+        return mine
+    where = f"{run['scope_label']} at resolution {run['resolution']}"
+    other = current[0]["run_id"] if current else None
+    if run["status"] == "completed" and other:
+        raise ConfigError(f"run {rid} no longer holds the result of {where}: run {other} "
+                          "replaced it", hint=f"export it with --run {other}")
+    raise ConfigError(f"run {rid} published nothing (status {run['status']}, {where})",
+                      hint=f"the scope's result is run {other}'s: export it with --run {other}"
+                      if other else f"see 'h3pipe runs show {rid}'")
 
 
 def _no_results(store: Store, dataset: str) -> NoReturn:
@@ -169,8 +217,8 @@ def _no_results(store: Store, dataset: str) -> NoReturn:
     if dataset not in known:
         raise ConfigError(f"no results for dataset '{dataset}'" + suggest(dataset, known)
                           + f" (datasets with results: {', '.join(known) or 'none'})")
-    options = ", ".join(f"{e['scope_label']} at resolution {e['resolution']}"
-                        for e in store.result_entries(dataset))
+    options = ", ".join(f"{e['scope_label']} at resolution {e['resolution']} "
+                        f"(run {e['run_id']})" for e in store.result_entries(dataset))
     raise ConfigError(f"no results for dataset '{dataset}' with the filters given "
                       f"(it has: {options})")
 
