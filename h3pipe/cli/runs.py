@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -88,6 +88,12 @@ def show(
              f"rows out {s['rows_out']}" + (f", error: {s['error']}" if s["error"] else ""))
     for t in r["failed_tasks"]:
         echo(f"  failed task {t['step_id']}#{t['task_no']} ({t['rows_in']} rows in): {t['error']}")
+    _timeline(r)
+    return 1 if r["status"] in ("failed", "interrupted") or r["dead"] else 0
+
+
+def _timeline(r: dict[str, Any]) -> None:
+    echo = typer.echo
     if r["events"]:
         echo(f"timeline ({r['task_events']} task events not shown):")
         for e in r["events"]:
@@ -101,10 +107,9 @@ def show(
         echo("slowest tiles (time spent reading and decoding them):")
         for t in r["slowest_tiles"]:
             echo(f"  {t['tile']}: {t['seconds']:.2f} s over {t['tasks']} task(s)")
-    return 1 if r["status"] in ("failed", "interrupted") or r["dead"] else 0
 
 
-def _status(run: dict[str, object]) -> str:
+def _status(run: dict[str, Any]) -> str:
     return f"{run['status']} (dead)" if run["dead"] else str(run["status"])
 
 
