@@ -16,6 +16,14 @@ def export(
     dataset: Annotated[str, typer.Argument(help="Dataset id (the pipeline's output.dataset).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.", dir_okay=False)],
     iso3: Annotated[str | None, typer.Option(help="Only the run scope of this country.")] = None,
+    bbox: Annotated[str | None, typer.Option(
+        help="Only the run scope of this box, as given to 'h3pipe run'.")] = None,
+    aoi: Annotated[Path | None, typer.Option(
+        help="Only the run scope of this area file, as given to 'h3pipe run'.",
+        dir_okay=False)] = None,
+    run_id: Annotated[str | None, typer.Option(
+        "--run", help="Only the result this run published (id, unique prefix or 'latest').")
+    ] = None,
     resolution: Annotated[int | None, typer.Option("--resolution", "-r",
                                                    help="Only this resolution.")] = None,
     fmt: Annotated[str | None, typer.Option(
@@ -23,9 +31,16 @@ def export(
 ) -> int:
     """Export one row per cell: h3_index, resolution, then one column per statistic.
 
+    Without --iso3, --bbox, --aoi or --run (at most one), every scope the dataset has is
+    written; a cell in several scopes keeps its newest row.
+
     Example:
 
         h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o rwa.parquet
+
+        h3pipe export elevation_copdem30 --bbox 29.0,-2.5,30.0,-1.5 -o box.csv
+
+        h3pipe export elevation_copdem30 --run latest -o latest.parquet
     """
     from h3pipe.engine.records import FORMATS, export_dataset
 
@@ -34,6 +49,7 @@ def export(
         fmt = {"json": "geojson", "pq": "parquet"}.get(suffix, suffix)
         if fmt not in FORMATS:
             fmt = "parquet"
-    rows = export_dataset(project_of(ctx), dataset, output, fmt, iso3=iso3, resolution=resolution)
+    rows = export_dataset(project_of(ctx), dataset, output, fmt, iso3=iso3, bbox=bbox, aoi=aoi,
+                          run_id=run_id, resolution=resolution)
     typer.echo(f"wrote {rows} rows to {output} ({fmt})")
     return 0

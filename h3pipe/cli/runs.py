@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,7 +19,8 @@ def list_(
     pipeline: Annotated[str | None, typer.Option(help="Only runs of this pipeline.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
 ) -> int:
-    """List recent runs, newest first. Safe to use while a run is writing.
+    """List recent runs, newest first. Safe to use while a run is writing. A run recorded
+    as running whose process is gone shows as 'running (dead)'.
 
     Example:
 
@@ -33,7 +34,7 @@ def list_(
         return 0
     print_table(["run", "pipeline", "scope", "res", "cells", "status", "started", "finished"],
                 [[r["run_id"], r["pipeline_id"], r["scope_label"], str(r["resolution"]),
-                  str(r["cells"]), r["status"], stamp(r["started_at"]), stamp(r["finished_at"])]
+                  str(r["cells"]), _status(r), stamp(r["started_at"]), stamp(r["finished_at"])]
                  for r in rows])
     return 0
 
@@ -43,7 +44,8 @@ def show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or 'latest'.")],
 ) -> int:
-    """Show one run: its steps, timings, rows in and out, and any error.
+    """Show one run: its steps, timings, rows in and out, and any error. Exits 1 when the
+    run failed, was interrupted, or is recorded as running but its process is gone.
 
     Example:
 
@@ -56,7 +58,10 @@ def show(
     echo(f"run:        {r['run_id']}")
     echo(f"pipeline:   {r['pipeline_id']} (version {r['pipeline_version']}, {r['pipeline_hash']})")
     echo(f"scope:      {r['scope_label']}, resolution {r['resolution']}, {r['cells']} cells")
-    echo(f"status:     {r['status']}")
+    echo(f"status:     {_status(r)}")
+    if r["dead"]:
+        echo(f"dead:       {r['dead']}; 'h3pipe resume {r['run_id']}' takes it over, "
+             "'h3pipe clean' records it failed")
     echo(f"started:    {stamp(r['started_at'])}   finished: {stamp(r['finished_at'])}")
     most = r["params"].get("max_batch_size")
     echo(f"settings:   batch size {r['params']['batch_size']} cells"
@@ -83,6 +88,12 @@ def show(
              f"rows out {s['rows_out']}" + (f", error: {s['error']}" if s["error"] else ""))
     for t in r["failed_tasks"]:
         echo(f"  failed task {t['step_id']}#{t['task_no']} ({t['rows_in']} rows in): {t['error']}")
+    _timeline(r)
+    return 1 if r["status"] in ("failed", "interrupted") or r["dead"] else 0
+
+
+def _timeline(r: dict[str, Any]) -> None:
+    echo = typer.echo
     if r["events"]:
         echo(f"timeline ({r['task_events']} task events not shown):")
         for e in r["events"]:
@@ -96,7 +107,10 @@ def show(
         echo("slowest tiles (time spent reading and decoding them):")
         for t in r["slowest_tiles"]:
             echo(f"  {t['tile']}: {t['seconds']:.2f} s over {t['tasks']} task(s)")
-    return 1 if r["status"] in ("failed", "interrupted") else 0
+
+
+def _status(run: dict[str, Any]) -> str:
+    return f"{run['status']} (dead)" if run["dead"] else str(run["status"])
 
 
 @runs_app.command("cancel")

@@ -1,110 +1,122 @@
-"""Reading what runs left behind: run listings (:func:`list_runs`, :func:`show_run`) and
-dataset exports (:func:`export_dataset`)."""
+"""Reading what runs left behind: run listings (:func:`list_runs`, :func:`show_run`), whether
+a run recorded as running still is (:func:`why_dead`), :func:`cancel_run`, the store's
+:func:`migrations` and dataset exports (:func:`export_dataset`).
+
+The SQL lives in :mod:`h3pipe.storage.history`; this module opens the store, judges and
+shapes what it read, and turns a miss into an error that says what to do.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from h3pipe.config.project import Project, suggest
-from h3pipe.engine.runner import open_store
+from h3pipe.engine.lock import STALE_SECONDS, holder_alive, pid_alive
 from h3pipe.errors import ConfigError, UsageError
+from h3pipe.storage import Store, history, open_catalog, open_store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from h3pipe.storage.catalog import Catalog
 
 FORMATS = ("parquet", "csv", "geojson")
+Row = dict[str, Any]
+
+
+def project_store(project: Project, *, create: bool = False) -> Store:
+    """The project's store, after reading h3pipe.yaml (its 'store:' may name it)."""
+    project.read_settings()
+    return open_store(project.store_location(), project.root, create=create)
 
 
 def migrations(project: Project, *, upgrade: bool) -> tuple[str, list[str], list[str]]:
     """(store shown safely, migrations applied, pending); with ``upgrade``, apply them first
     and report what was applied now."""
-    from h3pipe.storage import is_database
-    from h3pipe.storage.catalog import Catalog, safe_url
-
     project.read_settings()
-    location = project.store_location()
-    if is_database(location):
-        url, where = location, safe_url(location)
-    else:
-        root = Path(location).expanduser()
-        root = root if root.is_absolute() else project.root / root
-        url, where = f"sqlite:///{root / 'catalog.sqlite'}", str(root)
-    catalog = Catalog(url, migrate=False)
-    try:
+    catalog, where = open_catalog(project.store_location(), project.root)
+    with contextlib.closing(catalog):
         if upgrade:
             return where, catalog.migrate(), catalog.pending()
         return where, catalog.applied(), catalog.pending()
-    finally:
-        catalog.close()
 
 
-def list_runs(project: Project, limit: int = 20,
-              pipeline: str | None = None) -> list[dict[str, Any]]:
-    store = open_store(project, project.read_settings(), create=False)
-    try:
-        sql = "SELECT * FROM runs"
-        params: dict[str, Any] = {"limit": limit}
-        if pipeline:
-            sql += " WHERE pipeline_id = :pipeline"
-            params["pipeline"] = pipeline
-        return store.catalog.query(sql + " ORDER BY created_at DESC LIMIT :limit", params)
-    finally:
-        store.close()
+# -- runs -------------------------------------------------------------------------------------
+
+def why_dead(run: Row) -> str | None:
+    """Why a run recorded as running cannot be (its process is gone), or None when it is
+    not recorded as running or may still be working. The same judgement as
+    :func:`h3pipe.engine.lock.holder_alive`, with the reason kept."""
+    if run["status"] != "running":
+        return None
+    if run["host"] == socket.gethostname():
+        return None if pid_alive(run["pid"]) else f"pid {run['pid']} is gone on this host"
+    beat = run.get("heartbeat_at") or run.get("started_at")
+    if not beat:
+        return f"no heartbeat from {run['host']} ever recorded"
+    age = (datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds()
+    return None if age < STALE_SECONDS else f"no heartbeat from {run['host']} for {age:.0f} s"
 
 
-def show_run(project: Project, run_id: str) -> dict[str, Any]:
-    store = open_store(project, project.read_settings(), create=False)
-    try:
-        if run_id == "latest":
-            runs = store.catalog.query("SELECT * FROM runs ORDER BY created_at DESC LIMIT 1")
-            if not runs:
-                raise ConfigError("no runs yet", hint="start one with 'h3pipe run'")
-        else:
-            runs = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
-        if not runs:
-            matches = store.catalog.query("SELECT * FROM runs WHERE run_id LIKE :p "
-                                          "ORDER BY created_at DESC", {"p": run_id + "%"})
-            if len(matches) != 1:
-                raise ConfigError(f"no run '{run_id}'" + (" (ambiguous prefix)" if matches else ""),
-                                  hint="list runs with 'h3pipe runs list'")
-            runs = matches
-        run = runs[0]
-        rid = run["run_id"]
-        one = {"id": rid}
-        run["steps"] = store.catalog.query("SELECT * FROM steps WHERE run_id = :id "
-                                           "ORDER BY stage, step_id", one)
-        run["failed_tasks"] = store.catalog.query(
-            "SELECT step_id, task_no, rows_in, error FROM tasks WHERE run_id = :id AND "
-            "status = 'failed' ORDER BY task_no", one)
-        run["slowest_tasks"] = store.catalog.query(
-            "SELECT step_id, task_no, rows_in, seconds FROM tasks WHERE run_id = :id AND "
-            "seconds IS NOT NULL ORDER BY seconds DESC LIMIT 5", one)
-        run["slowest_tiles"] = _slowest_tiles(store.catalog.query(
-            "SELECT tile_seconds FROM tasks WHERE run_id = :id AND tile_seconds IS NOT NULL",
-            one))
-        run["items"] = store.catalog.query(
-            "SELECT source_id, item_id, href FROM run_items WHERE run_id = :id "
-            "ORDER BY source_id, item_id", one)
-        run["events"] = store.catalog.query(
-            "SELECT at, kind, subject, status, detail FROM events WHERE run_id = :id "
-            "AND kind != 'task' ORDER BY id", one)
-        run["task_events"] = store.catalog.query(
-            "SELECT count(*) AS n FROM events WHERE run_id = :id AND kind = 'task'", one
-        )[0]["n"]
-        run["params"] = json.loads(run["params"])
+def _judged(run: Row) -> Row:
+    # Shown, not recorded: a reader that wrote 'failed' here could race a run taking the
+    # row over (its claim compares the status it saw), and whoever acts on the death
+    # records it already: 'h3pipe clean' marks the run failed, 'run' and 'resume' take
+    # the row over.
+    return run | {"dead": why_dead(run)}
+
+
+def list_runs(project: Project, limit: int = 20, pipeline: str | None = None) -> list[Row]:
+    """Run rows, newest first; ``dead`` says why a run recorded as running is not."""
+    with project_store(project) as store:
+        return [_judged(r) for r in history.recent_runs(store.catalog, limit=limit,
+                                                         pipeline=pipeline)]
+
+
+def _find_run(catalog: Catalog, ref: str) -> Row:
+    """The run named by its id, a unique prefix of it, or 'latest'."""
+    if ref == "latest":
+        run = history.latest_run(catalog)
+        if run is None:
+            raise ConfigError("no runs yet", hint="start one with 'h3pipe run'")
         return run
-    finally:
-        store.close()
+    run = history.find_run(catalog, ref)
+    if run is not None:
+        return run
+    matches = history.runs_with_prefix(catalog, ref)
+    if len(matches) != 1:
+        raise ConfigError(f"no run '{ref}'" + (" (ambiguous prefix)" if matches else ""),
+                          hint="list runs with 'h3pipe runs list'")
+    return matches[0]
 
 
-def _slowest_tiles(rows: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
+def show_run(project: Project, run_id: str) -> Row:
+    """One run's row with its steps, tasks, items and timeline (see
+    :class:`h3pipe.storage.history.RunHistory`), and ``dead`` as in :func:`list_runs`."""
+    with project_store(project) as store:
+        run = _find_run(store.catalog, run_id)
+        past = history.run_history(store.catalog, run["run_id"])
+    return _judged(run) | {
+        "steps": past.steps, "failed_tasks": past.failed_tasks,
+        "slowest_tasks": past.slowest_tasks, "slowest_tiles": _slowest_tiles(past.tile_seconds),
+        "items": past.items, "events": past.events, "task_events": past.task_events,
+        "params": json.loads(run["params"]),
+    }
+
+
+def _slowest_tiles(tile_seconds: list[str], limit: int = 5) -> list[Row]:
     """Tiles by the seconds tasks spent opening, reading and decoding them, slowest first."""
     seconds: dict[str, float] = {}
     tasks: dict[str, int] = {}
-    for row in rows:
-        for tile, s in json.loads(row["tile_seconds"]).items():
+    for text in tile_seconds:
+        for tile, s in json.loads(text).items():
             seconds[tile] = seconds.get(tile, 0.0) + s
             tasks[tile] = tasks.get(tile, 0) + 1
     ranked = sorted(seconds, key=lambda t: -seconds[t])[:limit]
@@ -114,25 +126,19 @@ def _slowest_tiles(rows: list[dict[str, Any]], limit: int = 5) -> list[dict[str,
 def cancel_run(project: Project, run_id: str) -> str:
     """Ask a running run to stop taking new tasks; on this host, also send it SIGTERM.
     Returns what was done."""
-    import os
     import signal
-    import socket
 
-    from h3pipe.engine.lock import holder_alive
-    from h3pipe.storage.catalog import now
-
-    store = open_store(project, project.read_settings(), create=False)
-    try:
-        rows = store.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
-        if not rows:
+    with project_store(project) as store:
+        run = history.find_run(store.catalog, run_id)
+        if run is None:
             raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
-        run = rows[0]
         if not holder_alive(run):
-            raise ConfigError(f"run '{run_id}' is not running (status {run['status']})")
-        store.catalog.update("runs", {"run_id": run_id}, cancel_requested_at=now())
-        store.catalog.event(run_id, "run", run_id, "cancel requested")
-    finally:
-        store.close()
+            dead = why_dead(run)
+            raise ConfigError(f"run '{run_id}' is not running "
+                              + (f"({dead})" if dead else f"(status {run['status']})"),
+                              hint=f"resume it with 'h3pipe resume {run_id}'" if dead
+                              else None)
+        history.request_cancel(store.catalog, run_id)
     if run["host"] == socket.gethostname():
         os.kill(run["pid"], signal.SIGTERM)
         return f"asked run {run_id} to stop (SIGTERM to pid {run['pid']})"
@@ -140,32 +146,84 @@ def cancel_run(project: Project, run_id: str) -> str:
             "task")
 
 
+# -- exports ----------------------------------------------------------------------------------
+
 def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
-                   iso3: str | None = None, resolution: int | None = None) -> int:
-    """Write one row per cell of ``dataset`` to ``out``; return the number of rows."""
+                   iso3: str | None = None, bbox: str | None = None, aoi: Path | None = None,
+                   run_id: str | None = None, resolution: int | None = None) -> int:
+    """Write one row per cell of ``dataset`` to ``out``; return the number of rows. At most
+    one of ``iso3``, ``bbox``, ``aoi`` (a scope as given to 'h3pipe run') and ``run_id``
+    (the result that run published) narrows it; without one, every scope is written."""
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
-    store = open_store(project, project.read_settings(), create=False)
-    try:
-        scope_key = f"iso3={iso3.strip().upper()}" if iso3 else None
-        entries = store.result_entries(dataset, resolution, scope_key)
+    scope_key = _scope_key(iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id)
+    with project_store(project) as store:
+        if run_id is not None:
+            entries = _published_by(store, dataset, run_id, resolution)
+        else:
+            entries = store.result_entries(dataset, resolution, scope_key)
         if not entries:
-            known = sorted({e["dataset"] for e in store.result_entries()})
-            if dataset not in known:
-                raise ConfigError(f"no results for dataset '{dataset}'" + suggest(dataset, known)
-                                  + f" (datasets with results: {', '.join(known) or 'none'})")
-            have = store.result_entries(dataset)
-            options = ", ".join(f"{e['scope_label']} at resolution {e['resolution']}" for e in have)
-            raise ConfigError(f"no results for dataset '{dataset}' with the filters given "
-                              f"(it has: {options})")
+            _no_results(store, dataset)
         table = store.read_results(entries)
-    finally:
-        store.close()
     _write(table, out, fmt)
-    return table.num_rows
+    return int(table.num_rows)
 
 
-def _write(table: Any, out: Path, fmt: str) -> None:
+def _scope_key(*, iso3: str | None, bbox: str | None, aoi: Path | None,
+               run_id: str | None) -> str | None:
+    """The key the run recorded for the scope given, or None when none is."""
+    from h3pipe.engine.scope import resolve_scope
+
+    given = [n for n, v in (("--iso3", iso3), ("--bbox", bbox), ("--aoi", aoi),
+                            ("--run", run_id)) if v]
+    if len(given) > 1:
+        raise UsageError(f"give at most one of --iso3, --bbox, --aoi or --run "
+                         f"(got {', '.join(given)})")
+    if iso3:
+        # The key resolve_scope makes, without reading the world's boundaries to make it.
+        return f"iso3={iso3.strip().upper()}"
+    if bbox or aoi:
+        return resolve_scope(bbox=bbox, aoi=aoi).key
+    return None
+
+
+def _published_by(store: Store, dataset: str, run_ref: str,
+                  resolution: int | None) -> list[Row]:
+    """The result ``run_ref`` published, while it is still the current one for its scope."""
+    run = _find_run(store.catalog, run_ref)
+    rid = run["run_id"]
+    if run["dataset"] != dataset:
+        raise ConfigError(f"run {rid} computed dataset '{run['dataset']}', not '{dataset}'")
+    if resolution is not None and resolution != run["resolution"]:
+        raise ConfigError(f"run {rid} computed resolution {run['resolution']}, "
+                          f"not {resolution}", hint="drop --resolution")
+    current = store.result_entries(dataset, run["resolution"], run["scope_key"])
+    mine = [e for e in current if e["run_id"] == rid]
+    if mine:
+        return mine
+    where = f"{run['scope_label']} at resolution {run['resolution']}"
+    other = current[0]["run_id"] if current else None
+    if run["status"] == "completed" and other:
+        raise ConfigError(f"run {rid} no longer holds the result of {where}: run {other} "
+                          "replaced it", hint=f"export it with --run {other}")
+    raise ConfigError(f"run {rid} published nothing (status {run['status']}, {where})",
+                      hint=f"the scope's result is run {other}'s: export it with --run {other}"
+                      if other else f"see 'h3pipe runs show {rid}'")
+
+
+def _no_results(store: Store, dataset: str) -> NoReturn:
+    """Raise: nothing matched; say which datasets, or which of its scopes, there are."""
+    known = sorted({e["dataset"] for e in store.result_entries()})
+    if dataset not in known:
+        raise ConfigError(f"no results for dataset '{dataset}'" + suggest(dataset, known)
+                          + f" (datasets with results: {', '.join(known) or 'none'})")
+    options = ", ".join(f"{e['scope_label']} at resolution {e['resolution']} "
+                        f"(run {e['run_id']})" for e in store.result_entries(dataset))
+    raise ConfigError(f"no results for dataset '{dataset}' with the filters given "
+                      f"(it has: {options})")
+
+
+def _write(table: pa.Table, out: Path, fmt: str) -> None:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
@@ -188,7 +246,7 @@ def _write(table: Any, out: Path, fmt: str) -> None:
                           hint="check the folder exists, is a folder and is writable") from exc
 
 
-def _write_geojson(table: Any, path: Path) -> None:
+def _write_geojson(table: pa.Table, path: Path) -> None:
     import h3
 
     cols = table.column_names

@@ -5,24 +5,25 @@ A registered source is usable by every pipeline of the project even without its 
 registering again records a new version when the file changed; deactivating is a soft
 delete: the history stays, and pipelines that need the source fail validation.
 Documents are stored as written, ${VAR} unexpanded, so a site's environment still decides
-where a registered source points.
+where a registered source points. The tables are :mod:`h3pipe.storage.registry`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from h3pipe.config.project import Project, suggest
 from h3pipe.config.yamlio import load_document
-from h3pipe.engine.runner import open_store
+from h3pipe.engine.records import project_store
 from h3pipe.errors import ConfigError, ValidationFailed
-from h3pipe.storage.catalog import now
+from h3pipe.storage import open_store, registry
+
+Row = dict[str, Any]
 
 
-def register_sources(project: Project, files: list[Path]) -> list[dict[str, Any]]:
+def register_sources(project: Project, files: list[Path]) -> list[Row]:
     """Validate ``files`` as sources, then insert or update each; one transaction each."""
     for f in files:
         if not f.exists():
@@ -30,106 +31,64 @@ def register_sources(project: Project, files: list[Path]) -> list[dict[str, Any]
     report = project.check(files, as_kind="source")
     if not report.ok:
         raise ValidationFailed(report.problems)
-    store = open_store(project, project.read_settings())
+    records = [_record(project, f) for f in files]
     out = []
-    try:
-        for f in files:
-            doc, _ = load_document(f, project.display(f))
-            assert doc is not None  # validated above
-            data = doc.data
-            text = json.dumps(data, sort_keys=True, default=str)
-            sha = hashlib.sha256(text.encode()).hexdigest()
-            with store.catalog.transaction() as db:
-                row = db.one("SELECT version, sha256, is_active FROM sources WHERE id = :id",
-                             {"id": data["id"]})
-                if row and row["sha256"] == sha and row["is_active"]:
-                    out.append({"id": data["id"], "version": row["version"],
-                                "action": "unchanged"})
-                    continue
-                version = (row["version"] + 1) if row else 1
-                stamp = now()
-                location = data.get("path") or (
-                    f"{data['stac']['url']}#collection={data['stac']['collection']}")
-                db.execute(
-                    "INSERT INTO sources (id, version, kind, theme, title, location, is_active,"
-                    " document, file, sha256, created_at, updated_at) VALUES "
-                    "(:id, :v, :kind, :theme, :title, :loc, 1, :doc, :file, :sha, :at, :at) "
-                    "ON CONFLICT (id) DO UPDATE SET "
-                    "version = excluded.version, kind = excluded.kind, theme = excluded.theme,"
-                    " title = excluded.title, location = excluded.location, is_active = 1, "
-                    "document = excluded.document, file = excluded.file, "
-                    "sha256 = excluded.sha256, updated_at = excluded.updated_at",
-                    {"id": data["id"], "v": version, "kind": data["kind"],
-                     "theme": data["theme"], "title": data.get("title"), "loc": location,
-                     "doc": text, "file": doc.file, "sha": sha, "at": stamp})
-                db.execute("INSERT INTO source_versions VALUES (:id, :v, :doc, :file, :sha, "
-                           "'register', :at)", {"id": data["id"], "v": version, "doc": text,
-                                                "file": doc.file, "sha": sha, "at": stamp})
-            out.append({"id": data["id"], "version": version,
-                        "action": "updated" if row else "added"})
-    finally:
-        store.close()
+    with project_store(project, create=True) as store:
+        for rec in records:
+            version, action = registry.register(store.catalog, rec)
+            out.append({"id": rec.id, "version": version, "action": action})
     return out
 
 
-def catalog_rows(project: Project, settings: dict[str, Any]) -> list[dict[str, Any]]:
+def _record(project: Project, file: Path) -> registry.SourceRecord:
+    doc, _ = load_document(file, project.display(file))
+    assert doc is not None  # validated by the caller
+    data = doc.data
+    location = data.get("path") or (
+        f"{data['stac']['url']}#collection={data['stac']['collection']}")
+    return registry.SourceRecord(
+        id=data["id"], kind=data["kind"], theme=data["theme"], title=data.get("title"),
+        location=location, document=json.dumps(data, sort_keys=True, default=str),
+        file=doc.file)
+
+
+def catalog_rows(project: Project) -> list[Row]:
     """Every catalog row, or none when the project has no store yet."""
+    project.read_settings()  # outside the try: a broken h3pipe.yaml is not 'no store'
     try:
-        store = open_store(project, settings, create=False)
+        store = open_store(project.store_location(), project.root, create=False)
     except ConfigError:
         return []
-    try:
-        return store.catalog.query("SELECT * FROM sources ORDER BY id")
-    finally:
-        store.close()
+    with store:
+        return registry.source_rows(store.catalog)
 
 
 def list_sources(project: Project, *, theme: str | None = None,
-                 include_inactive: bool = False) -> list[dict[str, Any]]:
-    rows = catalog_rows(project, project.read_settings())
+                 include_inactive: bool = False) -> list[Row]:
+    rows = catalog_rows(project)
     return [r for r in rows if (include_inactive or r["is_active"])
             and (theme is None or r["theme"] == theme)]
 
 
-def show_source(project: Project, source_id: str) -> dict[str, Any]:
-    settings = project.read_settings()
-    rows = {r["id"]: r for r in catalog_rows(project, settings)}
+def show_source(project: Project, source_id: str) -> Row:
+    """The source's current row, its document parsed, and ``versions``: its history."""
+    rows = {r["id"]: r for r in catalog_rows(project)}  # no store yet: no such source
     if source_id not in rows:
-        raise ConfigError(f"no source '{source_id}' in the catalog" + suggest(source_id,
-                          list(rows)), hint="register it with 'h3pipe sources register FILE'")
-    row = dict(rows[source_id])
-    row["document"] = json.loads(row["document"])
-    store = open_store(project, settings, create=False)
-    try:
-        row["versions"] = store.catalog.query(
-            "SELECT version, action, file, sha256, recorded_at FROM source_versions "
-            "WHERE id = :id ORDER BY version", {"id": source_id})
-    finally:
-        store.close()
-    return row
+        raise ConfigError(f"no source '{source_id}' in the catalog"
+                          + suggest(source_id, list(rows)),
+                          hint="register it with 'h3pipe sources register FILE'")
+    with project_store(project) as store:
+        versions = registry.source_versions(store.catalog, source_id)
+    row = rows[source_id]
+    return row | {"document": json.loads(row["document"]), "versions": versions}
 
 
 def deactivate(project: Project, source_id: str) -> int:
     """Soft-delete ``source_id``; return the new version number."""
-    settings = project.read_settings()
-    store = open_store(project, settings)
-    try:
-        with store.catalog.transaction() as db:
-            row = db.one("SELECT * FROM sources WHERE id = :id", {"id": source_id})
-            if row is None:
-                known = [r["id"] for r in db.rows("SELECT id FROM sources")]
-                raise ConfigError(f"no source '{source_id}' in the catalog"
-                                  + suggest(source_id, known))
-            if not row["is_active"]:
-                return int(row["version"])
-            version = row["version"] + 1
-            stamp = now()
-            db.execute("UPDATE sources SET is_active = 0, version = :v, updated_at = :at "
-                       "WHERE id = :id", {"v": version, "at": stamp, "id": source_id})
-            db.execute("INSERT INTO source_versions VALUES (:id, :v, :doc, :file, :sha, "
-                       "'deactivate', :at)", {"id": source_id, "v": version,
-                                              "doc": row["document"], "file": row["file"],
-                                              "sha": row["sha256"], "at": stamp})
-        return int(version)
-    finally:
-        store.close()
+    with project_store(project, create=True) as store:
+        version = registry.deactivate(store.catalog, source_id)
+        if version is None:
+            known = [r["id"] for r in registry.source_rows(store.catalog)]
+            raise ConfigError(f"no source '{source_id}' in the catalog"
+                              + suggest(source_id, known))
+    return version

@@ -1,27 +1,43 @@
 """Where run state and results live: :class:`EmbeddedStore` (a folder: SQLite and
-Parquet) or :class:`PostgresStore` (PostgreSQL with PostGIS), chosen by :func:`open_store`."""
+Parquet) or :class:`PostgresStore` (PostgreSQL with PostGIS), chosen by :func:`open_store`;
+both are a :class:`Store`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from h3pipe.storage.embedded import EmbeddedStore
+from h3pipe.storage.base import Store
+from h3pipe.storage.catalog import Catalog, safe_url
+from h3pipe.storage.embedded import CATALOG_FILE, EmbeddedStore
 
 
 def is_database(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
 
 
-def open_store(location: str, base: Path, *, create: bool = True) -> Any:
+def open_store(location: str, base: Path, *, create: bool = True) -> Store:
     """The store at ``location``: a database URL, or a folder (relative to ``base``)."""
     if is_database(location):
         from h3pipe.storage.postgis import PostgresStore
 
         # Steps with 'storage: parquet' keep their intermediates beside the project.
         return PostgresStore(location, create=create, scratch=base / ".h3pipe")
+    return EmbeddedStore(_folder(location, base), create=create)
+
+
+def open_catalog(location: str, base: Path) -> tuple[Catalog, str]:
+    """The store's catalog alone, not migrated (what 'db status' and 'db upgrade' need,
+    where opening the store would refuse a database that needs migrating), and where the
+    store is, as it may be shown."""
+    if is_database(location):
+        return Catalog(location, migrate=False), safe_url(location)
+    folder = _folder(location, base)
+    return Catalog(f"sqlite:///{folder / CATALOG_FILE}", migrate=False), str(folder)
+
+
+def _folder(location: str, base: Path) -> Path:
     root = Path(location).expanduser()
-    return EmbeddedStore(root if root.is_absolute() else base / root, create=create)
+    return root if root.is_absolute() else base / root
 
 
-__all__ = ["EmbeddedStore", "is_database", "open_store"]
+__all__ = ["EmbeddedStore", "Store", "is_database", "open_catalog", "open_store"]

@@ -21,14 +21,17 @@ import pyarrow.parquet as pq
 
 from h3pipe import faults
 from h3pipe.errors import StoreError
+from h3pipe.storage.base import Closing
 from h3pipe.storage.catalog import Catalog, result_columns
 
+CATALOG_FILE = "catalog.sqlite"
 
-class EmbeddedStore:
+
+class EmbeddedStore(Closing):
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
         self.location = str(root)
-        self.catalog = Catalog(f"sqlite:///{root / 'catalog.sqlite'}", create=create)
+        self.catalog = Catalog(f"sqlite:///{root / CATALOG_FILE}", create=create)
 
     def close(self) -> None:
         self.catalog.close()

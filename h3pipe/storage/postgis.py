@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from h3pipe import faults
 from h3pipe.errors import ConfigError, StoreError
+from h3pipe.storage.base import Closing
 from h3pipe.storage.catalog import Catalog, result_columns, safe_url
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
@@ -50,7 +51,7 @@ def _short(name: str, limit: int = 60) -> str:
     return name[: limit - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
-class PostgresStore:
+class PostgresStore(Closing):
     def __init__(self, url: str, *, create: bool = True, scratch: Path | None = None) -> None:
         self.url = url
         self.scratch = scratch or Path(".h3pipe")
@@ -90,6 +91,7 @@ class PostgresStore:
         try:
             with self.catalog.engine.begin() as conn:
                 raw = conn.connection.driver_connection
+                assert raw is not None  # a checked-out connection always has one
                 with raw.cursor() as cur:
                     cur.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
                                 f"(task_no integer NOT NULL, row_no integer NOT NULL, {ddl})")
