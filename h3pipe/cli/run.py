@@ -67,7 +67,9 @@ def run(
         f"resolution {result.resolution} -> dataset {result.dataset} ({result.rows} rows) "
         f"in {result.seconds:.1f} s"
     )
-    scope_opt = f" --iso3 {iso3.upper()}" if iso3 else ""
-    output.info(f"export: h3pipe export {result.dataset}{scope_opt} --resolution "
-                f"{result.resolution} -o {result.dataset}.parquet")
+    # The export of exactly this result: by country when given one, else by the run.
+    scope_opt = (f"--iso3 {iso3.upper()} --resolution {result.resolution}" if iso3
+                 else f"--run {result.run_id}")
+    output.info(f"export: h3pipe export {result.dataset} {scope_opt} -o "
+                f"{result.dataset}.parquet")
     return 0

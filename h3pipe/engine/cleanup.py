@@ -10,7 +10,6 @@ for ``h3pipe clean`` after ``ttl_hours``; manual only for ``h3pipe clean --run R
 from __future__ import annotations
 
 import socket
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,8 +48,7 @@ def clean(project: Project, *, dry_run: bool = False, run_id: str | None = None,
           older_than_hours: float = 24.0) -> tuple[list[str], list[Removal]]:
     """Apply the policies; return (runs found dead, what was or would be removed)."""
     project.read_settings()
-    with closing(storage.open_store(project.store_location(), project.root,
-                                    create=False)) as store:
+    with storage.open_store(project.store_location(), project.root, create=False) as store:
         log = RunLog(store.catalog)
         host = socket.gethostname()
         dead = [r["run_id"] for r in log.running_runs()

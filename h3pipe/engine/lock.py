@@ -38,15 +38,22 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def holder_alive(row: dict[str, Any]) -> bool:
-    if row["status"] != "running":
-        return False
-    if row["host"] == socket.gethostname():
-        return pid_alive(row["pid"])
-    beat = row.get("heartbeat_at") or row.get("started_at")
+    return row["status"] == "running" and why_dead(row) is None
+
+
+def why_dead(run: dict[str, Any]) -> str | None:
+    """Why a run recorded as running cannot be (its process is gone), or None when it is
+    not recorded as running or may still be working: on this host its pid is gone, from
+    another its heartbeat is older than :data:`STALE_SECONDS`."""
+    if run["status"] != "running":
+        return None
+    if run["host"] == socket.gethostname():
+        return None if pid_alive(run["pid"]) else f"pid {run['pid']} is gone on this host"
+    beat = run.get("heartbeat_at") or run.get("started_at")
     if not beat:
-        return False
+        return f"no heartbeat from {run['host']} ever recorded"
     age = (datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds()
-    return age < STALE_SECONDS
+    return None if age < STALE_SECONDS else f"no heartbeat from {run['host']} for {age:.0f} s"
 
 
 def describe(row: dict[str, Any]) -> str:

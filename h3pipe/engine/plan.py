@@ -8,7 +8,6 @@ source over the scope. It writes nothing and starts no worker.
 from __future__ import annotations
 
 import json
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +50,7 @@ def plan_run(project: Project, pipeline_id: str, scope: Scope,
     except ConfigError:  # no store yet: a new run, and no history
         view = outlook(plan, planner, None, None)
         return PlanReport(plan, view, _facts(plan, planner), estimate(plan, view, []), None)
-    with closing(store):
+    with store:
         log = RunLog(store.catalog)
         row = log.run(plan.run_id)
         if row is not None and not plan.options.force:

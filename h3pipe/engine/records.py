@@ -13,12 +13,11 @@ import json
 import os
 import socket
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from h3pipe.config.project import Project, suggest
-from h3pipe.engine.lock import STALE_SECONDS, holder_alive, pid_alive
+from h3pipe.engine.lock import holder_alive, why_dead
 from h3pipe.errors import ConfigError, UsageError
 from h3pipe.storage import Store, history, open_catalog, open_store
 
@@ -49,21 +48,6 @@ def migrations(project: Project, *, upgrade: bool) -> tuple[str, list[str], list
 
 
 # -- runs -------------------------------------------------------------------------------------
-
-def why_dead(run: Row) -> str | None:
-    """Why a run recorded as running cannot be (its process is gone), or None when it is
-    not recorded as running or may still be working. The same judgement as
-    :func:`h3pipe.engine.lock.holder_alive`, with the reason kept."""
-    if run["status"] != "running":
-        return None
-    if run["host"] == socket.gethostname():
-        return None if pid_alive(run["pid"]) else f"pid {run['pid']} is gone on this host"
-    beat = run.get("heartbeat_at") or run.get("started_at")
-    if not beat:
-        return f"no heartbeat from {run['host']} ever recorded"
-    age = (datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds()
-    return None if age < STALE_SECONDS else f"no heartbeat from {run['host']} for {age:.0f} s"
-
 
 def _judged(run: Row) -> Row:
     # Shown, not recorded: a reader that wrote 'failed' here could race a run taking the

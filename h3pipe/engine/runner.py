@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +63,6 @@ class RunResult:
     state: str = "completed"  # completed | resumed | already (nothing recomputed)
 
 
-def open_store(project: Project, settings: dict[str, Any], *, create: bool = True) -> Store:
-    project.settings = settings or project.settings
-    return storage.open_store(project.store_location(), project.root, create=create)
-
-
 def run_pipeline(project: Project, pipeline_id: str, scope: Scope,
                  options: RunOptions | None = None, reporter: Reporter | None = None
                  ) -> RunResult:
@@ -105,7 +99,8 @@ def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
 def recorded_run(project: Project, run_id: str) -> tuple[str, Scope, int]:
     """The pipeline, scope (resolved again from how it was given) and resolution of a
     recorded run."""
-    with closing(open_store(project, project.read_settings(), create=False)) as store:
+    project.read_settings()
+    with storage.open_store(project.store_location(), project.root, create=False) as store:
         run = RunLog(store.catalog).run(run_id)
     if run is None:
         raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
@@ -119,8 +114,7 @@ def recorded_run(project: Project, run_id: str) -> tuple[str, Scope, int]:
 
 def execute(plan: RunPlan, root: Path, executor: Executor, reporter: Reporter) -> RunResult:
     """Claim the plan's run in its store, run it and publish; or report it done."""
-    store = storage.open_store(plan.store_location, root)
-    try:
+    with storage.open_store(plan.store_location, root) as store:
         log = RunLog(store.catalog)
         row = wait_or_refuse(log, plan.run_id, wait=plan.options.wait, on_wait=reporter.message)
         opts = plan.options
@@ -131,8 +125,6 @@ def execute(plan: RunPlan, root: Path, executor: Executor, reporter: Reporter) -
             plan = plan.as_started(json.loads(row["params"]))  # the batches it started with
         _claim(log, plan, row, store)
         return _Run(plan, store, log, executor, reporter).go(row)
-    finally:
-        store.close()
 
 
 def _claim(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Store) -> None:
