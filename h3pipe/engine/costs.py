@@ -20,6 +20,10 @@ from h3pipe.engine.outlook import Outlook
 from h3pipe.engine.prepare import RunPlan
 
 DEFAULT_PIXELS_PER_S = 4_000_000.0  # per worker, zonal statistics over cells
+# What a cell costs beyond its pixels (its polygon, its row), per worker: the fixed part
+# that makes resolution 9 slower than 6 over the same pixels (about 25 us of CPU per cell
+# in 'make bench').
+CELL_SECONDS = 25e-6
 DEFAULT_ROWS_PER_S = 5_000.0  # per worker, a step over rows (features or an earlier step's)
 DEFAULT_OVERHEAD_S = 3.0  # start-up, planning, publication
 DEFAULT_MB = (350.0, 300.0)  # the main process, and each worker
@@ -62,14 +66,13 @@ def estimate(plan: RunPlan, view: Outlook, history: list[dict[str, Any]]) -> Est
         per_row = stage.rows / max(1, len(stage.steps))
         for sid in stage.steps:
             op = plan.pipeline.step(sid).operation
-            if sid in pixels and op in rates.pixels:
-                costs.append(StepCost(sid, pixels[sid] / rates.pixels[op] / plan.workers,
-                                      f"{pixels[sid]:,} pixels at {rates.pixels[op]:,.0f}/s "
-                                      "per worker, measured"))
-            elif sid in pixels:
-                costs.append(StepCost(sid, pixels[sid] / DEFAULT_PIXELS_PER_S / plan.workers,
-                                      f"{pixels[sid]:,} pixels at {DEFAULT_PIXELS_PER_S:,.0f}/s "
-                                      "per worker, default"))
+            if sid in pixels:
+                rate = rates.pixels.get(op, DEFAULT_PIXELS_PER_S)
+                work = pixels[sid] / rate + len(plan.cells) * CELL_SECONDS
+                costs.append(StepCost(sid, work / plan.workers,
+                                      f"{pixels[sid]:,} pixels at {rate:,.0f}/s per worker, "
+                                      + ("measured" if op in rates.pixels else "default")
+                                      + f", and {CELL_SECONDS * 1e6:.0f} us per cell"))
             else:
                 rate = rates.rows.get(op, DEFAULT_ROWS_PER_S)
                 costs.append(StepCost(sid, per_row / rate / plan.workers,
@@ -96,7 +99,9 @@ def _rates(history: list[dict[str, Any]], workers: int) -> _Rates:
         busy[h["run_id"]] = busy.get(h["run_id"], 0.0) + seconds / params.get("workers", 1)
         step_px = params["measured"].get("pixels", {}).get(h["step_id"])
         if step_px:
-            px.setdefault(h["operation"], []).append(step_px / seconds)
+            # The pixels' share of the time: what the cells' fixed cost leaves.
+            pixel_s = max(seconds - (h["rows_in"] or 0) * CELL_SECONDS, 0.1 * seconds)
+            px.setdefault(h["operation"], []).append(step_px / pixel_s)
         elif h["rows_in"]:
             rows.setdefault(h["operation"], []).append(h["rows_in"] / seconds)
     overheads = [max(0.0, p["measured"]["wall_s"] - busy[r]) for r, p in runs.items()]

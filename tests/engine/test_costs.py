@@ -1,0 +1,57 @@
+"""The cost model of ``h3pipe plan``, by hand: rates from history rows, defaults without."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from h3pipe.config.project import Project
+from h3pipe.engine import costs
+from h3pipe.engine.outlook import Outlook, StageView
+from h3pipe.engine.prepare import RunOptions, prepare
+from h3pipe.engine.scope import resolve_scope
+from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+
+
+@pytest.fixture
+def plan(tmp_path: Path):
+    write_raster(tmp_path / "r.tif", np.ones((100, 100), dtype="float32"), west=29.0,
+                 north=-2.0, res=0.001)
+    root = write_project(tmp_path / "p", sources={"s": raster_source("s", str(tmp_path / "r.tif"))},
+                         pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=8)})
+    return prepare(Project(root), "p", resolve_scope(bbox="29.0,-2.1,29.1,-2.0"),
+                   RunOptions(workers=2))
+
+
+def _view(plan):
+    return Outlook(plan.run_id, "new", "", 0, len(plan.cells),
+                   (StageView(1, ("stats",), 1, len(plan.cells), "cells"),))
+
+
+def test_without_history_the_defaults_stand_in(plan):
+    est = costs.estimate(plan, _view(plan), [])
+    assert costs.step_pixels(plan) == {"stats": 100 * 100}  # the whole raster is the scope
+    work = 10_000 / costs.DEFAULT_PIXELS_PER_S + len(plan.cells) * costs.CELL_SECONDS
+    assert est.seconds == pytest.approx(work / 2 + costs.DEFAULT_OVERHEAD_S)
+    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_MB[1]
+    assert est.basis.startswith("no history yet")
+
+
+def test_history_gives_the_pixel_rate_overhead_and_memory(plan):
+    # One earlier run on 2 workers: 4 s of task time over 1,000 cells and 8 M pixels, 5 s
+    # of wall time, 900 MB at its peak.
+    params = {"workers": 2, "measured": {"wall_s": 5.0, "peak_rss_mb": 900.0,
+                                         "pixels": {"stats": 8_000_000}}}
+    row = {"run_id": "r1", "step_id": "stats", "operation": "zonal_stats",
+           "params": json.dumps(params), "cells": 1000, "seconds": 4.0, "rows_in": 1000,
+           "tasks": 4}
+    est = costs.estimate(plan, _view(plan), [row])
+    rate = 8_000_000 / (4.0 - 1000 * costs.CELL_SECONDS)
+    overhead = 5.0 - 4.0 / 2
+    work = 10_000 / rate + len(plan.cells) * costs.CELL_SECONDS
+    assert est.seconds == pytest.approx(work / 2 + overhead)
+    assert est.peak_rss_mb == 900.0
+    assert est.basis == "from 1 earlier run(s) in this store"
