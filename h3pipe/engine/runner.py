@@ -21,7 +21,7 @@ from h3pipe.config.dag import StepGraph
 from h3pipe.config.project import Project, suggest
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
-from h3pipe.engine.executors import Executor, Retry, Stopping
+from h3pipe.engine.executors import Executor, Retry, Stopping, make_executor
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.scope import Scope, scope_cells
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS, StopRequest, graceful
@@ -99,7 +99,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
     # Workers take most of a second to start (imports, the compiled kernel): start them
     # now, so they warm up while the project is validated and the run planned.
     guess = workers or os.cpu_count() or 1
-    with Executor(guess) as early:
+    with make_executor(guess) as early:
         sources, pipelines, settings = project.load()
         nworkers, pipeline, res, size = _settle(pipelines, settings, pipeline_id, resolution,
                                                 batch_size, workers)
@@ -107,7 +107,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope, *,
         if nworkers == guess:
             return _run(project, pipeline, scope, res, size, nworkers, sources, settings,
                         early, reporter, again)
-    with Executor(nworkers) as executor:  # a pipeline or project default asked otherwise
+    with make_executor(nworkers) as executor:  # a pipeline or project default asked otherwise
         return _run(project, pipeline, scope, res, size, nworkers, sources, settings, executor,
                     reporter, again)
 
