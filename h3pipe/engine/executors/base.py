@@ -274,13 +274,13 @@ class _Plan:
 
 
 def split(batches: Sequence[Batch], n: int) -> list[deque[Batch]]:
-    """``n`` contiguous shares of the batches with about the same number of cells."""
-    total = sum(len(b.cells) for b in batches)
+    """``n`` contiguous shares of the batches with about the same size (cells or rows)."""
+    total = sum(b.size for b in batches)
     shares: list[deque[Batch]] = [deque() for _ in range(n)]
     seen = 0
     for b in batches:
         shares[min(n - 1, seen * n // max(total, 1))].append(b)
-        seen += len(b.cells)
+        seen += b.size
     return shares
 
 

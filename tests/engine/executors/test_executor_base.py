@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from h3pipe.engine.executors import Retry, Stopping, make_executor
-from h3pipe.engine.executors.base import Finished, key_of, run_batches
+from h3pipe.engine.executors.base import Finished, key_of, run_batches, split
 from h3pipe.engine.stopping import StopRequest
 from h3pipe.errors import OperationError, SourceError, Terminated
 from h3pipe.operations import Batch, BatchResult
@@ -23,6 +23,11 @@ class _Flaky(SourceError):
 def _cells(n: int, size: int = 10, step: str = "s") -> list[Batch]:
     return [Batch("r", step, i, "zonal_stats", {}, cells=tuple(f"c{i}-{j}" for j in range(size)))
             for i in range(n)]
+
+
+def _rows(sizes: list[int]) -> list[Batch]:
+    return [Batch("r", "f", i, "h3_assign", {}, rows=pa.table({"x": list(range(n))}))
+            for i, n in enumerate(sizes)]
 
 
 class Scripted:
@@ -74,9 +79,15 @@ class Scripted:
             raise OperationError(f"worker {self.dead} died: batch {running[self.dead][0].number}")
 
 
+def test_row_batches_are_shared_by_rows_not_cells():
+    # Row batches carry no cells; their size is their row count: 120 rows, 60 each.
+    shares = split(_rows([30, 10, 10, 10, 20, 20, 10, 10]), 2)
+    assert [[b.number for b in s] for s in shares] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
 def test_each_worker_starts_on_its_own_contiguous_share_then_steals_from_the_far_end():
     t = Scripted(2)
-    out = list(run_batches(t, _cells(6)))
+    out = list(run_batches(t, _rows([10] * 6)))
     assert sorted(o.batch.number for o in out) == list(range(6))
     first = {w: [n for v, n in t.sent if v == w][:2] for w in (0, 1)}
     assert first == {0: [0, 1], 1: [3, 4]}
