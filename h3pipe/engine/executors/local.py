@@ -17,6 +17,8 @@ import os
 import pickle
 import queue
 import signal
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
@@ -40,24 +42,33 @@ _WATCH_SECONDS = 0.5
 
 
 def _worker(worker: int, tasks: Queue[Batch], results: Queue[bytes], parent: int) -> None:
-    """A worker process: warm up, then compute batches until killed, or until its parent
-    is gone (killed outright, it could not say so)."""
+    """A worker process: warm up, then compute batches until killed (by the executor's
+    close, or by itself when its parent is gone)."""
     # Ctrl-C, and a SIGTERM sent to the whole process group, reach the workers too; the
     # parent decides (it may let running batches finish) and ends the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Exiting must never wait for results to be read: a parent killed outright reads
+    # nothing, and the siblings keep the pipe open, so the queue's feeder would block
+    # for ever on a full pipe.
+    results.cancel_join_thread()
+    threading.Thread(target=_watch_parent, args=(parent,), name="h3pipe-watchdog",
+                     daemon=True).start()
     try:
         warm_up()
     except Exception:  # noqa: S110 - a failing warm-up shows again, with context, on a batch
         pass
     while True:
-        try:
-            batch = tasks.get(timeout=_WATCH_SECONDS)
-        except queue.Empty:
-            if os.getppid() != parent:
-                return
-            continue
+        batch = tasks.get()
         results.put(_pickled(compute(worker, batch)))
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker once its parent is gone. A thread, because the worker may be deep
+    in a batch of many minutes, or blocked sending a result no one will read."""
+    while os.getppid() == parent:
+        time.sleep(_WATCH_SECONDS)
+    os._exit(1)  # no cleanup: nothing it could write would be read
 
 
 def _pickled(done: Finished) -> bytes:
