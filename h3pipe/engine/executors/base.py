@@ -192,9 +192,9 @@ def run_batches(transport: Transport, batches: Sequence[Batch],
         if not stop.requested:
             plan.fill()
         if not plan.running:
-            if stop.requested or not plan.wait_for_retry():
-                break
-            continue
+            if plan.wait_for_retry():
+                continue
+            return
         if time.monotonic() - checked > POLL_SECONDS:
             # On a clock, not only when results stop coming: the other workers may keep
             # delivering for minutes while a dead one's batches never return.
