@@ -19,7 +19,7 @@ from h3pipe import faults, storage
 from h3pipe.config.project import Project
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
-from h3pipe.engine.executors import Executor
+from h3pipe.engine.executors import Executor, make_executor
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.outlook import Outlook, outlook
 from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
@@ -77,11 +77,11 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope,
     # Workers take most of a second to start (imports, the compiled kernel): start them
     # now, so they warm up while the project is validated and the run prepared.
     guess = options.workers or os.cpu_count() or 1
-    with Executor(guess) as early:
+    with make_executor(guess) as early:
         plan = prepare(project, pipeline_id, scope, options)
         if plan.workers == guess:
             return execute(plan, project.root, early, reporter or Reporter())
-    with Executor(plan.workers) as executor:  # a pipeline or project default asked otherwise
+    with make_executor(plan.workers) as executor:  # a pipeline or project default asked otherwise
         return execute(plan, project.root, executor, reporter or Reporter())
 
 

@@ -1,5 +1,30 @@
-"""Where a stage's batches are computed."""
+"""Where a stage's batches are computed: :func:`make_executor` gives the
+:class:`~h3pipe.engine.executors.base.Executor` for a number of workers.
 
-from h3pipe.engine.executors.local import Executor, Outcome, Retry, Stopping
+A new backend (a queue of remote workers) is one new module here with a
+:class:`~h3pipe.engine.executors.base.Transport` and a
+:class:`~h3pipe.engine.executors.base.TransportExecutor` subclass; retry, stealing and
+stopping come with the shared loop.
+"""
 
-__all__ = ["Executor", "Outcome", "Retry", "Stopping"]
+from h3pipe.engine.executors.base import (
+    Executor,
+    Outcome,
+    Retry,
+    Stopping,
+    Transport,
+    TransportExecutor,
+)
+from h3pipe.engine.executors.local import PoolExecutor
+from h3pipe.engine.executors.sequential import SequentialExecutor
+
+
+def make_executor(workers: int) -> Executor:
+    """In this process for one worker, else on as many worker processes, started now."""
+    if workers <= 1:
+        return SequentialExecutor()
+    return PoolExecutor(workers)
+
+
+__all__ = ["Executor", "Outcome", "PoolExecutor", "Retry", "SequentialExecutor", "Stopping",
+           "Transport", "TransportExecutor", "make_executor"]

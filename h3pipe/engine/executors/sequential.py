@@ -1,0 +1,56 @@
+"""One worker, this process: :class:`SequentialExecutor` and its transport
+:class:`InProcess`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from h3pipe.engine.executors.base import (
+    BatchKey,
+    Finished,
+    Transport,
+    TransportExecutor,
+    compute,
+    key_of,
+)
+from h3pipe.operations import Batch
+
+
+class InProcess:
+    """A transport whose one worker is the calling process. A batch runs when its result
+    is polled for, so the loop sees a stop request between batches; within one, only the
+    grace timer can end it."""
+
+    slots = 1
+    depth = 1
+
+    def __init__(self) -> None:
+        self._pending: Batch | None = None
+
+    def submit(self, worker: int, batch: Batch) -> None:
+        self._pending = batch
+
+    def take_back(self) -> list[BatchKey]:
+        # A submitted batch has not started until it is polled for.
+        pending, self._pending = self._pending, None
+        return [key_of(pending)] if pending is not None else []
+
+    def poll(self, timeout: float) -> Finished | None:
+        batch, self._pending = self._pending, None
+        if batch is None:
+            time.sleep(timeout)
+            return None
+        return compute(0, batch)
+
+    def check(self, running: Mapping[int, Sequence[Batch]]) -> None:
+        """This process is alive, or there is no one to ask."""
+
+
+class SequentialExecutor(TransportExecutor):
+    """Batches run one after another in this process: no worker to start or to end."""
+
+    workers = 1
+
+    def transport(self, batches: Sequence[Batch]) -> Transport:
+        return InProcess()

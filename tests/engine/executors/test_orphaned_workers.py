@@ -1,0 +1,104 @@
+"""When the ``h3pipe run`` process alone is SIGKILLed (the OOM killer, ``kill -9``), its
+workers must not outlive it: a worker can be inside a long batch, or holding results that
+no one will read, and still has to exit within a few seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+
+BBOX = "29.0,-2.2,29.2,-2.0"
+
+
+def _project(tmp_path: Path, batch_size: int) -> Path:
+    """Resolution 11 over a 0.2-degree box: about 200,000 cells."""
+    data = np.random.default_rng(1).normal(100, 10, (400, 400)).astype("float32")
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.98, res=0.0006)
+    return write_project(tmp_path / "p", sources={"s": raster_source("s", str(tif))},
+                         pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=11,
+                                                        batch_size=batch_size)})
+
+
+def _stage_running(project: Path) -> bool:
+    try:
+        db = sqlite3.connect(project / ".h3pipe" / "catalog.sqlite")
+        return bool(db.execute("SELECT count(*) FROM events WHERE kind = 'stage' "
+                               "AND status = 'running'").fetchone()[0])
+    except sqlite3.OperationalError:  # the catalog is not made yet
+        return False
+
+
+def _start(project: Path, faults: str) -> tuple[subprocess.Popen[bytes], list[psutil.Process]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "h3pipe", "--project", str(project), "-q", "run", "p",
+         "--bbox", BBOX, "--workers", "2"], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env={**os.environ, "H3PIPE_FAULTS": faults})
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not _stage_running(project):
+        time.sleep(0.1)
+    assert proc.poll() is None and _stage_running(project), "the run did not reach its stage"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    assert len(workers) == 2
+    return proc, children
+
+
+def _left_after_kill(proc: subprocess.Popen[bytes], children: list[psutil.Process],
+                     wait: float = 10.0) -> list[psutil.Process]:
+    """SIGKILL the parent alone; the processes it started that are still there ``wait``
+    seconds later (the resource tracker included: it ends when the last worker has)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + wait
+    left = children
+    while left and time.time() < deadline:
+        time.sleep(0.2)
+        left = [c for c in left if _alive(c)]
+    return left
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def reap():
+    """Whatever the outcome, kill what a failing case left behind."""
+    started: list[psutil.Process] = []
+    yield started
+    for p in started:
+        if _alive(p):
+            p.kill()
+
+
+def test_workers_inside_a_long_batch_exit_with_their_parent(tmp_path, reap):
+    # Each batch sleeps 60 s in its worker: both are mid-batch when the parent dies.
+    proc, children = _start(_project(tmp_path, 2000), "batch:sleep=60")
+    reap.extend(children)
+    time.sleep(1.0)  # the batches sent at the stage's start are being computed
+    left = _left_after_kill(proc, children)
+    assert not left, [" ".join(p.cmdline()) for p in left]
+
+
+def test_workers_holding_unread_results_exit_with_their_parent(tmp_path, reap):
+    # Batches of 5,000 cells give results of a few hundred kB, more than a pipe holds; the
+    # parent sleeps on its first write, so the workers' results pile up unread.
+    proc, children = _start(_project(tmp_path, 5000), "task-output-written:sleep=60")
+    reap.extend(children)
+    time.sleep(4.0)  # the four batches in flight are computed and sent
+    left = _left_after_kill(proc, children)
+    assert not left, [" ".join(p.cmdline()) for p in left]
