@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
+
+if TYPE_CHECKING:
+    from h3pipe.engine.runner import RunResult
 
 
 @app.command("run")
@@ -56,11 +59,16 @@ def run(
     options = RunOptions(resolution=resolution, batch_size=batch_size, workers=workers,
                          force=force, from_step=from_step, wait=wait, grace_seconds=grace)
     result = run_pipeline(project, pipeline, scope, options, make_reporter())
+    _say(result, iso3)
+    return 0
+
+
+def _say(result: RunResult, iso3: str | None) -> None:
     if result.state == "already":
         output.say(f"run {result.run_id} already completed: {result.cells} cells of "
                    f"{result.scope_label} at resolution {result.resolution} -> dataset "
                    f"{result.dataset}; nothing recomputed (--force to recompute)")
-        return 0
+        return
     output.say(
         f"run {result.run_id} completed{' (resumed)' if result.state == 'resumed' else ''}: "
         f"{result.cells} cells of {result.scope_label} at "
@@ -72,4 +80,3 @@ def run(
                  else f"--run {result.run_id}")
     output.info(f"export: h3pipe export {result.dataset} {scope_opt} -o "
                 f"{result.dataset}.parquet")
-    return 0
