@@ -15,7 +15,7 @@ import traceback
 import typer
 
 from h3pipe.cli import app as _app_module
-from h3pipe.cli import clean, db, export, output, resume, run, runs, sources, validate  # noqa: F401  (registers the commands)
+from h3pipe.cli import clean, db, export, output, resume, run, runs, schema, sources, validate  # noqa: F401  (registers the commands)
 from h3pipe.errors import Cancelled, H3PipeError, Terminated
 
 app = _app_module.app
