@@ -7,12 +7,8 @@
 - ``NAME:sleep=S`` -- it pauses S seconds there each time (a slow task, a slow write);
 - ``NAME:fail@N`` -- the Nth time, it raises a permanent error (a step that fails).
 
-The points: ``batch`` and ``batch.STEP_ID`` (a worker starts a batch), ``write-partial``
-(a task's output or a result is half written), ``task-output-written`` (written, not yet
-recorded),
-``task-recorded``, ``stage-completed``, ``result-written`` (the result file is in place,
-the catalog does not point at it yet) and ``published``. Unset, as it always is outside
-tests, a point costs one dictionary lookup.
+The points are declared once, in :data:`POINTS`. Unset, as it always is outside tests, a
+point costs one dictionary lookup and one set lookup.
 """
 
 from __future__ import annotations
@@ -23,6 +19,24 @@ import time
 
 from h3pipe.errors import ConfigError, OperationError
 
+POINTS: dict[str, str] = {
+    "batch": "a worker starts a batch (of any step)",
+    "write-partial": "a task's output or a result is half written",
+    "task-output-written": "a task's output is written, not yet recorded",
+    "task-recorded": "a task is recorded as done in the catalog",
+    "stage-completed": "every task of a stage is done",
+    "result-written": "the result file is in place; the catalog does not point at it yet",
+    "published": "the run's results are published",
+}
+# A family: 'batch.STEP_ID' is the 'batch' point of one step only.
+FAMILIES: dict[str, str] = {
+    "batch.": "a worker starts a batch of the step named after the dot",
+}
+
+
+def declared(name: str) -> bool:
+    return name in POINTS or any(name.startswith(f) and len(name) > len(f) for f in FAMILIES)
+
 
 def _parse(spec: str) -> dict[str, tuple[str, float]]:
     actions: dict[str, tuple[str, float]] = {}
@@ -32,6 +46,11 @@ def _parse(spec: str) -> dict[str, tuple[str, float]]:
         if kind not in ("kill", "sleep", "fail") or not arg:
             raise ConfigError(f"H3PIPE_FAULTS: cannot read '{part}'",
                               hint="use NAME:kill@N, NAME:fail@N or NAME:sleep=SECONDS")
+        if not declared(name):
+            # A misspelt point would otherwise never fire, and the crash test pass blindly.
+            known = ", ".join([*POINTS, *(f"{f}STEP_ID" for f in FAMILIES)])
+            raise ConfigError(f"H3PIPE_FAULTS: unknown fault point '{name}'",
+                              hint=f"known points: {known}")
         actions[name] = (kind, float(arg))
     return actions
 
@@ -41,6 +60,9 @@ _REACHED: dict[str, int] = {}
 
 
 def point(name: str) -> None:
+    if not declared(name):
+        # A bug in h3pipe, not in the input: every point must be declared in POINTS.
+        raise AssertionError(f"fault point '{name}' is not declared in h3pipe.faults.POINTS")
     action = _ACTIONS.get(name)
     if action is None:
         return

@@ -24,6 +24,7 @@ from h3pipe.cli import (  # noqa: F401  (registers the commands)
     resume,
     run,
     runs,
+    schema,
     sources,
     validate,
 )

@@ -2,19 +2,36 @@
 
 :func:`load_document` returns a :class:`Document` whose ``line_of(path)`` lets a schema
 or semantic error point at ``FILE:LINE`` for a path such as ``steps[1].params.stats[0]``.
+
+Hostile files (alias bombs, deep nesting, huge or binary files) become one problem each,
+in bounded time and memory: every file h3pipe reads comes through here, and a pipeline
+file is small, so the limits below are far above any real one.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from h3pipe.errors import Problem
+from h3pipe.errors import ConfigError, Problem
 
 PathKey = tuple[str | int, ...]
+
+MAX_BYTES = 1024 * 1024
+# Values in a document, counted once per use of an alias or merge key: real pipeline
+# files hold a few hundred, an alias bomb billions.
+MAX_NODES = 10_000
+# Nesting levels; far below Python's recursion limit, which PyYAML's composer, our
+# builder and the schema validator all recurse towards.
+MAX_DEPTH = 64
+
+_TOO_MANY = (f"the document holds more than {MAX_NODES} values, counting each use of an "
+             "alias or merge key; look for aliases that expand out of control")
+_TOO_DEEP = f"values are nested more than {MAX_DEPTH} levels deep; flatten the structure"
 
 
 def format_path(path: PathKey | list[str | int]) -> str:
@@ -47,9 +64,48 @@ class Document:
         return Problem(self.file, self.line_of(path), format_path(path), message, kind)
 
 
+class _Refused(ConfigError):
+    """A document past one of the limits above; never leaves this module."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps date-like scalars as strings: h3pipe has no date fields, and an
-    impossible date such as 2024-13-45 must be a validation message, not a crash."""
+    impossible date such as 2024-13-45 must be a validation message, not a crash.
+
+    It also counts what it composes and merges (see :data:`MAX_NODES`, :data:`MAX_DEPTH`)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._left = MAX_NODES
+        self._depth = 0
+
+    def spend(self, n: int, line: int | None) -> None:
+        self._left -= n
+        if self._left < 0:
+            raise _Refused(line, _TOO_MANY)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # PyYAML's composer recurses once per level: '[[[[...' 100k deep would end in a
+        # RecursionError here, before the builder could say anything.
+        line = self.peek_event().start_mark.line + 1
+        self.spend(1, line)
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(line, _TOO_DEEP)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Merge keys copy pairs, so '<<: [*a, *a, ...]' grows without any new text; charge
+        # each flattened mapping (nested merges come back through here) before going on.
+        super().flatten_mapping(node)
+        self.spend(len(node.value), node.start_mark.line + 1)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -64,8 +120,26 @@ class _Builder:
         self.lines: dict[PathKey, int] = {}
         self.problems: list[Problem] = []
         self._scalars = _Loader("")
+        self._open: set[int] = set()  # ids of the nodes being built, to spot recursion
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
+        # Aliases are expanded here, so this is where an alias bomb or a recursive alias
+        # ('a: &a [*a]') would explode. The node itself may be defined anywhere; the
+        # top-level value that expands it is where to look.
+        line = self.lines.get(path[:1], node.start_mark.line + 1)
+        self._scalars.spend(1, line)
+        if id(node) in self._open:
+            raise _Refused(line, "an alias refers to a value that contains it "
+                           "(a recursive structure); remove the alias")
+        if len(path) >= MAX_DEPTH:  # the root is level 1
+            raise _Refused(line, _TOO_DEEP)
+        self._open.add(id(node))
+        try:
+            return self._build(node, path)
+        finally:
+            self._open.discard(id(node))
+
+    def _build(self, node: yaml.Node, path: PathKey) -> Any:
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             self._scalars.flatten_mapping(node)  # resolve '<<: *anchor' merge keys
@@ -107,19 +181,51 @@ def load_document(path: Path, display: str | None = None) -> tuple[Document | No
     """Parse ``path``; return the document (None when unparseable) and any problems found."""
     name = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            # Never more than the limit allows, whatever the file (or /dev/zero) holds.
+            raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         return None, [Problem(name, None, "", "file not found", "io")]
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         return None, [Problem(name, None, "", f"cannot read file: {exc}", "io")]
+    if len(raw) > MAX_BYTES:
+        return None, [Problem(name, None, "", f"file is larger than {MAX_BYTES // 1024 // 1024}"
+                              " MiB; a pipeline, source or project file is never that big",
+                              "io")]
+    text, problem = _decode(raw, name)
+    if problem is not None:
+        return None, [problem]
     return parse_text(text, name)
+
+
+def _decode(raw: bytes, name: str) -> tuple[str, Problem | None]:
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        return "", Problem(name, raw.count(b"\n", 0, nul) + 1, "", "binary file (NUL byte); "
+                           "expected YAML text in UTF-8", "io")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "", Problem(name, raw.count(b"\n", 0, exc.start) + 1, "",
+                           f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded; "
+                           "save the file as UTF-8", "io")
+    # Universal newlines, as reading in text mode gives.
+    return text.replace("\r\n", "\n").replace("\r", "\n"), None
 
 
 def parse_text(text: str, name: str) -> tuple[Document | None, list[Problem]]:
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        # Two documents are enough to know the file has too many.
+        nodes = list(itertools.islice(yaml.compose_all(text, Loader=_Loader), 2))
+    except _Refused as exc:
+        return None, [Problem(name, exc.line, "", exc.message, "yaml")]
     except yaml.MarkedYAMLError as exc:
         return None, [_syntax_problem(name, text, exc)]
+    except yaml.reader.ReaderError as exc:
+        # Its text spans two lines and counts characters; say it in one, by line.
+        return None, [Problem(name, text.count("\n", 0, exc.position) + 1, "",
+                              f"unacceptable character #x{exc.character:04x}: control "
+                              "characters are not allowed in YAML", "yaml")]
     except yaml.YAMLError as exc:
         return None, [Problem(name, None, "", f"YAML error: {exc}", "yaml")]
     if len(nodes) > 1:
@@ -130,6 +236,8 @@ def parse_text(text: str, name: str) -> tuple[Document | None, list[Problem]]:
     builder = _Builder(name)
     try:
         data = builder.build(nodes[0], ())
+    except _Refused as exc:
+        return None, [Problem(name, exc.line, "", exc.message, "yaml")]
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         return None, [Problem(name, mark.line + 1 if mark else None, "",
@@ -154,6 +262,6 @@ def _syntax_problem(name: str, text: str, exc: yaml.MarkedYAMLError) -> Problem:
 
 
 def _second_document_line(text: str) -> int | None:
-    starts = [e.start_mark.line + 1 for e in yaml.parse(text, Loader=_Loader)
-              if isinstance(e, yaml.DocumentStartEvent)]
-    return starts[1] if len(starts) > 1 else None
+    starts = (e.start_mark.line + 1 for e in yaml.parse(text, Loader=_Loader)
+              if isinstance(e, yaml.DocumentStartEvent))
+    return next(itertools.islice(starts, 1, None), None)

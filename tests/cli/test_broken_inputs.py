@@ -391,3 +391,111 @@ def test_broken_input(name, breaker, code, culprit, mode, tmp_path, cli, monkeyp
             and name != "store-under-file":  # that one points the project at another store
         after = _export(cli, c.proj, tmp_path / "after.parquet")
         assert after == before, "results of the earlier run changed"
+
+
+# --- hostile YAML: in a fresh interpreter under a 2 GiB address-space limit -----------------
+# Each file would once end 'validate' with 'internal error: MemoryError' or RecursionError.
+# Wherever it sits (a source, a pipeline, h3pipe.yaml, a PATH outside the project), it must
+# give one FILE[:LINE]: problem naming it, exit 1, in bounded memory and about a second.
+# Hostile sources go in an extra file, x.yaml: a broken s.yaml would also fail pipeline p.
+
+def _laughs() -> bytes:
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _merge_bomb() -> bytes:
+    lines = ["a0: &a0 {k: 1}", "b0: &b0 {j: 1}"]
+    for i in range(1, 30):
+        lines += [f"a{i}: &a{i} {{<<: [*a{i - 1}, *b{i - 1}], ka{i}: *a{i - 1}}}",
+                  f"b{i}: &b{i} {{<<: [*b{i - 1}, *a{i - 1}], kb{i}: *b{i - 1}}}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+HOSTILE = [
+    # (id, where the file goes, its bytes, what the one problem line says)
+    ("billion-laughs", "pipelines/p.yaml", _laughs(), "more than 10000 values"),
+    ("merge-bomb", "sources/x.yaml", _merge_bomb(), "more than 10000 values"),
+    ("deep-flow", "sources/x.yaml", b"x: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+     "nested more than 64 levels"),
+    ("deep-map", "pipelines/p.yaml", b"x: " + b"{a: " * 50_000 + b"1" + b"}" * 50_000 + b"\n",
+     "nested more than 64 levels"),
+    ("recursive-alias", "pipelines/p.yaml", b"id: p\nsteps: &s [*s]\n", "recursive"),
+    ("huge", "h3pipe.yaml", b"store: .h3pipe\n" + b"# padding\n" * 400_000, "larger than 1 MiB"),
+    ("binary", "elsewhere/x.yaml", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)),
+     "binary file"),
+    ("latin-1", "pipelines/p.yaml", "id: p\ntitle: caf\u00e9\n".encode("latin-1"), "not UTF-8"),
+    ("control-chars", "sources/x.yaml", b"id: x\nkind: raster\x1b[0m\n",
+     "unacceptable character"),
+]
+
+
+def _limited() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+
+
+def _h3pipe(*args: str | Path) -> tuple[int, str, str, float]:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "h3pipe", *map(str, args)],
+                          capture_output=True, text=True, timeout=60, preexec_fn=_limited,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
+
+
+def _small_project(root: Path) -> Path:
+    return write_project(root, sources={"s": raster_source("s", "dem.tif")},
+                         pipelines={"p": zonal_pipeline("p", "s", ["mean"])})
+
+
+@pytest.fixture(scope="module")
+def startup(tmp_path_factory: pytest.TempPathFactory) -> float:
+    """How long 'validate' takes on a small valid project here and now (a loaded machine
+    starts Python slowly): a hostile file may add at most a second to it."""
+    root = _small_project(tmp_path_factory.mktemp("valid"))
+    code, _, err, seconds = _h3pipe("--project", root, "validate")
+    assert code == 0, err
+    return seconds
+
+
+@pytest.mark.parametrize("where,content,says", [pytest.param(*h[1:], id=h[0]) for h in HOSTILE])
+def test_hostile_yaml_is_one_problem(where, content, says, tmp_path, startup):
+    root = _small_project(tmp_path / "proj")
+    outside = where.startswith("elsewhere/")
+    target = tmp_path / where if outside else root / where
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    shown = str(target) if outside else where
+
+    code, out, err, seconds = _h3pipe("--project", root, "validate", *([target] if outside
+                                                                       else []))
+
+    assert "internal error" not in out + err and "Traceback" not in err, err
+    assert code == 1, (out, err)
+    assert out.count("\n") == 1, out
+    assert re.match(rf"^{re.escape(shown)}(:\d+)?: ", out), out
+    assert says in out, out
+    assert err.startswith("1 problem(s) in "), err
+    assert seconds < startup + 1.0, (seconds, startup)
+
+
+def test_hostile_source_stops_a_run_with_one_error_line(tmp_path, startup):
+    root = _small_project(tmp_path / "proj")
+    (root / "sources" / "x.yaml").write_bytes(_laughs())
+
+    code, out, err, seconds = _h3pipe("--project", root, "run", "p", "--bbox", BBOX)
+
+    assert code == 2, (out, err)
+    assert "internal error" not in err and "Traceback" not in err, err
+    # l3, on line 4, is where the count passes 10000 (see tests/config/test_yamlio.py).
+    assert err.splitlines() == [
+        "error: sources/x.yaml:4: the document holds more than 10000 values, counting each use "
+        "of an alias or merge key; look for aliases that expand out of control"]
+    assert seconds < startup + 1.0, (seconds, startup)

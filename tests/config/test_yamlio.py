@@ -5,6 +5,8 @@ Every expected line and column below is counted by hand from the text next to it
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -251,5 +253,199 @@ def test_load_document_of_a_non_utf8_file(tmp_path: Path) -> None:
     path.write_bytes("title: caf\u00e9\n".encode("latin-1"))
     doc, problems = load_document(path, "p.yaml")
     assert doc is None
-    assert [(p.line, p.kind) for p in problems] == [(None, "io")]
-    assert problems[0].message.startswith("cannot read file:")
+    # 'é' in Latin-1 is the single byte 0xe9, on line 1.
+    assert problems == [Problem("p.yaml", 1, "", "not UTF-8 text: byte 0xe9 cannot be decoded; "
+                                "save the file as UTF-8", "io")]
+
+
+# -- hostile files: one problem each, quickly, in bounded memory ---------------------------
+# Each test runs under an address-space limit a little above what the process already uses
+# (see the fixture), so a loader that expands a bomb fails with MemoryError instead of
+# taking the machine's memory.
+
+TOO_MANY = ("the document holds more than 10000 values, counting each use of an alias or "
+            "merge key; look for aliases that expand out of control")
+TOO_DEEP = "values are nested more than 64 levels deep; flatten the structure"
+
+
+@pytest.fixture
+def bounded_memory() -> Iterator[None]:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/status") as f:
+        used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (used + 512 * 2**20, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _timed_parse(text: str) -> tuple[Document | None, list[Problem]]:
+    start = time.monotonic()
+    out = parse_text(text, "f.yaml")
+    assert time.monotonic() - start < 1.0
+    return out
+
+
+def _laughs(levels: int, width: int) -> str:
+    """The billion laughs: each level lists the one below ``width`` times."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]"
+              for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def _merge_bomb(levels: int) -> str:
+    """Each level merges both mappings of the level below and keeps one of them as a value,
+    so the values double at every level although the text grows by two lines."""
+    lines = ["a0: &a0 {k: 1}", "b0: &b0 {j: 1}"]
+    for i in range(1, levels):
+        lines += [f"a{i}: &a{i} {{<<: [*a{i - 1}, *b{i - 1}], ka{i}: *a{i - 1}}}",
+                  f"b{i}: &b{i} {{<<: [*b{i - 1}, *a{i - 1}], kb{i}: *b{i - 1}}}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    # 10**10 values from 10 lines. Counting key, list and items: l0 takes 12, l1 112,
+    # l2 1112, l3 11112, so the 10000th comes inside l3, on line 4.
+    (_laughs(10, 10), 4),
+    # A thousand aliases to a thousand-item list, on line 2.
+    (_laughs(2, 1000), 2),
+    (_merge_bomb(30), None),
+    # Merge keys copy pairs: three thousand merges of a 3000-key mapping.
+    ("big: &big {" + ", ".join(f"k{i}: 1" for i in range(3000)) + "}\n"
+     "x: {<<: [" + ", ".join(["*big"] * 3000) + "]}\n", None),
+    # No alias at all: just too many values.
+    ("x: [" + ", ".join(["1"] * 20_000) + "]\n", 1),
+], ids=["billion-laughs", "wide-alias", "merge-bomb", "wide-merge", "many-values"])
+def test_alias_bombs_are_refused(bounded_memory: None, text: str, line: int | None) -> None:
+    doc, problems = _timed_parse(text)
+
+    assert doc is None
+    assert [(p.file, p.path, p.message, p.kind) for p in problems] == [
+        ("f.yaml", "", TOO_MANY, "yaml")]
+    if line is not None:
+        assert problems[0].line == line
+
+
+def test_aliases_below_the_limit_are_expanded() -> None:
+    # 3 levels of 10: 10 + 100 + 1000 values plus the lists themselves, well under 10000.
+    doc, problems = _timed_parse(_laughs(3, 10))
+
+    assert problems == [] and doc is not None
+    assert len(doc.data["l2"]) == 10 and all(len(x) == 10 for x in doc.data["l2"])
+    assert doc.data["l2"][9][9] == ["lol"] * 10
+
+
+@pytest.mark.parametrize("text", ["a: &a [1, *a]\n", "a: &a {b: {c: *a}}\n"])
+def test_recursive_alias_is_refused(text: str) -> None:
+    doc, problems = _timed_parse(text)
+
+    assert doc is None
+    assert [(p.line, p.message) for p in problems] == [
+        (1, "an alias refers to a value that contains it (a recursive structure); "
+            "remove the alias")]
+
+
+def _nested(levels: int) -> str:
+    # The root mapping is level 1, its list level 2, ... the innermost scalar level 'levels'.
+    inner = levels - 2
+    return "x: " + "[" * inner + "1" + "]" * inner + "\n"
+
+
+def test_nesting_up_to_64_levels_is_fine() -> None:
+    doc, problems = _timed_parse(_nested(64))
+
+    assert problems == [] and doc is not None
+    value = doc.data["x"]
+    for _ in range(61):
+        value = value[0]
+    assert value == [1]
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    (_nested(65), 1),
+    # 100000 brackets: PyYAML's own composer would hit the recursion limit.
+    ("x: " + "[" * 100_000 + "]" * 100_000 + "\n", 1),
+    ("x: " + "{a: " * 50_000 + "1" + "}" * 50_000 + "\n", 1),
+    # Block style, one level a line: the key of line 64 is the first value at level 65.
+    ("".join(" " * i + f"k{i}:\n" for i in range(100)), 64),
+    # a_i (on line i + 1) holds 10 lists around a_(i-1), and a0 a list of one scalar: the
+    # deepest value of a_i is at level 1 + 10i + 2, so a7 (73 levels) is the first too deep.
+    ("a0: &a0 [1]\n" + "".join(f"a{i}: &a{i} " + "[" * 10 + f"*a{i - 1}" + "]" * 10 + "\n"
+                               for i in range(1, 20)), 8),
+], ids=["65-levels", "deep-flow-list", "deep-flow-map", "deep-block", "deep-by-alias"])
+def test_deep_nesting_is_refused(text: str, line: int) -> None:
+    doc, problems = _timed_parse(text)
+
+    assert doc is None
+    assert [(p.line, p.message, p.kind) for p in problems] == [(line, TOO_DEEP, "yaml")]
+
+
+def test_control_characters_are_one_located_problem() -> None:
+    doc, problems = _timed_parse("id: p\nsteps: []\ntitle: a\x01b\n")
+
+    assert doc is None
+    assert problems == [Problem("f.yaml", 3, "", "unacceptable character #x0001: control "
+                                "characters are not allowed in YAML", "yaml")]
+
+
+def test_many_documents_stop_at_the_second() -> None:
+    doc, problems = _timed_parse("---\na: 1\n" * 100_000)
+
+    assert doc is None
+    # The second '---' is line 3.
+    assert [(p.line, p.kind) for p in problems] == [(3, "yaml")]
+
+
+def test_file_over_1_mib_is_refused_without_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"a: 1\n" + b"#" * (2**20 - 4))  # one byte over 1 MiB
+
+    doc, problems = load_document(path, "pipelines/big.yaml")
+
+    assert doc is None
+    assert problems == [Problem("pipelines/big.yaml", None, "", "file is larger than 1 MiB; a "
+                                "pipeline, source or project file is never that big", "io")]
+
+
+def test_file_of_exactly_1_mib_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"a: 1\n#" + b"x" * (2**20 - 7) + b"\n")
+    assert path.stat().st_size == 2**20
+
+    doc, problems = load_document(path, "big.yaml")
+
+    assert problems == [] and doc is not None and doc.data == {"a": 1}
+
+
+def test_endless_file_is_refused(bounded_memory: None) -> None:
+    doc, problems = load_document(Path("/dev/zero"), "zero.yaml")
+
+    assert doc is None
+    assert [(p.file, p.kind) for p in problems] == [("zero.yaml", "io")]
+    assert problems[0].message.startswith("file is larger than 1 MiB")
+
+
+def test_binary_file_is_one_located_problem(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    # A NUL on line 3 (what a UTF-16 file or an image is full of).
+    path.write_bytes(b"id: p\nsteps: []\n\x89PNG\x00\x00\xff\n")
+
+    doc, problems = load_document(path, "pipelines/x.yaml")
+
+    assert doc is None
+    assert problems == [Problem("pipelines/x.yaml", 3, "", "binary file (NUL byte); expected "
+                                "YAML text in UTF-8", "io")]
+
+
+def test_windows_line_endings_read_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_bytes(b"id: p\r\nsteps:\r\n  - a\r\n")
+
+    doc, problems = load_document(path, "x.yaml")
+
+    assert problems == [] and doc is not None
+    assert doc.data == {"id": "p", "steps": ["a"]} and doc.line_of(("steps", 0)) == 3
