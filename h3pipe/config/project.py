@@ -169,16 +169,14 @@ class Project:
         """Sources registered in the store: deactivated ones are remembered so pipelines
         that need them fail; active ones without a file here become usable."""
         from h3pipe.errors import StoreError
-        from h3pipe.storage import open_store
+        from h3pipe.storage import open_store, registry
 
         try:
             store = open_store(self.store_location(), self.root, create=False)
         except (ConfigError, StoreError):
             return  # no store yet, or one we cannot reach: files alone decide
-        try:
-            rows = store.catalog.query("SELECT * FROM sources")
-        finally:
-            store.close()
+        with store:
+            rows = registry.source_rows(store.catalog)
         for row in rows:
             sid = row["id"]
             if not row["is_active"]:
