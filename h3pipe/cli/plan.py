@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from h3pipe.cli import options as opt
 from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
@@ -15,18 +15,15 @@ from h3pipe.cli.app import app, project_of
 @app.command("plan")
 def plan(
     ctx: typer.Context,
-    pipeline: Annotated[str, typer.Argument(help="Pipeline id (its 'id:' in pipelines/).")],
-    iso3: Annotated[str | None, typer.Option(help="Country by ISO 3166-1 alpha-3 code.")] = None,
-    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in lon/lat.")] = None,
-    aoi: Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the area.",
-                                             dir_okay=False)] = None,
-    resolution: Annotated[int | None, typer.Option("--resolution", "-r",
-                                                   help="H3 resolution 0..15.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Cells per task.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Plan as 'run --force' would.")] = False,
-    from_step: Annotated[str | None, typer.Option(
-        help="Plan as 'run --from-step' would.")] = None,
+    pipeline: opt.Pipeline,
+    iso3: opt.Iso3 = None,
+    bbox: opt.Bbox = None,
+    aoi: opt.Aoi = None,
+    resolution: opt.Resolution = None,
+    batch_size: opt.BatchSize = None,
+    workers: opt.Workers = None,
+    force: opt.Force = False,
+    from_step: opt.FromStep = None,
     fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
 ) -> int:
     """Show what 'h3pipe run' would do, without writing anything or starting a worker:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from h3pipe.cli import options as opt
 from h3pipe.cli.app import app, project_of
 
 
@@ -13,11 +14,9 @@ from h3pipe.cli.app import app, project_of
 def resume(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run to resume (see 'h3pipe runs list').")],
-    from_step: Annotated[str | None, typer.Option(
-        help="Recompute this step and every later one.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
-    grace: Annotated[float, typer.Option(
-        help="On SIGINT/SIGTERM, seconds running tasks get to finish.")] = 30.0,
+    from_step: opt.FromStep = None,
+    workers: opt.Workers = None,
+    grace: opt.Grace = 30.0,
 ) -> int:
     """Resume a failed or interrupted run: same pipeline, scope and resolution; tasks it
     completed are kept. If its inputs changed since, this is a new run.

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from h3pipe.cli import options as opt
 from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
@@ -17,24 +17,18 @@ if TYPE_CHECKING:
 @app.command("run")
 def run(
     ctx: typer.Context,
-    pipeline: Annotated[str, typer.Argument(help="Pipeline id (its 'id:' in pipelines/).")],
-    iso3: Annotated[str | None, typer.Option(help="Country by ISO 3166-1 alpha-3 code.")] = None,
-    bbox: Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in lon/lat.")] = None,
-    aoi: Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the area.",
-                                             dir_okay=False)] = None,
-    resolution: Annotated[int | None, typer.Option("--resolution", "-r",
-                                                   help="H3 resolution 0..15.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Cells per task.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Recompute even if this exact run "
-                                        "already completed.")] = False,
-    from_step: Annotated[str | None, typer.Option(
-        help="Recompute this step and every later one; keep earlier results.")] = None,
+    pipeline: opt.Pipeline,
+    iso3: opt.Iso3 = None,
+    bbox: opt.Bbox = None,
+    aoi: opt.Aoi = None,
+    resolution: opt.Resolution = None,
+    batch_size: opt.BatchSize = None,
+    workers: opt.Workers = None,
+    force: opt.Force = False,
+    from_step: opt.FromStep = None,
     wait: Annotated[bool, typer.Option("--wait", help="If the same run is running "
                                        "elsewhere, wait for it instead of exiting 75.")] = False,
-    grace: Annotated[float, typer.Option(
-        help="On SIGINT/SIGTERM, seconds running tasks get to finish before the run stops "
-        "(a second signal stops it at once).")] = 30.0,
+    grace: opt.Grace = 30.0,
 ) -> int:
     """Compute a pipeline for the H3 cells whose centres lie in the scope.
 

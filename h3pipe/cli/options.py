@@ -1,0 +1,26 @@
+"""Options several commands share, defined once: the same flag means the same thing, with
+the same help, in ``run``, ``plan`` and ``resume``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Pipeline = Annotated[str, typer.Argument(help="Pipeline id (its 'id:' in pipelines/).")]
+Iso3 = Annotated[str | None, typer.Option(help="Country by ISO 3166-1 alpha-3 code.")]
+Bbox = Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in lon/lat.")]
+Aoi = Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the area.",
+                                          dir_okay=False)]
+Resolution = Annotated[int | None, typer.Option("--resolution", "-r",
+                                                help="H3 resolution 0..15.")]
+BatchSize = Annotated[int | None, typer.Option(help="Cells per task.")]
+Workers = Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")]
+Force = Annotated[bool, typer.Option("--force", help="Recompute even if this exact run "
+                                     "already completed.")]
+FromStep = Annotated[str | None, typer.Option(
+    help="Recompute this step and every later one; keep earlier results.")]
+Grace = Annotated[float, typer.Option(
+    help="On SIGINT/SIGTERM, seconds running tasks get to finish before the run stops "
+    "(a second signal stops it at once).")]
