@@ -23,7 +23,7 @@ def heading(plan: RunPlan, view: Outlook) -> list[str]:
         mark = "~" if s.estimate else ""
         line = (f"  stage {s.number} [{', '.join(s.steps)}]: {mark}{s.tasks:,} task(s), "
                 f"{mark}{s.rows:,} {s.unit}")
-        lines.append(line + (f" (estimated {s.estimate})" if s.estimate else ""))
+        lines.append(line + (f" (estimated: {s.estimate})" if s.estimate else ""))
     return lines
 
 

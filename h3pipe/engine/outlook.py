@@ -98,8 +98,7 @@ def _stages(plan: RunPlan, planner: Planner) -> tuple[StageView, ...]:
             rows += n_in
             how = how or how_in
             n_out, how_out = get_operation(step.operation).estimate_rows(n_in, len(plan.cells))
-            rows_out[sid] = (n_out, f"{how_in}; {how_out}" if how_in else
-                             (None if step.input == "cells" else how_out))
+            rows_out[sid] = (n_out, None if step.input == "cells" else how_out)
         views.append(StageView(number, stage, tasks, rows, unit, how))
     return tuple(views)
 
@@ -111,7 +110,7 @@ def _rows_in(plan: RunPlan, planner: Planner, source: str,
         return len(plan.cells), None
     if source.startswith("$"):
         n, how = rows_out[source[1:]]
-        return n, f"from step '{source[1:]}'" + (f": {how}" if how else "")
+        return n, f"step '{source[1:]}' gives {how or 'one row per cell'}"
     return planner.features(source).num_rows, None
 
 

@@ -138,3 +138,46 @@ def test_plan_refuses_bad_input_with_exit_2(tmp_path, cli, args, message):
     assert r.exit_code == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_plan_counts_features_and_estimates_the_rows_of_later_stages(tmp_path, cli):
+    import textwrap
+
+    write_raster(tmp_path / "depth.tif", np.ones((200, 200), dtype="float32"), west=29.0,
+                 north=-2.0, res=0.001)
+    rng = np.random.default_rng(5)
+    # 300 points inside the scope, 50 outside it (east of the box).
+    xs = np.concatenate([rng.uniform(29.03, 29.15, 300), rng.uniform(29.17, 29.19, 50)])
+    ys = rng.uniform(-2.17, -2.05, 350)
+    features = [{"type": "Feature", "properties": {"bid": i},
+                 "geometry": {"type": "Point", "coordinates": [x, y]}}
+                for i, (x, y) in enumerate(zip(xs, ys, strict=True))]
+    (tmp_path / "pts.geojson").write_text(json.dumps({"type": "FeatureCollection",
+                                                      "features": features}))
+    proj = write_project(tmp_path / "p", sources={
+        "depth": raster_source("depth", str(tmp_path / "depth.tif")),
+        "pts": f"id: pts\nkind: vector\npath: '{tmp_path / 'pts.geojson'}'\nid_field: bid\n"
+               "theme: infrastructure\n"},
+        pipelines={"p": textwrap.dedent("""\
+            id: p
+            output: {dataset: ds, theme: infrastructure}
+            defaults: {resolution: 8, batch_size: 1000}
+            steps:
+              - {id: depth, operation: sample, input: pts, source: depth,
+                 output: intermediate, params: {name: d}}
+              - id: agg
+                operation: h3_weighted_aggregate
+                input: $depth
+                params: {aggregations: [{name: n, function: count}]}
+            """)})
+    plan = _plan(cli, proj, "--workers", "1")
+    run_cells = set(h3.geo_to_cells(shapely.box(*BBOX), 8))
+    inside = sum(h3.latlng_to_cell(y, x, 8) in run_cells for x, y in zip(xs, ys, strict=True))
+    assert 290 <= inside <= 300  # the box's edge cells may leave out a few
+    first, second = plan["stages"]
+    assert (first["rows"], first["unit"], first["estimate"]) == (inside, "rows", None)
+    assert second["rows"] == inside
+    assert second["estimate"] == "step 'depth' gives one row per input row"
+    [vector] = [s for s in plan["sources"] if s["kind"] == "vector"]
+    assert vector["features"] == inside
+    assert vector["bytes"] == os.path.getsize(tmp_path / "pts.geojson")
