@@ -181,3 +181,24 @@ def test_plan_counts_features_and_estimates_the_rows_of_later_stages(tmp_path, c
     [vector] = [s for s in plan["sources"] if s["kind"] == "vector"]
     assert vector["features"] == inside
     assert vector["bytes"] == os.path.getsize(tmp_path / "pts.geojson")
+
+
+def test_plan_writes_nothing_to_an_existing_store(tmp_path, cli):
+    proj = _project(tmp_path)
+    assert cli("--project", proj, "run", "p", "--bbox", BBOX_ARG, "--workers", "1"
+               ).exit_code == 0
+
+    def snapshot():
+        db = sqlite3.connect(proj / ".h3pipe" / "catalog.sqlite")
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE "
+                                           "type = 'table' ORDER BY name")]
+        state = {t: db.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+        db.close()
+        files = sorted(str(p.relative_to(proj)) for p in (proj / ".h3pipe").rglob("*")
+                       if p.is_file() and not p.name.startswith("catalog.sqlite"))
+        return state, files
+
+    before = snapshot()
+    for extra in ([], ["--force"], ["--from-step", "stats"], ["-r", "8"]):
+        assert cli("--project", proj, "plan", "p", "--bbox", BBOX_ARG, *extra).exit_code == 0
+    assert snapshot() == before

@@ -114,3 +114,19 @@ def test_another_hosts_run_is_dead_once_its_heartbeat_is_stale(tmp_path, cli):
     found = re.search(r"^dead: +no heartbeat from another-host for (\d+) s;", shown.stdout,
                       re.MULTILINE)
     assert found and 600 <= int(found.group(1)) < 660, shown.stdout
+
+
+def test_a_run_id_prefix_with_an_underscore_matches_only_itself(tmp_path, cli):
+    data = np.ones((250, 250), dtype="float32")
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.95, res=0.001)
+    # 'a_b' read as a LIKE pattern would match 'axb' too.
+    proj = write_project(tmp_path / "p", sources={"s": raster_source("s", str(tif))},
+                         pipelines={name: zonal_pipeline(name, "s", ["mean"], dataset=name,
+                                                         resolution=7)
+                                    for name in ("a_b", "axb")})
+    for name in ("a_b", "axb"):
+        assert cli("--project", proj, "run", name, "--bbox", BBOX, "--workers", "1"
+                   ).exit_code == 0
+    r = cli("--project", proj, "runs", "show", "a_b-r7")
+    assert r.exit_code == 0, r.stderr
+    assert "a_b-r7-" in r.stdout and "axb-r7-" not in r.stdout
