@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,9 @@ from h3pipe.operations.features import assign_cells, centroids, point_cells
 from h3pipe.sources.raster import RasterInfo
 from h3pipe.sources.vector import GEOMETRY, VectorInfo, read_features
 from h3pipe.spec import StepSpec
+
+if TYPE_CHECKING:
+    from h3pipe.engine.prepare import RunPlan
 
 # Cells of this resolution order features spatially (neighbours share a batch).
 _ORDER_RESOLUTION = 9
@@ -46,6 +49,13 @@ class Planner:
     outputs: dict[str, dict[int, str]] = field(default_factory=dict)
     _features: dict[str, pa.Table] = field(default_factory=dict)
     _cell_set: set[str] | None = None
+
+    @classmethod
+    def of(cls, plan: RunPlan, store: Any) -> Planner:
+        """The planner of a prepared run (``store``: where earlier steps' rows are read;
+        None when nothing will run)."""
+        return cls(plan.run_id, list(plan.cells), plan.resolution, plan.batch_size,
+                   dict(plan.rasters), dict(plan.vectors), store, row_batch=plan.row_batch)
 
     def batches(self, step: StepSpec) -> list[Batch]:
         if step.input == "cells":

@@ -43,8 +43,7 @@ class PlanReport:
 def plan_run(project: Project, pipeline_id: str, scope: Scope,
              options: RunOptions | None = None) -> PlanReport:
     plan = prepare(project, pipeline_id, scope, options)
-    planner = Planner(plan.run_id, list(plan.cells), plan.resolution, plan.batch_size,
-                      dict(plan.rasters), dict(plan.vectors), None, row_batch=plan.row_batch)
+    planner = Planner.of(plan, None)
     try:
         store = storage.open_store(plan.store_location, project.root, create=False)
     except ConfigError:  # no store yet: a new run, and no history

@@ -23,6 +23,7 @@ from h3pipe.engine.executors import Executor, make_executor
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.outlook import Outlook, outlook
 from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
+from h3pipe.engine.records import project_store
 from h3pipe.engine.scope import Scope, resolve_scope
 from h3pipe.engine.stage import StageRun
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS, StopRequest, graceful
@@ -99,8 +100,7 @@ def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
 def recorded_run(project: Project, run_id: str) -> tuple[str, Scope, int]:
     """The pipeline, scope (resolved again from how it was given) and resolution of a
     recorded run."""
-    project.read_settings()
-    with storage.open_store(project.store_location(), project.root, create=False) as store:
+    with project_store(project) as store:
         run = RunLog(store.catalog).run(run_id)
     if run is None:
         raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
@@ -163,9 +163,7 @@ class _Run:
                  reporter: Reporter) -> None:
         self.plan, self.store, self.log = plan, store, log
         self.executor, self.reporter = executor, reporter
-        self.planner = Planner(plan.run_id, list(plan.cells), plan.resolution, plan.batch_size,
-                               dict(plan.rasters), dict(plan.vectors), store,
-                               row_batch=plan.row_batch)
+        self.planner = Planner.of(plan, store)
 
     def go(self, row: dict[str, Any] | None) -> RunResult:
         """Run the claimed plan; ``row`` is the run's row as it was before the claim."""
