@@ -56,11 +56,13 @@ class _Rates:
     runs: int
 
 
-def estimate(plan: RunPlan, view: Outlook, history: list[dict[str, Any]]) -> Estimate:
+def estimate(plan: RunPlan, view: Outlook, history: list[dict[str, Any]],
+             source_pixels: dict[str, int] | None = None) -> Estimate:
     """Wall time and peak memory of ``plan`` (``view`` gives each stage's rows), from the
-    per-step throughput of earlier runs (:meth:`RunLog.throughput` rows)."""
+    per-step throughput of earlier runs (:meth:`RunLog.throughput` rows);
+    ``source_pixels``: each raster's pixels in the scope, when already counted."""
     rates = _rates(history, plan.workers)
-    pixels = step_pixels(plan)
+    pixels = step_pixels(plan, source_pixels)
     costs = []
     for stage in view.stages:
         per_row = stage.rows / max(1, len(stage.steps))
@@ -113,12 +115,14 @@ def _rates(history: list[dict[str, Any]], workers: int) -> _Rates:
                   max(peaks) if peaks else None, len(runs))
 
 
-def step_pixels(plan: RunPlan) -> dict[str, int]:
-    """Pixels inside the scope of each step over cells that reads a raster."""
+def step_pixels(plan: RunPlan, source_pixels: dict[str, int] | None = None
+                ) -> dict[str, int]:
+    """Pixels inside the scope of each step over cells that reads a raster (counted here
+    for the sources ``source_pixels`` does not give)."""
     from h3pipe.engine.estimates import pixels_in_scope, tiles_touched
 
     out: dict[str, int] = {}
-    by_source: dict[str, int] = {}
+    by_source: dict[str, int] = dict(source_pixels or {})
     for step in plan.pipeline.steps:
         source = step.source
         if step.input != "cells" or source is None or source not in plan.rasters:

@@ -48,7 +48,8 @@ def plan_run(project: Project, pipeline_id: str, scope: Scope,
         store = storage.open_store(plan.store_location, project.root, create=False)
     except ConfigError:  # no store yet: a new run, and no history
         view = outlook(plan, planner, None, None)
-        return PlanReport(plan, view, _facts(plan, planner), estimate(plan, view, []), None)
+        facts = _facts(plan, planner)
+        return PlanReport(plan, view, facts, estimate(plan, view, [], _pixels(facts)), None)
     with store:
         log = RunLog(store.catalog)
         row = log.run(plan.run_id)
@@ -57,12 +58,18 @@ def plan_run(project: Project, pipeline_id: str, scope: Scope,
         view = outlook(plan, planner, store, row)
         history = log.throughput()
         where = store.location
-    return PlanReport(plan, view, _facts(plan, planner), estimate(plan, view, history), where)
+    facts = _facts(plan, planner)
+    return PlanReport(plan, view, facts, estimate(plan, view, history, _pixels(facts)), where)
 
 
 def _facts(plan: RunPlan, planner: Planner) -> tuple[SourceFacts, ...]:
     counts = {sid: planner.features(sid).num_rows for sid in plan.vectors}
     return tuple(source_facts(plan, counts))
+
+
+def _pixels(facts: tuple[SourceFacts, ...]) -> dict[str, int]:
+    """Each raster's pixels in the scope, as the facts counted them (not counted twice)."""
+    return {f.source_id: f.pixels for f in facts if f.pixels is not None}
 
 
 __all__ = ["PlanReport", "plan_run"]
