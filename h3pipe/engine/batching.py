@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from h3pipe.engine.scope import cells_bounds
+from h3pipe import grid
+from h3pipe.engine.scope import ScopeCells
 from h3pipe.errors import OperationError
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.features import assign_cells, centroids, point_cells
@@ -37,7 +38,7 @@ _ORDER_RESOLUTION = 9
 @dataclass
 class Planner:
     run_id: str
-    cells: list[str]
+    cells: ScopeCells
     resolution: int
     size: int
     rasters: dict[str, RasterInfo]
@@ -48,13 +49,12 @@ class Planner:
     # step id -> task number -> reference of its output, filled as tasks complete
     outputs: dict[str, dict[int, str]] = field(default_factory=dict)
     _features: dict[str, pa.Table] = field(default_factory=dict)
-    _cell_set: set[str] | None = None
 
     @classmethod
     def of(cls, plan: RunPlan, store: Any) -> Planner:
         """The planner of a prepared run (``store``: where earlier steps' rows are read;
         None when nothing will run)."""
-        return cls(plan.run_id, list(plan.cells), plan.resolution, plan.batch_size,
+        return cls(plan.run_id, plan.cells, plan.resolution, plan.batch_size,
                    dict(plan.rasters), dict(plan.vectors), store, row_batch=plan.row_batch)
 
     def batches(self, step: StepSpec) -> list[Batch]:
@@ -83,23 +83,17 @@ class Planner:
 
     def _cell_batches(self, step: StepSpec) -> list[Batch]:
         out = []
-        for number, start in enumerate(range(0, len(self.cells), self.size), 1):
-            chunk = tuple(self.cells[start:start + self.size])
-            raster = self.rasters.get(step.source) if step.source else None
+        raster = self.rasters.get(step.source) if step.source else None
+        for number, block in enumerate(self.cells.blocks(self.size), 1):
+            mine = raster
             if raster is not None and raster.crs_is_wgs84:
                 # Ship only the tiles this batch touches: a glob may list thousands.
-                raster = raster.subset(cells_bounds(chunk))
+                mine = raster.subset(block.bounds)
             out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
-                             operation=step.operation, params=step.params, cells=chunk,
+                             operation=step.operation, params=step.params, block=block,
                              resolution=self.resolution, source_id=step.source,
-                             raster=raster))
+                             raster=mine))
         return out
-
-    @property
-    def cell_set(self) -> set[str]:
-        if self._cell_set is None:
-            self._cell_set = set(self.cells)
-        return self._cell_set
 
     def _rows(self, step: StepSpec) -> pa.Table:
         upstream = step.input_step
@@ -112,16 +106,22 @@ class Planner:
         """The source's features whose centroid lies in one of the run's cells, in spatial
         order: the scope's features, each in exactly one run (as cells are)."""
         if source_id not in self._features:
-            table = read_features(self.vectors[source_id], cells_bounds(tuple(self.cells)))
+            table = read_features(self.vectors[source_id], self.cells.bounds)
             if table.num_rows:
                 xs, ys = centroids(table)
-                mine = point_cells(xs, ys, self.resolution).to_pylist()
-                keep = np.array([c in self.cell_set for c in mine], dtype=bool)
+                keep = self._in_scope(point_cells(xs, ys, self.resolution))
                 order_key = point_cells(xs[keep], ys[keep], _ORDER_RESOLUTION).to_pylist()
                 table = table.filter(pa.array(keep)).take(pa.array(
                     np.argsort(np.array(order_key, dtype=object), kind="stable")))
             self._features[source_id] = table
         return self._features[source_id]
+
+    def _in_scope(self, cells: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Whether each cell (hex strings, null for none) is one of the run's."""
+        valid = np.asarray(cells.is_valid())
+        keep = np.zeros(len(cells), dtype=bool)
+        keep[valid] = self.cells.contains(grid.ids(cells.filter(pa.array(valid))))
+        return keep
 
     def _cells_of(self, step: StepSpec, rows: pa.Table) -> tuple[pa.Table, list[str]]:
         """Rows with an h3_index (from their centroid when they have none), sorted by it,
@@ -143,8 +143,7 @@ class Planner:
                     f"{h3.get_resolution(other)}, but the run is at resolution "
                     f"{self.resolution}", hint="run at that resolution, or drop the "
                     "h3_assign resolution so it follows the run")
-            keep = np.array([c in self.cell_set for c in cells], dtype=bool)
-            rows = rows.filter(pa.array(keep))
+            rows = rows.filter(pa.array(self._in_scope(rows.column("h3_index"))))
         keys = np.array(rows.column("h3_index").to_pylist(), dtype=object)
         keys[keys == None] = ""  # noqa: E711 - elementwise on an object array
         order = np.argsort(keys, kind="stable")

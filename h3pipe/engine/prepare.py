@@ -21,7 +21,7 @@ from typing import Any
 from h3pipe.config.dag import StepGraph
 from h3pipe.config.project import Project, suggest
 from h3pipe.engine.executors import Retry
-from h3pipe.engine.scope import Scope, scope_cells
+from h3pipe.engine.scope import Scope, ScopeCells, scope_cells
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS
 from h3pipe.errors import ConfigError, SourceError, UsageError
 from h3pipe.sources.raster import RasterInfo, describe_raster
@@ -30,6 +30,10 @@ from h3pipe.sources.vector import VectorInfo, vector_info
 from h3pipe.spec import PipelineSpec, SourceSpec, StepSpec
 
 DEFAULT_BATCH_SIZE = 500
+# Without a batch size from the command line, the pipeline or the project, batches grow past
+# DEFAULT_BATCH_SIZE so that a run has at most about this many tasks: each task costs the
+# run a catalog record and an output file, whatever its size.
+MAX_TASKS = 2000
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class RunPlan:
     pipeline: PipelineSpec
     scope: Scope
     resolution: int
-    cells: tuple[str, ...]
+    cells: ScopeCells
     stages: tuple[tuple[str, ...], ...]
     batch_size: int
     max_batch_size: int
@@ -125,12 +129,12 @@ def prepare(project: Project, pipeline_id: str, scope: Scope,
     pipeline = _pipeline(pipelines, pipeline_id)
     defaults = {**settings.get("defaults", {}), **pipeline.defaults}
     resolution = _resolution(options, defaults, pipeline_id)
-    size = options.batch_size or defaults.get("batch_size") or DEFAULT_BATCH_SIZE
     workers = options.workers or defaults.get("workers") or os.cpu_count() or 1
     _check_from_step(pipeline, options.from_step)
     used = {sid: sources[sid] for sid in used_sources(pipeline)}
     rasters, vectors, items = _describe(used, project, scope)
-    cells = tuple(scope_cells(scope, resolution))
+    cells = scope_cells(scope, resolution)
+    size = options.batch_size or defaults.get("batch_size") or default_batch_size(len(cells))
     return RunPlan(
         run_id=run_identity(pipeline, scope, resolution, used, rasters, vectors),
         pipeline=pipeline, scope=scope, resolution=resolution, cells=cells,
@@ -162,6 +166,12 @@ def _check_from_step(pipeline: PipelineSpec, from_step: str | None) -> None:
     if from_step is not None and from_step not in ids:
         raise UsageError(f"--from-step '{from_step}' is not a step of pipeline "
                          f"'{pipeline.id}'" + suggest(from_step, ids))
+
+
+def default_batch_size(cells: int) -> int:
+    """Cells per batch when nothing says: DEFAULT_BATCH_SIZE, or more for a scope that
+    would otherwise make more than MAX_TASKS tasks."""
+    return max(DEFAULT_BATCH_SIZE, -(-cells // MAX_TASKS))
 
 
 def balanced_batch_size(cells: int, size: int, workers: int) -> int:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from h3pipe import grid
 from h3pipe.errors import ScopeError, UsageError
 
 
@@ -148,70 +149,153 @@ def _country_hint(wanted: str, rows: tuple[dict[str, Any], ...]) -> str:
 
 # -- cells -----------------------------------------------------------------------------
 
-def scope_cells(scope: Scope, resolution: int) -> list[str]:
-    """Cells whose centres lie in the scope, ordered so neighbours stay together."""
-    import h3
+# A scope's cells are found through their ancestors this many levels up (343 cells each):
+# coarse enough that few are looked at, fine enough that a batch of a few hundred cells
+# names only a couple of them.
+PARENT_DEPTH = 3
+# Parents are looked at this many at a time, so memory stays flat however large the scope.
+_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class ScopeCells:
+    """The cells of a scope at a resolution: those whose centres lie inside the scope
+    polygon (H3's own polyfill rule, so every cell belongs to exactly one country of a
+    partition). Known by their coarse ancestors (``parents``), each with the number of its
+    descendants in the scope and whether all of them are (``whole``): never held as one
+    list, so a continent costs as much memory as a country. Cells come in a fixed spatial
+    order: parents by 1-degree tile in serpentine order, then by id; each parent's cells
+    by id. Built by :func:`scope_cells`."""
+
+    resolution: int
+    geometry: Any = field(repr=False)
+    parents: np.ndarray = field(repr=False)
+    counts: np.ndarray = field(repr=False)
+    whole: np.ndarray = field(repr=False)
+    bounds: tuple[float, float, float, float]
+
+    def __len__(self) -> int:
+        return int(self.counts.sum())
+
+    def contains(self, cells: np.ndarray) -> np.ndarray:
+        """Whether each cell (uint64 ids, of this resolution) is one of the scope's."""
+        import shapely
+
+        lng, lat = grid.centres(cells)
+        return shapely.contains_xy(self.geometry, lng, lat)
+
+    def blocks(self, size: int) -> Iterator[grid.CellBlock]:
+        """The cells in order, cut into consecutive blocks of ``size`` (the last shorter)."""
+        pending: list[tuple[int, bool, int, int]] = []  # (parent, whole, lo, hi)
+        listed: list[np.ndarray] = []
+        room = size
+        for start in range(0, len(self.parents), _CHUNK):
+            chunk = slice(start, start + _CHUNK)
+            parents, counts, whole = self.parents[chunk], self.counts[chunk], self.whole[chunk]
+            inside, per = self._inside(parents[~whole])
+            offsets = np.concatenate([[0], np.cumsum(per)])
+            k = 0
+            for parent, n, is_whole in zip(parents.tolist(), counts.tolist(), whole.tolist(),
+                                           strict=True):
+                own = None if is_whole else inside[offsets[k]:offsets[k + 1]]
+                k += 0 if is_whole else 1
+                lo = 0
+                while lo < n:
+                    hi = min(n, lo + room)
+                    pending.append((parent, is_whole, lo, hi))
+                    if own is not None:
+                        listed.append(own[lo:hi])
+                    room -= hi - lo
+                    lo = hi
+                    if room == 0:
+                        yield self._block(pending, listed)
+                        pending, listed, room = [], [], size
+        if pending:
+            yield self._block(pending, listed)
+
+    def _block(self, pieces: list[tuple[int, bool, int, int]],
+               listed: list[np.ndarray]) -> grid.CellBlock:
+        parents, whole, lo, hi = (np.array(col) for col in zip(*pieces, strict=True))
+        return grid.CellBlock(self.resolution, parents.astype(np.uint64), whole.astype(bool),
+                              lo.astype(np.int64), hi.astype(np.int64),
+                              np.concatenate(listed) if listed
+                              else np.array([], dtype=np.uint64))
+
+    def ids(self) -> np.ndarray:
+        """Every cell id, in order (for small scopes and tests: large ones use blocks)."""
+        parts = [b.cells() for b in self.blocks(1 << 20)]
+        return np.concatenate(parts) if parts else np.array([], dtype=np.uint64)
+
+    def _inside(self, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The in-scope descendants of ``parents`` (each parent's in id order, parents in
+        the given order) and how many each parent has."""
+        kids = grid.children(parents, self.resolution)
+        if not len(kids):
+            return kids, np.zeros(len(parents), dtype=np.int64)
+        keep = self.contains(kids)
+        per = grid.children_count(parents, self.resolution)
+        owner = np.repeat(np.arange(len(parents)), per)
+        return kids[keep], np.bincount(owner[keep], minlength=len(parents))
+
+
+def scope_cells(scope: Scope, resolution: int) -> ScopeCells:
+    """The scope's cells at ``resolution`` (see :class:`ScopeCells`)."""
+    import shapely
 
     if not 0 <= resolution <= 15:
         raise UsageError(f"--resolution {resolution} is outside 0..15")
-    cells = h3.geo_to_cells(scope.geometry, resolution)
-    if not cells:
+    geometry = scope.geometry
+    shapely.prepare(geometry)
+    parent_res = max(0, resolution - PARENT_DEPTH)
+    # Every parent whose grown outline meets the scope: its descendants may lie inside.
+    reach = _reach_degrees(parent_res, geometry.bounds)
+    minx, miny, maxx, maxy = geometry.bounds
+    candidates = grid.cells_covering(
+        shapely.box(max(-180, minx - reach), max(-90, miny - reach), min(180, maxx + reach),
+                    min(90, maxy + reach)), parent_res)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    empty = ScopeCells(resolution, geometry, np.array([], np.uint64), np.array([], np.int64),
+                       np.array([], bool), geometry.bounds)
+    grow = grid.descendant_scale(parent_res)
+    for start in range(0, len(candidates), _CHUNK):
+        parents = candidates[start:start + _CHUNK]
+        grown = grid.scaled_outlines(parents, grow)
+        near = shapely.intersects(geometry, grown)
+        parents, grown = parents[near], grown[near]
+        # Coarse parents are distorted too much to trust their grown outline with 'every
+        # descendant is in'; their few cells are all tested.
+        whole = shapely.contains_properly(geometry, grown) & (parent_res >= 2)
+        counts = grid.children_count(parents, resolution)
+        counts[~whole] = empty._inside(parents[~whole])[1]
+        keep = counts > 0
+        parts.append((parents[keep], counts[keep], whole[keep]))
+    parents, counts, whole = (np.concatenate(col) for col in zip(*parts, strict=True)) \
+        if parts else (empty.parents, empty.counts, empty.whole)
+    if not counts.sum():
         raise ScopeError(f"scope {scope.label} contains no H3 cell centre at resolution "
                          f"{resolution}", hint="use a finer resolution or a larger area")
-    return order_cells(list(cells))
+    order = _spatial_order(parents)
+    bounds = tuple(shapely.total_bounds(grid.scaled_outlines(parents, grow))
+                   .tolist())
+    return ScopeCells(resolution, geometry, parents[order], counts[order], whole[order],
+                      bounds)  # type: ignore[arg-type]
 
 
-# Cells are ordered and bounded through their ancestors at this resolution (about 0.4
-# degrees across): a few hundred look-ups instead of one per cell.
-_COARSE = 4
-
-
-def _ancestors(ints: np.ndarray, res: int, parent_res: int) -> np.ndarray:
-    """H3 parents of uint64 cell ids, by bit arithmetic (resolution field and digits)."""
-    if parent_res >= res:
-        return ints
-    cleared = ints & ~np.uint64(0xF << 52)
-    return (cleared | np.uint64(parent_res << 52)
-            | np.uint64((1 << (3 * (15 - parent_res))) - 1))
-
-
-def order_cells(cells: list[str], tile_deg: float = 1.0) -> list[str]:
-    """Group cells by the 1-degree tile holding their resolution-4 ancestor's centre, tiles
-    in serpentine order, then by H3 index: consecutive cells (and so batches) lie together
-    and touch few, adjacent tiles."""
+def _reach_degrees(parent_res: int, bounds: tuple[float, float, float, float]) -> float:
+    """How far (degrees) a parent's grown outline reaches beyond its own: generously."""
     import h3
 
-    if not cells:
-        return []
-    ints = np.fromiter((int(c, 16) for c in cells), dtype=np.uint64, count=len(cells))
-    parents, inverse = np.unique(_ancestors(ints, h3.get_resolution(cells[0]), _COARSE),
-                                 return_inverse=True)
-    rows = np.empty(len(parents), dtype=np.int64)
-    cols = np.empty(len(parents), dtype=np.int64)
-    for k, parent in enumerate(parents.tolist()):
-        lat, lng = h3.cell_to_latlng(h3.int_to_str(parent))
-        rows[k] = math.floor(lat / tile_deg)
-        col = math.floor(lng / tile_deg)
-        cols[k] = col if rows[k] % 2 == 0 else -col
-    order = np.lexsort((ints, cols[inverse], rows[inverse]))
-    return [cells[i] for i in order]
+    lat = max(abs(bounds[1]), abs(bounds[3]))
+    km = 2 * grid.descendant_scale(parent_res) * h3.average_hexagon_edge_length(parent_res, "km")
+    return min(360.0, km / 111.0 / max(math.cos(math.radians(min(lat, 89.0))), 0.01))
 
 
-def cells_bounds(cells: Sequence[str]) -> tuple[float, float, float, float]:
-    """A lon/lat box that holds every cell of ``cells`` entirely (generously)."""
-    import h3
-
-    res = h3.get_resolution(cells[0])
-    ints = np.fromiter((int(c, 16) for c in cells), dtype=np.uint64, count=len(cells))
-    coarse = min(res, _COARSE)
-    lats: list[float] = []
-    lngs: list[float] = []
-    for parent in np.unique(_ancestors(ints, res, coarse)).tolist():
-        for lat, lng in h3.cell_to_boundary(h3.int_to_str(parent)):
-            lats.append(lat)
-            lngs.append(lng)
-    # Children stick out of their ancestor's outline by less than an edge of the ancestor.
-    pad_km = h3.average_hexagon_edge_length(coarse, "km") * (1.0 if coarse < res else 0.0)
-    pad_lat = pad_km / 111.0
-    pad_lng = pad_lat / max(math.cos(math.radians(max(abs(min(lats)), abs(max(lats))))), 0.01)
-    return (min(lngs) - pad_lng, min(lats) - pad_lat, max(lngs) + pad_lng, max(lats) + pad_lat)
+def _spatial_order(parents: np.ndarray, tile_deg: float = 1.0) -> np.ndarray:
+    """Parents grouped by the 1-degree tile of their centre, tiles in serpentine order,
+    then by id: consecutive cells (and so batches) lie together and touch few, adjacent
+    tiles."""
+    lng, lat = grid.centres(parents)
+    rows = np.floor(lat / tile_deg).astype(np.int64)
+    cols = np.floor(lng / tile_deg).astype(np.int64)
+    cols = np.where(rows % 2 == 0, cols, -cols)
+    return np.lexsort((parents, cols, rows))

@@ -13,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
+from h3pipe import grid
+from h3pipe.grid import CellBlock
 from h3pipe.sources.raster import RasterInfo
 from h3pipe.sources.vector import VectorInfo
 
@@ -29,17 +32,26 @@ class Batch:
     number: int
     operation: str
     params: dict[str, Any] = field(compare=False)
-    cells: tuple[str, ...] = ()
+    cells: tuple[str, ...] = ()  # cells named one by one (tests, small inputs) ...
     resolution: int = 0
     source_id: str | None = None
     raster: RasterInfo | None = None
     rows: pa.Table | None = field(default=None, compare=False)
     vector: VectorInfo | None = None
+    block: CellBlock | None = None  # ... or by their coarse parents (a run's batches)
 
     @property
     def size(self) -> int:
         """Cells or rows in the batch."""
-        return self.rows.num_rows if self.rows is not None else len(self.cells)
+        if self.rows is not None:
+            return self.rows.num_rows
+        return self.block.count if self.block is not None else len(self.cells)
+
+    def cell_ids(self) -> np.ndarray:
+        """The batch's cells as uint64 ids, in order."""
+        if self.block is not None:
+            return self.block.cells()
+        return grid.ids(list(self.cells))
 
 
 @dataclass(frozen=True)

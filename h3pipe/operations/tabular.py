@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from h3pipe import grid
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch
 
@@ -102,7 +103,7 @@ def run_sql(batch: Batch, table: pa.Table, sql: str) -> pa.Table:
 def input_rows(batch: Batch) -> pa.Table:
     if batch.rows is not None:
         return batch.rows
-    return pa.table({"h3_index": pa.array(batch.cells, pa.string())})
+    return pa.table({"h3_index": grid.strings(batch.cell_ids())})
 
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from h3pipe import grid
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch, Operation
 
@@ -26,7 +26,6 @@ NAMED_STATS = ("count", "sum", "mean", "min", "max", "stdev", "median", "majorit
 # Computed by h3pipe's own exact-coverage kernel (h3pipe.operations.coverage); the others
 # need every value of a cell and go through exactextract.
 MOMENT_STATS = ("count", "sum", "mean", "min", "max", "stdev")
-Ring = list[tuple[float, float]]
 _QUANTILE = re.compile(r"^quantile_([1-9][0-9]?)$")
 # Statistics that stay meaningful when no pixel is valid; the rest become null.
 _DEFINED_WHEN_EMPTY = {"count", "variety"}
@@ -44,20 +43,18 @@ def stat_to_exactextract(stat: str) -> tuple[str, dict[str, Any]]:
     return stat, {}
 
 
-def cell_polygons(cells: tuple[str, ...]) -> list[list[tuple[float, float]]]:
-    """Closed (lon, lat) rings of the cells, as H3 draws them (great-circle arcs ignored)."""
-    import h3
-
-    rings = []
-    for c in cells:
-        ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(c)]
-        lons = [p[0] for p in ring]
-        if max(lons) - min(lons) > 180:
-            raise OperationError(f"cell {c} crosses the antimeridian, which is not supported yet",
-                                 hint="split the scope at 180 degrees")
-        ring.append(ring[0])
-        rings.append(ring)
-    return rings
+def cell_rings(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Closed (lon, lat) rings of the cells (see :func:`h3pipe.grid.outlines`); a cell across
+    the antimeridian is refused."""
+    xy, starts = grid.outlines(cells)
+    if len(cells):
+        lon = xy[:, 0]
+        span = np.maximum.reduceat(lon, starts[:-1]) - np.minimum.reduceat(lon, starts[:-1])
+        if (span > 180).any():
+            bad = grid.strings(cells[span > 180][:1])[0].as_py()
+            raise OperationError(f"cell {bad} crosses the antimeridian, which is not "
+                                 "supported yet", hint="split the scope at 180 degrees")
+    return xy, starts
 
 
 def stat_problems(stats: list[Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -147,20 +144,22 @@ class ZonalStats(Operation):
         stats = list(batch.params["stats"])
         if batch.rows is not None:
             return self._over_features(batch, info, stats)
-        rings = cell_polygons(batch.cells)
-        groups = _groups(rings)
+        cells = batch.cell_ids()
+        xy, starts = cell_rings(cells)
+        groups = _groups(xy, starts)
         if not info.crs_is_wgs84:
-            rings = _reproject(rings, info.crs_wkt)
+            xy, starts = _reproject(xy, starts, info.crs_wkt)
         # NaN stands for null until the table is built.
-        columns = {s: np.full(len(batch.cells), np.nan) for s in stats}
+        columns = {s: np.full(len(cells), np.nan) for s in stats}
         # Read one window per group of neighbouring cells rather than one for the whole
         # batch: the bounding box of a batch that spans two tile rows can be far larger
         # than the cells themselves.
         extract = _moments_group if set(stats) <= set(MOMENT_STATS) else _extract_group
         with MosaicReader(info) as reader:
             for idx in groups:
-                extract(reader, batch, [rings[i] for i in idx], np.asarray(idx), stats, columns)
-        arrays = {"h3_index": pa.array(batch.cells, pa.string())}
+                ring_xy, lengths = _take_rings(xy, starts, idx)
+                extract(reader, batch, ring_xy, lengths, idx, stats, columns)
+        arrays = {"h3_index": grid.strings(cells)}
         for stat in stats:
             col = columns[stat]
             if stat == "variety":
@@ -232,12 +231,10 @@ def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[
 _KERNEL_COLUMN = {"count": 0, "sum": 1, "mean": 2, "min": 3, "max": 4, "stdev": 5}
 
 
-def _moments_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarray,
-                   stats: list[str], columns: dict[str, np.ndarray]) -> None:
+def _moments_group(reader: Any, batch: Batch, xy: np.ndarray, lengths: np.ndarray,
+                   rows: np.ndarray, stats: list[str], columns: dict[str, np.ndarray]) -> None:
     """Like :func:`_extract_group`, for moment statistics only, with h3pipe's own kernel."""
-    xy = np.array([p for ring in rings for p in ring], dtype=np.float64)
-    _moments(reader, xy, [len(r) for r in rings], np.ones(len(rings), dtype=np.int64), rows,
-             stats, columns)
+    _moments(reader, xy, lengths, np.ones(len(lengths), dtype=np.int64), rows, stats, columns)
 
 
 def _moments_polygons(reader: Any, polys: list[list[np.ndarray]], rows: np.ndarray,
@@ -249,7 +246,7 @@ def _moments_polygons(reader: Any, polys: list[list[np.ndarray]], rows: np.ndarr
              np.array([len(p) for p in polys], dtype=np.int64), rows, stats, columns)
 
 
-def _moments(reader: Any, xy: np.ndarray, ring_lengths: list[int], rings_per_poly: np.ndarray,
+def _moments(reader: Any, xy: np.ndarray, ring_lengths: Any, rings_per_poly: np.ndarray,
              rows: np.ndarray, stats: list[str], columns: dict[str, np.ndarray]) -> None:
     from h3pipe.operations import coverage
 
@@ -271,13 +268,15 @@ def _moments(reader: Any, xy: np.ndarray, ring_lengths: list[int], rings_per_pol
         columns[stat][rows] = col
 
 
-def _extract_group(reader: Any, batch: Batch, rings: list[Ring], rows: np.ndarray,
-                   stats: list[str], columns: dict[str, np.ndarray]) -> None:
-    """Fill ``columns[stat][row]`` for the cells ``rows`` (outlines ``rings``) from one window."""
-    xs = [x for ring in rings for x, _ in ring]
-    ys = [y for ring in rings for _, y in ring]
-    shapes = [{"type": "Polygon", "coordinates": [ring]} for ring in rings]
-    _extract(reader, batch, shapes, (min(xs), min(ys), max(xs), max(ys)), rows, stats, columns)
+def _extract_group(reader: Any, batch: Batch, xy: np.ndarray, lengths: np.ndarray,
+                   rows: np.ndarray, stats: list[str], columns: dict[str, np.ndarray]) -> None:
+    """Fill ``columns[stat][row]`` for the cells ``rows`` (closed rings of ``lengths``
+    vertices, one after another in ``xy``) from one window, with exactextract."""
+    ends = np.cumsum(lengths)
+    shapes = [{"type": "Polygon", "coordinates": [xy[end - n:end].tolist()]}
+              for n, end in zip(lengths.tolist(), ends.tolist(), strict=True)]
+    box = (xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max())
+    _extract(reader, batch, shapes, box, rows, stats, columns)
 
 
 def _extract(reader: Any, batch: Batch, shapes: list[dict[str, Any]],
@@ -326,27 +325,42 @@ def _clean(value: Any, stat: str, empty: bool) -> Any:
     return int(value) if stat == "variety" else float(value)
 
 
-def _groups(rings: list[list[tuple[float, float]]], size: float = 0.25) -> list[list[int]]:
-    """Indices of lon/lat rings grouped by the ``size``-degree square of their first vertex."""
-    out: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, ring in enumerate(rings):
-        x, y = ring[0]
-        out[(math.floor(x / size), math.floor(y / size))].append(i)
-    return list(out.values())
+def _groups(xy: np.ndarray, starts: np.ndarray, size: float = 0.25) -> list[np.ndarray]:
+    """Indices of rings grouped by the ``size``-degree square of their first vertex."""
+    if len(starts) < 2:
+        return []
+    first = xy[starts[:-1]]
+    keys = np.floor(first[:, 0] / size) * 1e6 + np.floor(first[:, 1] / size)
+    _, inverse = np.unique(keys, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    cuts = np.flatnonzero(np.diff(inverse[order])) + 1
+    return np.split(order, cuts)
 
 
-def _reproject(rings: list[Ring], crs_wkt: str) -> list[Ring]:
+def _take_rings(xy: np.ndarray, starts: np.ndarray, idx: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices of rings ``idx`` one after another, and each ring's length."""
+    lengths = starts[idx + 1] - starts[idx]
+    ends = np.cumsum(lengths)
+    pos = np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts[idx] - (ends - lengths),
+                                                               lengths)
+    return xy[pos], lengths
+
+
+def _reproject(xy: np.ndarray, starts: np.ndarray, crs_wkt: str
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Rings in the raster's CRS, edges densified so straight lines stay faithful."""
     import shapely
     from pyproj import CRS, Transformer
 
     transformer = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_wkt(crs_wkt), always_xy=True)
-    out = []
-    for ring in rings:
-        dense = shapely.segmentize(shapely.LinearRing(ring), 0.0005)
-        xs, ys = transformer.transform(*np.asarray(dense.coords).T)
-        if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
-            raise OperationError("a cell cannot be projected into the raster's CRS",
-                                 hint="check the raster's CRS covers the scope")
-        out.append(list(zip(xs.tolist(), ys.tolist(), strict=True)))
-    return out
+    owner = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    dense = shapely.segmentize(shapely.linearrings(xy, indices=owner), 0.0005)
+    coords = shapely.get_coordinates(dense)
+    xs, ys = transformer.transform(coords[:, 0], coords[:, 1])
+    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+        raise OperationError("a cell cannot be projected into the raster's CRS",
+                             hint="check the raster's CRS covers the scope")
+    out = np.zeros(len(starts), dtype=np.int64)
+    np.cumsum(shapely.get_num_coordinates(dense), out=out[1:])
+    return np.column_stack([xs, ys]), out

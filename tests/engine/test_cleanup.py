@@ -116,11 +116,34 @@ def _kill_mid_run(proj, extra=()):
         time.sleep(0.1)
         workers = [c for c in psutil.Process(proc.pid).children()
                    if "spawn_main" in " ".join(c.cmdline())]  # not the resource tracker
-    time.sleep(2.0)  # some batches written
+    _wait_for_a_completed_task(proj, extra, proc, deadline)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     psutil.wait_procs(workers, timeout=10)  # the orphaned workers notice and leave
+
+
+def _wait_for_a_completed_task(proj, extra, proc, deadline):
+    """Some batches written: a fixed sleep is not enough on a loaded machine, where the
+    kill could land before the run is even recorded."""
+    import sqlite3
+
+    query = "SELECT count(*) FROM {}tasks WHERE status = 'completed'"
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        try:
+            if extra:
+                import psycopg
+
+                with psycopg.connect(extra[1]) as db:
+                    done = db.execute(query.format("h3pipe.")).fetchone()[0]
+            else:
+                with sqlite3.connect(proj / ".h3pipe" / "catalog.sqlite", timeout=5) as db:
+                    done = db.execute(query.format("")).fetchone()[0]
+        except Exception:  # not created or migrated yet (sqlite3 or psycopg errors)
+            continue
+        if done:
+            return
 
 
 @pytest.mark.parametrize("store", ["embedded", "postgis"])

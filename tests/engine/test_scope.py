@@ -6,12 +6,18 @@ import json
 import math
 
 import h3
+import numpy as np
 import pytest
 import shapely
 
-from h3pipe.engine.scope import order_cells, resolve_scope, scope_cells
+from h3pipe.engine.scope import resolve_scope, scope_cells
 from h3pipe.errors import ScopeError, UsageError
 from tests.conftest import SHARED_DATA
+
+
+def _cells(scope, res):
+    """The scope's cells as hex strings, in the order the run takes them."""
+    return [h3.int_to_str(int(c)) for c in scope_cells(scope, res).ids()]
 
 
 def _centres_in_box_by_hand(minx, miny, maxx, maxy, res):
@@ -30,7 +36,7 @@ def _centres_in_box_by_hand(minx, miny, maxx, maxy, res):
 
 def test_bbox_cells_are_those_whose_centres_lie_inside():
     scope = resolve_scope(bbox="29.0,-2.2,29.4,-1.9")
-    cells = set(scope_cells(scope, 7))
+    cells = set(_cells(scope, 7))
     assert cells == _centres_in_box_by_hand(29.0, -2.2, 29.4, -1.9, 7)
     # Partly covered cells on the edge are out unless their centre is in: some exist.
     outside_centre = {c for c in h3.grid_disk(next(iter(cells)), 30) if c not in cells}
@@ -56,7 +62,7 @@ def test_exactly_one_scope_option():
 def test_iso3_rwanda_cells_have_centres_in_the_country():
     scope = resolve_scope(iso3="rwa")
     assert scope.key == "iso3=RWA" and "Rwanda" in scope.label
-    cells = scope_cells(scope, 6)
+    cells = _cells(scope, 6)
     poly = scope.geometry
     for c in cells:
         lat, lng = h3.cell_to_latlng(c)
@@ -107,12 +113,12 @@ def test_aoi_geojson_geopackage_and_projected_give_the_same_cells(tmp_path):
     poly = shapely.Polygon([(29.0, -2.0), (29.3, -2.05), (29.35, -1.8), (29.05, -1.75)])
     gj = _write_geojson(tmp_path / "a.geojson", poly)
     expected = _centres_in_poly_by_hand(poly, 7)
-    assert set(scope_cells(resolve_scope(aoi=gj), 7)) == expected
+    assert set(_cells(resolve_scope(aoi=gj), 7)) == expected
 
     gpkg = tmp_path / "a.gpkg"
     pyogrio.raw.write(gpkg, geometry=shapely.to_wkb([poly]), field_data=[], fields=[],
                       geometry_type="Polygon", crs="EPSG:4326", driver="GPKG")
-    assert set(scope_cells(resolve_scope(aoi=gpkg), 7)) == expected
+    assert set(_cells(resolve_scope(aoi=gpkg), 7)) == expected
 
     tr = Transformer.from_crs(4326, 3857, always_xy=True)
     merc = shapely.Polygon([tr.transform(x, y) for x, y in shapely.segmentize(
@@ -120,7 +126,7 @@ def test_aoi_geojson_geopackage_and_projected_give_the_same_cells(tmp_path):
     gpkg3857 = tmp_path / "merc.gpkg"
     pyogrio.raw.write(gpkg3857, geometry=shapely.to_wkb([merc]), field_data=[], fields=[],
                       geometry_type="Polygon", crs="EPSG:3857", driver="GPKG")
-    got = set(scope_cells(resolve_scope(aoi=gpkg3857), 7))
+    got = set(_cells(resolve_scope(aoi=gpkg3857), 7))
     # Reprojection moves edges by well under a metre; at most a borderline cell may differ.
     assert len(got ^ expected) <= 2 and len(expected) > 50
 
@@ -146,16 +152,52 @@ def test_aoi_errors(tmp_path):
         resolve_scope(aoi=pts)
 
 
-def test_order_cells_is_a_permutation_that_keeps_tiles_together():
-    cells = list(h3.geo_to_cells(shapely.box(28.2, -2.8, 30.8, -1.2), 5))
-    ordered = order_cells(list(reversed(cells)))
-    assert sorted(ordered) == sorted(cells)
-    # Grouped by the 1-degree tile of each cell's resolution-4 ancestor's centre.
-    tiles = [tuple(math.floor(v) for v in h3.cell_to_latlng(h3.cell_to_parent(c, 4)))
+@pytest.mark.parametrize("scope, res", [("28.2,-2.8,30.8,-1.2", 5), ("RWA", 8),
+                                        ("-5.0,50.0,2.0,59.0", 7), ("RWA", 2)])
+def test_scope_cells_are_h3s_polyfill_in_tile_order(scope, res):
+    """The same cells as h3-py's polyfill (the reference library), each once, in an order
+    that visits each 1-degree tile (of the cells' coarse ancestors) in one run."""
+    s = resolve_scope(iso3=scope) if scope.isalpha() else resolve_scope(bbox=scope)
+    cells = scope_cells(s, res)
+    ordered = _cells(s, res)
+    assert len(ordered) == len(set(ordered)) == len(cells)
+    assert set(ordered) == set(h3.geo_to_cells(s.geometry, res))
+    tiles = [tuple(math.floor(v) for v in h3.cell_to_latlng(h3.cell_to_parent(c, max(0, res - 3))))
              for c in ordered]
-    # Each 1-degree tile appears as one contiguous run.
     runs = [t for i, t in enumerate(tiles) if i == 0 or tiles[i - 1] != t]
     assert len(runs) == len(set(tiles))
+
+
+@pytest.mark.parametrize("size", [1, 7, 500, 4096])
+def test_blocks_cut_the_ordered_cells_into_consecutive_batches(size):
+    cells = scope_cells(resolve_scope(iso3="RWA"), 7)
+    blocks = list(cells.blocks(size))
+    assert [b.count for b in blocks[:-1]] == [size] * (len(blocks) - 1)
+    assert 0 < blocks[-1].count <= size
+    got = [c for b in blocks for c in b.cells().tolist()]
+    assert got == cells.ids().tolist()
+    assert any(not b.whole.all() for b in blocks) and any(b.whole.any() for b in blocks)
+
+
+@pytest.mark.parametrize("res", [3, 5, 8, 10])
+def test_block_bounds_hold_every_vertex(res):
+    cells = scope_cells(resolve_scope(bbox="29.0,-2.6,30.4,-1.2"), res)
+    for block in list(cells.blocks(3000))[:3]:
+        minx, miny, maxx, maxy = block.bounds
+        for c in block.cells().tolist():
+            for lat, lng in h3.cell_to_boundary(h3.int_to_str(c)):
+                assert minx <= lng <= maxx and miny <= lat <= maxy
+
+
+def test_contains_is_the_centre_rule():
+    scope = resolve_scope(bbox="29.0,-2.2,29.4,-1.9")
+    cells = scope_cells(scope, 7)
+    near = sorted(h3.grid_disk(h3.latlng_to_cell(-2.05, 29.2, 7), 40))
+    ids = np.array([h3.str_to_int(c) for c in near], dtype=np.uint64)
+    expected = [29.0 < h3.cell_to_latlng(c)[1] < 29.4 and -2.2 < h3.cell_to_latlng(c)[0] < -1.9
+                for c in near]
+    assert cells.contains(ids).tolist() == expected
+    assert 0 < sum(expected) < len(near)
 
 
 @pytest.mark.realdata
@@ -170,27 +212,3 @@ def test_shared_natural_earth_rwanda_matches_the_packaged_boundary():
     # Same Natural Earth 10m boundary (different release packaging): near-identical areas.
     assert abs(ours.area - ref.area) / ref.area < 0.01
     assert ours.symmetric_difference(ref).area / ref.area < 0.01
-
-
-@pytest.mark.parametrize("res, parent_res", [(8, 4), (9, 4), (5, 4), (15, 0), (4, 4)])
-def test_ancestors_by_bit_arithmetic_match_h3(res, parent_res):
-    import numpy as np
-
-    from h3pipe.engine.scope import _ancestors
-
-    cells = sorted(h3.grid_disk(h3.latlng_to_cell(-2.0, 29.0, res), 3))
-    ints = np.array([int(c, 16) for c in cells], dtype=np.uint64)
-    got = _ancestors(ints, res, parent_res)
-    assert [h3.int_to_str(int(g)) for g in got] == [h3.cell_to_parent(c, parent_res)
-                                                    for c in cells]
-
-
-@pytest.mark.parametrize("res", [3, 5, 8, 10])
-def test_cells_bounds_hold_every_vertex(res):
-    from h3pipe.engine.scope import cells_bounds
-
-    cells = list(h3.geo_to_cells(shapely.box(29.0, -2.6, 30.4, -1.2), res))[:3000]
-    minx, miny, maxx, maxy = cells_bounds(cells)
-    for c in cells:
-        for lat, lng in h3.cell_to_boundary(c):
-            assert minx <= lng <= maxx and miny <= lat <= maxy
