@@ -100,16 +100,38 @@ def centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def outlines(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cells' closed (lon, lat) rings as one ``(n, 2)`` array and the start of each ring
     (``len(cells) + 1`` offsets), as H3 draws them (great-circle arcs ignored)."""
-    import shapely
     from h3ronpy.vector import cells_to_wkb_polygons
 
     if len(cells) == 0:
         return np.zeros((0, 2)), np.zeros(1, dtype=np.int64)
-    polys = shapely.from_wkb(np.asarray(pa.array(cells_to_wkb_polygons(cells))))
-    xy = shapely.get_coordinates(polys)
-    starts = np.zeros(len(cells) + 1, dtype=np.int64)
-    np.cumsum(shapely.get_num_coordinates(polys), out=starts[1:])
-    return xy, starts
+    wkb = pa.array(cells_to_wkb_polygons(cells))
+    return _rings_of_wkb(wkb)
+
+
+def _rings_of_wkb(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Rings of single-ring WKB polygons, read straight from the Arrow buffers (parsing
+    them into shapely objects first costs more than the rest of a cell's statistics).
+    Each value: byte order (1), type (4), ring count (4), point count (4), then x, y
+    doubles."""
+    offsets = np.frombuffer(wkb.buffers()[1], dtype=np.int64)[wkb.offset:wkb.offset + len(wkb) + 1]
+    data = np.frombuffer(wkb.buffers()[2], dtype=np.uint8)
+    head = offsets[:-1]
+    if not (data[head] == 1).all() or not (_u32(data, head + 1) == 3).all() \
+            or not (_u32(data, head + 5) == 1).all():
+        raise ValueError("expected little-endian single-ring WKB polygons")
+    points = _u32(data, head + 9).astype(np.int64)
+    starts = np.zeros(len(wkb) + 1, dtype=np.int64)
+    np.cumsum(points, out=starts[1:])
+    # Byte position of every point's x, then both doubles of each.
+    first = np.repeat(head + 13 - starts[:-1] * 16, points) + np.arange(starts[-1]) * 16
+    raw = data[(first[:, None] + np.arange(16)).ravel()]
+    return raw.view("<f8").reshape(-1, 2).astype(np.float64), starts
+
+
+def _u32(data: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Little-endian uint32 values at byte positions ``at`` of ``data``."""
+    b = data[at[:, None] + np.arange(4)].astype(np.uint32)
+    return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
 
 
 def scaled_outlines(cells: np.ndarray, scale: float) -> np.ndarray:
@@ -194,5 +216,6 @@ def children_count(parents: np.ndarray, resolution: int) -> np.ndarray:
     return counts
 
 
-__all__ = ["DESCENDANT_SCALE", "CellBlock", "descendant_scale", "cells_covering", "centres", "children",
-           "children_count", "ids", "outlines", "parents", "scaled_outlines", "strings"]
+__all__ = ["DESCENDANT_SCALE", "CellBlock", "cells_covering", "centres", "children",
+           "children_count", "descendant_scale", "ids", "outlines", "parents",
+           "scaled_outlines", "strings"]

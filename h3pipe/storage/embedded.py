@@ -13,9 +13,11 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -25,6 +27,8 @@ from h3pipe.storage.base import Closing
 from h3pipe.storage.catalog import Catalog, result_columns
 
 CATALOG_FILE = "catalog.sqlite"
+# DuckDB's memory while it joins and sorts a run's results; past it, it spills to disk.
+_DUCKDB_MEMORY = "256MB"
 
 
 class EmbeddedStore(Closing):
@@ -92,45 +96,95 @@ class EmbeddedStore(Closing):
                 scope_label: str, step_outputs: list[tuple[list[str], list[str]]]) -> int:
         """Join the steps' task outputs (references from :meth:`write_task_output`) on
         ``h3_index`` into the scope's new result file."""
-        import duckdb
-
         rel = (Path("results") / dataset / f"res={resolution}" / _safe(scope_key)
                / f"{run_id}.parquet")
         target = self.root / rel
-        columns: list[str] = []
-        con = duckdb.connect()
-        try:
-            selects = []
-            for i, (files, cols) in enumerate(step_outputs):
-                file_list = ", ".join(_sql_str(str(self.root / f)) for f in files)
-                selects.append((f"s{i}", f"read_parquet([{file_list}])", cols))
-                columns += cols
-            first = selects[0][0]
-            sql = f"SELECT {first}.h3_index, {resolution}::TINYINT AS resolution"
-            for alias, _, cols in selects:
-                sql += "".join(f", {alias}.{_ident(c)}" for c in cols)
-            sql += f" FROM {selects[0][1]} {first}"
-            for alias, src, _ in selects[1:]:
-                sql += f" FULL OUTER JOIN {src} {alias} USING (h3_index)"
-            sql += f" ORDER BY {first}.h3_index"
-            table = con.sql(sql).to_arrow_table()
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot assemble results of run {run_id}: {exc}") from exc
-        finally:
-            con.close()
-        table = table.replace_schema_metadata({
-            "h3pipe": json.dumps({"dataset": dataset, "theme": theme, "run_id": run_id,
-                                  "scope": scope_label, "resolution": resolution}),
-        })
-        self.write_table(table, target)
+        columns = [c for _, cols in step_outputs for c in cols]
+        meta = json.dumps({"dataset": dataset, "theme": theme, "run_id": run_id,
+                           "scope": scope_label, "resolution": resolution})
+        if len(step_outputs) == 1:
+            rows = self._concat_to_file(run_id, resolution, step_outputs[0], target, meta)
+        else:
+            rows = self._join_to_file(run_id, resolution, step_outputs, target, meta)
         faults.point("result-written")
         old = self.catalog.publish_result(
             dataset=dataset, resolution=resolution, scope_key=scope_key, scope_label=scope_label,
-            theme=theme, run_id=run_id, path=str(rel), columns=columns, rows=table.num_rows,
+            theme=theme, run_id=run_id, path=str(rel), columns=columns, rows=rows,
         )
         if old:
             (self.root / old).unlink(missing_ok=True)
-        return table.num_rows
+        return rows
+
+    def _concat_to_file(self, run_id: str, resolution: int, step_output: tuple[list[str],
+                        list[str]], target: Path, meta: str) -> int:
+        """One published step: its task files one after another into ``target`` (Parquet,
+        atomically), a row group at a time, so memory does not grow with the scope. Rows
+        keep the run's order (spatial, as the batches were)."""
+        files, cols = step_output
+        paths = [self.root / f for f in files]
+        fields = pa.unify_schemas([pq.read_schema(p) for p in paths],
+                                  promote_options="permissive")
+        schema = pa.schema([fields.field("h3_index"),
+                            pa.field("resolution", pa.int8(), nullable=False),
+                            *(fields.field(c) for c in cols)],
+                           metadata={"h3pipe": meta})
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        rows = 0
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for part in _row_groups(paths, schema, resolution):
+                    writer.write_table(part)
+                    rows += part.num_rows
+            faults.point("write-partial")
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {target}: {exc}", hint="check free disk space"
+                             ) from exc
+        return rows
+
+    def _join_to_file(self, run_id: str, resolution: int,
+                      step_outputs: list[tuple[list[str], list[str]]], target: Path,
+                      meta: str) -> int:
+        """Write the steps' outputs joined on ``h3_index`` straight to ``target`` (Parquet,
+        atomically), within a bounded amount of memory: DuckDB streams the task files and
+        spills its sort to disk rather than holding the result. Returns the rows written."""
+        import duckdb
+        import pyarrow.parquet as pq
+
+        selects = []
+        for i, (files, cols) in enumerate(step_outputs):
+            file_list = ", ".join(_sql_str(str(self.root / f)) for f in files)
+            selects.append((f"s{i}", f"read_parquet([{file_list}])", cols))
+        first = selects[0][0]
+        sql = f"SELECT {first}.h3_index, {resolution}::TINYINT AS resolution"
+        for alias, _, cols in selects:
+            sql += "".join(f", {alias}.{_ident(c)}" for c in cols)
+        sql += f" FROM {selects[0][1]} {first}"
+        for alias, src, _ in selects[1:]:
+            sql += f" FULL OUTER JOIN {src} {alias} USING (h3_index)"
+        sql += f" ORDER BY {first}.h3_index"
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        spill = self.root / "tmp" / f"duckdb-{uuid.uuid4().hex[:8]}"
+        con = duckdb.connect(config={"memory_limit": _DUCKDB_MEMORY,
+                                     "temp_directory": str(spill), "threads": 2,
+                                     "preserve_insertion_order": False})
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            spill.mkdir(parents=True, exist_ok=True)
+            con.execute(f"COPY ({sql}) TO {_sql_str(str(tmp))} (FORMAT parquet, "
+                        f"COMPRESSION zstd, KV_METADATA {{h3pipe: {_sql_str(meta)}}})")
+            faults.point("write-partial")
+            os.replace(tmp, target)
+        except (duckdb.Error, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot assemble results of run {run_id}: {exc}",
+                             hint="check free disk space") from exc
+        finally:
+            con.close()
+            shutil.rmtree(spill, ignore_errors=True)
+        return int(pq.read_metadata(target).num_rows)
 
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,
                        scope_key: str | None = None) -> list[dict[str, Any]]:
@@ -158,6 +212,30 @@ class EmbeddedStore(Closing):
             raise StoreError(f"cannot read results: {exc}") from exc
         finally:
             con.close()
+
+
+# Rows per row group of a published result: task files are concatenated up to this.
+_ROW_GROUP = 131_072
+
+
+def _row_groups(paths: list[Path], schema: pa.Schema, resolution: int) -> Iterator[pa.Table]:
+    """The task files' rows in ``schema`` (with the run's resolution), in groups of about
+    _ROW_GROUP rows."""
+    pending: list[pa.Table] = []
+    held = 0
+    for path in paths:
+        table = pq.read_table(path)
+        table = pa.table({f.name: (pa.array(np.full(table.num_rows, resolution, np.int8))
+                                   if f.name == "resolution" else
+                                   table.column(f.name).cast(f.type))
+                          for f in schema}, schema=schema)
+        pending.append(table)
+        held += table.num_rows
+        if held >= _ROW_GROUP:
+            yield pa.concat_tables(pending)
+            pending, held = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
 
 
 def _safe(key: str) -> str:
