@@ -45,6 +45,31 @@ def test_republishing_a_scope_replaces_its_rows_and_file(tmp_path):
     assert meta["run_id"] == "r2" and meta["dataset"] == "d"
 
 
+def test_a_result_is_written_a_row_group_at_a_time_in_task_order(tmp_path, monkeypatch):
+    from h3pipe.storage import embedded
+
+    monkeypatch.setattr(embedded, "_ROW_GROUP", 4)
+    store = EmbeddedStore(tmp_path / "st")
+    _fake_run(store, "r1")
+    tasks = [[(f"8{t}{i}", float(t * 10 + i)) for i in range(3)] for t in range(5)]
+    tasks[2] = [("8x", None)]  # a task whose values are all null
+    paths = []
+    for n, rows in enumerate(tasks, 1):
+        path = store.task_output_path("r1", "s", n)
+        store.write_table(pa.table({"h3_index": [r[0] for r in rows],
+                                    "mean": pa.array([r[1] for r in rows], pa.float64()),
+                                    "extra": ["dropped"] * len(rows)}), path)
+        paths.append(path)
+    assert store.publish(run_id="r1", dataset="d", theme="t", resolution=5, scope_key="k",
+                         scope_label="k", step_outputs=[(paths, ["mean"])]) == 13
+    [file] = (tmp_path / "st" / "results").rglob("*.parquet")
+    meta = pq.ParquetFile(file)
+    assert meta.num_row_groups == 3  # tasks of 3+3 | 1+3 | 3 rows: groups of 4 or more
+    assert meta.schema_arrow.names == ["h3_index", "resolution", "mean"]
+    assert pq.read_table(file).to_pylist() == [
+        {"h3_index": c, "resolution": 5, "mean": v} for rows in tasks for c, v in rows]
+
+
 def test_overlapping_scopes_keep_the_newest_row_per_cell(tmp_path):
     store = EmbeddedStore(tmp_path / "st")
     _publish(store, "r1", "a", [("85", 1.0), ("86", 2.0)])
