@@ -211,12 +211,15 @@ def _write(table: pa.Table, out: Path, fmt: str) -> None:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
+    from h3pipe.storage.embedded import dictionary_columns
+
     out = out.expanduser()
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":
-            pq.write_table(table, tmp, compression="zstd")
+            pq.write_table(table, tmp, compression="zstd",
+                           use_dictionary=dictionary_columns(table.schema))
         elif fmt == "csv":
             pcsv.write_csv(table, tmp)
         else:
