@@ -21,9 +21,9 @@ from h3pipe.engine.prepare import RunPlan
 
 DEFAULT_PIXELS_PER_S = 4_000_000.0  # per worker, zonal statistics over cells
 # What a cell costs beyond its pixels (its polygon, its row), per worker: the fixed part
-# that makes resolution 9 slower than 6 over the same pixels (about 25 us of CPU per cell
-# in 'make bench').
-CELL_SECONDS = 25e-6
+# that makes resolution 9 slower than 6 over the same pixels (about 7 us of CPU per cell,
+# half a degree of the demo DEM at resolutions 6 and 9, since outlines come in bulk).
+CELL_SECONDS = 8e-6
 DEFAULT_ROWS_PER_S = 5_000.0  # per worker, a step over rows (features or an earlier step's)
 DEFAULT_OVERHEAD_S = 3.0  # start-up, planning, publication
 DEFAULT_MB = (350.0, 300.0)  # the main process, and each worker
