@@ -15,10 +15,10 @@ raster source globs those tiles; then, each in its own process and through the C
   stdev within 1e-6 relative.
 
 Writes ``benchmarks/results/scale.json`` and ``scale.md`` (``scale-quick.*`` with
-``--quick``) with the machine and a verdict per target; exits 1 if a run failed or
-disagreed with exactextract. A process tree that grows past ``--rss-limit-mb`` is
-killed and its target reported missed, so today's memory-hungry code cannot take the
-machine down.
+``--quick``) with the machine and a verdict per target; exits 1 if a run failed by
+itself or disagreed with exactextract. A process tree that grows past ``--rss-limit-mb``
+is killed and its target reported missed (not a failure), so memory-hungry code cannot
+take the machine down.
 
     python benchmarks/scale.py [--res 8 9] [--quick] [--sample 2000] [--rss-limit-mb 6144]
 """
@@ -53,8 +53,9 @@ FLAT_GROWTH = 1.25  # "flat": DR Congo's peak within 25% of Rwanda's, as bench.p
 def measure(cmd: list[str], limit_mb: float, env: dict[str, str] | None = None
             ) -> dict[str, Any]:
     """Wall and CPU seconds and peak RSS summed over the process and all its descendants
-    (as bench.measure), plus stdout. Past ``limit_mb`` the whole process group is killed
-    and ``killed`` says so; a failure is returned (``rc``, ``error``), not raised."""
+    (as bench.measure), the parent's own peak, and stdout. Past ``limit_mb`` the whole
+    process group is killed and ``killed`` says so; a failure is returned (``rc``,
+    ``error``), not raised."""
     import psutil
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -63,16 +64,18 @@ def measure(cmd: list[str], limit_mb: float, env: dict[str, str] | None = None
         # Own session, so a kill at the ceiling reaches the workers too.
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
         ps = psutil.Process(proc.pid)
-        peak = 0
+        peak = parent = 0
         killed = False
         while proc.poll() is None:
             total = 0
             try:
                 for p in [ps, *ps.children(recursive=True)]:
                     try:
-                        total += p.memory_info().rss
+                        rss = p.memory_info().rss
                     except psutil.Error:
-                        pass
+                        continue
+                    total += rss
+                    parent = max(parent, rss) if p is ps else parent
             except psutil.Error:
                 pass
             peak = max(peak, total)
@@ -87,7 +90,9 @@ def measure(cmd: list[str], limit_mb: float, env: dict[str, str] | None = None
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m: dict[str, Any] = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                         "peak_rss_mb": round(peak / 2**20, 1), "rc": proc.returncode,
+                         "peak_rss_mb": round(peak / 2**20, 1),
+                         # The rest of the peak is the workers (and their helpers).
+                         "parent_peak_rss_mb": round(parent / 2**20, 1), "rc": proc.returncode,
                          "killed": killed, "stdout": stdout}
     if killed:
         m["error"] = f"killed at {peak / 2**20:.0f} MB (the --rss-limit-mb {limit_mb:.0f})"
@@ -237,18 +242,17 @@ def run(args: argparse.Namespace) -> int:
     say(f"  {len(tiles)} tiles, {gen['bytes'] / 2**20:.0f} MB; {gen['written']} written in "
         f"{gen['seconds']:.1f} s")
     africa = scale_data.africa()
-    areas = {iso: scale_data.country(iso).area for iso in ("COD", "RWA")}
     # Pixel centres inside a scope, about: its area in square degrees over a pixel's.
-    pixels = {iso: round(a * scale_data.SIZE ** 2) for iso, a in areas.items()}
+    pixels = {iso: round(scale_data.country(iso).area * scale_data.SIZE ** 2)
+              for iso in ("COD", "RWA")}
     code = h3pipe_code()
     say(f"  h3pipe from {code['path']} ({code['branch']} {code['commit']}"
         + (", uncommitted changes)" if code["dirty"] else ")"))
     proj = make_project(WORK, scale_data.TILES_DIR, scale_data.GLOB)
     cli = [str(BIN / "h3pipe"), "--project", str(proj)]
-    limit = args.rss_limit_mb
 
     # Untimed: numba's compiled kernel, the store, and the tiles in the OS file cache.
-    warm = measure([*cli, "run", "scale", "--iso3", "RWA", "-r", "5"], limit)
+    warm = measure([*cli, "run", "scale", "--iso3", "RWA", "-r", "5"], args.rss_limit_mb)
     if warm.get("error"):
         raise SystemExit(f"scale: the warm-up run failed: {warm['error']}")
     for t in tiles:
@@ -257,86 +261,19 @@ def run(args: argparse.Namespace) -> int:
                 pass
 
     resolutions = [7] if args.quick else sorted(args.res)
-    scopes = [("RWA", max(resolutions))] + [("COD", r) for r in resolutions]
-    runs: list[dict[str, Any]] = []
-    failed = False
-    for iso, res in scopes:
-        tag = f"{iso}_{res}"
-        say(f"{iso} resolution {res}:")
-        m = measure([*cli, "run", "scale", "--iso3", iso, "-r", str(res), "--force"], limit)
-        row: dict[str, Any] = {"scope": iso, "resolution": res, "pixels": pixels[iso],
-                               **{k: m[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")},
-                               "error": m.get("error")}
-        runs.append(row)
-        if m.get("error"):
-            failed = True
-            say(f"  run FAILED after {m['wall_s']:.1f} s, {m['peak_rss_mb']:.0f} MB: "
-                f"{m['error'][:300]}")
-        else:
-            export = WORK / f"export_{tag}.parquet"
-            e = measure([*cli, "export", "scale", "--iso3", iso, "-r", str(res), "-o",
-                         str(export)], limit)
-            if e.get("error"):
-                failed = True
-                row["error"] = f"export: {e['error']}"
-                say(f"  export FAILED: {e['error'][:300]}")
-            else:
-                a = check_sample(export, tiles, tag, args.sample, args.seed, limit)
-                row["cells"] = a["export_rows"]
-                row["cells_per_s"] = round(row["cells"] / m["wall_s"])
-                row["pixels_per_s"] = round(pixels[iso] / m["wall_s"])
-                row["agreement"] = a
-                failed |= not a["ok"]
-                export.unlink()
-                say(f"  {row['cells']} cells: {m['wall_s']:.1f} s wall, {m['cpu_s']:.1f} s "
-                    f"CPU, {m['peak_rss_mb']:.0f} MB; {row['cells_per_s']} cells/s, "
-                    f"{row['pixels_per_s'] / 1e6:.1f} M pixels/s; sample of "
-                    f"{a.get('cells', 0)} cells vs exactextract: "
-                    f"{'ok' if a['ok'] else 'FAILED'}"
-                    + (f" (max rel diff {max(a['max_rel_diff'].values()):.1e})"
-                       if "max_rel_diff" in a else f" ({a.get('error')})"))
-        lm = measure([sys.executable, str(Path(__file__).resolve()), "list-cells", iso,
-                      str(res)], limit)
-        listing: dict[str, Any] = {"wall_s": lm["wall_s"], "peak_rss_mb": lm["peak_rss_mb"],
-                                   "error": lm.get("error")}
-        if not lm.get("error"):
-            listing |= json.loads(lm["stdout"].strip().splitlines()[-1])
-            listing["share_of_run"] = (round(listing["seconds"] / m["wall_s"], 3)
-                                       if not m.get("error") else None)
-            say(f"  listing alone: {listing['cells']} cells in {listing['seconds']:.1f} s "
-                f"({lm['peak_rss_mb']:.0f} MB, via {listing['lister']} -> "
-                f"{listing['returned']})")
-        else:
-            say(f"  listing FAILED: {lm['error'][:300]}")
-        row["listing"] = listing
-
-    plan_res = 5 if args.quick else 8
-    plan_row: dict[str, Any] | None = None
-    if not args.skip_africa:
-        say(f"Africa plan, resolution {plan_res}:")
-        pm = measure([*cli, "plan", "scale", "--aoi", str(africa), "-r", str(plan_res),
-                      "--format", "json"], limit)
-        plan_row = {"aoi": str(africa.relative_to(HERE.parent)), "resolution": plan_res,
-                    **{k: pm[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")},
-                    "error": pm.get("error")}
-        if not pm.get("error"):
-            text = pm["stdout"]
-            plan_row["cells"] = json.loads(text[text.index("{"):])["cells"]
-            say(f"  {plan_row['cells']} cells: {pm['wall_s']:.1f} s, "
-                f"{pm['peak_rss_mb']:.0f} MB")
-        else:
-            say(f"  plan stopped after {pm['wall_s']:.1f} s at {pm['peak_rss_mb']:.0f} MB: "
-                f"{pm['error'][:300]}")
-
+    runs = [bench_scope(cli, iso, res, pixels[iso], tiles, args)
+            for iso, res in [("RWA", max(resolutions))] + [("COD", r) for r in resolutions]]
+    plan = None if args.skip_africa else plan_area(cli, africa, 5 if args.quick else 8,
+                                                   args.rss_limit_mb)
     results = {
-        "machine": machine(), "h3pipe": code, "quick": args.quick, "rss_limit_mb": limit,
+        "machine": machine(), "h3pipe": code, "quick": args.quick,
+        "rss_limit_mb": args.rss_limit_mb,
         "dataset": {"tiles": len(tiles), "tile_size": scale_data.SIZE,
                     "bytes": gen["bytes"], "checked_or_written_s": round(gen["seconds"], 1),
                     "written": gen["written"], "last_generation": gen["last_generation"],
-                    "scope_pixels": pixels,
-                    "sample": args.sample, "seed": args.seed},
-        "runs": runs, "africa_plan": plan_row}
-    results["targets"] = targets(runs, plan_row)
+                    "scope_pixels": pixels, "sample": args.sample, "seed": args.seed},
+        "runs": runs, "africa_plan": plan}
+    results["targets"] = targets(runs, plan)
     stem = "scale-quick" if args.quick else "scale"
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     md = markdown(results)
@@ -345,7 +282,84 @@ def run(args: argparse.Namespace) -> int:
     say(md)
     for f in ("stdout.tmp", "stderr.tmp"):
         (WORK / f).unlink(missing_ok=True)
-    return 1 if failed else 0
+    # A run stopped at the ceiling is a missed target, reported as such; a run that failed
+    # by itself or disagreed with exactextract is a broken benchmark.
+    broken = [r for r in runs if not r["killed"] and (r["error"] or not r["agreement"]["ok"])]
+    return 1 if broken else 0
+
+
+def bench_scope(cli: list[str], iso: str, res: int, pixels: int, tiles: list[str],
+                args: argparse.Namespace) -> dict[str, Any]:
+    """One scope at one resolution: the run end to end, its export sampled against
+    exactextract, then the listing of its cells alone."""
+    say(f"{iso} resolution {res}:")
+    limit = args.rss_limit_mb
+    load = os.getloadavg()[0]
+    m = measure([*cli, "run", "scale", "--iso3", iso, "-r", str(res), "--force"], limit)
+    row: dict[str, Any] = {"scope": iso, "resolution": res, "pixels": pixels,
+                           **{k: m[k] for k in ("wall_s", "cpu_s", "peak_rss_mb",
+                                                "parent_peak_rss_mb")},
+                           # Other work on the machine shows here before it shows as noise.
+                           "load_before": round(load, 2), "error": m.get("error"),
+                           "killed": m["killed"]}
+    if m.get("error"):
+        say(f"  run FAILED after {m['wall_s']:.1f} s, {m['peak_rss_mb']:.0f} MB: "
+            f"{m['error'][:300]}")
+    else:
+        export = WORK / f"export_{iso}_{res}.parquet"
+        e = measure([*cli, "export", "scale", "--iso3", iso, "-r", str(res), "-o",
+                     str(export)], limit)
+        if e.get("error"):
+            row["error"] = f"export: {e['error']}"
+            say(f"  export FAILED: {e['error'][:300]}")
+        else:
+            a = check_sample(export, tiles, f"{iso}_{res}", args.sample, args.seed, limit)
+            export.unlink()
+            row |= {"cells": a["export_rows"], "cells_per_s": round(a["export_rows"]
+                                                                    / m["wall_s"]),
+                    "pixels_per_s": round(pixels / m["wall_s"]), "agreement": a}
+            worst = (f"max rel diff {max(a['max_rel_diff'].values()):.1e}"
+                     if "max_rel_diff" in a else a.get("error"))
+            say(f"  {row['cells']} cells: {m['wall_s']:.1f} s wall, {m['cpu_s']:.1f} s CPU, "
+                f"{m['peak_rss_mb']:.0f} MB; {row['cells_per_s']} cells/s, "
+                f"{row['pixels_per_s'] / 1e6:.1f} M pixels/s; sample of {a.get('cells', 0)} "
+                f"cells vs exactextract: {'ok' if a['ok'] else 'FAILED'} ({worst})")
+    lm = measure([sys.executable, str(Path(__file__).resolve()), "list-cells", iso, str(res)],
+                 limit)
+    listing: dict[str, Any] = {"wall_s": lm["wall_s"], "peak_rss_mb": lm["peak_rss_mb"],
+                               "error": lm.get("error")}
+    if lm.get("error"):
+        say(f"  listing FAILED: {lm['error'][:300]}")
+    else:
+        listing |= json.loads(lm["stdout"].strip().splitlines()[-1])
+        listing["share_of_run"] = (None if m.get("error")
+                                   else round(listing["seconds"] / m["wall_s"], 3))
+        say(f"  listing alone: {listing['cells']} cells in {listing['seconds']:.1f} s "
+            f"({lm['peak_rss_mb']:.0f} MB, via {listing['lister']} -> {listing['returned']})")
+        # The run must have computed every cell of its scope, once.
+        if "cells" in row and row["cells"] != listing["cells"]:
+            row["error"] = (f"the export has {row['cells']} cells, the scope "
+                            f"{listing['cells']}")
+            say(f"  FAILED: {row['error']}")
+    row["listing"] = listing
+    return row
+
+
+def plan_area(cli: list[str], aoi: Path, res: int, limit: float) -> dict[str, Any]:
+    """``h3pipe plan`` over an area file: its wall time and peak RSS."""
+    say(f"Africa plan, resolution {res}:")
+    pm = measure([*cli, "plan", "scale", "--aoi", str(aoi), "-r", str(res), "--format",
+                  "json"], limit)
+    row = {"aoi": str(aoi.relative_to(HERE.parent)), "resolution": res,
+           **{k: pm[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")}, "error": pm.get("error")}
+    if pm.get("error"):
+        say(f"  plan stopped after {pm['wall_s']:.1f} s at {pm['peak_rss_mb']:.0f} MB: "
+            f"{pm['error'][:300]}")
+    else:
+        text = pm["stdout"]
+        row["cells"] = json.loads(text[text.index("{"):])["cells"]
+        say(f"  {row['cells']} cells: {pm['wall_s']:.1f} s, {pm['peak_rss_mb']:.0f} MB")
+    return row
 
 
 # -- verdicts --------------------------------------------------------------------------------
@@ -394,7 +408,7 @@ def targets(runs: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dic
     cod9 = find("COD", 9)
     if cod9 is None:
         out.append({"target": "DR Congo res 9 cells listed in <= 10 s",
-                    "measured": "not measured (res 9 not asked)", "at": "", "ok": None})
+                    "measured": "res 9 not asked", "at": "", "ok": None})
     else:
         lst = cod9.get("listing", {})
         if lst.get("error"):
@@ -409,12 +423,11 @@ def targets(runs: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dic
                         "at": "", "ok": lst["seconds"] <= LISTING_COD9_S})
     if plan is None:
         out.append({"target": "h3pipe plan over Africa at res 8 in <= 1 GB",
-                    "measured": "not measured (--skip-africa)", "at": "", "ok": None})
+                    "measured": "--skip-africa", "at": "", "ok": None})
     else:
         what = (f"{plan['cells']} cells, {plan['wall_s']:.1f} s, {plan['peak_rss_mb']:.0f} MB"
                 if not plan["error"] else
-                f"stopped after {plan['wall_s']:.0f} s at {plan['peak_rss_mb']:.0f} MB: "
-                f"{plan['error'][:120]}")
+                f"stopped after {plan['wall_s']:.0f} s: {plan['error'][:120]}")
         out.append({"target": "h3pipe plan over Africa at res 8 in <= 1 GB", "measured": what,
                     "at": "" if plan["resolution"] == 8 else
                     f"judged at resolution {plan['resolution']}, not 8",
@@ -438,11 +451,12 @@ def markdown(results: dict[str, Any]) -> str:
         "CLI (embedded store, default workers); wall and CPU seconds, peak RSS summed over "
         "every process of the run; listing is the scope's cells listed alone in a process of "
         f"its own; {d['sample']} cells per run (seed {d['seed']}) checked against exactextract "
-        "(count, sum, mean, min, max, stdev; 1e-6 relative).",
+        "(count, sum, mean, min, max, stdev; 1e-6 relative); load is the machine's 1-minute "
+        "load average as the run started (other work on the 2 cores).",
         "",
-        "| scope | res | cells | wall s | CPU s | peak RSS MB | cells/s | M pixels/s | "
-        "listing s | listing MB | listing share | sample vs exactextract |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scope | res | cells | wall s | CPU s | peak RSS MB (parent) | cells/s | M pixels/s | "
+        "listing s | listing MB | listing share | sample vs exactextract | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         lst = r.get("listing", {})
@@ -452,22 +466,22 @@ def markdown(results: dict[str, Any]) -> str:
             if a and "max_rel_diff" in a else "")
         lines.append(
             f"| {r['scope']} | {r['resolution']} | {r.get('cells', '-')} | {r['wall_s']:.1f} | "
-            f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | {r.get('cells_per_s', '-')} | "
+            f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} ({r.get('parent_peak_rss_mb', 0):.0f}) | "
+            f"{r.get('cells_per_s', '-')} | "
             + (f"{r['pixels_per_s'] / 1e6:.1f}" if "pixels_per_s" in r else "-") + " | "
             + (f"{lst['seconds']:.1f}" if "seconds" in lst else "-") + " | "
             f"{lst.get('peak_rss_mb', 0):.0f} | "
             + (f"{lst['share_of_run'] * 100:.1f}%" if lst.get("share_of_run") is not None
-               else "-") + f" | {agree} |")
+               else "-") + f" | {agree} | {r.get('load_before', '-')} |")
         if r["error"]:
-            lines.append(f"|  | | failed: {r['error'][:200]} | | | | | | | | | |")
+            lines.append(f"|  | | failed: {r['error'][:200]} | | | | | | | | | | |")
     p = results["africa_plan"]
     if p:
         lines += ["", f"`h3pipe plan` over {p['aoi']} (Natural Earth countries whose CONTINENT "
                   f"is Africa, dissolved), resolution {p['resolution']}: "
                   + (f"{p['cells']} cells, {p['wall_s']:.1f} s, {p['peak_rss_mb']:.0f} MB."
                      if not p["error"] else
-                     f"stopped after {p['wall_s']:.0f} s at {p['peak_rss_mb']:.0f} MB "
-                     f"({p['error'][:200]}).")]
+                     f"stopped after {p['wall_s']:.0f} s: {p['error'][:200]}.")]
     lines += ["", "Targets (issue 12):", ""]
     for t in results["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["ok"]]
