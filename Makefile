@@ -60,9 +60,11 @@ bench: install
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into
 # benchmarks/data/scale in ~2 minutes), the cell listing alone, h3pipe plan over Africa at
 # res 8, and a 2,000-cell sample of each run checked against exactextract; writes
-# benchmarks/results/scale.json and scale.md. A process tree past 6 GB is killed and its
-# target reported missed. About 10 minutes on 2 cores with cells streamed; before that,
-# about 15, most of it runs stopped at the ceiling. SCALE_ARGS=--quick: res 7, ~2 minutes.
+# benchmarks/results/scale.json and scale.md. A process tree past 6 GB or 40 minutes is
+# killed and its target reported missed. On 2 cores: an estimated 20 minutes once the
+# scope's cells stream (the DR Congo res 9 run alone, 20 M cells, about 10); with cells
+# listed as strings, as on 72c0a76, up to an hour, most of it the res 9 run and listing.
+# SCALE_ARGS=--quick: resolution 7 only, about 2 minutes; SCALE_ARGS='--res 8' skips res 9.
 bench-scale: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/scale.py $(SCALE_ARGS)

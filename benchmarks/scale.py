@@ -17,10 +17,12 @@ raster source globs those tiles; then, each in its own process and through the C
 Writes ``benchmarks/results/scale.json`` and ``scale.md`` (``scale-quick.*`` with
 ``--quick``) with the machine and a verdict per target; exits 1 if a run failed by
 itself or disagreed with exactextract. A process tree that grows past ``--rss-limit-mb``
-is killed and its target reported missed (not a failure), so memory-hungry code cannot
-take the machine down.
+or runs longer than ``--time-limit-s`` is killed and reported as stopped there (its
+target missed, not a failure), so memory-hungry or slow code cannot take a shared
+machine down or the benchmark all night.
 
     python benchmarks/scale.py [--res 8 9] [--quick] [--sample 2000] [--rss-limit-mb 6144]
+                               [--time-limit-s 2400]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +53,18 @@ FLAT_GROWTH = 1.25  # "flat": DR Congo's peak within 25% of Rwanda's, as bench.p
 
 # -- measuring a process tree, with a ceiling --------------------------------------------
 
-def measure(cmd: list[str], limit_mb: float, env: dict[str, str] | None = None
+@dataclass(frozen=True)
+class Ceiling:
+    """Where a measured process tree is stopped."""
+
+    rss_mb: float
+    seconds: float
+
+
+def measure(cmd: list[str], limit: Ceiling, env: dict[str, str] | None = None
             ) -> dict[str, Any]:
     """Wall and CPU seconds and peak RSS summed over the process and all its descendants
-    (as bench.measure), the parent's own peak, and stdout. Past ``limit_mb`` the whole
+    (as bench.measure), the parent's own peak, and stdout. Past the ``limit`` the whole
     process group is killed and ``killed`` says so; a failure is returned (``rc``,
     ``error``), not raised."""
     import psutil
@@ -65,7 +76,7 @@ def measure(cmd: list[str], limit_mb: float, env: dict[str, str] | None = None
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
         ps = psutil.Process(proc.pid)
         peak = parent = 0
-        killed = False
+        killed: str | None = None
         while proc.poll() is None:
             total = 0
             try:
@@ -79,9 +90,14 @@ def measure(cmd: list[str], limit_mb: float, env: dict[str, str] | None = None
             except psutil.Error:
                 pass
             peak = max(peak, total)
-            if not killed and peak > limit_mb * 2**20:
-                killed = True
-                os.killpg(proc.pid, signal.SIGKILL)
+            if not killed:
+                if peak > limit.rss_mb * 2**20:
+                    killed = f"killed at {peak / 2**20:.0f} MB (the --rss-limit-mb)"
+                elif time.perf_counter() - t0 > limit.seconds:
+                    killed = (f"killed after {limit.seconds:.0f} s (the --time-limit-s), at "
+                              f"{peak / 2**20:.0f} MB")
+                if killed:
+                    os.killpg(proc.pid, signal.SIGKILL)
             time.sleep(0.02)
         wall = time.perf_counter() - t0
         out.seek(0)
@@ -93,9 +109,9 @@ def measure(cmd: list[str], limit_mb: float, env: dict[str, str] | None = None
                          "peak_rss_mb": round(peak / 2**20, 1),
                          # The rest of the peak is the workers (and their helpers).
                          "parent_peak_rss_mb": round(parent / 2**20, 1), "rc": proc.returncode,
-                         "killed": killed, "stdout": stdout}
+                         "killed": bool(killed), "stdout": stdout}
     if killed:
-        m["error"] = f"killed at {peak / 2**20:.0f} MB (the --rss-limit-mb {limit_mb:.0f})"
+        m["error"] = killed
     elif proc.returncode != 0:
         m["error"] = f"exit {proc.returncode}: {stderr.strip()[-1500:]}"
     return m
@@ -207,7 +223,7 @@ def sample_rows(export: Path, out: Path, size: int, seed: int) -> tuple[int, Any
 
 
 def check_sample(export: Path, tiles: list[str], tag: str, size: int, seed: int,
-                 limit_mb: float) -> dict[str, Any]:
+                 limit: Ceiling) -> dict[str, Any]:
     import numpy as np
     from bench import agreement
 
@@ -219,7 +235,7 @@ def check_sample(export: Path, tiles: list[str], tag: str, size: int, seed: int,
     ref = WORK / f"exactextract_{tag}.parquet"
     m = measure([sys.executable, str(HERE / "methods.py"), "exactextract", "--tiles",
                  str(tile_list), "--cells", str(WORK / f"sample_{tag}.npy"), "--out", str(ref),
-                 "--strategy", "feature-sequential", "--procs", "1"], limit_mb)
+                 "--strategy", "feature-sequential", "--procs", "1"], limit)
     if m.get("error"):
         return {"ok": False, "error": m["error"], "export_rows": rows}
     a = agreement(ours, ref)
@@ -252,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
     cli = [str(BIN / "h3pipe"), "--project", str(proj)]
 
     # Untimed: numba's compiled kernel, the store, and the tiles in the OS file cache.
-    warm = measure([*cli, "run", "scale", "--iso3", "RWA", "-r", "5"], args.rss_limit_mb)
+    limit = Ceiling(args.rss_limit_mb, args.time_limit_s)
+    warm = measure([*cli, "run", "scale", "--iso3", "RWA", "-r", "5"], limit)
     if warm.get("error"):
         raise SystemExit(f"scale: the warm-up run failed: {warm['error']}")
     for t in tiles:
@@ -261,13 +278,13 @@ def run(args: argparse.Namespace) -> int:
                 pass
 
     resolutions = [7] if args.quick else sorted(args.res)
-    runs = [bench_scope(cli, iso, res, pixels[iso], tiles, args)
+    runs = [bench_scope(cli, iso, res, pixels[iso], tiles, args, limit)
             for iso, res in [("RWA", max(resolutions))] + [("COD", r) for r in resolutions]]
     plan = None if args.skip_africa else plan_area(cli, africa, 5 if args.quick else 8,
-                                                   args.rss_limit_mb)
+                                                   limit)
     results = {
         "machine": machine(), "h3pipe": code, "quick": args.quick,
-        "rss_limit_mb": args.rss_limit_mb,
+        "rss_limit_mb": limit.rss_mb, "time_limit_s": limit.seconds,
         "dataset": {"tiles": len(tiles), "tile_size": scale_data.SIZE,
                     "bytes": gen["bytes"], "checked_or_written_s": round(gen["seconds"], 1),
                     "written": gen["written"], "last_generation": gen["last_generation"],
@@ -289,11 +306,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench_scope(cli: list[str], iso: str, res: int, pixels: int, tiles: list[str],
-                args: argparse.Namespace) -> dict[str, Any]:
+                args: argparse.Namespace, limit: Ceiling) -> dict[str, Any]:
     """One scope at one resolution: the run end to end, its export sampled against
     exactextract, then the listing of its cells alone."""
     say(f"{iso} resolution {res}:")
-    limit = args.rss_limit_mb
     load = os.getloadavg()[0]
     m = measure([*cli, "run", "scale", "--iso3", iso, "-r", str(res), "--force"], limit)
     row: dict[str, Any] = {"scope": iso, "resolution": res, "pixels": pixels,
@@ -345,7 +361,7 @@ def bench_scope(cli: list[str], iso: str, res: int, pixels: int, tiles: list[str
     return row
 
 
-def plan_area(cli: list[str], aoi: Path, res: int, limit: float) -> dict[str, Any]:
+def plan_area(cli: list[str], aoi: Path, res: int, limit: Ceiling) -> dict[str, Any]:
     """``h3pipe plan`` over an area file: its wall time and peak RSS."""
     say(f"Africa plan, resolution {res}:")
     pm = measure([*cli, "plan", "scale", "--aoi", str(aoi), "-r", str(res), "--format",
@@ -383,8 +399,7 @@ def targets(runs: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dic
                               "DR Congo at res 9",
                     "measured": f"RWA {rwa['peak_rss_mb']:.0f} MB, COD {cod['peak_rss_mb']:.0f}"
                                 f" MB (x{growth:.2f}; flat means <= x{FLAT_GROWTH})"
-                                + (" (COD killed at the ceiling)" if cod["error"]
-                                   and "killed" in cod["error"] else ""),
+                                + (f" (COD {cod['error']})" if cod["killed"] else ""),
                     "at": at, "ok": ok})
     for r in (x for x in runs if x["scope"] == "COD"):
         lst = r.get("listing", {})
@@ -503,6 +518,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rss-limit-mb", type=float, default=6144,
                     help="kill a process tree that grows past this (its target is missed)")
+    ap.add_argument("--time-limit-s", type=float, default=2400,
+                    help="kill a process tree that runs longer than this")
     ap.add_argument("--skip-africa", action="store_true")
     sys.path.insert(0, str(HERE))
     return run(ap.parse_args())
