@@ -399,7 +399,7 @@ def targets(runs: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dic
                               "DR Congo at res 9",
                     "measured": f"RWA {rwa['peak_rss_mb']:.0f} MB, COD {cod['peak_rss_mb']:.0f}"
                                 f" MB (x{growth:.2f}; flat means <= x{FLAT_GROWTH})"
-                                + (f" (COD {cod['error']})" if cod["killed"] else ""),
+                                + (f" (COD stopped: {cod['error']})" if cod["killed"] else ""),
                     "at": at, "ok": ok})
     for r in (x for x in runs if x["scope"] == "COD"):
         lst = r.get("listing", {})
@@ -481,7 +481,8 @@ def markdown(results: dict[str, Any]) -> str:
             if a and "max_rel_diff" in a else "")
         lines.append(
             f"| {r['scope']} | {r['resolution']} | {r.get('cells', '-')} | {r['wall_s']:.1f} | "
-            f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} ({r.get('parent_peak_rss_mb', 0):.0f}) | "
+            f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f}"
+            + (f" ({r['parent_peak_rss_mb']:.0f})" if "parent_peak_rss_mb" in r else "") + " | "
             f"{r.get('cells_per_s', '-')} | "
             + (f"{r['pixels_per_s'] / 1e6:.1f}" if "pixels_per_s" in r else "-") + " | "
             + (f"{lst['seconds']:.1f}" if "seconds" in lst else "-") + " | "
@@ -489,7 +490,8 @@ def markdown(results: dict[str, Any]) -> str:
             + (f"{lst['share_of_run'] * 100:.1f}%" if lst.get("share_of_run") is not None
                else "-") + f" | {agree} | {r.get('load_before', '-')} |")
         if r["error"]:
-            lines.append(f"|  | | failed: {r['error'][:200]} | | | | | | | | | | |")
+            lines.append(f"|  | | {'stopped' if r['killed'] else 'failed'}: "
+                         f"{r['error'][:200]} | | | | | | | | | | |")
     p = results["africa_plan"]
     if p:
         lines += ["", f"`h3pipe plan` over {p['aoi']} (Natural Earth countries whose CONTINENT "
