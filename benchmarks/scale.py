@@ -75,14 +75,19 @@ def measure(cmd: list[str], limit: Ceiling, env: dict[str, str] | None = None
         # Own session, so a kill at the ceiling reaches the workers too.
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
         ps = psutil.Process(proc.pid)
-        peak = parent = 0
+        peak = parent = pss_peak = 0
         killed: str | None = None
+        ticks = 0
         while proc.poll() is None:
-            total = 0
+            total = pss = 0
+            ticks += 1
             try:
                 for p in [ps, *ps.children(recursive=True)]:
                     try:
                         rss = p.memory_info().rss
+                        # PSS splits shared pages (the same libgdal, libarrow and LLVM in
+                        # every worker) between the processes: what the tree really uses.
+                        pss += p.memory_full_info().pss if ticks % 10 == 0 else 0
                     except psutil.Error:
                         continue
                     total += rss
@@ -90,6 +95,7 @@ def measure(cmd: list[str], limit: Ceiling, env: dict[str, str] | None = None
             except psutil.Error:
                 pass
             peak = max(peak, total)
+            pss_peak = max(pss_peak, pss)
             if not killed:
                 if peak > limit.rss_mb * 2**20:
                     killed = f"killed at {peak / 2**20:.0f} MB (the --rss-limit-mb)"
@@ -107,6 +113,7 @@ def measure(cmd: list[str], limit: Ceiling, env: dict[str, str] | None = None
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m: dict[str, Any] = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
                          "peak_rss_mb": round(peak / 2**20, 1),
+                         "peak_pss_mb": round(pss_peak / 2**20, 1),
                          # The rest of the peak is the workers (and their helpers).
                          "parent_peak_rss_mb": round(parent / 2**20, 1), "rc": proc.returncode,
                          "killed": bool(killed), "stdout": stdout}
@@ -314,7 +321,7 @@ def bench_scope(cli: list[str], iso: str, res: int, pixels: int, tiles: list[str
     m = measure([*cli, "run", "scale", "--iso3", iso, "-r", str(res), "--force"], limit)
     row: dict[str, Any] = {"scope": iso, "resolution": res, "pixels": pixels,
                            **{k: m[k] for k in ("wall_s", "cpu_s", "peak_rss_mb",
-                                                "parent_peak_rss_mb")},
+                                                "peak_pss_mb", "parent_peak_rss_mb")},
                            # Other work on the machine shows here before it shows as noise.
                            "load_before": round(load, 2), "error": m.get("error"),
                            "killed": m["killed"]}
@@ -469,9 +476,9 @@ def markdown(results: dict[str, Any]) -> str:
         "(count, sum, mean, min, max, stdev; 1e-6 relative); load is the machine's 1-minute "
         "load average as the run started (other work on the 2 cores).",
         "",
-        "| scope | res | cells | wall s | CPU s | peak RSS MB (parent) | cells/s | M pixels/s | "
-        "listing s | listing MB | listing share | sample vs exactextract | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scope | res | cells | wall s | CPU s | peak RSS MB (parent) | peak PSS MB | cells/s | "
+        "M pixels/s | listing s | listing MB | listing share | sample vs exactextract | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         lst = r.get("listing", {})
@@ -483,6 +490,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['scope']} | {r['resolution']} | {r.get('cells', '-')} | {r['wall_s']:.1f} | "
             f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f}"
             + (f" ({r['parent_peak_rss_mb']:.0f})" if "parent_peak_rss_mb" in r else "") + " | "
+            + (f"{r['peak_pss_mb']:.0f}" if r.get("peak_pss_mb") else "-") + " | "
             f"{r.get('cells_per_s', '-')} | "
             + (f"{r['pixels_per_s'] / 1e6:.1f}" if "pixels_per_s" in r else "-") + " | "
             + (f"{lst['seconds']:.1f}" if "seconds" in lst else "-") + " | "
@@ -491,7 +499,7 @@ def markdown(results: dict[str, Any]) -> str:
                else "-") + f" | {agree} | {r.get('load_before', '-')} |")
         if r["error"]:
             lines.append(f"|  | | {'stopped' if r['killed'] else 'failed'}: "
-                         f"{r['error'][:200]} | | | | | | | | | | |")
+                         f"{r['error'][:200]} | | | | | | | | | | | |")
     p = results["africa_plan"]
     if p:
         lines += ["", f"`h3pipe plan` over {p['aoi']} (Natural Earth countries whose CONTINENT "
