@@ -266,8 +266,12 @@ class PostgresStore(Closing):
             tx.execute(f"CREATE TABLE {table} (resolution smallint NOT NULL, scope_key text "
                        "NOT NULL, h3_index text NOT NULL, run_id text NOT NULL"
                        f"{''.join(f', {_ident(c)} {t}' for c, t in types.items())})")
-            index = _ident(_short(table.split(".", 1)[1].strip('"') + "_cell", 63))
-            tx.execute(f"CREATE INDEX {index} ON {table} (resolution, scope_key, h3_index)")
+            # A publication's rows are contiguous, so a BRIN index finds a scope's pages
+            # among other scopes' at almost no cost per row; a B-tree on the scope and the
+            # cell doubled the time of loading one.
+            index = _ident(_short(table.split(".", 1)[1].strip('"') + "_scope", 63))
+            tx.execute(f"CREATE INDEX {index} ON {table} USING brin (resolution, scope_key) "
+                       "WITH (autosummarize = on)")
             return True
         changed = False
         for col, pg in types.items():

@@ -59,8 +59,8 @@ BEGIN
                            'min(run_id)%s FROM h3.%I GROUP BY resolution, scope_key, h3_index',
                            part.relname, picks, legacy);
             EXECUTE format('DROP TABLE h3.%I', legacy);
-            EXECUTE format('CREATE INDEX ON h3.%I (resolution, scope_key, h3_index)',
-                           part.relname);
+            EXECUTE format('CREATE INDEX ON h3.%I USING brin (resolution, scope_key) '
+                           'WITH (autosummarize = on)', part.relname);
             EXECUTE format('ANALYZE h3.%I', part.relname);
             UPDATE h3pipe.results SET path = 'h3."' || replace(part.relname, '"', '""') || '"'
                 WHERE dataset = ds AND path IN (
