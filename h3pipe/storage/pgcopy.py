@@ -11,6 +11,10 @@ field (each field says its own length).
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -106,27 +110,57 @@ def _values(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]:offsets[-1]]
 
 
-def decode_csv(data: bytes, columns: list[tuple[str, str]]) -> pa.Table:
-    """Rows from ``COPY (...) TO STDOUT (FORMAT csv)`` as a table; ``columns`` are the
-    selected columns' names and PostgreSQL types, with bytea selected as
-    ``encode(col, 'hex')``."""
+def decode_csv(blocks: Iterable[bytes | memoryview], columns: list[tuple[str, str]]
+               ) -> pa.Table:
+    """Rows from ``COPY (...) TO STDOUT (FORMAT csv)``, read as the blocks arrive (never
+    the whole text at once), as a table; ``columns`` are the selected columns' names and
+    PostgreSQL types, with bytea selected as ``encode(col, 'hex')``."""
     import pyarrow.csv as csv
 
     types = {name: (pa.string() if pg == "bytea" else arrow_type(pg)) for name, pg in columns}
-    if not data:
+    stream = _Blocks(blocks)
+    if not stream.peek():
         table = pa.table({name: pa.array([], t) for name, t in types.items()})
     else:
-        table = csv.read_csv(
-            pa.BufferReader(data),
-            read_options=csv.ReadOptions(column_names=[name for name, _ in columns]),
+        reader = csv.open_csv(
+            io.BufferedReader(stream, 1 << 20),
+            read_options=csv.ReadOptions(column_names=[name for name, _ in columns],
+                                         block_size=1 << 22),
             parse_options=csv.ParseOptions(newlines_in_values=True),
             convert_options=csv.ConvertOptions(
                 column_types=types, null_values=[""], strings_can_be_null=True,
                 quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]))
+        table = reader.read_all()
     for i, (name, pg) in enumerate(columns):
         if pg == "bytea":
             table = table.set_column(i, name, _unhex(table.column(i)))
     return table
+
+
+class _Blocks(io.RawIOBase):
+    """The blocks COPY sends, as a file to read from."""
+
+    def __init__(self, blocks: Iterable[bytes | memoryview]) -> None:
+        self._blocks = iter(blocks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def peek(self) -> bytes:
+        while not self._pending:
+            block = next(self._blocks, None)
+            if block is None:
+                return b""
+            self._pending = bytes(block)
+        return self._pending
+
+    def readinto(self, buffer: Any) -> int:
+        pending = self.peek()
+        n = min(len(buffer), len(pending))
+        buffer[:n] = pending[:n]
+        self._pending = pending[n:]
+        return n
 
 
 def _unhex(column: pa.ChunkedArray) -> pa.Array:

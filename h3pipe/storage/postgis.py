@@ -1,10 +1,12 @@
 """The PostgreSQL/PostGIS store, :class:`PostgresStore`: the catalog in schema ``h3pipe``,
-per-theme statistics in schema ``h3`` (long format, one list partition per dataset), cell
-outlines in ``h3.cells``, and each run's task outputs as UNLOGGED tables in ``h3_temp``.
+statistics in schema ``h3`` (a wide table per dataset, ``stats_<theme>__<dataset>``, and
+a long view per theme, ``stats_<theme>``), cell outlines in ``h3.cells``, and each run's
+task outputs as UNLOGGED tables in ``h3_temp``.
 
 Publishing a scope deletes its old rows and inserts the new ones in one transaction, so a
-reader sees the old scope or the new one, never a mix. Task outputs arrive by COPY; a
-retried task replaces only its own rows.
+reader sees the old scope or the new one, never a mix. Task outputs arrive by binary COPY
+in one transaction per task; a retried task replaces only its own rows. Rows move in bulk
+(:mod:`h3pipe.storage.pgcopy`), never a Python call per row.
 """
 
 from __future__ import annotations
@@ -150,17 +152,18 @@ class PostgresStore(Closing):
         sql = (f"COPY (SELECT {select} FROM unnest('{{{order}}}'::integer[]) WITH ORDINALITY "
                f"AS r(task_no, ord) JOIN {table} t USING (task_no) ORDER BY r.ord, t.row_no) "
                "TO STDOUT (FORMAT csv)")
-        return pgcopy.decode_csv(self._copy_out(sql), columns)
+        return self._copy_out(sql, columns)
 
-    def _copy_out(self, sql: str, params: tuple[Any, ...] | None = None) -> bytes:
+    def _copy_out(self, sql: str, columns: list[tuple[str, str]]) -> pa.Table:
+        """The rows a ``COPY (...) TO STDOUT (FORMAT csv)`` selects, typed by ``columns``."""
         with self.catalog.engine.begin() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             with raw.cursor() as cur:
                 # Shortest exact doubles whatever the server's setting (0 would round).
                 cur.execute("SET LOCAL extra_float_digits = 3")
-                with cur.copy(sql, params) as copy:
-                    return b"".join(bytes(block) for block in copy)
+                with cur.copy(sql) as copy:
+                    return pgcopy.decode_csv(copy, columns)
 
     def output_exists(self, ref: str) -> bool:
         if ref.startswith(_FILE):
@@ -323,11 +326,11 @@ class PostgresStore(Closing):
                 polygons = shapely.polygons(shapely.linearrings(
                     latlng.reshape(-1, 2)[:, ::-1], indices=np.repeat(
                         np.arange(len(chunk)), counts)))
-                ewkb = shapely.to_wkb(shapely.set_srid(polygons, 4326), include_srid=True)
+                wkb = shapely.to_wkb(polygons)  # the SRID is set in SQL: cheaper there
                 payload, _ = pgcopy.encode([
                     (pa.array(chunk, pa.string()), "text"),
                     (pa.array(np.full(len(chunk), resolution, dtype=np.int16)), "smallint"),
-                    (pa.array(ewkb, pa.binary()), "geometry")])
+                    (pa.array(wkb, pa.binary()), "geometry")])
                 with cur.copy("COPY new_cells (h3_index, resolution, geom) FROM STDIN "
                               "(FORMAT binary)") as copy:
                     copy.write(payload)
@@ -335,7 +338,7 @@ class PostgresStore(Closing):
             if added:
                 # Another publication may add the same cells meanwhile: theirs stand.
                 cur.execute("INSERT INTO h3.cells (h3_index, resolution, geom) SELECT "
-                            "h3_index, resolution, geom FROM new_cells "
+                            "h3_index, resolution, ST_SetSRID(geom, 4326) FROM new_cells "
                             "ON CONFLICT (h3_index) DO NOTHING")
 
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,
@@ -347,7 +350,7 @@ class PostgresStore(Closing):
         columns = result_columns(entries)
         out = [("h3_index", "text"), ("resolution", "smallint")]
         if not entries:
-            return _with_resolution(pgcopy.decode_csv(b"", out))
+            return _with_resolution(pgcopy.decode_csv([], out))
         have: dict[str, dict[str, str]] = {}
         with self.catalog.transaction(readonly=True) as tx:
             for e in entries:
@@ -370,9 +373,9 @@ class PostgresStore(Closing):
             f"({' UNION ALL '.join(parts)}) u ORDER BY h3_index COLLATE \"C\", _rank")
         names = ", ".join(_ident(c) for c, _ in out)
         # Cells in byte order, as the embedded store sorts them, whatever the collation.
-        data = self._copy_out(f"COPY (SELECT {names} FROM ({inner}) q ORDER BY resolution, "
-                              "h3_index COLLATE \"C\") TO STDOUT (FORMAT csv)")
-        return _with_resolution(pgcopy.decode_csv(data, out))
+        return _with_resolution(self._copy_out(
+            f"COPY (SELECT {names} FROM ({inner}) q ORDER BY resolution, h3_index "
+            "COLLATE \"C\") TO STDOUT (FORMAT csv)", out))
 
 
 def _with_resolution(table: pa.Table) -> pa.Table:
