@@ -9,6 +9,7 @@ parameters (``:name``), which both databases understand.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -85,8 +86,10 @@ class Catalog:
                 "BEGIN IMMEDIATE" if conn.get_execution_options().get("h3pipe_write") else
                 "BEGIN"))
         else:
-            self.engine = create_engine(_psycopg(url), pool_pre_ping=True)
+            self.engine = create_engine(_psycopg(url))
             event.listen(self.engine, "connect", _pg_connect)
+            event.listen(self.engine, "checkin", _pg_checkin)
+            event.listen(self.engine, "checkout", _pg_checkout)
         self.where = str(path) if self.dialect == "sqlite" else safe_url(url)
         try:
             with self.engine.connect():
@@ -296,8 +299,36 @@ def _pg_connect(dbapi_conn: Any, record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("CREATE SCHEMA IF NOT EXISTS h3pipe")
     cur.execute("SET search_path TO h3pipe, public")
+    # A run commits a few short transactions per task; waiting for each to reach the disk
+    # cost more than the task's own rows. As with SQLite's synchronous=NORMAL in WAL mode,
+    # a crash of the server (not of h3pipe) may lose the last commits, never their order,
+    # and a resume redoes what they recorded. A publication waits (PostgresStore.publish).
+    cur.execute("SET synchronous_commit TO off")
     cur.close()
     dbapi_conn.commit()
+    record.info["idle_since"] = time.monotonic()
+
+
+# A connection back in the pool this long is pinged before it is used again (the server
+# may have restarted, or a firewall dropped it); one in steady use is not: a ping per
+# checkout was a round trip per catalog statement.
+_PING_AFTER = 5.0
+
+
+def _pg_checkin(dbapi_conn: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _pg_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    from sqlalchemy.exc import DisconnectionError
+
+    if time.monotonic() - record.info.get("idle_since", 0.0) < _PING_AFTER:
+        return
+    try:
+        dbapi_conn.execute("SELECT 1")
+        dbapi_conn.rollback()
+    except Exception as exc:  # the pool replaces the connection and tries again
+        raise DisconnectionError(str(exc)) from exc
 
 
 def _psycopg(url: str) -> str:
@@ -312,5 +343,19 @@ def _reason(exc: BaseException) -> str:
 
 
 def _statements(sql: str) -> list[str]:
+    """A migration's statements; a ``$$``-quoted body (a ``DO`` block) stays whole."""
     lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    out, current = [], ""
+    for i, piece in enumerate("\n".join(lines).split("$$")):
+        if i % 2:  # inside $$ ... $$
+            current += "$$" + piece + "$$"
+            continue
+        first, *rest = piece.split(";")
+        if rest:
+            out.append(current + first)
+            *done, current = rest
+            out += done
+        else:
+            current += first
+    out.append(current)
+    return [s.strip() for s in out if s.strip()]

@@ -1,23 +1,28 @@
 """The PostgreSQL/PostGIS store, :class:`PostgresStore`: the catalog in schema ``h3pipe``,
-per-theme statistics in schema ``h3`` (long format, one list partition per dataset), cell
-outlines in ``h3.cells``, and each run's task outputs as UNLOGGED tables in ``h3_temp``.
+statistics in schema ``h3`` (a wide table per dataset, ``stats_<theme>__<dataset>``, and
+a long view per theme, ``stats_<theme>``), cell outlines in ``h3.cells``, and each run's
+task outputs as UNLOGGED tables in ``h3_temp``.
 
 Publishing a scope deletes its old rows and inserts the new ones in one transaction, so a
-reader sees the old scope or the new one, never a mix. Task outputs arrive by COPY; a
-retried task replaces only its own rows.
+reader sees the old scope or the new one, never a mix. Task outputs arrive by binary COPY
+in one transaction per task; a retried task replaces only its own rows. Rows move in bulk
+(:mod:`h3pipe.storage.pgcopy`), never a Python call per row.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from h3pipe import faults
 from h3pipe.errors import ConfigError, StoreError
+from h3pipe.storage import pgcopy
 from h3pipe.storage.base import Closing
 from h3pipe.storage.catalog import Catalog, result_columns, safe_url
 
@@ -28,9 +33,9 @@ _PG_TYPES = {pa.float64(): "double precision", pa.float32(): "double precision",
              pa.uint32(): "bigint", pa.string(): "text", pa.large_string(): "text",
              pa.binary(): "bytea", pa.large_binary(): "bytea", pa.bool_(): "boolean",
              pa.null(): "text"}
-_ARROW_TYPES = {"double precision": pa.float64(), "bigint": pa.int64(), "text": pa.string(),
-                "bytea": pa.binary(), "boolean": pa.bool_(), "integer": pa.int64(),
-                "real": pa.float64(), "smallint": pa.int64()}
+_KEYS = {"resolution", "scope_key", "h3_index", "run_id", "task_no", "row_no"}
+_NUMERIC = {"double precision", "bigint", "integer", "smallint", "real"}
+_CELL_CHUNK = 50_000  # cells whose outlines are built at once
 
 
 def _pg_type(t: pa.DataType) -> str:
@@ -85,52 +90,80 @@ class PostgresStore(Closing):
             return _FILE + str(path)
         name = self._temp_table(run_id, step_id)
         cols = list(table.schema)
-        ddl = ", ".join(f"{_ident(f.name)} {_pg_type(f.type)}" for f in cols)
+        types = [_pg_type(f.type) for f in cols]
+        ddl = ", ".join(f"{_ident(f.name)} {t}" for f, t in zip(cols, types, strict=True))
         copy_cols = ", ".join(["task_no", "row_no"] + [_ident(f.name) for f in cols])
-        rows = table.to_pylist()
+        n = table.num_rows
+        payload, starts = pgcopy.encode(
+            [(pa.array(np.full(n, number, dtype=np.int32)), "integer"),
+             (pa.array(np.arange(n, dtype=np.int32)), "integer"),
+             *((table.column(i), t) for i, t in enumerate(types))])
+        half = starts[n // 2]  # a crash test stops the COPY half way through
         try:
             with self.catalog.engine.begin() as conn:
                 raw = conn.connection.driver_connection
                 assert raw is not None  # a checked-out connection always has one
                 with raw.cursor() as cur:
+                    # The key lets a retried task find its old rows without reading the
+                    # whole step's table (each DELETE would otherwise scan it: quadratic).
                     cur.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
-                                f"(task_no integer NOT NULL, row_no integer NOT NULL, {ddl})")
-                    cur.execute(f"DELETE FROM {name} WHERE task_no = %s", (number,))
-                    with cur.copy(f"COPY {name} ({copy_cols}) FROM STDIN") as copy:
-                        for i, r in enumerate(rows):
-                            if i == len(rows) // 2:
-                                faults.point("write-partial")
-                            copy.write_row([number, i, *(r[f.name] for f in cols)])
+                                f"(task_no integer NOT NULL, row_no integer NOT NULL, {ddl}, "
+                                f"PRIMARY KEY (task_no, row_no)); "
+                                f"DELETE FROM {name} WHERE task_no = {int(number)}")
+                    with cur.copy(f"COPY {name} ({copy_cols}) FROM STDIN (FORMAT binary)"
+                                  ) as copy:
+                        copy.write(payload[:half])
+                        faults.point("write-partial")
+                        copy.write(payload[half:])
         except Exception as exc:
             raise StoreError(f"cannot write task {step_id}#{number} to {self.location}: "
                              f"{' '.join(str(exc).split())[:300]}") from exc
         return f"{name}#{number}"
 
     def read_outputs(self, refs: list[str]) -> pa.Table:
-        """The rows of task outputs, in the order of ``refs``."""
+        """The rows of task outputs, in the order of ``refs``: one COPY per table."""
         import pyarrow.parquet as pq
 
         parts: list[pa.Table] = []
-        for ref in refs:
-            if ref.startswith(_FILE):
-                parts.append(pq.read_table(ref[len(_FILE):]))
+        i = 0
+        while i < len(refs):
+            if refs[i].startswith(_FILE):
+                parts.append(pq.read_table(refs[i][len(_FILE):]))
+                i += 1
                 continue
-            table, _, number = ref.partition("#")
-            schema, _, name = table.partition(".")
-            types = self.catalog.query(
-                "SELECT column_name, data_type FROM information_schema.columns WHERE "
-                "table_schema = :s AND table_name = :t AND column_name NOT IN "
-                "('task_no', 'row_no') "
-                "ORDER BY ordinal_position", {"s": schema, "t": name.strip('"')})
-            rows = self.catalog.query(f"SELECT * FROM {table} WHERE task_no = :n "
-                                      "ORDER BY row_no", {"n": int(number)})
-            parts.append(pa.table({
-                c["column_name"]: pa.array(
-                    [bytes(r[c["column_name"]]) if isinstance(r[c["column_name"]], memoryview)
-                     else r[c["column_name"]] for r in rows],
-                    _ARROW_TYPES.get(c["data_type"], pa.string()))
-                for c in types}))
+            table = refs[i].partition("#")[0]
+            numbers: list[int] = []
+            while i < len(refs) and refs[i].partition("#")[0] == table:
+                numbers.append(int(refs[i].partition("#")[2]))
+                i += 1
+            parts.append(self._read_tasks(table, numbers))
         return _concat(parts)
+
+    def _read_tasks(self, table: str, numbers: list[int]) -> pa.Table:
+        schema, _, name = table.partition(".")
+        columns = [(r["column_name"], r["data_type"]) for r in self.catalog.query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE "
+            "table_schema = :s AND table_name = :t AND column_name NOT IN "
+            "('task_no', 'row_no') ORDER BY ordinal_position",
+            {"s": schema, "t": name.strip('"').replace('""', '"')})]
+        select = ", ".join(f"encode(t.{_ident(c)}, 'hex')" if pg == "bytea" else
+                           f"t.{_ident(c)}" for c, pg in columns)
+        order = ",".join(str(n) for n in numbers)
+        sql = (f"COPY (SELECT {select} FROM unnest('{{{order}}}'::integer[]) WITH ORDINALITY "
+               f"AS r(task_no, ord) JOIN {table} t USING (task_no) ORDER BY r.ord, t.row_no) "
+               "TO STDOUT (FORMAT csv)")
+        return self._copy_out(sql, columns)
+
+    def _copy_out(self, sql: str, columns: list[tuple[str, str]]) -> pa.Table:
+        """The rows a ``COPY (...) TO STDOUT (FORMAT csv)`` selects, typed by ``columns``."""
+        with self.catalog.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur:
+                # Shortest exact doubles whatever the server's setting (0 would round).
+                cur.execute("SET LOCAL extra_float_digits = 3")
+                with cur.copy(sql) as copy:
+                    return pgcopy.decode_csv(copy, columns)
 
     def output_exists(self, ref: str) -> bool:
         if ref.startswith(_FILE):
@@ -178,54 +211,85 @@ class PostgresStore(Closing):
 
     # -- results ---------------------------------------------------------------------------
 
-    def _stats_table(self, theme: str) -> str:
-        return "h3." + _ident(f"stats_{theme}")
+    def _stats_table(self, theme: str, dataset: str) -> str:
+        return "h3." + _ident(_short(f"stats_{theme}__{dataset}"))
 
     def publish(self, *, run_id: str, dataset: str, theme: str, resolution: int, scope_key: str,
                 scope_label: str, step_outputs: list[tuple[list[str], list[str]]]) -> int:
         """Replace the scope's rows of ``dataset`` with this run's, in one transaction."""
-        import h3
-
-        table = self._stats_table(theme)
-        part = "h3." + _ident(_short(f"stats_{theme}__{dataset}"))
+        table = self._stats_table(theme, dataset)
         columns = [c for _, cols in step_outputs for c in cols]
         # One temporary table per step: every reference of a step names the same table;
         # a step kept as Parquet is loaded into one first.
         temps = [self._as_table(run_id, i, refs) for i, (refs, _) in enumerate(step_outputs)]
-        key = {"d": dataset, "r": resolution, "s": scope_key}
-        literal = "'" + dataset.replace("'", "''") + "'"
+        key = {"r": resolution, "s": scope_key}
         with self.catalog.transaction() as tx:
-            tx.execute(f"CREATE TABLE IF NOT EXISTS {table} (dataset text NOT NULL, "
-                       "resolution smallint NOT NULL, scope_key text NOT NULL, "
-                       "h3_index text NOT NULL, stat text NOT NULL, value double precision, "
-                       "run_id text NOT NULL) PARTITION BY LIST (dataset)")
-            tx.execute(f"CREATE TABLE IF NOT EXISTS {part} PARTITION OF {table} "
-                       f"FOR VALUES IN ({literal})")
-            index = _ident(_short(f"stats_{theme}__{dataset}_cell"))
-            tx.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {part} "
-                       "(resolution, scope_key, h3_index)")
-            tx.execute(f"DELETE FROM {table} WHERE dataset = :d AND resolution = :r "
-                       "AND scope_key = :s", key)
+            # The result is what a finished run promises: wait for it to be on disk, while
+            # the catalog's progress records need not (see catalog._pg_connect).
+            tx.execute("SET LOCAL synchronous_commit TO on")
+            types: dict[str, str] = {}
             for temp, (_, cols) in zip(temps, step_outputs, strict=True):
-                values = ", ".join(f"('{c}', t.{_ident(c)}::double precision)" for c in cols)
-                tx.execute(
-                    f"INSERT INTO {table} (dataset, resolution, scope_key, h3_index, stat, "
-                    "value, run_id) SELECT :d, :r, :s, t.h3_index, v.stat, v.value, :run "
-                    f"FROM {temp} t CROSS JOIN LATERAL (VALUES {values}) AS v(stat, value)",
-                    key | {"run": run_id})
-            cells = [r["h3_index"] for r in tx.rows(
-                f"SELECT DISTINCT h3_index FROM {table} WHERE dataset = :d AND resolution = :r "
-                "AND scope_key = :s", key)]
-            self._add_cells(tx, cells, resolution, h3)
+                found = _column_types(tx, temp)
+                types |= {c: found.get(c, "double precision") for c in cols}
+            changed = self._prepare_stats_table(tx, table, types)
+            tx.execute(f"DELETE FROM {table} WHERE resolution = :r AND scope_key = :s", key)
+            first = "s0"
+            source = f"{temps[0]} s0" + "".join(
+                f" FULL OUTER JOIN {t} s{i} USING (h3_index)" for i, t in enumerate(temps[1:], 1))
+            picked = ", ".join(f"s{i}.{_ident(c)}" for i, (_, cols) in enumerate(step_outputs)
+                               for c in cols)
+            cell = "h3_index" if len(temps) > 1 else f"{first}.h3_index"
+            rows = tx.execute(
+                f"INSERT INTO {table} (resolution, scope_key, h3_index, run_id"
+                f"{''.join(', ' + _ident(c) for c in columns)}) "
+                f"SELECT :r, :s, {cell}, :run{', ' + picked if picked else ''} FROM {source}",
+                key | {"run": run_id})
+            if changed:
+                tx.execute(f"ANALYZE {table}")  # a new table: let the planner know its size
+            self._add_cells(tx, table, resolution, scope_key)
             self.catalog.publish_result(
                 dataset=dataset, resolution=resolution, scope_key=scope_key,
                 scope_label=scope_label, theme=theme, run_id=run_id, path=table,
-                columns=columns, rows=len(cells), tx=tx)
+                columns=columns, rows=rows, tx=tx)
+            if changed:
+                _theme_view(tx, theme)
             faults.point("result-written")
         for (refs, _), temp in zip(step_outputs, temps, strict=True):
             if refs[0].startswith(_FILE):  # loaded only to publish: not an intermediate
                 self.drop_intermediate(temp)
-        return len(cells)
+        return rows
+
+    @staticmethod
+    def _prepare_stats_table(tx: Any, table: str, types: dict[str, str]) -> bool:
+        """Create the dataset's table or add the columns it lacks; True if either happened.
+        Nothing is altered when nothing is missing: DDL would lock readers out until the
+        publication commits."""
+        have = _column_types(tx, table)
+        if not have:
+            tx.execute(f"CREATE TABLE {table} (resolution smallint NOT NULL, scope_key text "
+                       "NOT NULL, h3_index text NOT NULL, run_id text NOT NULL"
+                       f"{''.join(f', {_ident(c)} {t}' for c, t in types.items())})")
+            # A publication's rows are contiguous, so a BRIN index finds a scope's pages
+            # among other scopes' at almost no cost per row; a B-tree on the scope and the
+            # cell doubled the time of loading one.
+            index = _ident(_short(table.split(".", 1)[1].strip('"') + "_scope", 63))
+            tx.execute(f"CREATE INDEX {index} ON {table} USING brin (resolution, scope_key) "
+                       "WITH (autosummarize = on)")
+            return True
+        changed = False
+        for col, pg in types.items():
+            if col not in have:
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {_ident(col)} {pg}")
+                changed = True
+            elif have[col] != pg:
+                if {have[col], pg} - _NUMERIC:
+                    raise StoreError(f"{table}.{col} holds {have[col]}, this run gives {pg}",
+                                     hint="rename the statistic, or drop the dataset's table")
+                if have[col] != "double precision":  # both numbers: keep every value
+                    tx.execute(f"ALTER TABLE {table} ALTER COLUMN {_ident(col)} TYPE double "
+                               f"precision")
+                    changed = True
+        return changed
 
     def _as_table(self, run_id: str, index: int, refs: list[str]) -> str:
         if not refs[0].startswith(_FILE):
@@ -239,20 +303,43 @@ class PostgresStore(Closing):
         return self._temp_table(run_id, name)
 
     @staticmethod
-    def _add_cells(tx: Any, cells: list[str], resolution: int, h3: Any) -> None:
+    def _add_cells(tx: Any, table: str, resolution: int, scope_key: str) -> None:
+        """Outlines of the scope's cells that ``h3.cells`` lacks, a chunk at a time: a scope
+        may hold millions of cells, most of them often there already."""
+        import h3
+        import shapely
+
         raw = tx._conn.connection.driver_connection
         with raw.cursor() as cur:
-            cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS new_cells "
-                        "(h3_index text, wkt text) ON COMMIT DROP")
-            with cur.copy("COPY new_cells (h3_index, wkt) FROM STDIN") as copy:
-                for c in cells:
-                    ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(c)]
-                    ring.append(ring[0])
-                    copy.write_row([c, "POLYGON((" + ", ".join(f"{x!r} {y!r}" for x, y in ring)
-                                    + "))"])
-            cur.execute("INSERT INTO h3.cells (h3_index, resolution, geom) SELECT h3_index, "
-                        "%s, ST_GeomFromText(wkt, 4326) FROM new_cells "
-                        "ON CONFLICT (h3_index) DO NOTHING", (resolution,))
+            cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS new_cells (h3_index text, "
+                        "resolution smallint, geom geometry) ON COMMIT DROP")
+        with raw.cursor(name="h3pipe_new_cells") as missing, raw.cursor() as cur:
+            missing.execute(f"SELECT w.h3_index FROM {table} w WHERE w.resolution = %s AND "
+                            "w.scope_key = %s AND NOT EXISTS (SELECT FROM h3.cells c "
+                            "WHERE c.h3_index = w.h3_index)", (resolution, scope_key))
+            added = 0
+            while chunk := [r[0] for r in missing.fetchmany(_CELL_CHUNK)]:
+                rings = [h3.cell_to_boundary(c) for c in chunk]
+                counts = np.fromiter(map(len, rings), dtype=np.int64, count=len(rings))
+                latlng = np.fromiter(chain.from_iterable(chain.from_iterable(rings)),
+                                     dtype=np.float64, count=2 * int(counts.sum()))
+                polygons = shapely.polygons(shapely.linearrings(
+                    latlng.reshape(-1, 2)[:, ::-1], indices=np.repeat(
+                        np.arange(len(chunk)), counts)))
+                wkb = shapely.to_wkb(polygons)  # the SRID is set in SQL: cheaper there
+                payload, _ = pgcopy.encode([
+                    (pa.array(chunk, pa.string()), "text"),
+                    (pa.array(np.full(len(chunk), resolution, dtype=np.int16)), "smallint"),
+                    (pa.array(wkb, pa.binary()), "geometry")])
+                with cur.copy("COPY new_cells (h3_index, resolution, geom) FROM STDIN "
+                              "(FORMAT binary)") as copy:
+                    copy.write(payload)
+                added += len(chunk)
+            if added:
+                # Another publication may add the same cells meanwhile: theirs stand.
+                cur.execute("INSERT INTO h3.cells (h3_index, resolution, geom) SELECT "
+                            "h3_index, resolution, ST_SetSRID(geom, 4326) FROM new_cells "
+                            "ON CONFLICT (h3_index) DO NOTHING")
 
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,
                        scope_key: str | None = None) -> list[dict[str, Any]]:
@@ -261,27 +348,71 @@ class PostgresStore(Closing):
     def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
         """Rows of the given scopes, wide; a cell in several scopes keeps its newest row."""
         columns = result_columns(entries)
-        newest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for e in sorted(entries, key=lambda e: e["updated_at"]):
-            rows = self.catalog.query(
-                f"SELECT h3_index, stat, value FROM {e['path']} WHERE dataset = :d AND "
-                "resolution = :r AND scope_key = :s",
-                {"d": e["dataset"], "r": e["resolution"], "s": e["scope_key"]})
-            scope: dict[str, dict[str, Any]] = {}
-            for r in rows:
-                scope.setdefault(r["h3_index"], {})[r["stat"]] = r["value"]
-            for cell, stats in scope.items():
-                newest[cell] = (e["resolution"], stats)
-        cells = sorted(newest, key=lambda c: (newest[c][0], c))
-        data: dict[str, Any] = {"h3_index": pa.array(cells, pa.string()),
-                                "resolution": pa.array([newest[c][0] for c in cells], pa.int8())}
-        for col in columns:
-            values = [newest[c][1].get(col) for c in cells]
-            if col == "variety":
-                data[col] = pa.array([None if v is None else int(v) for v in values], pa.int64())
-            else:
-                data[col] = pa.array(values, pa.float64())
-        return pa.table(data)
+        out = [("h3_index", "text"), ("resolution", "smallint")]
+        if not entries:
+            return _with_resolution(pgcopy.decode_csv([], out))
+        have: dict[str, dict[str, str]] = {}
+        with self.catalog.transaction(readonly=True) as tx:
+            for e in entries:
+                if e["path"] not in have:
+                    have[e["path"]] = _column_types(tx, e["path"])
+        for c in columns:
+            pg = next((have[e["path"]][c] for e in entries if c in have[e["path"]]),
+                      "double precision")
+            out.append((c, pg))
+        newest_first = sorted(entries, key=lambda e: e["updated_at"], reverse=True)
+        parts = []
+        for rank, e in enumerate(newest_first):
+            picked = "".join(f", {_ident(c)}" if c in have[e["path"]] else
+                             f", NULL::{pg} AS {_ident(c)}" for c, pg in out[2:])
+            parts.append(f"SELECT h3_index, resolution{picked}, {rank} AS _rank FROM "
+                         f"{e['path']} WHERE resolution = {int(e['resolution'])} AND "
+                         f"scope_key = {_literal(e['scope_key'])}")
+        inner = parts[0] if len(parts) == 1 else (
+            f"SELECT DISTINCT ON (h3_index COLLATE \"C\") * FROM "
+            f"({' UNION ALL '.join(parts)}) u ORDER BY h3_index COLLATE \"C\", _rank")
+        names = ", ".join(_ident(c) for c, _ in out)
+        # Cells in byte order, as the embedded store sorts them, whatever the collation.
+        return _with_resolution(self._copy_out(
+            f"COPY (SELECT {names} FROM ({inner}) q ORDER BY resolution, h3_index "
+            "COLLATE \"C\") TO STDOUT (FORMAT csv)", out))
+
+
+def _with_resolution(table: pa.Table) -> pa.Table:
+    i = table.schema.get_field_index("resolution")
+    return table.set_column(i, "resolution", table.column(i).cast(pa.int8()))
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _column_types(tx: Any, table: str) -> dict[str, str]:
+    """A table's columns and their types (none if it does not exist), keys left out."""
+    schema, _, name = table.partition(".")
+    return {r["column_name"]: r["data_type"] for r in tx.rows(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE "
+        "table_schema = :s AND table_name = :t ORDER BY ordinal_position",
+        {"s": schema, "t": name.strip('"').replace('""', '"')})
+        if r["column_name"] not in _KEYS}
+
+
+def _theme_view(tx: Any, theme: str) -> None:
+    """``h3.stats_<theme>``: every dataset of the theme in long format (dataset, resolution,
+    scope_key, h3_index, stat, value, run_id), over the datasets' own tables."""
+    parts = []
+    for r in tx.rows("SELECT DISTINCT dataset, path FROM results WHERE theme = :t "
+                     "ORDER BY dataset", {"t": theme}):
+        stats = [c for c, t in _column_types(tx, r["path"]).items() if t in _NUMERIC]
+        if not stats:
+            continue
+        values = ", ".join(f"({_literal(c)}, t.{_ident(c)}::double precision)" for c in stats)
+        parts.append(f"SELECT {_literal(r['dataset'])}::text AS dataset, t.resolution, "
+                     "t.scope_key, t.h3_index, v.stat, v.value, t.run_id FROM "
+                     f"{r['path']} t CROSS JOIN LATERAL (VALUES {values}) AS v(stat, value)")
+    if parts:
+        tx.execute(f"CREATE OR REPLACE VIEW h3.{_ident(f'stats_{theme}')} AS "
+                   + " UNION ALL ".join(parts))
 
 
 def _concat(parts: list[pa.Table]) -> pa.Table:

@@ -3,8 +3,11 @@ replacement without duplicates, the catalog commands, and credentials never show
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
@@ -19,6 +22,21 @@ def _project(tmp_path):
     tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.95, res=0.001)
     return write_project(tmp_path / "p", sources={"s": raster_source("s", str(tif))},
                          pipelines={"p": zonal_pipeline("p", "s", STATS, dataset="elev")})
+
+
+def assert_same_bits(a, b):
+    """Same columns, types and nulls, and every double the same 64 bits (== would take -0.0
+    for 0.0, and never NaN for NaN)."""
+    assert a.schema.names == b.schema.names and a.schema.types == b.schema.types
+    for name in a.schema.names:
+        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
+        assert x.is_null().equals(y.is_null()), name
+        if pa.types.is_floating(x.type):
+            xs = np.asarray(x.fill_null(0.0), dtype=np.float64).view(np.uint64)
+            ys = np.asarray(y.fill_null(0.0), dtype=np.float64).view(np.uint64)
+            assert np.array_equal(xs, ys), name
+        else:
+            assert x.equals(y), name
 
 
 def _no_secret(result):
@@ -55,7 +73,7 @@ def test_same_numbers_as_the_embedded_store_and_no_duplicates(tmp_path, cli, pg_
     assert cli("--project", proj, "export", "elev", "-o", emb_out).exit_code == 0
     pg, emb = pq.read_table(pg_out), pq.read_table(emb_out)
     assert pg.num_rows == emb.num_rows > 20
-    assert pg.to_pylist() == emb.to_pylist()
+    assert_same_bits(pg, emb)
 
     url = pg_url.replace(":s3cret-pw", "")
     with psycopg.connect(url) as conn:
@@ -166,3 +184,89 @@ def test_parquet_intermediates_on_postgres_give_the_same_rows(tmp_path, cli, pg_
         assert kinds == [(False, True), (True, True)]  # a table, then Parquet files
     assert not (proj / ".h3pipe" / "runs").exists() or not any(
         (proj / ".h3pipe" / "runs").iterdir())
+
+
+def test_task_outputs_come_back_exactly_as_written(tmp_path, pg_url):
+    """Every kind of column a step may pass on, through binary COPY and back through CSV:
+    awkward doubles, nulls, text with separators and quotes, bytes, booleans."""
+    from h3pipe.storage import open_store
+    from h3pipe.storage.catalog import Catalog
+
+    Catalog(pg_url).close()  # creates the schema
+    doubles = [0.0, -0.0, 5e-324, -1.7976931348623157e308, math.inf, -math.inf, math.nan,
+               0.1, 1 / 3, None]
+    n = len(doubles)
+    first = pa.table({
+        "h3_index": pa.array([f"89{i:013x}" for i in range(n)]),
+        "value": pa.array(doubles, pa.float64()),
+        "single": pa.array([1.5, None, -2.25, 3e38, 0, 1, 2, 3, 4, 5], pa.float32()),
+        "n": pa.array([0, -1, 2**62, None, 4, 5, 6, 7, 8, -(2**63)], pa.int64()),
+        "small": pa.array([1, 2, 3, 4, 5, 6, 7, 8, 9, None], pa.uint8()),
+        "name": pa.array(["", None, 'a "quoted", comma', "line\nbreak", "é ü 中", "\\N",
+                          "NULL", " ", "t", "x" * 5000]),
+        "blob": pa.array([b"", None, b"\x00\xff", b"\\x41", b"abc", b"\n", b",", b'"', b"\\",
+                          bytes(range(256))], pa.binary()),
+        "flag": pa.array([True, False, None, True, False, True, False, True, False, True]),
+        "nothing": pa.array([None] * n, pa.null()),
+    })
+    second = first.slice(2, 5)
+    with open_store(pg_url, tmp_path) as store:
+        refs = [store.write_task_output("r1", "step", 2, second),
+                store.write_task_output("r1", "step", 1, first)]
+        back = store.read_outputs(refs)
+        again = store.write_task_output("r1", "step", 2, second)  # a retry replaces its rows
+        assert again == refs[0]
+        assert store.read_outputs([refs[1]]).num_rows == n
+        assert store.read_outputs(refs).num_rows == n + 5
+    expected = pa.concat_tables([second, first])
+    # What PostgreSQL keeps: every integer as bigint, floats as double, nulls as text.
+    kept = pa.schema([("h3_index", pa.string()), ("value", pa.float64()),
+                      ("single", pa.float64()), ("n", pa.int64()), ("small", pa.int64()),
+                      ("name", pa.string()), ("blob", pa.binary()), ("flag", pa.bool_()),
+                      ("nothing", pa.string())])
+    assert back.schema == kept
+    assert_same_bits(back, expected.cast(kept))
+
+
+def test_upgrade_turns_long_results_into_wide_tables(tmp_path, cli, pg_url):
+    """A store published before 0008 (one long table per theme, a partition per dataset)
+    reads back the same after 'db upgrade', and its next run replaces the scope's rows."""
+    proj = _project(tmp_path)
+    args = ["--store", pg_url, "--project", proj]
+    assert cli(*args, "db", "upgrade").exit_code == 0
+    assert cli(*args, "run", "p", "--bbox", BBOX, "--workers", "2").exit_code == 0
+    before = tmp_path / "before.parquet"
+    assert cli(*args, "export", "elev", "-o", before).exit_code == 0
+    url = pg_url.replace(":s3cret-pw", "")
+    with psycopg.connect(url) as conn:  # the layout 0007 left, as the old publish wrote it
+        rows = conn.execute("SELECT * FROM h3.stats_terrain").fetchall()
+        assert len(rows) == pq.read_metadata(before).num_rows * len(STATS)
+        conn.execute('DROP VIEW h3.stats_terrain')
+        conn.execute('DROP TABLE h3."stats_terrain__elev"')
+        conn.execute('CREATE TABLE h3."stats_terrain" (dataset text NOT NULL, resolution '
+                     'smallint NOT NULL, scope_key text NOT NULL, h3_index text NOT NULL, '
+                     'stat text NOT NULL, value double precision, run_id text NOT NULL) '
+                     'PARTITION BY LIST (dataset)')
+        conn.execute('CREATE TABLE h3."stats_terrain__elev" PARTITION OF h3."stats_terrain" '
+                     "FOR VALUES IN ('elev')")
+        conn.execute('CREATE INDEX "stats_terrain__elev_cell" ON h3."stats_terrain__elev" '
+                     '(resolution, scope_key, h3_index)')
+        with conn.cursor().copy("COPY h3.stats_terrain FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+        conn.execute('UPDATE h3pipe.results SET path = \'h3."stats_terrain"\'')
+        conn.execute("DELETE FROM h3pipe.schema_migrations WHERE version = '0008_wide_results'")
+    r = cli(*args, "run", "p", "--bbox", BBOX)
+    assert r.exit_code == 2 and "0008_wide_results" in r.stderr
+    r = cli(*args, "db", "upgrade")
+    assert r.exit_code == 0 and "0008_wide_results" in r.stdout
+    after = tmp_path / "after.parquet"
+    assert cli(*args, "export", "elev", "-o", after).exit_code == 0
+    assert_same_bits(pq.read_table(after), pq.read_table(before))
+    with psycopg.connect(url) as conn:
+        assert sorted(conn.execute("SELECT * FROM h3.stats_terrain").fetchall(),
+                      key=repr) == sorted(rows, key=repr)
+    assert cli(*args, "run", "p", "--bbox", BBOX, "--workers", "2", "--force").exit_code == 0
+    again = tmp_path / "again.parquet"
+    assert cli(*args, "export", "elev", "-o", again).exit_code == 0
+    assert_same_bits(pq.read_table(again), pq.read_table(before))
