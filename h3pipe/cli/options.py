@@ -16,7 +16,9 @@ Aoi = Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the a
 Resolution = Annotated[int | None, typer.Option("--resolution", "-r",
                                                 help="H3 resolution 0..15.")]
 BatchSize = Annotated[int | None, typer.Option(help="Cells per task.")]
-Workers = Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")]
+Workers = Annotated[int | None, typer.Option(help="Worker processes; 1 computes in this "
+                                              "process (default: CPUs, or this process "
+                                              "when the work is too small to pay for them).")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute even if this exact run "
                                      "already completed.")]
 FromStep = Annotated[str | None, typer.Option(

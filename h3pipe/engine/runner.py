@@ -8,8 +8,8 @@ the run *is* was decided by :func:`h3pipe.engine.prepare.prepare`.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from h3pipe import faults, storage
 from h3pipe.config.project import Project
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
+from h3pipe.engine.costs import settle_workers
 from h3pipe.engine.executors import Executor, make_executor
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.outlook import Outlook, outlook
@@ -75,15 +76,18 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope,
     ones ``grace_seconds`` to finish, and ends as 'interrupted'."""
     options = options or RunOptions()
     options.check()
-    # Workers take most of a second to start (imports, the compiled kernel): start them
-    # now, so they warm up while the project is validated and the run prepared.
-    guess = options.workers or os.cpu_count() or 1
-    with make_executor(guess) as early:
-        plan = prepare(project, pipeline_id, scope, options)
-        if plan.workers == guess:
-            return execute(plan, project.root, early, reporter or Reporter())
-    with make_executor(plan.workers) as executor:  # a pipeline or project default asked otherwise
-        return execute(plan, project.root, executor, reporter or Reporter())
+    reporter = reporter or Reporter()
+    # Asked for a pool (--workers N): start it now, so it warms up (imports, the compiled
+    # kernel) while the project is validated and the run prepared.
+    asked = options.workers or 1
+    early = make_executor(asked) if asked > 1 else None
+    with early or contextlib.nullcontext():
+        plan = settle_workers(prepare(project, pipeline_id, scope, options), project)
+        if early is not None and early.workers == plan.workers:
+            return execute(plan, project.root, early, reporter)
+    used = {s.operation for s in plan.pipeline.steps}
+    with make_executor(plan.workers, warm=used) as executor:
+        return execute(plan, project.root, executor, reporter)
 
 
 def resume_run(project: Project, run_id: str, *, from_step: str | None = None,

@@ -7,6 +7,8 @@ A new backend (a queue of remote workers) is one new module here with a
 stopping come with the shared loop.
 """
 
+from collections.abc import Iterable
+
 from h3pipe.engine.executors.base import (
     Executor,
     Outcome,
@@ -19,11 +21,12 @@ from h3pipe.engine.executors.local import PoolExecutor
 from h3pipe.engine.executors.sequential import SequentialExecutor
 
 
-def make_executor(workers: int) -> Executor:
-    """In this process for one worker, else on as many worker processes, started now."""
+def make_executor(workers: int, warm: Iterable[str] | None = None) -> Executor:
+    """In this process for one worker, else on as many worker processes, started now;
+    ``warm``: the operations they load before their first batch (default: all)."""
     if workers <= 1:
         return SequentialExecutor()
-    return PoolExecutor(workers)
+    return PoolExecutor(workers, warm)
 
 
 __all__ = ["Executor", "Outcome", "PoolExecutor", "Retry", "SequentialExecutor", "Stopping",
