@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,7 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope,
         if early is not None and early.workers == plan.workers:
             return execute(plan, project.root, early, reporter)
     used = {s.operation for s in plan.pipeline.steps}
-    with make_executor(plan.workers, warm=used) as executor:
-        return execute(plan, project.root, executor, reporter)
+    return execute(plan, project.root, lambda: make_executor(plan.workers, warm=used), reporter)
 
 
 def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
@@ -116,8 +116,11 @@ def recorded_run(project: Project, run_id: str) -> tuple[str, Scope, int]:
     return run["pipeline_id"], resolve_scope(**{given["kind"]: argument}), run["resolution"]
 
 
-def execute(plan: RunPlan, root: Path, executor: Executor, reporter: Reporter) -> RunResult:
-    """Claim the plan's run in its store, run it and publish; or report it done."""
+def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executor],
+            reporter: Reporter) -> RunResult:
+    """Claim the plan's run in its store, run it and publish; or report it done.
+    ``executor`` may be a function that makes one (and this closes it): it is called only
+    once the run is claimed, so a run reported done, or held elsewhere, starts no worker."""
     with storage.open_store(plan.store_location, root) as store:
         log = RunLog(store.catalog)
         row = wait_or_refuse(log, plan.run_id, wait=plan.options.wait, on_wait=reporter.message)
@@ -128,7 +131,8 @@ def execute(plan: RunPlan, root: Path, executor: Executor, reporter: Reporter) -
         if row is not None and not opts.force:
             plan = plan.as_started(json.loads(row["params"]))  # the batches it started with
         _claim(log, plan, row, store)
-        return _Run(plan, store, log, executor, reporter).go(row)
+        with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
+            return _Run(plan, store, log, ex, reporter).go(row)
 
 
 def _claim(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Store) -> None:

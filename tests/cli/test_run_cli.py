@@ -239,6 +239,11 @@ def test_small_work_runs_in_process_unless_workers_are_asked_for(project, cli, m
     assert r.exit_code == 0, r.stderr
     assert "2 worker(s)" in r.stderr and started == [2]
     assert _workers_recorded(project) == [2]  # the same run, forced
+    # Work that would pay for a pool, but the run is done already: no worker starts.
+    monkeypatch.setattr("h3pipe.engine.costs.POOL_START_S", -1.0)
+    r = cli("--project", project, "run", "p", "--bbox", BBOX)
+    assert r.exit_code == 0, r.stderr
+    assert "already completed" in r.stdout and started == [2]
 
 
 def _workers_recorded(project) -> list[int]:
