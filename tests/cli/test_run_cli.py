@@ -218,17 +218,17 @@ def test_runs_show_ranks_the_tiles_by_the_time_spent_reading_them(tmp_path, cli)
 
 
 def test_small_work_runs_in_process_unless_workers_are_asked_for(project, cli, monkeypatch):
-    from h3pipe.engine import executors
+    from h3pipe.engine.executors import local
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     started: list[int] = []
-    real = executors.PoolExecutor
+    real = local.PoolExecutor
 
     def pool(workers, warm=None):
         started.append(workers)
         return real(workers, warm)
 
-    monkeypatch.setattr(executors, "PoolExecutor", pool)
+    monkeypatch.setattr(local, "PoolExecutor", pool)
     # A few dozen cells of a small raster: not worth starting worker processes.
     r = cli("--project", project, "run", "p", "--bbox", BBOX)
     assert r.exit_code == 0, r.stderr
