@@ -171,7 +171,7 @@ class PoolExecutor(TransportExecutor):
         if self._pool is None:
             raise OperationError("the executor is closed")  # a bug of ours
         if len(batches) == 1:  # not worth a trip to a worker and back
-            return InProcess()
+            return InProcess(batches)
         try:
             pickle.dumps(batches[0])
         except Exception as exc:  # a bug of ours, not the user's: say so plainly
