@@ -17,7 +17,9 @@ Resolution = Annotated[int | None, typer.Option("--resolution", "-r",
                                                 help="H3 resolution 0..15.")]
 BatchSize = Annotated[int | None, typer.Option(help="Cells per task (default 500, more when "
                                                     "a run would make over 2,000 tasks).")]
-Workers = Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")]
+Workers = Annotated[int | None, typer.Option(help="Worker processes; 1 computes in this "
+                                              "process (default: CPUs, or this process "
+                                              "when the work is too small to pay for them).")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute even if this exact run "
                                      "already completed.")]
 FromStep = Annotated[str | None, typer.Option(

@@ -1,6 +1,7 @@
 """What runs cost: :func:`estimate` (wall time and peak memory of a planned run on this
-machine) from what earlier runs in the store measured, and what a completed run records
-for that (:func:`step_pixels`, :func:`peak_rss_mb`).
+machine) from what earlier runs in the store measured, what a completed run records
+for that (:func:`step_pixels`, :func:`peak_rss_mb`), and whether a run's work pays for
+starting worker processes (:func:`pays_for_pool`).
 
 Rates are per worker-second, from the tasks' own seconds: pixels per second for steps over
 cells with a raster, rows per second for steps over rows. Without history, conservative
@@ -12,10 +13,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from h3pipe.config.project import Project
 from h3pipe.engine.outlook import Outlook
 from h3pipe.engine.prepare import RunPlan
 
@@ -27,6 +29,11 @@ CELL_SECONDS = 8e-6
 DEFAULT_ROWS_PER_S = 5_000.0  # per worker, a step over rows (features or an earlier step's)
 DEFAULT_OVERHEAD_S = 3.0  # start-up, planning, publication
 DEFAULT_MB = (350.0, 300.0)  # the main process, and each worker
+# What a pool of worker processes adds to a run's wall time over computing in the run's own
+# process: each worker's interpreter and imports (which the run's process has paid already)
+# and the hand-over of batches and results; loading the compiled kernel is paid either way.
+# On 2 cores a worker takes about 0.9 s to be ready, of which the kernel is 0.4 s.
+POOL_START_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,52 @@ def step_pixels(plan: RunPlan, source_pixels: dict[str, int] | None = None
     return out
 
 
+def work_seconds(plan: RunPlan) -> float | None:
+    """Seconds the plan's batches would take on one worker at the default rates (which are
+    conservative: they overestimate the work); None when a step's input is not known until
+    the run reads it (a vector source's features)."""
+    from h3pipe.operations import get_operation
+
+    pixels = step_pixels(plan)
+    rows: dict[str, int] = {}  # step -> rows it gives
+    seconds = 0.0
+    for stage in plan.stages:
+        for sid in stage:
+            step = plan.pipeline.step(sid)
+            if step.input == "cells":
+                n_in = len(plan.cells)
+                seconds += pixels.get(sid, 0) / DEFAULT_PIXELS_PER_S + n_in * CELL_SECONDS
+            elif step.input_step in rows:
+                n_in = rows[step.input_step]
+                seconds += n_in / DEFAULT_ROWS_PER_S
+            else:
+                return None
+            rows[sid] = get_operation(step.operation).estimate_rows(n_in, len(plan.cells))[0]
+    return seconds
+
+
+def settle_workers(plan: RunPlan, project: Project) -> RunPlan:
+    """The plan on one worker, the run's own process, when nobody chose the workers
+    (``--workers``, or ``workers:`` in the pipeline's or the project's defaults) and its
+    work does not pay for starting worker processes (:func:`pays_for_pool`); else as
+    prepared."""
+    chosen = (plan.options.workers or plan.pipeline.defaults.get("workers")
+              or project.settings.get("defaults", {}).get("workers"))
+    if chosen or pays_for_pool(plan, plan.workers):
+        return plan
+    return replace(plan, workers=1, batch_size=plan.max_batch_size)
+
+
+def pays_for_pool(plan: RunPlan, workers: int) -> bool:
+    """Whether ``workers`` worker processes would finish ``plan`` sooner than the run's own
+    process: the time they save on the work must exceed what starting them costs. Work
+    that cannot be estimated before the run is assumed to pay."""
+    if workers <= 1:
+        return False
+    work = work_seconds(plan)
+    return work is None or work * (1 - 1 / workers) > POOL_START_S
+
+
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process plus its live children (the workers), from
     /proc; None where there is no /proc."""
@@ -161,4 +214,5 @@ def _hwm_kb(pid: str) -> int:
     return 0
 
 
-__all__ = ["Estimate", "StepCost", "estimate", "peak_rss_mb", "step_pixels"]
+__all__ = ["POOL_START_S", "Estimate", "StepCost", "estimate", "pays_for_pool", "peak_rss_mb",
+           "settle_workers", "step_pixels", "work_seconds"]

@@ -14,7 +14,7 @@ from typing import Any
 from h3pipe import storage
 from h3pipe.config.project import Project
 from h3pipe.engine.batching import Planner
-from h3pipe.engine.costs import Estimate, estimate
+from h3pipe.engine.costs import Estimate, estimate, settle_workers
 from h3pipe.engine.estimates import SourceFacts, source_facts
 from h3pipe.engine.outlook import Outlook, outlook
 from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
@@ -42,7 +42,7 @@ class PlanReport:
 
 def plan_run(project: Project, pipeline_id: str, scope: Scope,
              options: RunOptions | None = None) -> PlanReport:
-    plan = prepare(project, pipeline_id, scope, options)
+    plan = settle_workers(prepare(project, pipeline_id, scope, options), project)
     planner = Planner.of(plan, None)
     try:
         store = storage.open_store(plan.store_location, project.root, create=False)

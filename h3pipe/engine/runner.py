@@ -8,9 +8,10 @@ the run *is* was decided by :func:`h3pipe.engine.prepare.prepare`.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from h3pipe import faults, storage
 from h3pipe.config.project import Project
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
+from h3pipe.engine.costs import settle_workers
 from h3pipe.engine.executors import Executor, make_executor
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.outlook import Outlook, outlook
@@ -75,15 +77,17 @@ def run_pipeline(project: Project, pipeline_id: str, scope: Scope,
     ones ``grace_seconds`` to finish, and ends as 'interrupted'."""
     options = options or RunOptions()
     options.check()
-    # Workers take most of a second to start (imports, the compiled kernel): start them
-    # now, so they warm up while the project is validated and the run prepared.
-    guess = options.workers or os.cpu_count() or 1
-    with make_executor(guess) as early:
-        plan = prepare(project, pipeline_id, scope, options)
-        if plan.workers == guess:
-            return execute(plan, project.root, early, reporter or Reporter())
-    with make_executor(plan.workers) as executor:  # a pipeline or project default asked otherwise
-        return execute(plan, project.root, executor, reporter or Reporter())
+    reporter = reporter or Reporter()
+    # Asked for a pool (--workers N): start it now, so it warms up (imports, the compiled
+    # kernel) while the project is validated and the run prepared.
+    asked = options.workers or 1
+    early = make_executor(asked) if asked > 1 else None
+    with early or contextlib.nullcontext():
+        plan = settle_workers(prepare(project, pipeline_id, scope, options), project)
+        if early is not None and early.workers == plan.workers:
+            return execute(plan, project.root, early, reporter)
+    used = {s.operation for s in plan.pipeline.steps}
+    return execute(plan, project.root, lambda: make_executor(plan.workers, warm=used), reporter)
 
 
 def resume_run(project: Project, run_id: str, *, from_step: str | None = None,
@@ -112,8 +116,11 @@ def recorded_run(project: Project, run_id: str) -> tuple[str, Scope, int]:
     return run["pipeline_id"], resolve_scope(**{given["kind"]: argument}), run["resolution"]
 
 
-def execute(plan: RunPlan, root: Path, executor: Executor, reporter: Reporter) -> RunResult:
-    """Claim the plan's run in its store, run it and publish; or report it done."""
+def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executor],
+            reporter: Reporter) -> RunResult:
+    """Claim the plan's run in its store, run it and publish; or report it done.
+    ``executor`` may be a function that makes one (and this closes it): it is called only
+    once the run is claimed, so a run reported done, or held elsewhere, starts no worker."""
     with storage.open_store(plan.store_location, root) as store:
         log = RunLog(store.catalog)
         row = wait_or_refuse(log, plan.run_id, wait=plan.options.wait, on_wait=reporter.message)
@@ -124,7 +131,8 @@ def execute(plan: RunPlan, root: Path, executor: Executor, reporter: Reporter) -
         if row is not None and not opts.force:
             plan = plan.as_started(json.loads(row["params"]))  # the batches it started with
         _claim(log, plan, row, store)
-        return _Run(plan, store, log, executor, reporter).go(row)
+        with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
+            return _Run(plan, store, log, ex, reporter).go(row)
 
 
 def _claim(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Store) -> None:

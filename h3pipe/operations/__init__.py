@@ -6,6 +6,8 @@ list it in ``_REGISTRY``; ``tests/operations/test_registry.py`` fails until it i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from h3pipe import faults
 from h3pipe.operations.base import Batch, BatchResult, Operation
 from h3pipe.operations.filter import Filter
@@ -30,10 +32,11 @@ def operation_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def warm_up() -> None:
-    """Load what batches need (libraries, compiled kernels) in a fresh worker process."""
-    for op in _REGISTRY.values():
-        op.warm_up()
+def warm_up(names: Iterable[str] | None = None) -> None:
+    """Load what batches of the operations ``names`` (default: all) need (libraries,
+    compiled kernels) in a fresh worker process."""
+    for name in _REGISTRY if names is None else names:
+        _REGISTRY[name].warm_up()
 
 
 def run_batch(batch: Batch) -> BatchResult:

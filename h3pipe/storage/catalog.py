@@ -1,14 +1,20 @@
 """The run and source catalog, :class:`Catalog`: SQLite in WAL mode for the embedded store,
-or PostgreSQL, through one SQLAlchemy Core interface and the same SQL.
+or PostgreSQL, behind one interface (transactions of statements with named parameters,
+rows as dicts) and the same SQL.
 
-WAL lets ``h3pipe runs list`` in a second terminal read while a run writes. Every write
-is its own short transaction so readers see progress as it happens. Statements use named
-parameters (``:name``), which both databases understand.
+SQLite goes through the standard library's ``sqlite3``; PostgreSQL through SQLAlchemy
+Core (connection URLs, pooling with pre-ping, psycopg). Importing SQLAlchemy costs about
+0.2 s, more than everything an embedded run asks of its catalog, so the embedded store
+does not pay it. WAL lets ``h3pipe runs list`` in a second terminal read while a run
+writes. Every write is its own short transaction so readers see progress as it happens.
+Statements use named parameters (``:name``), which both databases understand.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,14 +62,94 @@ class Tx:
         found = self.rows(sql, params)
         return found[0] if found else None
 
+    def many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        """One statement for each of ``rows``."""
+        from sqlalchemy import text
+
+        self._conn.execute(text(sql), rows)
+
+
+class _SqliteTx(Tx):
+    """A transaction on a ``sqlite3`` connection."""
+
+    _conn: sqlite3.Connection
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        return int(self._conn.execute(sql, params or {}).rowcount)
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        cursor = self._conn.execute(sql, params or {})
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+
+class _Sqlite:
+    """Connections to one SQLite file, kept for reuse (the heartbeat thread writes too,
+    so a connection is used by one transaction at a time, from any thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _take(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        # Autocommit mode: transactions begin where we say, as BEGIN IMMEDIATE for writes.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            _sqlite_connect(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            self._idle.append(conn)
+
+    @contextmanager
+    def transaction(self, *, write: bool, foreign_keys: bool = True) -> Iterator[_SqliteTx]:
+        """One transaction; a writer takes the write lock at BEGIN, so two writers queue
+        rather than deadlock (readers never wait for a writer in WAL mode). Without
+        ``foreign_keys`` the constraint checks are off for it (a pragma that only works
+        outside a transaction)."""
+        conn = self._take()
+        reusable = False
+        try:
+            if not foreign_keys:
+                conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _SqliteTx(conn)
+            except Exception:
+                conn.execute("ROLLBACK")
+                reusable = foreign_keys
+                raise
+            conn.execute("COMMIT")
+            reusable = foreign_keys
+        finally:
+            if reusable:
+                self._give_back(conn)
+            else:  # interrupted, broken, or with its pragmas changed: not for reuse
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
 
 class Catalog:
     """Runs, steps, tasks, items, results and sources, in SQLite or PostgreSQL."""
 
     def __init__(self, url: str, *, create: bool = True, migrate: bool = True) -> None:
-        from sqlalchemy import create_engine, event
-        from sqlalchemy.exc import SQLAlchemyError
-
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         if self.dialect == "sqlite":
@@ -77,40 +163,53 @@ class Catalog:
                 raise ConfigError(f"cannot create the store folder {path.parent}: {exc}",
                                   hint="check 'store:' in h3pipe.yaml, --store or "
                                   "H3PIPE_STORE") from exc
-            self.engine = create_engine(url, connect_args={"timeout": 30})
-            event.listen(self.engine, "connect", _sqlite_connect)
-            # pysqlite opens transactions lazily and upgrades read locks late; a writer takes
-            # the write lock at BEGIN instead, so two writers queue rather than deadlock.
-            # Readers begin plainly: in WAL mode they never wait for a writer.
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql(
-                "BEGIN IMMEDIATE" if conn.get_execution_options().get("h3pipe_write") else
-                "BEGIN"))
+            self.where = str(path)
+            self._sqlite: _Sqlite | None = _Sqlite(path)
+            errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
         else:
+            from sqlalchemy import create_engine, event
+            from sqlalchemy.exc import SQLAlchemyError
+
+            self._sqlite = None
             self.engine = create_engine(_psycopg(url))
             event.listen(self.engine, "connect", _pg_connect)
             event.listen(self.engine, "checkin", _pg_checkin)
             event.listen(self.engine, "checkout", _pg_checkout)
-        self.where = str(path) if self.dialect == "sqlite" else safe_url(url)
+            self.where = safe_url(url)
+            errors = (SQLAlchemyError,)
         try:
-            with self.engine.connect():
-                pass
+            if self._sqlite is not None:
+                with self._sqlite.transaction(write=False):
+                    pass
+            else:
+                with self.engine.connect():
+                    pass
             if migrate:
                 self.migrate()
-        except SQLAlchemyError as exc:
+        except errors as exc:
             raise StoreError(f"cannot open the catalog at {self.where}: {_reason(exc)}",
                              hint="check the store setting and that the database is up"
                              ) from exc
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._sqlite is not None:
+            self._sqlite.close()
+        else:
+            self.engine.dispose()
 
     @contextmanager
     def transaction(self, *, readonly: bool = False) -> Iterator[Tx]:
+        if self._sqlite is not None:
+            try:
+                with self._sqlite.transaction(write=not readonly) as tx:
+                    yield tx
+            except sqlite3.Error as exc:
+                raise StoreError(f"catalog {self.where}: {_reason(exc)}") from exc
+            return
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
             with self.engine.connect() as conn:
-                conn = conn.execution_options(h3pipe_write=not readonly)
                 with conn.begin():
                     yield Tx(conn)
         except SQLAlchemyError as exc:
@@ -122,12 +221,15 @@ class Catalog:
         return sorted(MIGRATIONS_DIR.joinpath(self.dialect).glob("*.sql"))
 
     def applied(self) -> list[str]:
-        from sqlalchemy import inspect
+        if self._sqlite is not None:
+            if not self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                              "name = 'schema_migrations'"):
+                return []
+        else:
+            from sqlalchemy import inspect
 
-        if not inspect(self.engine).has_table("schema_migrations",
-                                              schema="h3pipe" if self.dialect != "sqlite"
-                                              else None):
-            return []
+            if not inspect(self.engine).has_table("schema_migrations", schema="h3pipe"):
+                return []
         return [r["version"] for r in self.query("SELECT version FROM schema_migrations "
                                                  "ORDER BY version")]
 
@@ -171,23 +273,14 @@ class Catalog:
         """A write transaction; on SQLite with foreign keys off, as rebuilding a table (the
         only way to change a constraint there) needs, and as that pragma allows only
         outside a transaction."""
-        if self.dialect != "sqlite":
+        if self._sqlite is None:
             with self.transaction() as tx:
                 yield tx
             return
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
-            with self.engine.connect() as conn:
-                raw = conn.connection.dbapi_connection
-                assert raw is not None
-                raw.execute("PRAGMA foreign_keys=OFF")
-                try:
-                    with conn.execution_options(h3pipe_write=True).begin():
-                        yield Tx(conn)
-                finally:
-                    raw.execute("PRAGMA foreign_keys=ON")
-        except SQLAlchemyError as exc:
+            with self._sqlite.transaction(write=True, foreign_keys=False) as tx:
+                yield tx
+        except sqlite3.Error as exc:
             raise StoreError(f"catalog {self.where}: {_reason(exc)}") from exc
 
     # -- rows -----------------------------------------------------------------------------------
@@ -204,10 +297,8 @@ class Catalog:
         sql = (f"INSERT INTO {table} ({', '.join(cols)}) "
                f"VALUES ({', '.join(':' + c for c in cols)})"
                + (" ON CONFLICT DO NOTHING" if keep_existing else ""))
-        from sqlalchemy import text
-
         with self.transaction() as tx:
-            tx._conn.execute(text(sql), rows)
+            tx.many(sql, rows)
 
     def update(self, table: str, key: dict[str, Any], **values: Any) -> None:
         sets = ", ".join(f"{k} = :v_{k}" for k in values)
@@ -274,12 +365,10 @@ def result_columns(entries: list[dict[str, Any]]) -> list[str]:
     return columns
 
 
-def _sqlite_connect(dbapi_conn: Any, record: Any) -> None:
-    import sqlite3
+def _sqlite_connect(conn: sqlite3.Connection) -> None:
     import time
 
-    dbapi_conn.isolation_level = None  # let the 'begin' event issue BEGIN IMMEDIATE
-    cur = dbapi_conn.cursor()
+    cur = conn.cursor()
     # Switching a new database to WAL needs it to ourselves, and SQLite does not wait for
     # that: two runs started together on a fresh store must take turns here.
     for attempt in range(200):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -55,3 +56,66 @@ def test_history_gives_the_pixel_rate_overhead_and_memory(plan):
     assert est.seconds == pytest.approx(work / 2 + overhead)
     assert est.peak_rss_mb == 900.0
     assert est.basis == "from 1 earlier run(s) in this store"
+
+
+# -- whether a run starts worker processes ----------------------------------------------------
+
+def _prepared(tmp_path: Path, monkeypatch, *, settings: str | None = None,
+              pipeline_workers: int | None = None, workers: int | None = None):
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # nobody chose: the CPUs would be used
+    write_raster(tmp_path / "r.tif", np.ones((100, 100), dtype="float32"), west=29.0,
+                 north=-2.0, res=0.001)
+    text = zonal_pipeline("p", "s", ["mean"], resolution=8)
+    if pipeline_workers is not None:
+        text = text.replace("batch_size: 50}", f"batch_size: 50, workers: {pipeline_workers}}}")
+    project = Project(write_project(
+        tmp_path / "p", sources={"s": raster_source("s", str(tmp_path / "r.tif"))},
+        pipelines={"p": text}, settings=settings))
+    plan = prepare(project, "p", resolve_scope(bbox="29.0,-2.1,29.1,-2.0"),
+                   RunOptions(workers=workers))
+    return plan, project
+
+
+def test_small_work_runs_in_process_with_the_largest_batches(tmp_path, monkeypatch):
+    plan, project = _prepared(tmp_path, monkeypatch)
+    assert plan.workers == 4 and plan.batch_size < 50  # as prepared: split for 4 workers
+    # 10,000 pixels and a few dozen cells at the default rates: milliseconds of work, far
+    # less than 4 workers would save over their start.
+    work = 10_000 / costs.DEFAULT_PIXELS_PER_S + len(plan.cells) * costs.CELL_SECONDS
+    assert costs.work_seconds(plan) == pytest.approx(work)
+    assert not costs.pays_for_pool(plan, 4)
+    settled = costs.settle_workers(plan, project)
+    assert (settled.workers, settled.batch_size) == (1, 50)
+    assert settled.run_id == plan.run_id and settled.cells == plan.cells
+
+
+def test_work_that_saves_more_than_the_pool_costs_gets_the_pool(tmp_path, monkeypatch):
+    plan, project = _prepared(tmp_path, monkeypatch)
+    work = costs.work_seconds(plan)
+    assert work is not None
+    # 4 workers save three quarters of the work: it pays once that exceeds their start.
+    monkeypatch.setattr(costs, "POOL_START_S", work * 0.75 * 0.99)
+    assert costs.pays_for_pool(plan, 4)
+    assert costs.settle_workers(plan, project) == plan
+    monkeypatch.setattr(costs, "POOL_START_S", work * 0.75 * 1.01)
+    assert not costs.pays_for_pool(plan, 4)
+
+
+@pytest.mark.parametrize("chosen", ["option", "pipeline", "project"])
+def test_workers_someone_chose_are_kept_however_small_the_work(tmp_path, monkeypatch, chosen):
+    plan, project = _prepared(
+        tmp_path, monkeypatch, workers=2 if chosen == "option" else None,
+        pipeline_workers=2 if chosen == "pipeline" else None,
+        settings="defaults: {workers: 2}\n" if chosen == "project" else None)
+    assert plan.workers == 2
+    assert costs.settle_workers(plan, project) == plan
+
+
+def test_work_unknown_before_the_run_gets_the_pool(tmp_path, monkeypatch):
+    plan, project = _prepared(tmp_path, monkeypatch)
+    # A step over a vector source's features: how many is known only when they are read.
+    features = dataclasses.replace(plan.pipeline.steps[0], input="buildings", source=None)
+    pipeline = dataclasses.replace(plan.pipeline, steps=(features,))
+    plan = dataclasses.replace(plan, pipeline=pipeline)
+    assert costs.work_seconds(plan) is None
+    assert costs.pays_for_pool(plan, 4)

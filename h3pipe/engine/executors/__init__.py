@@ -7,6 +7,9 @@ A new backend (a queue of remote workers) is one new module here with a
 stopping come with the shared loop.
 """
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 from h3pipe.engine.executors.base import (
     Executor,
     Outcome,
@@ -15,15 +18,30 @@ from h3pipe.engine.executors.base import (
     Transport,
     TransportExecutor,
 )
-from h3pipe.engine.executors.local import PoolExecutor
 from h3pipe.engine.executors.sequential import SequentialExecutor
 
+if TYPE_CHECKING:
+    from h3pipe.engine.executors.local import PoolExecutor
 
-def make_executor(workers: int) -> Executor:
-    """In this process for one worker, else on as many worker processes, started now."""
+
+def make_executor(workers: int, warm: Iterable[str] | None = None) -> Executor:
+    """In this process for one worker, else on as many worker processes, started now;
+    ``warm``: the operations they load before their first batch (default: all)."""
     if workers <= 1:
         return SequentialExecutor()
-    return PoolExecutor(workers)
+    from h3pipe.engine.executors import local
+
+    return local.PoolExecutor(workers, warm)
+
+
+def __getattr__(name: str) -> Any:
+    # The pool's module (and multiprocessing with it) is imported only by a run that
+    # starts workers.
+    if name == "PoolExecutor":
+        from h3pipe.engine.executors.local import PoolExecutor
+
+        return PoolExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Executor", "Outcome", "PoolExecutor", "Retry", "SequentialExecutor", "Stopping",

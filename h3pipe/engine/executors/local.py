@@ -19,7 +19,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 
@@ -41,9 +41,10 @@ _DEPTH = 2
 _WATCH_SECONDS = 0.5
 
 
-def _worker(worker: int, tasks: Queue[Batch], results: Queue[bytes], parent: int) -> None:
-    """A worker process: warm up, then compute batches until killed (by the executor's
-    close, or by itself when its parent is gone)."""
+def _worker(worker: int, tasks: Queue[Batch], results: Queue[bytes], parent: int,
+            warm: tuple[str, ...] | None = None) -> None:
+    """A worker process: warm up (the operations ``warm``, default all), then compute
+    batches until killed (by the executor's close, or by itself when its parent is gone)."""
     # Ctrl-C, and a SIGTERM sent to the whole process group, reach the workers too; the
     # parent decides (it may let running batches finish) and ends the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -55,7 +56,7 @@ def _worker(worker: int, tasks: Queue[Batch], results: Queue[bytes], parent: int
     threading.Thread(target=_watch_parent, args=(parent,), name="h3pipe-watchdog",
                      daemon=True).start()
     try:
-        warm_up()
+        warm_up(warm)
     except Exception:  # noqa: S110 - a failing warm-up shows again, with context, on a batch
         pass
     while True:
@@ -88,7 +89,7 @@ class ProcessPool:
 
     depth = _DEPTH
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, warm: Iterable[str] | None = None) -> None:
         # spawn, not fork: GDAL and DuckDB keep threads and caches that do not survive
         # fork. A queue per worker lets the loop choose who gets which batch.
         ctx = multiprocessing.get_context("spawn")
@@ -97,7 +98,8 @@ class ProcessPool:
         self._tasks: list[Queue[Batch]] = [ctx.Queue() for _ in range(workers)]
         self._procs: list[BaseProcess] = []
         for w in range(workers):
-            p = ctx.Process(target=_worker, args=(w, self._tasks[w], self._results, os.getpid()),
+            p = ctx.Process(target=_worker, args=(w, self._tasks[w], self._results, os.getpid(),
+                                                  None if warm is None else tuple(warm)),
                             name=f"h3pipe-worker-{w}", daemon=True)
             p.start()
             self._procs.append(p)
@@ -153,11 +155,12 @@ class ProcessPool:
 
 
 class PoolExecutor(TransportExecutor):
-    """Batches on ``workers`` processes of this machine, started now."""
+    """Batches on ``workers`` processes of this machine, started now; they load the
+    operations ``warm`` (default: all) before their first batch."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, warm: Iterable[str] | None = None) -> None:
         self.workers = max(1, workers)
-        self._pool: ProcessPool | None = ProcessPool(self.workers)
+        self._pool: ProcessPool | None = ProcessPool(self.workers, warm)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -168,7 +171,7 @@ class PoolExecutor(TransportExecutor):
         if self._pool is None:
             raise OperationError("the executor is closed")  # a bug of ours
         if len(batches) == 1:  # not worth a trip to a worker and back
-            return InProcess()
+            return InProcess(batches)
         try:
             pickle.dumps(batches[0])
         except Exception as exc:  # a bug of ours, not the user's: say so plainly

@@ -14,19 +14,27 @@ from h3pipe.engine.executors.base import (
     compute,
     key_of,
 )
-from h3pipe.operations import Batch
+from h3pipe.operations import Batch, warm_up
 
 
 class InProcess:
     """A transport whose one worker is the calling process. A batch runs when its result
     is polled for, so the loop sees a stop request between batches; within one, only the
-    grace timer can end it."""
+    grace timer can end it.
+
+    The operations of ``batches`` are warmed up first, as a worker does before its first
+    batch, so that a task's seconds are its own work (what ``plan`` estimates rates from),
+    not the libraries' and the compiled kernel's loading."""
 
     slots = 1
     depth = 1
 
-    def __init__(self) -> None:
+    def __init__(self, batches: Sequence[Batch] = ()) -> None:
         self._pending: Batch | None = None
+        try:
+            warm_up({b.operation for b in batches})
+        except Exception:  # noqa: S110 - a failing warm-up shows again, with context, on a batch
+            pass
 
     def submit(self, worker: int, batch: Batch) -> None:
         self._pending = batch
@@ -53,4 +61,4 @@ class SequentialExecutor(TransportExecutor):
     workers = 1
 
     def transport(self, batches: Sequence[Batch]) -> Transport:
-        return InProcess()
+        return InProcess(batches)

@@ -4,6 +4,7 @@ dead workers; then the in-process executor, which is that loop over this process
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import pyarrow as pa
@@ -196,3 +197,25 @@ def test_retry_waits_double_with_up_to_half_again_of_jitter(attempt, low):
     delays = [Retry(retries=3, backoff=0.4).delay(attempt) for _ in range(200)]
     assert low <= min(delays) and max(delays) <= low * 1.5
     assert max(delays) - min(delays) > 0  # jittered
+
+
+def test_in_process_the_operations_warm_up_before_the_first_batch_and_off_its_clock(
+        monkeypatch):
+    import h3pipe.engine.executors.base as base
+    import h3pipe.engine.executors.sequential as sequential
+
+    events: list[str] = []
+    monkeypatch.setattr(sequential, "warm_up", lambda names: (
+        events.append(f"warm {sorted(names)}"), time.sleep(0.3)))
+
+    def run_batch(batch: Batch) -> BatchResult:
+        events.append(f"batch {batch.number}")
+        return BatchResult(pa.table({"n": [batch.number]}))
+
+    monkeypatch.setattr(base, "run_batch", run_batch)
+    with make_executor(1) as ex:
+        out = list(ex.run([*_cells(1), *_rows([3])]))
+    # Once per stage, for the operations its batches run, as a worker does at its start:
+    # the load is not counted in any task's seconds (what plan's rates are made of).
+    assert events == ["warm ['h3_assign', 'zonal_stats']", "batch 0", "batch 0"]
+    assert all(o.seconds < 0.3 for o in out)
