@@ -7,6 +7,7 @@ predecessor computed each tile separately and kept whichever answer came first.
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from h3pipe.errors import RemoteReadError, SourceError
+from h3pipe.sources import remote
 
 # GDAL would otherwise list remote "folders" looking for sidecar files on every open.
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
@@ -148,7 +150,6 @@ def expand_location(location: str, base_dir: Path, source_id: str | None = None,
 def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int = 1,
                     nodata: float | None = None, nodata_override: bool = False) -> RasterInfo:
     """Open every file of a source once, check they share one grid, and describe it."""
-    import rasterio
     from rasterio.errors import RasterioError
 
     paths = expand_location(location, base_dir, source_id)
@@ -156,14 +157,9 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
     tiles: list[TileInfo] = []
     for p in paths:
         try:
-            with rasterio.open(p) as ds:
-                meta = {
-                    "crs": ds.crs, "transform": ds.transform, "count": ds.count,
-                    "dtype": ds.dtypes[min(band, ds.count) - 1], "width": ds.width,
-                    "height": ds.height,
-                    # Each band of a VRT may declare its own nodata value.
-                    "nodata": ds.nodatavals[band - 1] if band <= ds.count else None,
-                }
+            meta = remote.retrying(
+                functools.partial(_header, p, band), href=p, who=f"source '{source_id}'",
+                action="open", errors=(RasterioError,), reason=gdal_reason)
         except RasterioError as exc:
             raise SourceError(f"source '{source_id}': cannot open raster '{p}': "
                               f"{gdal_reason(exc)}",
@@ -199,6 +195,19 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
         nodata=nodata if nodata_override else first["nodata"],
         nodata_override=nodata_override, tiles=tuple(tiles),
     )
+
+
+def _header(path: str, band: int) -> dict[str, Any]:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return {
+            "crs": ds.crs, "transform": ds.transform, "count": ds.count,
+            "dtype": ds.dtypes[min(band, ds.count) - 1], "width": ds.width,
+            "height": ds.height,
+            # Each band of a VRT may declare its own nodata value.
+            "nodata": ds.nodatavals[band - 1] if band <= ds.count else None,
+        }
 
 
 def _check_same_grid(source_id: str, p0: str, m0: dict[str, Any], p: str,
@@ -259,6 +268,10 @@ class _OpenTiles:
         if entry is not None:
             entry[1].close()
 
+    def close_all(self) -> None:
+        while self._open:
+            self._open.popitem()[1][1].close()
+
 
 _TILES = _OpenTiles()
 # Seconds this process spent opening, reading and decoding each tile since the last
@@ -297,26 +310,29 @@ class MosaicReader:
         from rasterio.errors import RasterioError
 
         info = self.info
-        for attempt in (1, 2):
-            start = time.perf_counter()
-            try:
-                ds = _TILES.get(t.path, info.signer)
-                _check_placement(info, t, ds)
-                return ds, ds.read(info.band, window=window)
-            except RasterioError as exc:
-                _TILES.forget(t.path)
-                # A signed URL may have expired while the tile stayed open: sign anew once.
-                if attempt == 1 and info.signer != "none":
-                    continue
-                remote = gdal_path(t.path).startswith("/vsi")
-                cls = RemoteReadError if remote else SourceError
-                raise cls(f"source '{info.source_id}': cannot read '{t.path}': "
-                          f"{gdal_reason(exc)}",
-                          hint="the file may be corrupt, truncated or unreachable") from exc
-            finally:
-                TILE_SECONDS[t.path] = (TILE_SECONDS.get(t.path, 0.0)
-                                        + time.perf_counter() - start)
-        raise AssertionError("unreachable")
+
+        def attempt() -> tuple[Any, np.ndarray]:
+            ds = _TILES.get(t.path, info.signer)
+            _check_placement(info, t, ds)
+            return ds, ds.read(info.band, window=window)
+
+        start = time.perf_counter()
+        try:
+            # A remote tile is opened anew, and so signed anew, on each attempt: a signed
+            # URL may have expired while the tile stayed open.
+            return remote.retrying(
+                attempt, href=t.path, who=f"source '{info.source_id}'", action="read",
+                errors=(RasterioError,), reason=gdal_reason,
+                url=lambda: gdal_path(sign(t.path, info.signer)),
+                forget=lambda: _TILES.forget(t.path))
+        except RasterioError as exc:
+            _TILES.forget(t.path)
+            cls = RemoteReadError if gdal_path(t.path).startswith("/vsi") else SourceError
+            raise cls(f"source '{info.source_id}': cannot read '{t.path}': "
+                      f"{gdal_reason(exc)}",
+                      hint="the file may be corrupt, truncated or unreachable") from exc
+        finally:
+            TILE_SECONDS[t.path] = TILE_SECONDS.get(t.path, 0.0) + time.perf_counter() - start
 
     def read(self, bounds: tuple[float, float, float, float]
              ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
