@@ -9,6 +9,7 @@ and HEAD, over HTTP/1.1 keep-alive as cloud storage does, and can be made slow o
 * ``fail_share`` of GETs (drawn from ``random.Random(seed)``, so a run is repeatable) answered
   with ``fail_status`` (503, 429, 500...) or, with ``fail_status="reset"``, a connection closed
   without an answer;
+* ``fail_match``: only GETs of paths matching this pattern are spoiled (``"*.tif"``);
 * ``fail_from``: only GETs whose range starts at or past this byte are spoiled (0: all), so a
   file's header reads well and its blocks do not;
 * ``stop()``: the server is down and its port refuses connections.
@@ -22,6 +23,7 @@ which prints its base URL on the first line and its counters as JSON on SIGTERM 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import http.server
 import json
 import os
@@ -76,13 +78,15 @@ class TileServer:
 
     def __init__(self, root: str | os.PathLike[str], *, latency: float = 0.0,
                  bandwidth: float | None = None, fail_share: float = 0.0,
-                 fail_status: int | str = 503, fail_from: int = 0, seed: int = 0,
+                 fail_status: int | str = 503, fail_match: str = "*", fail_from: int = 0,
+                 seed: int = 0,
                  port: int = 0) -> None:
         self.root = Path(root)
         self.latency = latency
         self.fail_share = fail_share
         self.fail_status = fail_status
         self.fail_from = fail_from
+        self.fail_match = fail_match
         self.stats = Stats()
         self._pace = _Pace(bandwidth)
         self._rng = random.Random(seed)
@@ -149,9 +153,10 @@ class TileServer:
             for key, value in deltas.items():
                 setattr(self.stats, key, getattr(self.stats, key) + value)
 
-    def _spoil(self, start: int) -> bool:
+    def _spoil(self, path: str, start: int) -> bool:
         with self._lock:
             return (self.fail_share > 0 and start >= self.fail_from
+                    and fnmatch.fnmatch(path, self.fail_match)
                     and self._rng.random() < self.fail_share)
 
 
@@ -202,7 +207,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self._file()
         size = path.stat().st_size if path is not None else 0
         ranges = _parse_ranges(self.headers.get("Range"), size)
-        if owner._spoil(ranges[0][0] if ranges else 0):
+        if owner._spoil(self.path.split("?", 1)[0], ranges[0][0] if ranges else 0):
             owner._count(failures=1)
             if owner.fail_status == "reset":
                 # No answer at all: the client sees the connection reset or closed.
