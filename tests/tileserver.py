@@ -48,9 +48,30 @@ class Stats:
     ranges: int = 0  # byte ranges asked for (a multi-range GET counts each)
     failures: int = 0  # answers spoiled on purpose
     bytes_sent: int = 0  # body bytes of successful answers
+    duplicate_bytes: int = 0  # bytes sent before, of the same file (only with keep_log)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def _overlap(seen: list[tuple[int, int]], start: int, end: int) -> int:
+    """Bytes of [start, end] already in ``seen`` (inclusive ranges, possibly overlapping)."""
+    covered = 0
+    for a, b in _union(seen):
+        lo, hi = max(a, start), min(b, end)
+        if lo <= hi:
+            covered += hi - lo + 1
+    return covered
+
+
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 class _Pace:
@@ -79,14 +100,15 @@ class TileServer:
     def __init__(self, root: str | os.PathLike[str], *, latency: float = 0.0,
                  bandwidth: float | None = None, fail_share: float = 0.0,
                  fail_status: int | str = 503, fail_match: str = "*", fail_from: int = 0,
-                 seed: int = 0,
-                 port: int = 0) -> None:
+                 seed: int = 0, port: int = 0, keep_log: bool = False) -> None:
         self.root = Path(root)
         self.latency = latency
         self.fail_share = fail_share
         self.fail_status = fail_status
         self.fail_from = fail_from
         self.fail_match = fail_match
+        # (path, start, end) of every range served, when asked: what a reader fetched twice.
+        self.log: list[tuple[str, int, int]] | None = [] if keep_log else None
         self.stats = Stats()
         self._pace = _Pace(bandwidth)
         self._rng = random.Random(seed)
@@ -144,7 +166,17 @@ class TileServer:
     def reset_stats(self) -> Stats:
         with self._lock:
             old, self.stats = self.stats, Stats()
+            if self.log is not None:
+                self.log = []
         return old
+
+    def _served(self, name: str, ranges: list[tuple[int, int]]) -> None:
+        if self.log is None:
+            return
+        with self._lock:
+            seen = [(a, b) for n, a, b in self.log if n == name]
+            self.stats.duplicate_bytes += sum(_overlap(seen, a, b) for a, b in ranges)
+            self.log.extend((name, a, b) for a, b in ranges)
 
     # -- what handlers ask --------------------------------------------------------------------
 
@@ -258,6 +290,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
         owner._count(bytes_sent=len(body))
+        owner._served(path.name, ranges)
 
 
 def _parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:

@@ -158,6 +158,7 @@ class ZonalStats(Operation):
         # than the cells themselves.
         extract = _moments_group if set(stats) <= set(MOMENT_STATS) else _extract_group
         with MosaicReader(info) as reader:
+            reader.prefetch([_envelope([rings[i] for i in idx]) for idx in groups])
             for idx in groups:
                 extract(reader, batch, [rings[i] for i in idx], np.asarray(idx), stats, columns)
         arrays = {"h3_index": pa.array(batch.cells, pa.string())}
@@ -324,6 +325,11 @@ def _clean(value: Any, stat: str, empty: bool) -> Any:
     if isinstance(value, float | np.floating) and math.isnan(value):
         return None
     return int(value) if stat == "variety" else float(value)
+
+
+def _envelope(rings: list[Ring]) -> tuple[float, float, float, float]:
+    xy = np.array([p for ring in rings for p in ring], dtype=np.float64)
+    return (xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max())
 
 
 def _groups(rings: list[list[tuple[float, float]]], size: float = 0.25) -> list[list[int]]:

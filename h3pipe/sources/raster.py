@@ -21,6 +21,7 @@ import numpy as np
 
 from h3pipe.errors import RemoteReadError, SourceError
 from h3pipe.sources import remote
+from h3pipe.sources.fetch import FetchAhead, wait
 
 # GDAL would otherwise list remote "folders" looking for sidecar files on every open.
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
@@ -97,6 +98,12 @@ class RasterInfo:
     @property
     def value_dtype(self) -> np.dtype[Any]:
         return np.dtype("float32" if self.dtype in _FLOAT32_SAFE else "float64")
+
+
+def _in_tile(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> tuple[int, int, int, int]:
+    """The part of a grid window inside tile ``t``, in the tile's own pixels."""
+    return (max(c0, t.col_off) - t.col_off, max(r0, t.row_off) - t.row_off,
+            min(c1, t.col_off + t.width) - t.col_off, min(r1, t.row_off + t.height) - t.row_off)
 
 
 def _overlaps(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> bool:
@@ -277,6 +284,14 @@ _TILES = _OpenTiles()
 # Seconds this process spent opening, reading and decoding each tile since the last
 # reset: what 'runs show' ranks the slowest tiles by (see operations.run_batch).
 TILE_SECONDS: dict[str, float] = {}
+_FETCH = FetchAhead()
+
+
+def close_tiles() -> None:
+    """Close every tile this process keeps open and forget what was fetched ahead (a test
+    that wants the next read to go to the server again)."""
+    _TILES.close_all()
+    _FETCH.forget()
 
 
 def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
@@ -300,6 +315,33 @@ class MosaicReader:
     def __init__(self, info: RasterInfo) -> None:
         self.info = info
 
+    def prefetch(self, windows: list[tuple[float, float, float, float]]) -> None:
+        """Start fetching the blocks of remote tiles that reads of ``windows`` (bounds, as
+        :meth:`read` takes them) will need, all at once, so that a batch's reads wait for
+        the network once rather than once per window. Local tiles are left alone."""
+        from rasterio.errors import RasterioError
+
+        info = self.info
+        wanted: dict[TileInfo, list[tuple[int, int, int, int]]] = {}
+        for bounds in windows:
+            c0, r0, c1, r1 = info.pixel_window(bounds)
+            for t in info.tiles:
+                if remote.is_http(t.path) and _overlaps(t, c0, r0, c1, r1):
+                    wanted.setdefault(t, []).append(_in_tile(t, c0, r0, c1, r1))
+        for t, parts in wanted.items():
+            try:
+                ds = _TILES.get(t.path, info.signer)
+            except RasterioError:
+                continue  # the read will say why, after its retries
+            ranges = []
+            for a0, b0, a1, b1 in parts:
+                found = _FETCH.block_ranges(ds, info.band, a0, b0, a1, b1)
+                if found is None:
+                    break
+                ranges += found
+            else:
+                _FETCH.fetch(ds.name, ranges)
+
     def __enter__(self) -> MosaicReader:
         return self
 
@@ -314,7 +356,17 @@ class MosaicReader:
         def attempt() -> tuple[Any, np.ndarray]:
             ds = _TILES.get(t.path, info.signer)
             _check_placement(info, t, ds)
-            return ds, ds.read(info.band, window=window)
+            if not remote.is_http(t.path):
+                return ds, ds.read(info.band, window=window)
+            ranges = _FETCH.block_ranges(
+                ds, info.band, int(window.col_off), int(window.row_off),
+                int(window.col_off + window.width), int(window.row_off + window.height))
+            if ranges is None:  # not a tiled GeoTIFF: GDAL fetches as it reads
+                return ds, ds.read(info.band, window=window)
+            # This window's blocks, fetched ahead or now, all ranges at once.
+            wait(_FETCH.fetch(ds.name, ranges))
+            with _FETCH.from_cache():
+                return ds, ds.read(info.band, window=window)
 
         start = time.perf_counter()
         try:

@@ -46,7 +46,7 @@ def served(tmp_path):
 def _forget_remote(server):
     """Runs in this process keep tiles open and GDAL keeps their bytes: drop both, so that
     each run reads over HTTP again."""
-    raster._TILES.close_all()
+    raster.close_tiles()
     remote.clear_gdal_cache(f"/vsicurl/{server.url}")
 
 

@@ -55,7 +55,7 @@ def _catalog(root, url):
 
 
 def _forget(server):
-    raster._TILES.close_all()
+    raster.close_tiles()
     remote.clear_gdal_cache(f"/vsicurl/{server.url}")
 
 
