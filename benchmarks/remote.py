@@ -85,6 +85,12 @@ def main() -> int:
     ap.add_argument("--resolution", "-r", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-exactextract", action="store_true")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another tree holding an h3pipe/ package (e.g. `git archive` of an "
+                    "older commit): its remote runs are timed in the same rounds")
+    ap.add_argument("--flaky", type=int, default=0, metavar="N",
+                    help="then N runs with 10%% and N with 25%% of GETs answering 503, each "
+                    "checked against the local result")
     args = ap.parse_args()
 
     data = HERE / "data" / "cop-dem-glo-30"
@@ -117,7 +123,16 @@ def main() -> int:
         subprocess.run([*h3pipe, "--project", str(proj), "run", "bench", "--bbox", scope,
                         "-r", "6"], check=True, capture_output=True, env=env)
 
-    runs: dict[str, list[dict[str, Any]]] = {"local": [], **{n: [] for n in servers},
+    variants = {name: (projects[name], env) for name in servers}
+    if args.baseline is not None:
+        base_env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+        for name, server in servers.items():
+            proj = stac_project(work / f"baseline-{name}", tiles, server,
+                                local_proj / "pipelines")
+            subprocess.run([*h3pipe, "--project", str(proj), "run", "bench", "--bbox", scope,
+                            "-r", "6"], check=True, capture_output=True, env=base_env)
+            variants[f"baseline {name}"] = (proj, base_env)
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], **{n: [] for n in variants},
                                              "exactextract": []}
     tile_list = work / "tiles.txt"
     tile_list.write_text("\n".join(f"/vsicurl/{servers['latency'].url_of(Path(t).name)}"
@@ -127,10 +142,11 @@ def main() -> int:
                            scope, "-r", res, "--force"], env=env)
         runs["local"].append(m)
         print(f"  [{i}] local         {m['wall_s']:6.2f} s", flush=True)
-        for name, server in servers.items():
+        for name, (proj, variant_env) in variants.items():
+            server = servers[name.removeprefix("baseline ")]
             server.reset_stats()
-            m = bench.measure([*h3pipe, "--project", str(projects[name]), "run", "bench",
-                               "--bbox", scope, "-r", res, "--force"], env=env)
+            m = bench.measure([*h3pipe, "--project", str(proj), "run", "bench",
+                               "--bbox", scope, "-r", res, "--force"], env=variant_env)
             m |= server.stats.as_dict()
             runs[name].append(m)
             print(f"  [{i}] {name:13s} {m['wall_s']:6.2f} s  {m['requests']} requests  "
@@ -147,10 +163,14 @@ def main() -> int:
             runs["exactextract"].append(m)
             print(f"  [{i}] exactextract  {m['wall_s']:6.2f} s  {m['requests']} requests  "
                   f"{m['bytes_sent'] / 1e6:.1f} MB", flush=True)
+    identical = same_results(work, h3pipe, env, local_proj, projects, res)
+    flaky = {}
+    if args.flaky:
+        flaky = flaky_runs(work, h3pipe, env, local_proj, projects["latency"],
+                           servers["latency"], res, scope, args.flaky)
     for server in servers.values():
         server.stop()
 
-    identical = same_results(work, h3pipe, env, local_proj, projects, res)
     summary = {name: _median(rs) for name, rs in runs.items() if rs}
     local_s = summary["local"]["wall_s"]
     targets: dict[str, Any] = {}
@@ -170,16 +190,53 @@ def main() -> int:
                "bbox": bench.BBOX, "tiles": len(tiles), "latency_s": LATENCY,
                "bandwidth_bytes_per_s": BANDWIDTH, "blocks_in_scope": in_scope,
                "repeats": args.repeats, "median": summary, "runs": runs, "targets": targets,
-               "results_identical_to_local": identical}
+               "results_identical_to_local": identical, "flaky": flaky}
     out = HERE / "results" / "remote.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({"median_wall_s": {k: round(v["wall_s"], 2) for k, v in summary.items()},
-                      "targets": targets, "identical": identical}, indent=2))
+                      "targets": targets, "identical": identical, "flaky": flaky}, indent=2))
     return 0 if identical else 1
 
 
 def _median(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: round(statistics.median(r[k] for r in rs), 3) for k in rs[0]}
+
+
+def flaky_runs(work: Path, h3pipe: list[str], env: dict[str, str], local: Path, proj: Path,
+               server: TileServer, res: str, scope: str, n: int) -> dict[str, Any]:
+    """Runs over the server failing 10% and 25% of its GETs with 503, seeds 0..n-1: how many
+    complete, and with the local run's numbers."""
+    import pyarrow.parquet as pq
+
+    def rows(project: Path, name: str) -> list[dict[str, Any]]:
+        out = work / f"{name}.parquet"
+        subprocess.run([*h3pipe, "--project", str(project), "export", "bench", "-r", res,
+                        "-o", str(out)], check=True, capture_output=True, env=env)
+        return pq.read_table(out).sort_by("h3_index").to_pylist()
+
+    ref = rows(local, "local-flaky")
+    out: dict[str, Any] = {}
+    for share in (0.10, 0.25):
+        done = same = spoiled = 0
+        errors = []
+        for seed in range(n):
+            server.fail_share = share
+            server.reseed(seed)
+            server.reset_stats()
+            r = subprocess.run([*h3pipe, "--project", str(proj), "run", "bench", "--bbox",
+                                scope, "-r", res, "--force"], capture_output=True, text=True,
+                               env=env)
+            server.fail_share = 0.0
+            spoiled += server.stats.failures
+            if r.returncode == 0:
+                done += 1
+                same += rows(proj, f"flaky-{share}-{seed}") == ref
+            else:
+                errors.append(r.stderr.strip().splitlines()[-1][:300])
+            print(f"  flaky {share:.0%} seed {seed}: exit {r.returncode}", flush=True)
+        out[f"{share:.0%}"] = {"runs": n, "completed": done, "identical": same,
+                               "spoiled_gets": spoiled, "errors": errors}
+    return out
 
 
 def same_results(work: Path, h3pipe: list[str], env: dict[str, str], local: Path,

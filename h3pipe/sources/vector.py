@@ -53,6 +53,11 @@ def vector_info(source_id: str, location: str, base_dir: Path, *, layer: str | N
                 attributes: tuple[str, ...] = ()) -> VectorInfo:
     """Resolve a vector source's location; a missing file is an error naming it."""
     if table is None and remote.is_http(location):
+        if location.lower().split("?")[0].endswith((".parquet", ".geoparquet")):
+            raise SourceError(f"source '{source_id}': GeoParquet is read from local files "
+                              f"only, not '{location}'",
+                              hint="download it, or serve the layer as FlatGeobuf or "
+                              "GeoPackage, which are read over HTTP")
         location = gdal_path(location)  # read over /vsicurl/, retried (see _read_ogr)
     elif table is None:
         path = Path(location)
