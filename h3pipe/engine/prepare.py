@@ -279,7 +279,8 @@ def _named_by(source: SourceSpec) -> Iterator[None]:
     try:
         yield
     except SourceError as exc:
-        raise SourceError(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
+        # The same class: a remote read that failed for now (exit 1) stays one.
+        raise type(exc)(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
 
 
 __all__ = ["RunOptions", "RunPlan", "UsedItem", "balanced_batch_size", "prepare",

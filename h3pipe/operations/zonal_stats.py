@@ -156,6 +156,7 @@ class ZonalStats(Operation):
         # than the cells themselves.
         extract = _moments_group if set(stats) <= set(MOMENT_STATS) else _extract_group
         with MosaicReader(info) as reader:
+            reader.prefetch([_envelope(_take_rings(xy, starts, idx)[0]) for idx in groups])
             for idx in groups:
                 ring_xy, lengths = _take_rings(xy, starts, idx)
                 extract(reader, batch, ring_xy, lengths, idx, stats, columns)
@@ -335,6 +336,10 @@ def _groups(xy: np.ndarray, starts: np.ndarray, size: float = 0.25) -> list[np.n
     order = np.argsort(inverse, kind="stable")
     cuts = np.flatnonzero(np.diff(inverse[order])) + 1
     return np.split(order, cuts)
+
+
+def _envelope(xy: np.ndarray) -> tuple[float, float, float, float]:
+    return (xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max())
 
 
 def _take_rings(xy: np.ndarray, starts: np.ndarray, idx: np.ndarray

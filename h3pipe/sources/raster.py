@@ -7,6 +7,7 @@ predecessor computed each tile separately and kept whichever answer came first.
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from h3pipe.errors import RemoteReadError, SourceError
+from h3pipe.sources import remote
+from h3pipe.sources.fetch import FetchAhead, wait
 
 # GDAL would otherwise list remote "folders" looking for sidecar files on every open.
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
@@ -97,6 +100,12 @@ class RasterInfo:
         return np.dtype("float32" if self.dtype in _FLOAT32_SAFE else "float64")
 
 
+def _in_tile(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> tuple[int, int, int, int]:
+    """The part of a grid window inside tile ``t``, in the tile's own pixels."""
+    return (max(c0, t.col_off) - t.col_off, max(r0, t.row_off) - t.row_off,
+            min(c1, t.col_off + t.width) - t.col_off, min(r1, t.row_off + t.height) - t.row_off)
+
+
 def _overlaps(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> bool:
     return (t.col_off < c1 and t.col_off + t.width > c0
             and t.row_off < r1 and t.row_off + t.height > r0)
@@ -148,7 +157,6 @@ def expand_location(location: str, base_dir: Path, source_id: str | None = None,
 def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int = 1,
                     nodata: float | None = None, nodata_override: bool = False) -> RasterInfo:
     """Open every file of a source once, check they share one grid, and describe it."""
-    import rasterio
     from rasterio.errors import RasterioError
 
     paths = expand_location(location, base_dir, source_id)
@@ -156,14 +164,9 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
     tiles: list[TileInfo] = []
     for p in paths:
         try:
-            with rasterio.open(p) as ds:
-                meta = {
-                    "crs": ds.crs, "transform": ds.transform, "count": ds.count,
-                    "dtype": ds.dtypes[min(band, ds.count) - 1], "width": ds.width,
-                    "height": ds.height,
-                    # Each band of a VRT may declare its own nodata value.
-                    "nodata": ds.nodatavals[band - 1] if band <= ds.count else None,
-                }
+            meta = remote.retrying(
+                functools.partial(_header, p, band), href=p, who=f"source '{source_id}'",
+                action="open", errors=(RasterioError,), reason=gdal_reason)
         except RasterioError as exc:
             raise SourceError(f"source '{source_id}': cannot open raster '{p}': "
                               f"{gdal_reason(exc)}",
@@ -199,6 +202,19 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
         nodata=nodata if nodata_override else first["nodata"],
         nodata_override=nodata_override, tiles=tuple(tiles),
     )
+
+
+def _header(path: str, band: int) -> dict[str, Any]:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return {
+            "crs": ds.crs, "transform": ds.transform, "count": ds.count,
+            "dtype": ds.dtypes[min(band, ds.count) - 1], "width": ds.width,
+            "height": ds.height,
+            # Each band of a VRT may declare its own nodata value.
+            "nodata": ds.nodatavals[band - 1] if band <= ds.count else None,
+        }
 
 
 def _check_same_grid(source_id: str, p0: str, m0: dict[str, Any], p: str,
@@ -259,11 +275,23 @@ class _OpenTiles:
         if entry is not None:
             entry[1].close()
 
+    def close_all(self) -> None:
+        while self._open:
+            self._open.popitem()[1][1].close()
+
 
 _TILES = _OpenTiles()
 # Seconds this process spent opening, reading and decoding each tile since the last
 # reset: what 'runs show' ranks the slowest tiles by (see operations.run_batch).
 TILE_SECONDS: dict[str, float] = {}
+_FETCH = FetchAhead()
+
+
+def close_tiles() -> None:
+    """Close every tile this process keeps open and forget what was fetched ahead (a test
+    that wants the next read to go to the server again)."""
+    _TILES.close_all()
+    _FETCH.forget()
 
 
 def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
@@ -287,6 +315,33 @@ class MosaicReader:
     def __init__(self, info: RasterInfo) -> None:
         self.info = info
 
+    def prefetch(self, windows: list[tuple[float, float, float, float]]) -> None:
+        """Start fetching the blocks of remote tiles that reads of ``windows`` (bounds, as
+        :meth:`read` takes them) will need, all at once, so that a batch's reads wait for
+        the network once rather than once per window. Local tiles are left alone."""
+        from rasterio.errors import RasterioError
+
+        info = self.info
+        wanted: dict[TileInfo, list[tuple[int, int, int, int]]] = {}
+        for bounds in windows:
+            c0, r0, c1, r1 = info.pixel_window(bounds)
+            for t in info.tiles:
+                if remote.is_http(t.path) and _overlaps(t, c0, r0, c1, r1):
+                    wanted.setdefault(t, []).append(_in_tile(t, c0, r0, c1, r1))
+        for t, parts in wanted.items():
+            try:
+                ds = _TILES.get(t.path, info.signer)
+            except RasterioError:
+                continue  # the read will say why, after its retries
+            ranges = []
+            for a0, b0, a1, b1 in parts:
+                found = _FETCH.block_ranges(ds, info.band, a0, b0, a1, b1)
+                if found is None:
+                    break
+                ranges += found
+            else:
+                _FETCH.fetch(ds.name, ranges)
+
     def __enter__(self) -> MosaicReader:
         return self
 
@@ -297,26 +352,39 @@ class MosaicReader:
         from rasterio.errors import RasterioError
 
         info = self.info
-        for attempt in (1, 2):
-            start = time.perf_counter()
-            try:
-                ds = _TILES.get(t.path, info.signer)
-                _check_placement(info, t, ds)
+
+        def attempt() -> tuple[Any, np.ndarray]:
+            ds = _TILES.get(t.path, info.signer)
+            _check_placement(info, t, ds)
+            if not remote.is_http(t.path):
                 return ds, ds.read(info.band, window=window)
-            except RasterioError as exc:
-                _TILES.forget(t.path)
-                # A signed URL may have expired while the tile stayed open: sign anew once.
-                if attempt == 1 and info.signer != "none":
-                    continue
-                remote = gdal_path(t.path).startswith("/vsi")
-                cls = RemoteReadError if remote else SourceError
-                raise cls(f"source '{info.source_id}': cannot read '{t.path}': "
-                          f"{gdal_reason(exc)}",
-                          hint="the file may be corrupt, truncated or unreachable") from exc
-            finally:
-                TILE_SECONDS[t.path] = (TILE_SECONDS.get(t.path, 0.0)
-                                        + time.perf_counter() - start)
-        raise AssertionError("unreachable")
+            ranges = _FETCH.block_ranges(
+                ds, info.band, int(window.col_off), int(window.row_off),
+                int(window.col_off + window.width), int(window.row_off + window.height))
+            if ranges is None:  # not a tiled GeoTIFF: GDAL fetches as it reads
+                return ds, ds.read(info.band, window=window)
+            # This window's blocks, fetched ahead or now, all ranges at once.
+            wait(_FETCH.fetch(ds.name, ranges))
+            with _FETCH.from_cache():
+                return ds, ds.read(info.band, window=window)
+
+        start = time.perf_counter()
+        try:
+            # A remote tile is opened anew, and so signed anew, on each attempt: a signed
+            # URL may have expired while the tile stayed open.
+            return remote.retrying(
+                attempt, href=t.path, who=f"source '{info.source_id}'", action="read",
+                errors=(RasterioError,), reason=gdal_reason,
+                url=lambda: gdal_path(sign(t.path, info.signer)),
+                forget=lambda: _TILES.forget(t.path))
+        except RasterioError as exc:
+            _TILES.forget(t.path)
+            cls = RemoteReadError if gdal_path(t.path).startswith("/vsi") else SourceError
+            raise cls(f"source '{info.source_id}': cannot read '{t.path}': "
+                      f"{gdal_reason(exc)}",
+                      hint="the file may be corrupt, truncated or unreachable") from exc
+        finally:
+            TILE_SECONDS[t.path] = TILE_SECONDS.get(t.path, 0.0) + time.perf_counter() - start
 
     def read(self, bounds: tuple[float, float, float, float]
              ) -> tuple[np.ndarray, tuple[float, float, float, float]]:

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from h3pipe.errors import SourceError
+from h3pipe.errors import RemoteReadError, SourceError
+from h3pipe.sources import remote
 from h3pipe.sources.raster import RasterInfo, TileInfo, gdal_path, gdal_reason, sign
 from h3pipe.spec import StacSpec
 
-_RETRY_STATUS = (429, 500, 502, 503, 504)
+_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -96,17 +98,17 @@ def search(source_id: str, spec: StacSpec, bbox: tuple[float, float, float, floa
 def _from_api(source_id: str, spec: StacSpec, bbox: tuple[float, ...]) -> list[dict[str, Any]]:
     from pystac_client import Client
     from pystac_client.stac_api_io import StacApiIO
-    from urllib3.util.retry import Retry
 
     where = f"source '{source_id}': STAC API {spec.url}"
-    retry = Retry(total=3, backoff_factor=0.3, status_forcelist=_RETRY_STATUS,
-                  allowed_methods=None, raise_on_status=False)
+    retry = _retry()
     try:
         client = Client.open(spec.url, stac_io=StacApiIO(timeout=30, max_retries=retry))
         search = client.search(collections=[spec.collection], bbox=list(bbox),
                                datetime=spec.datetime, query=spec.query, limit=500)
         items = list(search.items_as_dicts())
     except Exception as exc:  # requests, pystac-client and HTTP errors alike
+        _raise_transient(exc, f"{where}: the search for collection '{spec.collection}' "
+                         f"and bbox {_fmt(bbox)} failed", spec.url, retry.total + 1)
         raise SourceError(f"{where} is unreachable or failed for collection "
                           f"'{spec.collection}' and bbox {_fmt(bbox)}: {_reason(exc)}",
                           hint="check the URL (or H3PIPE_STAC_API) and the network") from exc
@@ -123,14 +125,36 @@ def _from_api(source_id: str, spec: StacSpec, bbox: tuple[float, ...]) -> list[d
     return items
 
 
+def _retry() -> Any:
+    """Retries of every STAC request (pages, items, catalogs) on 429, 5xx, refused
+    connections, resets and timeouts, with backoff (0.3, 0.6, 1.2... s)."""
+    from urllib3.util.retry import Retry
+
+    return Retry(total=_ATTEMPTS - 1, backoff_factor=0.3, status_forcelist=_RETRY_STATUS,
+                 allowed_methods=None, raise_on_status=False)
+
+
+def _raise_transient(exc: BaseException, what: str, url: str, attempts: int) -> None:
+    """Raise RemoteReadError if ``exc`` is a server's passing failure, else return."""
+    found = remote.explain(exc)
+    if found is not None and found.transient:
+        raise RemoteReadError(f"{what}: {found.reason} from {remote.server_of(url)} after "
+                              f"{attempts} attempts",
+                              hint="the server failed or is unreachable, not the "
+                              "source: run again later") from exc
+
+
 def _from_static(source_id: str, spec: StacSpec, location: str,
                  bbox: tuple[float, ...]) -> list[dict[str, Any]]:
     import pystac
+    from pystac.stac_io import RetryStacIO
 
     where = f"source '{source_id}': STAC catalog {location}"
+    retry = _retry()
     try:
-        root = pystac.read_file(location)
+        root = pystac.read_file(location, stac_io=RetryStacIO(retry=retry))
     except Exception as exc:
+        _raise_transient(exc, f"{where} cannot be read", location, retry.total + 1)
         raise SourceError(f"{where} cannot be read: {_reason(exc)}",
                           hint="give a catalog.json or collection.json path or URL") from exc
     collection = None
@@ -145,7 +169,14 @@ def _from_static(source_id: str, spec: StacSpec, location: str,
         raise SourceError(f"{where} has no collection '{spec.collection}'",
                           hint="check 'stac.collection' in the source file")
     out = []
-    for item in collection.get_items(recursive=True):
+    try:
+        found = list(collection.get_items(recursive=True))
+    except Exception as exc:  # the item files are read as they are listed
+        _raise_transient(exc, f"{where}: reading the items of '{spec.collection}' failed",
+                         location, retry.total + 1)
+        raise SourceError(f"{where}: an item of '{spec.collection}' cannot be read: "
+                          f"{_reason(exc)}") from exc
+    for item in found:
         if item.bbox is None or not _intersects(item.bbox, bbox):
             continue
         if spec.datetime and not _in_interval(item, spec.datetime):
@@ -245,22 +276,32 @@ def _placement(where: str, item: dict[str, Any], spec: StacSpec, band: int) -> d
 
 def _from_file(where: str, item_id: str, href: str, signer: str, band: int) -> dict[str, Any]:
     """The item does not state its grid: read the file's header."""
-    import rasterio
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.open(gdal_path(sign(href, signer))) as ds:
-            t = ds.transform
-            if ds.count < band:
-                raise SourceError(f"{where}: item '{item_id}' has {ds.count} band(s), the "
-                                  f"source asks for band {band}")
-            return {"id": item_id, "href": href, "crs": ds.crs.to_string() if ds.crs else None,
-                    "x0": t.c, "y0": t.f, "xres": t.a, "yres": -t.e, "width": ds.width,
-                    "height": ds.height, "dtype": ds.dtypes[band - 1],
-                    "nodata": ds.nodatavals[band - 1]}
+        header = remote.retrying(
+            lambda: _header(href, signer), href=href, who=f"{where}: item '{item_id}'",
+            action="open", errors=(RasterioError,), reason=gdal_reason,
+            url=lambda: gdal_path(sign(href, signer)))
     except RasterioError as exc:
         raise SourceError(f"{where}: cannot open item '{item_id}' at {href}: "
                           f"{gdal_reason(exc)}") from exc
+    if header["count"] < band:
+        raise SourceError(f"{where}: item '{item_id}' has {header['count']} band(s), the "
+                          f"source asks for band {band}")
+    t = header["transform"]
+    return {"id": item_id, "href": href, "crs": header["crs"], "x0": t.c, "y0": t.f,
+            "xres": t.a, "yres": -t.e, "width": header["width"], "height": header["height"],
+            "dtype": header["dtypes"][band - 1], "nodata": header["nodata"][band - 1]}
+
+
+def _header(href: str, signer: str) -> dict[str, Any]:
+    import rasterio
+
+    with rasterio.open(gdal_path(sign(href, signer))) as ds:
+        return {"count": ds.count, "crs": ds.crs.to_string() if ds.crs else None,
+                "transform": ds.transform, "width": ds.width, "height": ds.height,
+                "dtypes": ds.dtypes, "nodata": ds.nodatavals}
 
 
 def _absolute(href: str, base: str) -> str:

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from h3pipe.errors import RemoteReadError, SourceError
+from h3pipe.sources import remote
+from h3pipe.sources.raster import gdal_path
 
 Bounds = tuple[float, float, float, float]
 FEATURE_ID = "feature_id"
@@ -50,7 +52,14 @@ def vector_info(source_id: str, location: str, base_dir: Path, *, layer: str | N
                 table: str | None = None, id_field: str | None = None,
                 attributes: tuple[str, ...] = ()) -> VectorInfo:
     """Resolve a vector source's location; a missing file is an error naming it."""
-    if table is None:
+    if table is None and remote.is_http(location):
+        if location.lower().split("?")[0].endswith((".parquet", ".geoparquet")):
+            raise SourceError(f"source '{source_id}': GeoParquet is read from local files "
+                              f"only, not '{location}'",
+                              hint="download it, or serve the layer as FlatGeobuf or "
+                              "GeoPackage, which are read over HTTP")
+        location = gdal_path(location)  # read over /vsicurl/, retried (see _read_ogr)
+    elif table is None:
         path = Path(location)
         if not path.is_absolute():
             path = base_dir / path
@@ -88,16 +97,28 @@ def _read_ogr(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
 
 def _read_ogr_quietly(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
     import pyogrio
+    import pyogrio.errors
 
-    try:
+    def read() -> tuple[Any, Any, Any]:
         meta = pyogrio.read_info(info.location, layer=info.layer)
         _check_fields(info, list(meta["fields"]))
         crs = meta.get("crs")
         if bounds is None:
-            return pa.table({})
+            return crs, None, None
         meta_r, table = pyogrio.read_arrow(
             info.location, layer=info.layer, bbox=_bounds_in(bounds, crs),
             columns=[c for c in [info.id_field, *info.attributes] if c], return_fids=True)
+        return crs, meta_r, table
+
+    try:
+        # pyogrio has a GDAL of its own: its memory of a failed file is cleared with its call.
+        crs, meta_r, table = remote.retrying(
+            read, href=info.location, who=f"source '{info.source_id}'", action="read",
+            errors=(pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError),
+            reason=lambda exc: " ".join(str(exc).split()),
+            forget=lambda: pyogrio.vsi_curl_clear_cache(info.location))
+        if table is None:
+            return pa.table({})
     except SourceError:
         raise
     except Exception as exc:  # pyogrio's DataSourceError, DataLayerError, ...

@@ -226,7 +226,7 @@ CASES: list = [
      "error"),
     ("vec-postgis-down", _vec("id: v\nkind: vector\npath: postgresql://x@127.0.0.1:1/db\n"
                               "table: public.homes\nid_field: hid\ntheme: infrastructure\n"),
-     2, "cannot reach the database", "error"),
+     1, "cannot reach the database", "error"),  # a server down: transient, exit 1
     ("vec-sql-unknown-column", _vec(V_OK, VEC_P.replace(
         "{name: n, function: count}", "{name: n, function: count, where: 'flors > 1'}")), 2,
      "flors", "error"),
@@ -283,7 +283,7 @@ CASES: list = [
      2, "band", "error"),
     ("stac-dead-url", _src("id: s\nkind: stac\ntheme: terrain\n"
                            "stac: {url: 'http://127.0.0.1:9/x', collection: dem, asset: data, "
-                           "signer: none}\n"), 2, "127.0.0.1:9", "error"),
+                           "signer: none}\n"), 1, "127.0.0.1:9", "error"),
     ("all-nodata-ok", _all_nodata, 0, "", "ok"),
     # scopes
     ("empty-scope", lambda c: ("run", "p", "--bbox", "29.1,-2.1,29.1001,-2.0999", "-r", "0",
