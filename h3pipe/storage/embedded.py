@@ -159,13 +159,14 @@ class EmbeddedStore(Closing):
             file_list = ", ".join(_sql_str(str(self.root / f)) for f in files)
             selects.append((f"s{i}", f"read_parquet([{file_list}])", cols))
         first = selects[0][0]
-        sql = f"SELECT {first}.h3_index, {resolution}::TINYINT AS resolution"
+        # The merged key of the USING joins: a cell only a later step has keeps its id.
+        sql = f"SELECT h3_index, {resolution}::TINYINT AS resolution"
         for alias, _, cols in selects:
             sql += "".join(f", {alias}.{_ident(c)}" for c in cols)
         sql += f" FROM {selects[0][1]} {first}"
         for alias, src, _ in selects[1:]:
             sql += f" FULL OUTER JOIN {src} {alias} USING (h3_index)"
-        sql += f" ORDER BY {first}.h3_index"
+        sql += " ORDER BY h3_index"
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         spill = self.root / "tmp" / f"duckdb-{uuid.uuid4().hex[:8]}"
         con = duckdb.connect(config={"memory_limit": _DUCKDB_MEMORY,

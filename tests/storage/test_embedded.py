@@ -70,6 +70,19 @@ def test_a_result_is_written_a_row_group_at_a_time_in_task_order(tmp_path, monke
         {"h3_index": c, "resolution": 5, "mean": v} for rows in tasks for c, v in rows]
 
 
+def test_joined_steps_keep_cells_only_a_later_step_has(tmp_path):
+    store = EmbeddedStore(tmp_path / "st")
+    _fake_run(store, "r1")
+    a, b = store.task_output_path("r1", "a", 1), store.task_output_path("r1", "b", 1)
+    store.write_table(pa.table({"h3_index": ["85", "86"], "mean": [1.0, 2.0]}), a)
+    store.write_table(pa.table({"h3_index": ["86", "87"], "n": [5.0, 7.0]}), b)
+    assert store.publish(run_id="r1", dataset="d", theme="t", resolution=5, scope_key="k",
+                         scope_label="k", step_outputs=[([a], ["mean"]), ([b], ["n"])]) == 3
+    rows = store.read_results(store.result_entries("d")).to_pylist()
+    assert [(r["h3_index"], r["mean"], r["n"]) for r in rows] == [
+        ("85", 1.0, None), ("86", 2.0, 5.0), ("87", None, 7.0)]
+
+
 def test_overlapping_scopes_keep_the_newest_row_per_cell(tmp_path):
     store = EmbeddedStore(tmp_path / "st")
     _publish(store, "r1", "a", [("85", 1.0), ("86", 2.0)])
