@@ -155,8 +155,15 @@ def list_cells(iso3: str, res: int) -> None:
     elif hasattr(got, "shape") and hasattr(got, "dtype"):
         n = int(got.size)
     else:
-        parts = got.blocks(500) if hasattr(got, "blocks") else iter(got)
-        how += ".blocks(500)" if hasattr(got, "blocks") else " iterated"
+        # In the blocks a run cuts by default (prepare.default_batch_size), every cell
+        # expanded to its id as the workers do.
+        try:
+            from h3pipe.engine.prepare import default_batch_size
+            size = default_batch_size(len(got))
+        except ImportError:
+            size = 500
+        parts = got.blocks(size) if hasattr(got, "blocks") else iter(got)
+        how += f".blocks({size})" if hasattr(got, "blocks") else " iterated"
         n = 0
         for part in parts:
             if isinstance(part, str | int):

@@ -179,17 +179,19 @@ class CellBlock:
         return int((self.hi - self.lo).sum())
 
     def cells(self) -> np.ndarray:
-        """The block's cell ids, in order."""
-        parts = []
-        taken = 0
-        for parent, whole, lo, hi in zip(self.parents, self.whole.tolist(), self.lo.tolist(),
-                                         self.hi.tolist(), strict=True):
-            if whole:
-                parts.append(children(np.array([parent], dtype=np.uint64), self.resolution)[lo:hi])
-            else:
-                parts.append(self.listed[taken:taken + hi - lo])
-                taken += hi - lo
-        return np.concatenate(parts) if parts else np.array([], dtype=np.uint64)
+        """The block's cell ids, in order (whole parents expanded in one call)."""
+        n = self.hi - self.lo
+        out = np.empty(int(n.sum()), dtype=np.uint64)
+        at = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+        whole = self.whole.astype(bool)
+        if whole.any():
+            kids = children(self.parents[whole], self.resolution)
+            per = children_count(self.parents[whole], self.resolution)
+            first = np.concatenate([[0], np.cumsum(per)[:-1]]).astype(np.int64)
+            out[_ranges(at[whole], n[whole])] = kids[_ranges(first + self.lo[whole], n[whole])]
+        if not whole.all():
+            out[_ranges(at[~whole], n[~whole])] = self.listed
+        return out
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -201,21 +203,39 @@ class CellBlock:
         return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
 
+# The base cells whose centre cell, at every resolution, is a pentagon.
+_PENTAGON_BASE = np.zeros(128, dtype=bool)
+_PENTAGON_BASE[[4, 14, 24, 38, 49, 58, 63, 72, 83, 97, 107, 117]] = True
+
+
+def is_pentagon(cells: np.ndarray) -> np.ndarray:
+    """Whether each cell (one resolution) is a pentagon: a pentagon base cell and every
+    digit 0."""
+    if len(cells) == 0:
+        return np.zeros(0, dtype=bool)
+    res = int((int(cells[0]) >> 52) & 0xF)
+    base = (cells >> np.uint64(45)) & np.uint64(0x7F)
+    digits = np.uint64(((1 << (3 * res)) - 1) << (45 - 3 * res))
+    return _PENTAGON_BASE[base.astype(np.int64)] & ((cells & digits) == 0)
+
+
 def children_count(parents: np.ndarray, resolution: int) -> np.ndarray:
     """How many descendants at ``resolution`` each parent has (pentagons have fewer)."""
-    import h3
-
     if len(parents) == 0:
         return np.array([], dtype=np.int64)
-    res = int((int(parents[0]) >> 52) & 0xF)
-    full = 7 ** (resolution - res)
-    counts = np.full(len(parents), full, dtype=np.int64)
-    for i, p in enumerate(parents.tolist()):
-        if h3.is_pentagon(h3.int_to_str(p)):
-            counts[i] = h3.cell_to_children_size(h3.int_to_str(p), resolution)
+    depth = resolution - int((int(parents[0]) >> 52) & 0xF)
+    counts = np.full(len(parents), 7 ** depth, dtype=np.int64)
+    counts[is_pentagon(parents)] = 1 + 5 * (7 ** depth - 1) // 6
     return counts
 
 
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``arange(s, s + n)`` for each start and length, one after another."""
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lengths),
+                                                               lengths)
+
+
 __all__ = ["DESCENDANT_SCALE", "CellBlock", "cells_covering", "centres", "children",
-           "children_count", "descendant_scale", "ids", "outlines", "parents",
+           "children_count", "descendant_scale", "ids", "is_pentagon", "outlines", "parents",
            "scaled_outlines", "strings"]

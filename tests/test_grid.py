@@ -42,6 +42,13 @@ def test_children_in_parent_order_each_sorted():
         h3.cell_to_children_size(p, 7) for p in parents]
 
 
+@pytest.mark.parametrize("res", [0, 1, 5, 9, 15])
+def test_pentagons_by_bit_arithmetic_match_h3(res):
+    cells = h3.get_pentagons(res) + _some(res, 2) + [h3.cell_to_center_child(
+        h3.get_pentagons(0)[3], res)]
+    assert grid.is_pentagon(_ids(cells)).tolist() == [h3.is_pentagon(c) for c in cells]
+
+
 def test_centres_and_outlines_match_h3():
     cells = _some(9) + [h3.get_pentagons(6)[1]]
     lng, lat = grid.centres(_ids(cells))
