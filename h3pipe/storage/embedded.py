@@ -217,7 +217,7 @@ class EmbeddedStore(Closing):
 
 
 # Rows per row group of a published result: task files are concatenated up to this.
-_ROW_GROUP = 131_072
+_ROW_GROUP = 32_768
 
 
 def _row_groups(paths: list[Path], schema: pa.Schema, resolution: int) -> Iterator[pa.Table]:
