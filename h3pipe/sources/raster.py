@@ -243,7 +243,10 @@ class _OpenTiles:
     long-lived process never reads stale pixels.
     """
 
-    def __init__(self, capacity: int = 16) -> None:
+    # 8, not 16: a worker's batches are spatially ordered and touch a few tiles at a time;
+    # DR Congo at res 9 peaked at 1,005 MiB summed RSS instead of 1,059 (and ran in 117 s
+    # instead of 132).
+    def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
         self._open: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
 
