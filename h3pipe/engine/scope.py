@@ -185,10 +185,7 @@ class ScopeCells:
 
     def contains(self, cells: np.ndarray) -> np.ndarray:
         """Whether each cell (uint64 ids, of this resolution) is one of the scope's."""
-        import shapely
-
-        lng, lat = grid.centres(cells)
-        return shapely.contains_xy(self.geometry, lng, lat)
+        return _centres_in(self.geometry, cells)
 
     def blocks(self, size: int) -> Iterator[grid.CellBlock]:
         """The cells in order, cut into consecutive blocks of ``size`` (the last shorter)."""
@@ -198,7 +195,7 @@ class ScopeCells:
         for start in range(0, len(self.parents), _CHUNK):
             chunk = slice(start, start + _CHUNK)
             parents, counts, whole = self.parents[chunk], self.counts[chunk], self.whole[chunk]
-            inside, per = self._inside(parents[~whole])
+            inside, per = _inside(self.geometry, parents[~whole], self.resolution)
             offsets = np.concatenate([[0], np.cumsum(per)])
             k = 0
             for parent, n, is_whole in zip(parents.tolist(), counts.tolist(), whole.tolist(),
@@ -232,16 +229,25 @@ class ScopeCells:
         parts = [b.cells() for b in self.blocks(1 << 20)]
         return np.concatenate(parts) if parts else np.array([], dtype=np.uint64)
 
-    def _inside(self, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The in-scope descendants of ``parents`` (each parent's in id order, parents in
-        the given order) and how many each parent has."""
-        kids = grid.children(parents, self.resolution)
-        if not len(kids):
-            return kids, np.zeros(len(parents), dtype=np.int64)
-        keep = self.contains(kids)
-        per = grid.children_count(parents, self.resolution)
-        owner = np.repeat(np.arange(len(parents)), per)
-        return kids[keep], np.bincount(owner[keep], minlength=len(parents))
+
+def _centres_in(geometry: Any, cells: np.ndarray) -> np.ndarray:
+    """The scope rule, in one place: a cell is in when its centre lies inside."""
+    import shapely
+
+    lng, lat = grid.centres(cells)
+    return shapely.contains_xy(geometry, lng, lat)
+
+
+def _inside(geometry: Any, parents: np.ndarray, resolution: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The descendants at ``resolution`` of ``parents`` whose centres lie in ``geometry``
+    (each parent's in id order, parents in the given order), and how many each has."""
+    kids = grid.children(parents, resolution)
+    if not len(kids):
+        return kids, np.zeros(len(parents), dtype=np.int64)
+    keep = _centres_in(geometry, kids)
+    owner = np.repeat(np.arange(len(parents)), grid.children_count(parents, resolution))
+    return kids[keep], np.bincount(owner[keep], minlength=len(parents))
 
 
 def scope_cells(scope: Scope, resolution: int) -> ScopeCells:
@@ -260,8 +266,6 @@ def scope_cells(scope: Scope, resolution: int) -> ScopeCells:
         shapely.box(max(-180, minx - reach), max(-90, miny - reach), min(180, maxx + reach),
                     min(90, maxy + reach)), parent_res)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    empty = ScopeCells(resolution, geometry, np.array([], np.uint64), np.array([], np.int64),
-                       np.array([], bool), geometry.bounds)
     grow = grid.descendant_scale(parent_res)
     for start in range(0, len(candidates), _CHUNK):
         parents = candidates[start:start + _CHUNK]
@@ -272,11 +276,11 @@ def scope_cells(scope: Scope, resolution: int) -> ScopeCells:
         # descendant is in'; their few cells are all tested.
         whole = shapely.contains_properly(geometry, grown) & (parent_res >= 2)
         counts = grid.children_count(parents, resolution)
-        counts[~whole] = empty._inside(parents[~whole])[1]
+        counts[~whole] = _inside(geometry, parents[~whole], resolution)[1]
         keep = counts > 0
         parts.append((parents[keep], counts[keep], whole[keep]))
     parents, counts, whole = (np.concatenate(col) for col in zip(*parts, strict=True)) \
-        if parts else (empty.parents, empty.counts, empty.whole)
+        if parts else (np.array([], np.uint64), np.array([], np.int64), np.array([], bool))
     if not counts.sum():
         raise ScopeError(f"scope {scope.label} contains no H3 cell centre at resolution "
                          f"{resolution}", hint="use a finer resolution or a larger area")

@@ -156,9 +156,9 @@ class ZonalStats(Operation):
         # than the cells themselves.
         extract = _moments_group if set(stats) <= set(MOMENT_STATS) else _extract_group
         with MosaicReader(info) as reader:
-            reader.prefetch([_envelope(_take_rings(xy, starts, idx)[0]) for idx in groups])
-            for idx in groups:
-                ring_xy, lengths = _take_rings(xy, starts, idx)
+            taken = [_take_rings(xy, starts, idx) for idx in groups]
+            reader.prefetch([_envelope(ring_xy) for ring_xy, _ in taken])
+            for idx, (ring_xy, lengths) in zip(groups, taken, strict=True):
                 extract(reader, batch, ring_xy, lengths, idx, stats, columns)
         arrays = {"h3_index": grid.strings(cells)}
         for stat in stats:
