@@ -86,6 +86,13 @@ class Locked(H3PipeError):
     exit_code = 75  # EX_TEMPFAIL: try again later
 
 
+class QueueError(H3PipeError, ConnectionError):
+    """The queue backend's broker cannot be reached, or a message cannot be sent."""
+
+    exit_code = 69  # EX_UNAVAILABLE: a service is down; the same command works once it is up
+    transient = True
+
+
 class SourceError(H3PipeError, OSError):
     """A data source cannot be opened or read (missing file, corrupt raster, no overlap)."""
 

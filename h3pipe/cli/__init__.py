@@ -27,6 +27,7 @@ from h3pipe.cli import (  # noqa: F401  (registers the commands)
     schema,
     sources,
     validate,
+    worker,
 )
 from h3pipe.errors import Cancelled, H3PipeError, Terminated
 

@@ -27,3 +27,6 @@ FromStep = Annotated[str | None, typer.Option(
 Grace = Annotated[float, typer.Option(
     help="On SIGINT/SIGTERM, seconds running tasks get to finish before the run stops "
     "(a second signal stops it at once).")]
+Queue = Annotated[str | None, typer.Option(
+    "--queue", help="Broker of the queue backend, amqp://USER:PASSWORD@HOST:5672// (default: "
+    "$H3PIPE_QUEUE, or 'queue:' in h3pipe.yaml).")]

@@ -11,6 +11,7 @@ from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
 if TYPE_CHECKING:
+    from h3pipe.engine.queue.submit import Submitted
     from h3pipe.engine.runner import RunResult
 
 
@@ -29,6 +30,9 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="If the same run is running "
                                        "elsewhere, wait for it instead of exiting 75.")] = False,
     grace: opt.Grace = 30.0,
+    queue: opt.Queue = None,
+    detach: Annotated[bool, typer.Option("--detach", help="With a queue: submit the run, "
+                                         "print its id and exit 0; workers advance it.")] = False,
 ) -> int:
     """Compute a pipeline for the H3 cells whose centres lie in the scope.
 
@@ -42,19 +46,51 @@ def run(
         h3pipe run elevation_terrain --iso3 RWA --resolution 6
 
         h3pipe run elevation_terrain --bbox 29.0,-2.5,30.0,-1.5 --workers 2
+
+        h3pipe --store postgresql://h3@db/h3 run elevation_terrain --iso3 RWA --queue amqp://mq//
+
+    With --queue (or H3PIPE_QUEUE), batches go to 'h3pipe worker' processes on any machine;
+    this command follows the run (Ctrl-C cancels it) unless --detach.
     """
     from h3pipe.cli.progress import make_reporter
     from h3pipe.engine.prepare import RunOptions
     from h3pipe.engine.runner import run_pipeline
     from h3pipe.engine.scope import resolve_scope
+    from h3pipe.errors import UsageError
 
     project = project_of(ctx)
     scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
     options = RunOptions(resolution=resolution, batch_size=batch_size, workers=workers,
                          force=force, from_step=from_step, wait=wait, grace_seconds=grace)
-    result = run_pipeline(project, pipeline, scope, options, make_reporter())
+    from h3pipe.engine.queue.settings import QueueSettings
+
+    settings = QueueSettings.find(queue, project.read_settings())
+    if settings is None:
+        if detach:
+            raise UsageError("--detach needs a queue", hint="pass --queue amqp://... or set "
+                             "H3PIPE_QUEUE")
+        result = run_pipeline(project, pipeline, scope, options, make_reporter())
+    else:
+        from h3pipe.engine.queue.submit import Submitted, run_queued
+
+        done = run_queued(project, pipeline, scope, options, settings, make_reporter(),
+                          detach=detach)
+        if isinstance(done, Submitted):
+            _submitted(done)
+            return 0
+        result = done
     _say(result, iso3)
     return 0
+
+
+def _submitted(done: Submitted) -> None:
+    if done.state == "already":
+        output.say(f"run {done.run_id} already completed; nothing recomputed (--force to "
+                   "recompute)")
+        return
+    typer.echo(done.run_id)
+    output.info(f"follow it: h3pipe runs show {done.run_id}; wait for it: h3pipe runs wait "
+                f"{done.run_id}")
 
 
 def _say(result: RunResult, iso3: str | None) -> None:

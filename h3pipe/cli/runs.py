@@ -129,3 +129,26 @@ def cancel(
 
     typer.echo(cancel_run(project_of(ctx), run_id))
     return 0
+
+
+@runs_app.command("wait")
+def wait(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or 'latest'.")],
+) -> int:
+    """Wait for a run to end (a queue run submitted with --detach, or one running in
+    another process) and exit as 'h3pipe run' would have: 0 completed, 1 failed, 130
+    interrupted. Stopping the wait leaves the run alone.
+
+    Example:
+
+        h3pipe runs wait elevation_terrain-r6-1a2b3c4d5e6f
+    """
+    from h3pipe.cli import output
+    from h3pipe.cli.progress import make_reporter
+    from h3pipe.engine.queue.submit import follow_run
+
+    row = follow_run(project_of(ctx), run_id, make_reporter())
+    output.say(f"run {row['run_id']} completed: {row['cells']} cells of {row['scope_label']} "
+               f"at resolution {row['resolution']} -> dataset {row['dataset']}")
+    return 0

@@ -47,6 +47,10 @@ def why_dead(run: dict[str, Any]) -> str | None:
     another its heartbeat is older than :data:`STALE_SECONDS`."""
     if run["status"] != "running":
         return None
+    if run.get("queue"):
+        # A queue run is advanced by whichever worker finishes a stage; the process that
+        # submitted it may be long gone. It lives until it completes, fails or is cancelled.
+        return None
     if run["host"] == socket.gethostname():
         return None if pid_alive(run["pid"]) else f"pid {run['pid']} is gone on this host"
     beat = run.get("heartbeat_at") or run.get("started_at")
@@ -57,6 +61,9 @@ def why_dead(run: dict[str, Any]) -> str | None:
 
 
 def describe(row: dict[str, Any]) -> str:
+    if row.get("queue"):
+        return (f"on the queue at {row['queue']} since "
+                f"{(row.get('started_at') or '?').replace('T', ' ')[:19]}")
     return (f"held by pid {row['pid']} on {row['host']} since "
             f"{(row.get('started_at') or '?').replace('T', ' ')[:19]}")
 

@@ -64,7 +64,7 @@ def list_runs(project: Project, limit: int = 20, pipeline: str | None = None) ->
                                                          pipeline=pipeline)]
 
 
-def _find_run(catalog: Catalog, ref: str) -> Row:
+def find_run(catalog: Catalog, ref: str) -> Row:
     """The run named by its id, a unique prefix of it, or 'latest'."""
     if ref == "latest":
         run = history.latest_run(catalog)
@@ -85,7 +85,7 @@ def show_run(project: Project, run_id: str) -> Row:
     """One run's row with its steps, tasks, items and timeline (see
     :class:`h3pipe.storage.history.RunHistory`), and ``dead`` as in :func:`list_runs`."""
     with project_store(project) as store:
-        run = _find_run(store.catalog, run_id)
+        run = find_run(store.catalog, run_id)
         past = history.run_history(store.catalog, run["run_id"])
     return _judged(run) | {
         "steps": past.steps, "failed_tasks": past.failed_tasks,
@@ -123,6 +123,14 @@ def cancel_run(project: Project, run_id: str) -> str:
                               hint=f"resume it with 'h3pipe resume {run_id}'" if dead
                               else None)
         history.request_cancel(store.catalog, run_id)
+        from h3pipe.storage.postgis import PostgresStore
+
+        if run.get("queue") and isinstance(store, PostgresStore):
+            from h3pipe.engine.queue.work import settle_cancel
+
+            settle_cancel(store, run["run_id"])  # ends it now if none of its tasks runs
+            return (f"asked run {run_id} to stop; its workers take none of its tasks any "
+                    "more, and the running ones finish")
     if run["host"] == socket.gethostname():
         os.kill(run["pid"], signal.SIGTERM)
         return f"asked run {run_id} to stop (SIGTERM to pid {run['pid']})"
@@ -174,7 +182,7 @@ def _scope_key(*, iso3: str | None, bbox: str | None, aoi: Path | None,
 def _published_by(store: Store, dataset: str, run_ref: str,
                   resolution: int | None) -> list[Row]:
     """The result ``run_ref`` published, while it is still the current one for its scope."""
-    run = _find_run(store.catalog, run_ref)
+    run = find_run(store.catalog, run_ref)
     rid = run["run_id"]
     if run["dataset"] != dataset:
         raise ConfigError(f"run {rid} computed dataset '{run['dataset']}', not '{dataset}'")

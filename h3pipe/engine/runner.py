@@ -130,12 +130,13 @@ def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executo
             return _result(plan, store, row["cells"] or 0, 0.0, "already")
         if row is not None and not opts.force:
             plan = plan.as_started(json.loads(row["params"]))  # the batches it started with
-        _claim(log, plan, row, store)
+        claim_run(log, plan, row, store)
         with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
             return _Run(plan, store, log, ex, reporter).go(row)
 
 
-def _claim(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Store) -> None:
+def claim_run(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Store
+              ) -> None:
     """Become the run's holder, forget what is to be recomputed, and record what the run
     is made of before anything is written."""
     p = plan.pipeline
@@ -196,12 +197,8 @@ class _Run:
                                 hint=f"see 'h3pipe runs show {plan.run_id}'") from exc
             raise
         beat.stop()
-        faults.point("published")
         seconds = time.perf_counter() - started
-        log.add_params(plan.run_id, measured=measured(plan, seconds))
-        log.finish(plan.run_id, "completed")
-        log.event(plan.run_id, "run", plan.run_id, "completed", f"{rows} rows published")
-        release(self.store, plan.run_id, succeeded=True)
+        complete_run(plan, self.store, log, rows, seconds)
         return _result(plan, self.store, rows, seconds, state)
 
     def _stages_and_publish(self, stop: StopRequest) -> int:
@@ -213,20 +210,7 @@ class _Run:
                      ).run(self.executor, [b for s in steps for b in self.planner.batches(s)],
                            {s.id: plan.retry(s) for s in steps}, stop)
         stop.check()
-        published = [s for s in plan.pipeline.steps if s.output == "h3_stats"]
-        for step in published:
-            if not outputs.get(step.id):
-                self.reporter.message(f"step '{step.id}' has no rows in {plan.scope.label}; "
-                                      "its dataset is empty there")
-                outputs[step.id] = {1: self.store.write_task_output(
-                    plan.run_id, step.id, 1, _no_rows(step), step.storage)}
-        # Every published step's columns, joined on h3_index into one result.
-        return self.store.publish(
-            run_id=plan.run_id, dataset=plan.pipeline.dataset, theme=plan.pipeline.theme,
-            resolution=plan.resolution, scope_key=plan.scope.key, scope_label=plan.scope.label,
-            step_outputs=[([outputs[s.id][k] for k in sorted(outputs[s.id])],
-                           get_operation(s.operation).output_columns(s.params))
-                          for s in published])
+        return publish_outputs(plan, self.store, outputs, self.reporter.message)
 
     def _record_end(self, exc: BaseException) -> None:
         """Record how a run that did not complete ended: 'interrupted' when it was stopped
@@ -241,6 +225,35 @@ class _Run:
             reason += f"; {left} task(s) left for the resume"
         self.log.finish(run_id, status, reason)
         self.log.event(run_id, "run", run_id, status, reason)
+
+
+def publish_outputs(plan: RunPlan, store: Store, outputs: dict[str, dict[int, str]],
+                    say: Callable[[str], None]) -> int:
+    """Every published step's columns, joined on h3_index into the scope's one result;
+    ``outputs``: step id -> task number -> output reference. Returns the cells published."""
+    published = [s for s in plan.pipeline.steps if s.output == "h3_stats"]
+    for step in published:
+        if not outputs.get(step.id):
+            say(f"step '{step.id}' has no rows in {plan.scope.label}; its dataset is empty "
+                "there")
+            outputs[step.id] = {1: store.write_task_output(
+                plan.run_id, step.id, 1, _no_rows(step), step.storage)}
+    return store.publish(
+        run_id=plan.run_id, dataset=plan.pipeline.dataset, theme=plan.pipeline.theme,
+        resolution=plan.resolution, scope_key=plan.scope.key, scope_label=plan.scope.label,
+        step_outputs=[([outputs[s.id][k] for k in sorted(outputs[s.id])],
+                       get_operation(s.operation).output_columns(s.params))
+                      for s in published])
+
+
+def complete_run(plan: RunPlan, store: Store, log: RunLog, rows: int, seconds: float) -> None:
+    """Record a published run as completed, with what it measured, and let go of what its
+    steps' cleanup policies allow."""
+    faults.point("published")
+    log.add_params(plan.run_id, measured=measured(plan, seconds))
+    log.finish(plan.run_id, "completed")
+    log.event(plan.run_id, "run", plan.run_id, "completed", f"{rows} rows published")
+    release(store, plan.run_id, succeeded=True)
 
 
 _STOPPED = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "interrupted (SIGTERM)",
@@ -265,4 +278,5 @@ def _no_rows(step: StepSpec) -> Any:
                      **{c: pa.array([], pa.float64()) for c in columns}})
 
 
-__all__ = ["Reporter", "RunResult", "execute", "recorded_run", "resume_run", "run_pipeline"]
+__all__ = ["Reporter", "RunResult", "claim_run", "complete_run", "execute", "publish_outputs",
+           "recorded_run", "resume_run", "run_pipeline"]

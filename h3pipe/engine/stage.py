@@ -47,7 +47,7 @@ class StageRun:
 
     def run(self, executor: Executor, batches: list[Batch], retry: dict[str, Retry],
             stop: StopRequest) -> None:
-        todo = self._start(batches)
+        todo = self.start(batches)
         for outcome in executor.run(todo, retry, stop):
             if isinstance(outcome, Stopping):
                 self._stopping(outcome, stop)
@@ -61,7 +61,7 @@ class StageRun:
         faults.point("stage-completed")
         self.progress.stage_finished(self.number)
 
-    def _start(self, batches: list[Batch]) -> list[Batch]:
+    def start(self, batches: list[Batch]) -> list[Batch]:
         """Record the stage's steps and pending tasks; return the batches still to do."""
         completed = self.log.completed_tasks(self.run_id)
         kept = kept_tasks(self.store, completed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from h3pipe import faults
 from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage import pgcopy
 from h3pipe.storage.base import Closing
-from h3pipe.storage.catalog import Catalog, result_columns, safe_url
+from h3pipe.storage.catalog import Catalog, Tx, result_columns, safe_url
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
 _PG_TYPES = {pa.float64(): "double precision", pa.float32(): "double precision",
@@ -82,13 +83,62 @@ class PostgresStore(Closing):
 
     def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
                           storage: str = "table") -> str:
+        ref = self.commit_task_output(run_id, step_id, number, table, storage)
+        assert ref is not None  # nothing to record, so nothing can refuse it
+        return ref
+
+    def commit_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
+                           storage: str = "table",
+                           record: Callable[[Tx, str], bool] | None = None) -> str | None:
+        """Write one task's rows and, in the same transaction, ``record`` them (a queue
+        worker marks its task completed); when ``record`` says no (another delivery of
+        the task completed it first) nothing is kept and None is returned."""
         if storage == "parquet":
             from h3pipe.storage.embedded import write_parquet
 
             path = self._scratch_dir(run_id, step_id) / f"task-{number:06d}.parquet"
-            write_parquet(table, path)
-            return _FILE + str(path)
+            write_parquet(table, path)  # the same rows for every delivery: safe to replace
+            ref = _FILE + str(path)
+            if record is not None:
+                with self.catalog.transaction() as tx:
+                    if not record(tx, ref):
+                        return None
+            return ref
         name = self._temp_table(run_id, step_id)
+        ref = f"{name}#{number}"
+        try:
+            with self.catalog.engine.connect() as conn:
+                work = conn.begin()
+                self._copy_task(conn, name, number, table)
+                if record is not None and not record(Tx(conn), ref):
+                    work.rollback()
+                    return None
+                work.commit()
+        except Exception as exc:
+            raise StoreError(f"cannot write task {step_id}#{number} to {self.location}: "
+                             f"{' '.join(str(exc).split())[:300]}") from exc
+        return ref
+
+    def _create_output_table(self, name: str, ddl: str) -> None:
+        """The step's output table, created once, in a transaction of its own: workers on
+        several machines write a step's first tasks at the same moment, and two concurrent
+        CREATE ... IF NOT EXISTS may still collide (the loser finds it made). Not cached:
+        another process may drop it (a run's cleanup) and a later run make it again."""
+        import psycopg
+
+        try:
+            with self.catalog.engine.begin() as conn:
+                # The key lets a retried task find its old rows without reading the whole
+                # step's table (each DELETE would otherwise scan it: quadratic).
+                conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
+                                     f"(task_no integer NOT NULL, row_no integer NOT NULL, "
+                                     f"{ddl}, PRIMARY KEY (task_no, row_no))")
+        except Exception as exc:
+            if not isinstance(getattr(exc, "orig", None), psycopg.errors.UniqueViolation):
+                raise
+
+    def _copy_task(self, conn: Any, name: str, number: int, table: pa.Table) -> None:
+        """Replace task ``number``'s rows in table ``name`` by binary COPY."""
         cols = list(table.schema)
         types = [_pg_type(f.type) for f in cols]
         ddl = ", ".join(f"{_ident(f.name)} {t}" for f, t in zip(cols, types, strict=True))
@@ -99,26 +149,15 @@ class PostgresStore(Closing):
              (pa.array(np.arange(n, dtype=np.int32)), "integer"),
              *((table.column(i), t) for i, t in enumerate(types))])
         half = starts[n // 2]  # a crash test stops the COPY half way through
-        try:
-            with self.catalog.engine.begin() as conn:
-                raw = conn.connection.driver_connection
-                assert raw is not None  # a checked-out connection always has one
-                with raw.cursor() as cur:
-                    # The key lets a retried task find its old rows without reading the
-                    # whole step's table (each DELETE would otherwise scan it: quadratic).
-                    cur.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
-                                f"(task_no integer NOT NULL, row_no integer NOT NULL, {ddl}, "
-                                f"PRIMARY KEY (task_no, row_no)); "
-                                f"DELETE FROM {name} WHERE task_no = {int(number)}")
-                    with cur.copy(f"COPY {name} ({copy_cols}) FROM STDIN (FORMAT binary)"
-                                  ) as copy:
-                        copy.write(payload[:half])
-                        faults.point("write-partial")
-                        copy.write(payload[half:])
-        except Exception as exc:
-            raise StoreError(f"cannot write task {step_id}#{number} to {self.location}: "
-                             f"{' '.join(str(exc).split())[:300]}") from exc
-        return f"{name}#{number}"
+        self._create_output_table(name, ddl)
+        raw = conn.connection.driver_connection
+        assert raw is not None  # a checked-out connection always has one
+        with raw.cursor() as cur:
+            cur.execute(f"DELETE FROM {name} WHERE task_no = {int(number)}")
+            with cur.copy(f"COPY {name} ({copy_cols}) FROM STDIN (FORMAT binary)") as copy:
+                copy.write(payload[:half])
+                faults.point("write-partial")
+                copy.write(payload[half:])
 
     def read_outputs(self, refs: list[str]) -> pa.Table:
         """The rows of task outputs, in the order of ``refs``: one COPY per table."""
