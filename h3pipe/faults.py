@@ -31,6 +31,7 @@ POINTS: dict[str, str] = {
 # A family: 'batch.STEP_ID' is the 'batch' point of one step only.
 FAMILIES: dict[str, str] = {
     "batch.": "a worker starts a batch of the step named after the dot",
+    "task.": "a queue worker starts task STEP_ID#N (named after the dot)",
 }
 
 

@@ -36,7 +36,7 @@ POLL_SECONDS = 0.5
 @dataclass(frozen=True)
 class Submitted:
     run_id: str
-    state: str  # submitted | following (it was already on the queue) | already
+    state: str  # submitted | resumed | following (on the queue already) | already
 
 
 def run_queued(project: Project, pipeline_id: str, scope: Scope, options: RunOptions,
@@ -98,7 +98,7 @@ def _submit(app: Any, plan: RunPlan, store: PostgresStore, settings: QueueSettin
               f"{plan.scope.label}, resolution {plan.resolution}, {len(plan.cells)} cells, "
               f"on {settings.shown} (queue {settings.name})")
     advance(app, store, plan.run_id, 1, plan)
-    return "submitted"
+    return "resumed" if row is not None and not opts.force else "submitted"
 
 
 def json_params(row: dict[str, Any]) -> dict[str, Any]:

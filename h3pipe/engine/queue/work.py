@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from h3pipe import faults
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
 from h3pipe.engine.executors.base import Finished, Retry, compute
@@ -155,6 +156,7 @@ def _compute_and_commit(ctx: Context, key: TaskKey, soft_limit: float) -> None:
     if payload is None:
         raise OperationError(f"task {key.label} of run {key.run_id} has no batch in the store")
     batch, retry, storage = pickle.loads(payload)
+    faults.point(f"task.{key.label}")
     done = _attempts(ctx, key, batch, retry, soft_limit)
     if done.error is not None:
         _fail(ctx, key, done.seconds, f"on worker {ctx.worker}: {done.error}")

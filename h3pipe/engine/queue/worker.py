@@ -65,8 +65,14 @@ def _log_lines(level: str) -> None:
 
 
 def _grace_on_shutdown(grace_seconds: float) -> None:
-    """Once the warm shutdown starts, a cold one follows after ``grace_seconds``."""
-    from celery.signals import worker_shutting_down
+    """Say when the worker is ready; once the warm shutdown starts, a cold one follows
+    after ``grace_seconds``."""
+    from celery.signals import worker_ready, worker_shutting_down
+
+    def on_ready(**_: Any) -> None:
+        log.info("worker %s:%d: ready", socket.gethostname(), os.getpid())
+
+    worker_ready.connect(on_ready, weak=False)
 
     def on_shutdown(sender: Any = None, sig: Any = None, how: Any = None, **_: Any) -> None:
         if str(how).lower() != "warm":
