@@ -53,14 +53,17 @@ demo-flood: install
 # Rwanda-sized DEM (generated once into benchmarks/data); writes benchmarks/results/ and
 # the table in README.md. Then the same tiles over HTTP with 50 ms per request and a
 # 100 MB/s cap (remote.json), the PostgreSQL store against the embedded one at res 9
-# (store.json, needs PostgreSQL at 127.0.0.1:5432) and small runs (small.json). About 25
-# minutes on 2 cores.
+# (store.json, needs PostgreSQL at 127.0.0.1:5432), small runs (small.json) and the queue
+# backend against the local pool, per task and scaled out to 8 worker processes over HTTP
+# (queue.json, needs RabbitMQ at 127.0.0.1:5672 too; about 7 minutes). About 32 minutes
+# on 2 cores.
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/small.py
+	$(BIN)/python benchmarks/queue.py
 
 # The scale targets of issue 12: h3pipe run over DR Congo at res 8 and 9 and Rwanda at res 9
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into

@@ -20,7 +20,7 @@ def test_unknown_point_in_the_environment_is_refused_with_the_known_ones() -> No
     assert info.value.message == "H3PIPE_FAULTS: unknown fault point 'task-recroded'"
     assert info.value.hint == (
         "known points: batch, write-partial, task-output-written, task-recorded, "
-        "stage-completed, result-written, published, batch.STEP_ID")
+        "stage-completed, result-written, published, batch.STEP_ID, task.STEP_ID")
 
 
 def test_declared_points_and_the_batch_family_are_read() -> None:

@@ -123,12 +123,10 @@ def cancel_run(project: Project, run_id: str) -> str:
                               hint=f"resume it with 'h3pipe resume {run_id}'" if dead
                               else None)
         history.request_cancel(store.catalog, run_id)
-        from h3pipe.storage.postgis import PostgresStore
-
-        if run.get("queue") and isinstance(store, PostgresStore):
+        if run.get("queue"):  # only ever on the PostgreSQL store
             from h3pipe.engine.queue.work import settle_cancel
 
-            settle_cancel(store, run["run_id"])  # ends it now if none of its tasks runs
+            settle_cancel(store, run["run_id"])  # type: ignore[arg-type]  # ends it now if none of its tasks runs
             return (f"asked run {run_id} to stop; its workers take none of its tasks any "
                     "more, and the running ones finish")
     if run["host"] == socket.gethostname():

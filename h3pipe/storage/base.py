@@ -9,12 +9,13 @@ its catalog on the way out, so a failing command never leaves a connection pool 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 import pyarrow as pa
 
-from h3pipe.storage.catalog import Catalog
+from h3pipe.storage.catalog import Catalog, Tx
 
 
 class Store(Protocol):
@@ -33,6 +34,13 @@ class Store(Protocol):
     def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
                           storage: str = ...) -> str:
         """Store one task's rows, replacing that task's earlier output; return a reference."""
+        ...
+
+    def commit_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
+                           storage: str = ...,
+                           record: Callable[[Tx, str], bool] | None = None) -> str | None:
+        """Store one task's rows and, with them (in one transaction where the store can),
+        ``record`` them: when ``record`` returns False nothing is kept and None returned."""
         ...
 
     def read_outputs(self, refs: list[str]) -> pa.Table:

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from h3pipe import faults
 from h3pipe.errors import StoreError
 from h3pipe.storage.base import Closing
-from h3pipe.storage.catalog import Catalog, result_columns
+from h3pipe.storage.catalog import Catalog, Tx, result_columns
 
 CATALOG_FILE = "catalog.sqlite"
 # DuckDB's memory while it joins and sorts a run's results; past it, it spills to disk.
@@ -58,6 +58,19 @@ class EmbeddedStore(Closing):
         path = self.task_output_path(run_id, step_id, number)
         self.write_table(table, path)
         return str(path.relative_to(self.root))
+
+    def commit_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
+                           storage: str = "parquet",
+                           record: Callable[[Tx, str], bool] | None = None) -> str | None:
+        """Write one task's rows, then ``record`` them in a catalog transaction (a queue
+        worker marks its task completed); None when ``record`` says no. Every delivery of
+        a task writes the same rows to the same file (atomically), so one that loses the
+        race leaves nothing wrong behind."""
+        ref = self.write_task_output(run_id, step_id, number, table, storage)
+        if record is None:
+            return ref
+        with self.catalog.transaction() as tx:
+            return ref if record(tx, ref) else None
 
     def read_outputs(self, refs: list[str]) -> pa.Table:
         """The rows of task outputs, in the order of ``refs``."""

@@ -120,22 +120,18 @@ class PostgresStore(Closing):
         return ref
 
     def _create_output_table(self, name: str, ddl: str) -> None:
-        """The step's output table, created once, in a transaction of its own: workers on
-        several machines write a step's first tasks at the same moment, and two concurrent
-        CREATE ... IF NOT EXISTS may still collide (the loser finds it made). Not cached:
-        another process may drop it (a run's cleanup) and a later run make it again."""
-        import psycopg
-
-        try:
-            with self.catalog.engine.begin() as conn:
-                # The key lets a retried task find its old rows without reading the whole
-                # step's table (each DELETE would otherwise scan it: quadratic).
-                conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
-                                     f"(task_no integer NOT NULL, row_no integer NOT NULL, "
-                                     f"{ddl}, PRIMARY KEY (task_no, row_no))")
-        except Exception as exc:
-            if not isinstance(getattr(exc, "orig", None), psycopg.errors.UniqueViolation):
-                raise
+        """The step's output table, created in a transaction of its own under an advisory
+        lock on its name: workers on several machines write a step's first tasks at the
+        same moment, and concurrent CREATE ... IF NOT EXISTS statements collide (on the
+        table's row type, or its name). Not cached: another process may drop the table
+        (a run's cleanup) and a later run make it again."""
+        with self.catalog.engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(n)s))", {"n": name})
+            # The key lets a retried task find its old rows without reading the whole
+            # step's table (each DELETE would otherwise scan it: quadratic).
+            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
+                                 f"(task_no integer NOT NULL, row_no integer NOT NULL, "
+                                 f"{ddl}, PRIMARY KEY (task_no, row_no))")
 
     def _copy_task(self, conn: Any, name: str, number: int, table: pa.Table) -> None:
         """Replace task ``number``'s rows in table ``name`` by binary COPY."""

@@ -38,7 +38,8 @@ class StageCount:
 
 
 class QueueLog:
-    """The queue's records in one catalog (PostgreSQL)."""
+    """The queue's records in one catalog: PostgreSQL, or SQLite for workers on the
+    machine that holds it."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -137,8 +138,10 @@ class QueueLog:
         """Count one delivery of a task to ``worker`` and mark it running; None when the
         task is done already or no longer exists (a duplicate or stale message)."""
         with self.catalog.transaction() as tx:
+            # SQLite's write transactions hold the whole catalog already.
+            lock = " FOR UPDATE" if self.catalog.dialect == "postgresql" else ""
             row = tx.one("SELECT status FROM tasks WHERE run_id = :run_id AND step_id = "
-                         ":step_id AND task_no = :task_no FOR UPDATE", key.where())
+                         ":step_id AND task_no = :task_no" + lock, key.where())
             if row is None or row["status"] in ("completed", "failed"):
                 return None
             counted = tx.one("UPDATE tasks SET deliveries = deliveries + 1, status = "

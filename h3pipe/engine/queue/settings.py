@@ -2,7 +2,8 @@
 
 The broker URL comes from ``--queue``, else ``$H3PIPE_QUEUE``, else ``queue:`` in
 h3pipe.yaml (a URL, or a mapping with ``url``, ``name``, ``max_deliveries`` and
-``task_seconds``). Submitters and workers must agree on the queue's name
+``task_seconds``, and ``shared_store`` to allow the embedded store for workers on its own
+machine). Submitters and workers must agree on the queue's name
 (``$H3PIPE_QUEUE_NAME`` or ``queue.name``, default ``h3pipe``).
 """
 
@@ -31,6 +32,9 @@ class QueueSettings:
     name: str = DEFAULT_NAME
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     task_seconds: int = DEFAULT_TASK_SECONDS
+    # The embedded store, for workers on the machine that holds it: SQLite's WAL needs
+    # shared memory, so no network file system makes it safe across machines.
+    shared_store: bool = False
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("amqp://", "amqps://", "pyamqp://")):
@@ -71,7 +75,8 @@ class QueueSettings:
                    name=os.environ.get("H3PIPE_QUEUE_NAME") or str(table.get("name",
                                                                              DEFAULT_NAME)),
                    max_deliveries=int(table.get("max_deliveries", DEFAULT_MAX_DELIVERIES)),
-                   task_seconds=int(table.get("task_seconds", DEFAULT_TASK_SECONDS)))
+                   task_seconds=int(table.get("task_seconds", DEFAULT_TASK_SECONDS)),
+                   shared_store=bool(table.get("shared_store", False)))
 
 
 __all__ = ["QueueSettings"]

@@ -25,8 +25,8 @@ from h3pipe.engine.runner import Reporter, RunResult, claim_run
 from h3pipe.engine.scope import Scope
 from h3pipe.engine.stopping import StopRequest, graceful
 from h3pipe.errors import Cancelled, ConfigError, RunFailed, UsageError
+from h3pipe.storage.base import Store
 from h3pipe.storage.history import request_cancel
-from h3pipe.storage.postgis import PostgresStore
 from h3pipe.storage.queuelog import QueueLog
 from h3pipe.storage.runlog import RunLog
 
@@ -49,13 +49,12 @@ def run_queued(project: Project, pipeline_id: str, scope: Scope, options: RunOpt
         raise UsageError("--workers sizes the local pool; with --queue, workers are the "
                          "'h3pipe worker' processes (--concurrency N each)")
     plan = prepare(project, pipeline_id, scope, options)
-    _check_store(plan)
+    _check_store(plan, settings)
     from h3pipe.engine.queue.app import check_broker, make_app
 
     app = make_app(settings)
     check_broker(app, settings)
     with storage.open_store(plan.store_location, project.root) as store:
-        assert isinstance(store, PostgresStore)  # checked above
         state = _submit(app, plan, store, settings, reporter)
         if state == "already" or detach:
             return Submitted(plan.run_id, state)
@@ -63,17 +62,18 @@ def run_queued(project: Project, pipeline_id: str, scope: Scope, options: RunOpt
         return _result(plan, run, store, "completed" if state == "submitted" else "resumed")
 
 
-def _check_store(plan: RunPlan) -> None:
-    if not storage.is_database(plan.store_location):
+def _check_store(plan: RunPlan, settings: QueueSettings) -> None:
+    if not storage.is_database(plan.store_location) and not settings.shared_store:
         raise ConfigError(
             f"the queue backend needs the PostgreSQL store, not the folder "
             f"{plan.store_location}: workers on other machines write each task's rows and "
             "its completion in one transaction, which a folder's SQLite catalog cannot take "
-            "from many hosts", hint="pass --store postgresql://... (or set H3PIPE_STORE), and "
-            "start the workers with the same store")
+            "from many hosts", hint="pass --store postgresql://... (or set H3PIPE_STORE) and "
+            "start the workers with the same store; for workers on this machine only, set "
+            "queue.shared_store: true in h3pipe.yaml")
 
 
-def _submit(app: Any, plan: RunPlan, store: PostgresStore, settings: QueueSettings,
+def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
             reporter: Reporter) -> str:
     from h3pipe.engine.queue.work import advance
 
@@ -97,7 +97,15 @@ def _submit(app: Any, plan: RunPlan, store: PostgresStore, settings: QueueSettin
     log.event(plan.run_id, "run", plan.run_id, "queued",
               f"{plan.scope.label}, resolution {plan.resolution}, {len(plan.cells)} cells, "
               f"on {settings.shown} (queue {settings.name})")
-    advance(app, store, plan.run_id, 1, plan)
+    try:
+        advance(app, store, plan.run_id, 1, plan)
+    except BaseException as exc:
+        # Some of the stage's tasks may not have been sent: a run left 'running' would
+        # wait for them for ever. Failed, the same command resumes it and sends them.
+        from h3pipe.engine.queue.work import end
+
+        end(store, plan.run_id, "failed", f"submitting stage 1: {exc or type(exc).__name__}")
+        raise
     return "resumed" if row is not None and not opts.force else "submitted"
 
 
@@ -107,7 +115,7 @@ def json_params(row: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(row["params"]))
 
 
-def wait_run(store: PostgresStore, run_id: str, reporter: Reporter,
+def wait_run(store: Store, run_id: str, reporter: Reporter,
              grace_seconds: float) -> dict[str, Any]:
     """Follow a queue run to its end and return its row; a stop (SIGINT, SIGTERM) cancels
     it and lets its running tasks finish within ``grace_seconds``. Raises like a local
@@ -131,7 +139,7 @@ def follow_run(project: Project, run_id: str, reporter: Reporter) -> dict[str, A
 
     with storage.open_store(project.store_location(), project.root, create=False) as store:
         row = find_run(store.catalog, run_id)
-        if row.get("queue") and isinstance(store, PostgresStore):
+        if row.get("queue"):
             return judge(_follow(store, row["run_id"], reporter, StopRequest(0)), StopRequest())
         log = RunLog(store.catalog)
         while holder_alive(row):
@@ -156,7 +164,7 @@ def judge(row: dict[str, Any], stop: StopRequest) -> dict[str, Any]:
                     hint=f"see 'h3pipe runs show {run_id}'")
 
 
-def _follow(store: PostgresStore, run_id: str, reporter: Reporter, stop: StopRequest
+def _follow(store: Store, run_id: str, reporter: Reporter, stop: StopRequest
             ) -> dict[str, Any]:
     """Poll the store until the run is no longer running; on a stop, cancel it."""
     log, queue = RunLog(store.catalog), QueueLog(store.catalog)
@@ -174,14 +182,14 @@ def _follow(store: PostgresStore, run_id: str, reporter: Reporter, stop: StopReq
         time.sleep(POLL_SECONDS)
 
 
-def _cancel(store: PostgresStore, run_id: str) -> None:
+def _cancel(store: Store, run_id: str) -> None:
     from h3pipe.engine.queue.work import settle_cancel
 
     request_cancel(store.catalog, run_id)
     settle_cancel(store, run_id)
 
 
-def _interrupt(store: PostgresStore, run_id: str, stop: StopRequest) -> None:
+def _interrupt(store: Store, run_id: str, stop: StopRequest) -> None:
     """The follower stops for good (grace over, second signal): a run still running is
     recorded interrupted now; tasks that finish later are kept for the resume."""
     from h3pipe.engine.queue.work import end
@@ -237,7 +245,7 @@ class _Progress:
             self.stage = None
 
 
-def _result(plan: RunPlan, run: dict[str, Any], store: PostgresStore, state: str
+def _result(plan: RunPlan, run: dict[str, Any], store: Store, state: str
             ) -> RunResult:
     measured = json_params(run).get("measured", {})
     entries = store.result_entries(plan.pipeline.dataset, plan.resolution, plan.scope.key)

@@ -30,7 +30,8 @@ from h3pipe.engine.cleanup import release
 from h3pipe.engine.executors.base import Finished, Retry, compute
 from h3pipe.engine.runner import Reporter, complete_run, publish_outputs
 from h3pipe.engine.stage import StageRun, kept_tasks
-from h3pipe.errors import ConfigError, OperationError
+from h3pipe.errors import OperationError
+from h3pipe.storage.base import Store
 from h3pipe.storage.queuelog import QueueLog
 from h3pipe.storage.runlog import RunLog, TaskKey
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
     from h3pipe.engine.prepare import RunPlan
     from h3pipe.operations import Batch
-    from h3pipe.storage.postgis import PostgresStore
 
 log = logging.getLogger("h3pipe.worker")
 # A message that cannot even be recorded (the store is down) waits this long before it
@@ -52,7 +52,7 @@ class Context:
     """What one worker process keeps between messages: its store and its name."""
 
     app: Celery
-    store: PostgresStore
+    store: Store
     runs: RunLog
     queue: QueueLog
     worker: str  # host:pid, as recorded on the task and named in errors
@@ -60,13 +60,8 @@ class Context:
     @classmethod
     def open(cls, app: Celery) -> Context:
         from h3pipe import storage
-        from h3pipe.storage.postgis import PostgresStore
 
-        location, root = app.conf.h3pipe_store, app.conf.h3pipe_root
-        store = storage.open_store(location, root)
-        if not isinstance(store, PostgresStore):
-            store.close()
-            raise ConfigError(f"worker store {location} is not a PostgreSQL store")
+        store = storage.open_store(app.conf.h3pipe_store, app.conf.h3pipe_root)
         return cls(app, store, RunLog(store.catalog), QueueLog(store.catalog),
                    f"{socket.gethostname()}:{os.getpid()}")
 
@@ -241,7 +236,7 @@ def settle(ctx: Context, run_id: str, stage: int) -> None:
     send(ctx.app, ADVANCE_TASK, [run_id, stage + 1], qrun["queue_name"])
 
 
-def settle_cancel(store: PostgresStore, run_id: str) -> None:
+def settle_cancel(store: Store, run_id: str) -> None:
     """A cancelled run ends 'interrupted' once none of its tasks is running."""
     if QueueLog(store.catalog).running_tasks(run_id) == 0:
         left = RunLog(store.catalog).tasks_left(run_id)
@@ -249,7 +244,7 @@ def settle_cancel(store: PostgresStore, run_id: str) -> None:
             f"interrupted (cancelled); {left} task(s) left for the resume")
 
 
-def end(store: PostgresStore, run_id: str, status: str, reason: str) -> bool:
+def end(store: Store, run_id: str, status: str, reason: str) -> bool:
     """Record how a queue run ended (once, whoever gets here first) and let go of what
     its steps' cleanup policies allow; True for the caller that ended it."""
     runs, queue = RunLog(store.catalog), QueueLog(store.catalog)
@@ -270,7 +265,7 @@ def advance_task(task: Any, run_id: str, stage: int) -> None:
         advance(ctx.app, ctx.store, run_id, stage)
 
 
-def advance(app: Celery, store: PostgresStore, run_id: str, stage: int,
+def advance(app: Celery, store: Store, run_id: str, stage: int,
             plan: RunPlan | None = None) -> None:
     """Plan and send ``stage``'s batches (the tasks a resumed run completed are kept), or
     after the last stage publish the run. Safe to repeat: a repeated message finds the
@@ -310,7 +305,7 @@ def advance(app: Celery, store: PostgresStore, run_id: str, stage: int,
         send(app, ADVANCE_TASK, [run_id, stage + 1], qrun["queue_name"])
 
 
-def _outputs(runs: RunLog, store: PostgresStore, run_id: str) -> dict[str, dict[int, str]]:
+def _outputs(runs: RunLog, store: Store, run_id: str) -> dict[str, dict[int, str]]:
     """The outputs of the run's completed tasks: step id -> task number -> reference."""
     outputs: dict[str, dict[int, str]] = {}
     for (step_id, task_no), t in sorted(kept_tasks(store, runs.completed_tasks(run_id)).items()):
@@ -318,7 +313,7 @@ def _outputs(runs: RunLog, store: PostgresStore, run_id: str) -> dict[str, dict[
     return outputs
 
 
-def _publish(plan: RunPlan, store: PostgresStore, runs: RunLog,
+def _publish(plan: RunPlan, store: Store, runs: RunLog,
              outputs: dict[str, dict[int, str]], run: dict[str, Any]) -> None:
     def say(text: str) -> None:
         runs.event(plan.run_id, "run", plan.run_id, "note", text)

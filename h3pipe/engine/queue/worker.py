@@ -29,19 +29,21 @@ def start_worker(settings: QueueSettings, store_location: str, root: Path, *,
     from h3pipe import storage
     from h3pipe.engine.queue.app import check_broker, make_app
 
-    if not storage.is_database(store_location):
+    if not storage.is_database(store_location) and not settings.shared_store:
         raise ConfigError(f"a worker needs the PostgreSQL store, not the folder "
                           f"{store_location}", hint="pass --store postgresql://... or set "
-                          "H3PIPE_STORE (the same database the runs are submitted to)")
+                          "H3PIPE_STORE (the same database the runs are submitted to); for "
+                          "workers on the store's machine only, queue.shared_store: true")
     with storage.open_store(store_location, root):
         pass  # fail now, in one line, if the store is unreachable or needs migrating
     app = make_app(settings, store=store_location, root=root)
     check_broker(app, settings)
     _log_lines(loglevel)
     _grace_on_shutdown(grace_seconds)
+    shown = (storage.safe_url(store_location) if storage.is_database(store_location)
+             else store_location)
     log.info("worker %s:%d: queue %s on %s, store %s, %d process(es)", socket.gethostname(),
-             os.getpid(), settings.name, settings.shown, storage.safe_url(store_location)
-             if storage.is_database(store_location) else store_location, concurrency)
+             os.getpid(), settings.name, settings.shown, shown, concurrency)
     argv = ["--quiet", "worker", f"--concurrency={concurrency}", "--pool=prefork",
             f"--hostname=h3pipe-{os.getpid()}@%h", f"--queues={settings.name}",
             "--without-gossip", "--without-mingle", f"--loglevel={loglevel}"]

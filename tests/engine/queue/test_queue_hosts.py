@@ -6,12 +6,10 @@ worker that cannot reach a source fails the run naming its host and the source."
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -46,11 +44,11 @@ def hosts(workers):
             ns.remove()
 
 
-def _start_on(workers, ns, hostname):
+def _start_on(workers, ns, hostname, **env):
     db = workers.store.rsplit("/", 1)[1]
     return workers.start(concurrency=1, netns=ns.name, hostname=hostname,
                          broker=f"amqp://guest:guest@{ns.host_ip}:5672//",
-                         store=f"postgresql://postgres@{ns.host_ip}:5432/{db}")
+                         store=f"postgresql://postgres@{ns.host_ip}:5432/{db}", **env)
 
 
 def _h3pipe(workers, project, *args, env=None):
@@ -131,10 +129,14 @@ def test_a_worker_that_cannot_reach_a_source_names_its_host_and_the_source(
     write_raster(tmp_path / "tiles" / "dem.tif", data, west=29.0, north=-1.9, res=0.001)
     with TileServer(tmp_path / "tiles") as server:  # on this host's loopback only
         url = server.url_of("dem.tif")
+        # One batch, tried once, each read tried once: the failure itself is under test.
         write_project(root, sources={"dem": raster_source("dem", url)}, pipelines={
-            "elev": zonal_pipeline("elev", "dem", ["mean"], resolution=8, batch_size=50)})
+            "elev": zonal_pipeline("elev", "dem", ["mean"], resolution=8, batch_size=1000
+                                   ).replace("batch_size: 1000}", "batch_size: 1000, "
+                                             "retries: 0}")})
         assert _h3pipe(workers, root, "db", "upgrade").returncode == 0
-        w = _start_on(workers, namespaces[1], "worker-b")
+        w = _start_on(workers, namespaces[1], "worker-b", GDAL_HTTP_MAX_RETRY="0",
+                      H3PIPE_REMOTE_BACKOFF="0.1", GDAL_HTTP_CONNECTTIMEOUT="2")
         workers.wait_ready(w)
         r = _h3pipe(workers, root, "run", "elev", "--bbox", "29.0,-2.1,29.2,-1.9", "--queue",
                     "amqp://guest:guest@127.0.0.1:5672//", env={"GDAL_HTTP_MAX_RETRY": "0"})

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
-from tests.workers import BROKER, REPO
+from tests.workers import BROKER
 
 BBOX = "29.0,-2.1,29.2,-1.9"
 PIPELINE = "elev"
@@ -173,7 +173,8 @@ def _run_of(db):
 def test_the_submitter_killed_loses_nothing_and_the_same_command_follows_again(
         tmp_path, workers, local):
     _upgrade(workers)
-    workers.start(concurrency=2, H3PIPE_FAULTS="batch:sleep=0.3")
+    # 30 batches of a second on two processes: still running when the command comes back.
+    workers.start(concurrency=2, H3PIPE_FAULTS="batch:sleep=1")
     command = [sys.executable, "-m", "h3pipe", "--project", str(workers.project), "run",
                PIPELINE, "--bbox", BBOX, "--queue", BROKER]
     submitter = subprocess.Popen(command, env=workers.env(), stdout=subprocess.PIPE,
@@ -228,6 +229,10 @@ def test_the_broker_restarted_mid_run(tmp_path, workers, local):
     run_id = r.stdout.strip()
     _wait_for_task(workers.store, run_id, "completed")
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
+    with psycopg.connect(workers.store) as db:
+        left = db.execute("SELECT count(*) FROM h3pipe.tasks WHERE status != 'completed'"
+                          ).fetchone()[0]
+    assert left > 0  # the broker went down mid-run
     time.sleep(2)
     subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
     waited = _h3pipe(workers, "runs", "wait", run_id)
@@ -250,3 +255,56 @@ def test_sigterm_lets_running_batches_finish_then_the_worker_exits(workers):
                                  "%s GROUP BY status", (run_id,)).fetchall())
     assert states.get("completed") == 1 and "running" not in states  # it finished its batch
     assert "stopping (SIGTERM)" in workers.log(0)
+
+
+def test_a_batch_past_the_grace_period_goes_back_to_the_queue(tmp_path, workers, local):
+    _upgrade(workers)
+    w = workers.start(concurrency=1, grace=1, H3PIPE_FAULTS="batch:sleep=6")
+    workers.wait_ready(w)
+    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
+    run_id = r.stdout.strip()
+    _wait_for_task(workers.store, run_id, "running")
+    started = time.monotonic()
+    os.kill(w.pid, signal.SIGTERM)
+    w.wait(timeout=30)
+    assert time.monotonic() - started < 5  # the grace period, not the batch's 6 s
+    assert "grace period over" in workers.log(0)
+    workers.start(concurrency=2)
+    waited = _h3pipe(workers, "runs", "wait", run_id)
+    assert waited.returncode == 0, waited.stderr + workers.log(1)
+    assert _rows(workers, run_id, tmp_path / "queue.parquet") == local
+
+
+def test_runs_cancel_stops_a_detached_run_and_the_same_command_resumes(
+        tmp_path, workers, local):
+    _upgrade(workers)
+    w = workers.start(concurrency=1, H3PIPE_FAULTS="batch:sleep=0.5")
+    workers.wait_ready(w)
+    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
+    run_id = r.stdout.strip()
+    _wait_for_task(workers.store, run_id, "completed")
+    cancelled = _h3pipe(workers, "runs", "cancel", run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    waited = _h3pipe(workers, "runs", "wait", run_id)
+    assert waited.returncode == 130 and "cancelled" in waited.stderr
+    shown = _h3pipe(workers, "runs", "show", run_id)
+    assert "interrupted (cancelled)" in shown.stdout
+    assert "guest@127.0.0.1" in shown.stdout or run_id in shown.stdout
+    assert "guest:guest" not in shown.stdout  # the broker's password is never shown
+    again = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER)
+    assert again.returncode == 0, again.stderr
+    assert _rows(workers, _run_id(again.stdout), tmp_path / "queue.parquet") == local
+
+
+def test_the_embedded_store_serves_workers_on_its_own_machine_when_the_project_says_so(
+        tmp_path, workers, local):
+    folder = str(tmp_path / "shared-store")
+    (workers.project / "h3pipe.yaml").write_text(
+        f"queue: {{url: '{BROKER}', shared_store: true}}\n")
+    w = workers.start(concurrency=2, store=folder)
+    workers.wait_ready(w)
+    r = _h3pipe(workers, "--store", folder, "run", PIPELINE, "--bbox", BBOX)
+    assert r.returncode == 0, r.stderr + workers.log(0)
+    run_id = _run_id(r.stdout)
+    assert _rows(workers, run_id, tmp_path / "queue.parquet", store=folder) == local
+    assert workers.log(0).count(" cells -> ") == 30  # the worker computed them, not the run
