@@ -87,11 +87,15 @@ class Finished:
     seconds: float
 
 
-def compute(worker: int, batch: Batch) -> Finished:
-    """Run one batch where this is called (a worker process, or the run's own)."""
+def compute(worker: int, batch: Batch,
+            passthrough: tuple[type[BaseException], ...] = ()) -> Finished:
+    """Run one batch where this is called (a worker process, or the run's own); errors of
+    the ``passthrough`` types are raised, not returned (a queue task's time limit)."""
     start = time.perf_counter()
     try:
         result = run_batch(batch)
+    except passthrough:
+        raise
     except Exception as exc:
         return Finished(worker, key_of(batch), None, as_error(batch, exc),
                         time.perf_counter() - start)

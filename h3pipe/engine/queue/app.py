@@ -53,6 +53,9 @@ def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
         accept_content=["json"],
         task_default_queue=settings.name,
         task_create_missing_queues=True,
+        # A pool process warms up (libraries, the compiled kernel: seconds) before it says
+        # it is up; Celery's default of 4 s would kill it as stuck.
+        worker_proc_alive_timeout=120,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         # Our own log line per batch; Celery's per-task lines and events add nothing.

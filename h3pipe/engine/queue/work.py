@@ -113,12 +113,16 @@ def _guarded(task: Any, what: str, run_id: str, key: TaskKey | None = None) -> I
     """A message whose handling raised must neither vanish (acknowledged, the run waiting
     for ever) nor spin: the failure is recorded on the task or the run; when even that is
     impossible (the store is down), the message goes back to the queue after a pause."""
-    from celery.exceptions import Reject
+    from celery.exceptions import Reject, SoftTimeLimitExceeded
 
     try:
         yield
     except Exception as exc:
         error = f"{what} on worker {socket.gethostname()}:{os.getpid()}: {exc}"
+        if SoftTimeLimitExceeded in (type(exc), type(exc.__cause__)):  # while writing, say
+            error = (f"{what} on worker {socket.gethostname()}:{os.getpid()} ran past the "
+                     f"queue's task time limit ({task.app.conf.task_soft_time_limit:g} s); "
+                     "use a smaller --batch-size, or raise queue.task_seconds")
         log.warning("%s %s: %s", run_id, what, error)
         try:
             ctx = context(task.app)
@@ -184,7 +188,7 @@ def _attempts(ctx: Context, key: TaskKey, batch: Batch, retry: Retry,
     attempt = 1
     while True:
         try:
-            done = compute(0, batch)
+            done = compute(0, batch, passthrough=(SoftTimeLimitExceeded,))
         except SoftTimeLimitExceeded:
             return Finished(0, (key.step_id, key.task_no), None, OperationError(
                 f"step '{key.step_id}' batch {key.task_no} ran past the queue's task time "

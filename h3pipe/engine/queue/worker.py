@@ -39,6 +39,7 @@ def start_worker(settings: QueueSettings, store_location: str, root: Path, *,
     app = make_app(settings, store=store_location, root=root)
     check_broker(app, settings)
     _log_lines(loglevel)
+    _warm_pool_processes()
     _grace_on_shutdown(grace_seconds)
     shown = (storage.safe_url(store_location) if storage.is_database(store_location)
              else store_location)
@@ -64,6 +65,23 @@ def _log_lines(level: str) -> None:
     ours.propagate = False
     for name in ("celery", "kombu", "amqp"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _warm_pool_processes() -> None:
+    """Each pool process loads the operations' libraries and compiled kernels before its
+    first batch (as the local pool's workers do), so no batch pays for them, nor for them
+    against its time limit."""
+    from celery.signals import worker_process_init
+
+    def warm(**_: Any) -> None:
+        from h3pipe.operations import warm_up
+
+        try:
+            warm_up()
+        except Exception as exc:  # shows again, with its context, on the first batch
+            log.warning("worker %s: warming up failed: %s", socket.gethostname(), exc)
+
+    worker_process_init.connect(warm, weak=False)
 
 
 def _grace_on_shutdown(grace_seconds: float) -> None:

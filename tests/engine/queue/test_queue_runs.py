@@ -61,6 +61,13 @@ def local(tmp_path, workers):
     return _rows(workers, run_id, tmp_path / "local.parquet", store=str(folder))
 
 
+def _detached(workers):
+    """Submit the run with --detach; its id, as the command prints it."""
+    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
 def _upgrade(workers):
     r = _h3pipe(workers, "db", "upgrade")
     assert r.returncode == 0, r.stderr
@@ -105,8 +112,7 @@ def test_a_worker_killed_mid_batch_leaves_its_batch_to_another(tmp_path, workers
     _upgrade(workers)
     slow = workers.start(concurrency=1, H3PIPE_FAULTS="batch:sleep=3")
     workers.wait_ready(slow)
-    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
-    run_id = r.stdout.strip()
+    run_id = _detached(workers)
     taken = _wait_for_task(workers.store, run_id, "running")
     workers.kill(slow)  # the machine is gone, its batch unacknowledged
     other = workers.start(concurrency=2)
@@ -225,8 +231,7 @@ def test_ctrl_c_of_the_submitter_cancels_and_the_same_command_resumes(
 def test_the_broker_restarted_mid_run(tmp_path, workers, local):
     _upgrade(workers)
     workers.start(concurrency=2, H3PIPE_FAULTS="batch:sleep=0.4")
-    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
-    run_id = r.stdout.strip()
+    run_id = _detached(workers)
     _wait_for_task(workers.store, run_id, "completed")
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
     with psycopg.connect(workers.store) as db:
@@ -245,8 +250,7 @@ def test_sigterm_lets_running_batches_finish_then_the_worker_exits(workers):
     _upgrade(workers)
     w = workers.start(concurrency=1, grace=30, H3PIPE_FAULTS="batch:sleep=2")
     workers.wait_ready(w)
-    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
-    run_id = r.stdout.strip()
+    run_id = _detached(workers)
     _wait_for_task(workers.store, run_id, "running")
     os.kill(w.pid, signal.SIGTERM)
     assert w.wait(timeout=30) == 0
@@ -261,8 +265,7 @@ def test_a_batch_past_the_grace_period_goes_back_to_the_queue(tmp_path, workers,
     _upgrade(workers)
     w = workers.start(concurrency=1, grace=1, H3PIPE_FAULTS="batch:sleep=6")
     workers.wait_ready(w)
-    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
-    run_id = r.stdout.strip()
+    run_id = _detached(workers)
     _wait_for_task(workers.store, run_id, "running")
     started = time.monotonic()
     os.kill(w.pid, signal.SIGTERM)
@@ -280,8 +283,7 @@ def test_runs_cancel_stops_a_detached_run_and_the_same_command_resumes(
     _upgrade(workers)
     w = workers.start(concurrency=1, H3PIPE_FAULTS="batch:sleep=0.5")
     workers.wait_ready(w)
-    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
-    run_id = r.stdout.strip()
+    run_id = _detached(workers)
     _wait_for_task(workers.store, run_id, "completed")
     cancelled = _h3pipe(workers, "runs", "cancel", run_id)
     assert cancelled.returncode == 0, cancelled.stderr
@@ -308,3 +310,17 @@ def test_the_embedded_store_serves_workers_on_its_own_machine_when_the_project_s
     run_id = _run_id(r.stdout)
     assert _rows(workers, run_id, tmp_path / "queue.parquet", store=folder) == local
     assert workers.log(0).count(" cells -> ") == 30  # the worker computed them, not the run
+
+
+def test_a_batch_past_the_task_time_limit_fails_naming_the_limit(workers):
+    _project(workers.project)
+    _upgrade(workers)
+    # The hard limit 31 s, so the soft one (30 s earlier) is 1 s: a 5 s batch passes it.
+    (workers.project / "h3pipe.yaml").write_text(
+        f"queue: {{url: '{BROKER}', task_seconds: 31}}\n")
+    w = workers.start(concurrency=1, H3PIPE_FAULTS="task.stats#2:sleep=5")
+    workers.wait_ready(w)
+    r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert "stats#2" in last and "time limit (1 s)" in last and "--batch-size" in last
