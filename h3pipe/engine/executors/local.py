@@ -12,6 +12,8 @@ exits within a second, whatever it is doing.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -19,7 +21,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 
@@ -103,6 +105,7 @@ class ProcessPool:
                             name=f"h3pipe-worker-{w}", daemon=True)
             p.start()
             self._procs.append(p)
+        atexit.register(self._kill)  # after multiprocessing's own: so it runs first
 
     @property
     def slots(self) -> int:
@@ -139,6 +142,16 @@ class ProcessPool:
                     "--batch-size")
 
     def close(self) -> None:
+        # A signal that lands half way (a second Ctrl-C, a SIGTERM after a cancel) is
+        # held until every worker is gone, then raised as usual.
+        with _signals_held():
+            self._kill()
+        atexit.unregister(self._kill)
+
+    def _kill(self) -> None:
+        """Every worker SIGKILLed and reaped. Also run at exit, before multiprocessing's
+        own handler, should anything ever skip :meth:`close`: that handler stops daemon
+        processes with SIGTERM, which workers ignore, and then waits for them for ever."""
         # Every result is in by now (or the run is failing): nothing to wait for, and a
         # worker's own teardown (GDAL, LLVM) is not worth a quarter second of the run.
         for p in self._procs:
@@ -178,6 +191,20 @@ class PoolExecutor(TransportExecutor):
             raise OperationError(f"batch of step '{batches[0].step_id}' cannot be sent to a "
                                  f"worker process: {exc}") from exc
         return self._pool
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while inside (in the main thread), delivered after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 _TRACKER_WARNING = "ignore::UserWarning:multiprocessing.resource_tracker"

@@ -102,3 +102,45 @@ def test_workers_holding_unread_results_exit_with_their_parent(tmp_path, reap):
     time.sleep(4.0)  # the four batches in flight are computed and sent
     left = _left_after_kill(proc, children)
     assert not left, [" ".join(p.cmdline()) for p in left]
+
+
+_LEAVES_WITHOUT_CLOSING = """
+import sys
+from h3pipe.engine.executors.local import PoolExecutor
+if __name__ == "__main__":
+    ex = PoolExecutor(2)
+    print(" ".join(str(p.pid) for p in ex._pool._procs), flush=True)
+    sys.stdin.readline()  # until the test has seen the workers ignore SIGTERM
+    raise SystemExit(3)   # as if an exception had escaped the executor's close
+"""
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def test_a_process_that_never_closed_its_pool_still_exits(tmp_path):
+    """multiprocessing stops daemon workers at exit with SIGTERM, which ours ignore, and
+    then waits for them: without our own exit handler the run would hang for ever."""
+    script = tmp_path / "leave.py"
+    script.write_text(_LEAVES_WITHOUT_CLOSING)
+    repo = str(Path(__file__).resolve().parents[3])
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ,
+                                                                    "PYTHONPATH": repo})
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    deadline = time.monotonic() + 60
+    while not all(_ignores_sigterm(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_ignores_sigterm(p) for p in pids)
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    try:
+        assert proc.wait(timeout=20) == 3
+    finally:
+        proc.kill()
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in pids)
