@@ -63,7 +63,7 @@ bench: install
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/small.py
-	$(BIN)/python benchmarks/queue.py
+	$(BIN)/python benchmarks/queue_backend.py
 
 # The scale targets of issue 12: h3pipe run over DR Congo at res 8 and 9 and Rwanda at res 9
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into

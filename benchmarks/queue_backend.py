@@ -1,5 +1,5 @@
-"""``python benchmarks/queue.py``: the queue backend (Celery on RabbitMQ, ``h3pipe worker``)
-against the local process pool, on the PostgreSQL store (issue 13, item 7).
+"""``python benchmarks/queue_backend.py``: the queue backend (Celery on RabbitMQ,
+``h3pipe worker``) against the local process pool, on the PostgreSQL store (issue 13, item 7).
 
 1. Per-task overhead. A small synthetic raster made here (0.1 x 0.1 degree, 1 arcsecond)
    at resolution 9, about 1,200 cells, cut into about 400 tasks of 3 cells by
@@ -25,7 +25,7 @@ nobody else (``H3PIPE_QUEUE_NAME``, random per invocation) and killed before thi
 whatever happens; the queue is deleted from the broker at the end. The database is dropped
 and created afresh. Writes ``benchmarks/results/queue.json`` and prints a table.
 
-    python benchmarks/queue.py [--repeats 3] [--scale-repeats 2] [--pg URL] [--amqp URL]
+    python benchmarks/queue_backend.py [--repeats 3] [--scale-repeats 2] [--pg URL] [--amqp URL]
 """
 
 from __future__ import annotations
