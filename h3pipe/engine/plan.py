@@ -7,7 +7,6 @@ source over the scope. It writes nothing and starts no worker.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +52,7 @@ def plan_run(project: Project, pipeline_id: str, scope: Scope,
     with store:
         log = RunLog(store.catalog)
         row = log.run(plan.run_id)
-        if row is not None and not plan.options.force:
-            plan = plan.as_started(json.loads(row["params"]))  # as the runner would
+        plan = plan.resuming(row)  # as the runner would
         view = outlook(plan, planner, store, row)
         history = log.throughput()
         where = store.location

@@ -48,6 +48,11 @@ class RunOptions:
     wait: bool = False
     grace_seconds: float = DEFAULT_GRACE_SECONDS
 
+    def reports_done(self, row: dict[str, Any] | None) -> bool:
+        """Whether the run recorded as ``row`` is reported as done, not run again."""
+        return (row is not None and row["status"] == "completed" and not self.force
+                and self.from_step is None)
+
     def check(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise UsageError("--workers must be at least 1")
@@ -98,6 +103,13 @@ class RunPlan:
         return replace(self, batch_size=params.get("batch_size", self.batch_size),
                        max_batch_size=params.get("max_batch_size", self.max_batch_size),
                        workers=params.get("workers", self.workers))
+
+    def resuming(self, row: dict[str, Any] | None) -> RunPlan:
+        """This plan as the run recorded in ``row`` started it (its batches), unless there
+        is no such run or it is recomputed from scratch (``force``)."""
+        if row is None or self.options.force:
+            return self
+        return self.as_started(json.loads(row["params"]))
 
     def row_batch(self, rows: int) -> int:
         """Rows per batch of a feature step with ``rows`` rows."""

@@ -124,12 +124,10 @@ def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executo
     with storage.open_store(plan.store_location, root) as store:
         log = RunLog(store.catalog)
         row = wait_or_refuse(log, plan.run_id, wait=plan.options.wait, on_wait=reporter.message)
-        opts = plan.options
-        if row is not None and row["status"] == "completed" and not opts.force \
-                and opts.from_step is None:
+        if plan.options.reports_done(row):
+            assert row is not None  # reported done: there is a row
             return _result(plan, store, row["cells"] or 0, 0.0, "already")
-        if row is not None and not opts.force:
-            plan = plan.as_started(json.loads(row["params"]))  # the batches it started with
+        plan = plan.resuming(row)  # the batches it started with
         claim_run(log, plan, row, store)
         with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
             return _Run(plan, store, log, ex, reporter).go(row)

@@ -11,6 +11,7 @@ period, and the run ends 'interrupted', to be resumed by the same command.
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from dataclasses import dataclass
@@ -80,16 +81,14 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
     log, queue = RunLog(store.catalog), QueueLog(store.catalog)
     row = log.run(plan.run_id)
     opts = plan.options
-    if row is not None and row["status"] == "completed" and not opts.force \
-            and opts.from_step is None:
+    if opts.reports_done(row):
         return "already"
     if row is not None and row["status"] == "running" and row.get("queue"):
         reporter.message(f"run {plan.run_id} is on the queue at {row['queue']} already; "
                          "following it")
         return "following"
     row = wait_or_refuse(log, plan.run_id, wait=opts.wait, on_wait=reporter.message)
-    if row is not None and not opts.force:
-        plan = plan.as_started(json_params(row))
+    plan = plan.resuming(row)
     claim_run(log, plan, row, store)
     queue.mark_queued(plan.run_id, settings.shown)
     queue.save_run(plan.run_id, pickle.dumps(plan), queue_name=settings.name,
@@ -107,12 +106,6 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
         end(store, plan.run_id, "failed", f"submitting stage 1: {exc or type(exc).__name__}")
         raise
     return "resumed" if row is not None and not opts.force else "submitted"
-
-
-def json_params(row: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    return dict(json.loads(row["params"]))
 
 
 def wait_run(store: Store, run_id: str, reporter: Reporter,
@@ -247,7 +240,7 @@ class _Progress:
 
 def _result(plan: RunPlan, run: dict[str, Any], store: Store, state: str
             ) -> RunResult:
-    measured = json_params(run).get("measured", {})
+    measured = json.loads(run["params"]).get("measured", {})
     entries = store.result_entries(plan.pipeline.dataset, plan.resolution, plan.scope.key)
     rows = int(entries[0]["rows"]) if entries else 0
     return RunResult(plan.run_id, plan.pipeline.id, plan.pipeline.dataset, plan.scope.label,

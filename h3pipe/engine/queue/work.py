@@ -228,16 +228,23 @@ def settle(ctx: Context, run_id: str, stage: int) -> None:
         end(ctx.store, run_id, "failed",
             f"task {failed['step_id']}#{failed['task_no']} failed: {failed['error']}")
         return
-    if not ctx.queue.close_stage(run_id, stage):
+    close_stage(ctx.app, ctx.store, run_id, stage)
+
+
+def close_stage(app: Celery, store: Store, run_id: str, stage: int) -> None:
+    """If every task of ``stage`` completed, close it (exactly one caller does), record its
+    steps completed and send the message that plans the next stage."""
+    runs, queue = RunLog(store.catalog), QueueLog(store.catalog)
+    if not queue.close_stage(run_id, stage):
         return
-    for step_id in ctx.queue.stage_steps(run_id, stage):
-        ctx.runs.step_completed(run_id, step_id, ctx.queue.step_totals(run_id, step_id)[1])
-    ctx.runs.event(run_id, "stage", str(stage), "completed")
-    qrun = ctx.queue.run(run_id)
+    for step_id in queue.stage_steps(run_id, stage):
+        runs.step_completed(run_id, step_id, queue.step_totals(run_id, step_id)[1])
+    runs.event(run_id, "stage", str(stage), "completed")
+    qrun = queue.run(run_id)
     assert qrun is not None  # a queue run's row outlives its stages
     from h3pipe.engine.queue.app import ADVANCE_TASK, send
 
-    send(ctx.app, ADVANCE_TASK, [run_id, stage + 1], qrun["queue_name"])
+    send(app, ADVANCE_TASK, [run_id, stage + 1], qrun["queue_name"])
 
 
 def settle_cancel(store: Store, run_id: str) -> None:
@@ -298,15 +305,13 @@ def advance(app: Celery, store: Store, run_id: str, stage: int,
     queue.save_batches(run_id, [(b.step_id, b.number, pickle.dumps(
         (b, plan.retry(plan.pipeline.step(b.step_id)), plan.pipeline.step(b.step_id).storage)))
         for b in todo])
-    from h3pipe.engine.queue.app import ADVANCE_TASK, BATCH_TASK, send
+    from h3pipe.engine.queue.app import BATCH_TASK, send
 
     pending = queue.pending_tasks(run_id, stage)
     for key in pending:
         send(app, BATCH_TASK, [run_id, stage, key.step_id, key.task_no], qrun["queue_name"])
-    if not pending and queue.close_stage(run_id, stage):  # nothing left to do in it
-        for step in steps:
-            runs.step_completed(run_id, step.id, queue.step_totals(run_id, step.id)[1])
-        send(app, ADVANCE_TASK, [run_id, stage + 1], qrun["queue_name"])
+    if not pending:  # nothing left to do in it (every task kept from before)
+        close_stage(app, store, run_id, stage)
 
 
 def _outputs(runs: RunLog, store: Store, run_id: str) -> dict[str, dict[int, str]]:
