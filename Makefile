@@ -7,7 +7,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint demo demo-flood bench bench-scale clean
+.PHONY: install test lint demo demo-flood demo-fathom bench bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,18 @@ demo-flood: install
 	$(BIN)/h3pipe export building_flood_exposure --iso3 RWA --resolution 7 -o .h3pipe/demo/building_flood_exposure_RWA_7.csv
 	@echo "first rows of .h3pipe/demo/building_flood_exposure_RWA_7.csv:"
 	@head -n 6 .h3pipe/demo/building_flood_exposure_RWA_7.csv
+	$(MAKE) --no-print-directory demo-fathom
+
+# The scenario sweep: a FATHOM-like stand-in (39 scenarios x 8 return periods on Rwanda's 6
+# tiles, ~4 MB, seconds) and building flood exposure for all of them in one run, on the
+# buildings of demo-flood; then one scenario and return period exported.
+demo-fathom: install
+	$(BIN)/python -m h3pipe.demo.flood --out .h3pipe/demo/flood
+	$(BIN)/python -m h3pipe.demo.fathom --out .h3pipe/demo/fathom
+	$(BIN)/h3pipe run building_flood_exposure_fathom --iso3 RWA
+	$(BIN)/h3pipe export building_flood_exposure_fathom --iso3 RWA --resolution 7 --where flood_type=fluvial_undefended --where year=2050 --where ssp=ssp245 --where return_period=rp100 -o .h3pipe/demo/fathom_fluvial_undefended_2050_ssp245_rp100_RWA_7.csv
+	@echo "first rows of .h3pipe/demo/fathom_fluvial_undefended_2050_ssp245_rp100_RWA_7.csv:"
+	@head -n 6 .h3pipe/demo/fathom_fluvial_undefended_2050_ssp245_rp100_RWA_7.csv
 
 # h3pipe against exactextract, rasterize+bincount, rasterstats and the read floor on a
 # Rwanda-sized DEM (generated once into benchmarks/data); writes benchmarks/results/ and
@@ -64,6 +76,7 @@ bench: install
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/small.py
 	$(BIN)/python benchmarks/queue_backend.py
+	$(BIN)/python benchmarks/sweep.py
 
 # The scale targets of issue 12: h3pipe run over DR Congo at res 8 and 9 and Rwanda at res 9
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into

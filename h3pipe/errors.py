@@ -99,6 +99,11 @@ class SourceError(H3PipeError, OSError):
     exit_code = 2
 
 
+class NoDataInScope(SourceError):
+    """A source has no pixels in the run's scope (no tile overlaps it, no item intersects
+    it): an error for a plain source, a scenario missing there for a sweep."""
+
+
 class RemoteReadError(SourceError):
     """Reading a remote file failed (HTTP error, timeout): may well work on a retry."""
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from h3pipe.sources.dimensions import Dimensions, Scenario
+
 
 @dataclass(frozen=True)
 class StacSpec:
@@ -47,6 +49,25 @@ class SourceSpec:
     table: str | None = None
     id_field: str | None = None
     attributes: tuple[str, ...] = ()
+    # Several bands read together (``bands:``): their numbers and names; () for one band.
+    bands: tuple[int, ...] = ()
+    band_names: tuple[str, ...] = ()
+    band_key: str = "band"
+    dimensions: Dimensions | None = None  # a sweep of scenarios (``dimensions:``)
+
+    def column(self, band_name: str, name: str) -> str:
+        """The column of statistic ``name`` for one band (``rp100_mean``)."""
+        return f"{band_name}_{name}"
+
+    def columns(self, names: list[str]) -> list[str]:
+        """Output columns ``names`` as this source gives them: one per band and name."""
+        if not self.band_names:
+            return list(names)
+        return [self.column(b, n) for b in self.band_names for n in names]
+
+    def scenario_location(self, scenario: Scenario) -> str:
+        """The path of one scenario's files (the ``path`` template filled in)."""
+        return scenario.fill(self.location)
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,8 @@ class PipelineSpec:
     file: str = ""
     content_hash: str = ""
     document: dict[str, Any] = field(default_factory=dict, compare=False)  # as validated
+    # The scenarios a run computes: dimension -> the values chosen ('all': absent).
+    matrix: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
     def step(self, step_id: str) -> StepSpec:
         for s in self.steps:

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 Pipeline = Annotated[str, typer.Argument(help="Pipeline id (its 'id:' in pipelines/).")]
-Iso3 = Annotated[str | None, typer.Option(help="Country by ISO 3166-1 alpha-3 code.")]
+Iso3 = Annotated[str | None, typer.Option(help="Country by ISO 3166-1 alpha-3 code; for run, "
+                                                "several (RWA,BDI) or a group of h3pipe.yaml "
+                                                "(@eac).")]
 Bbox = Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in lon/lat.")]
 Aoi = Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the area.",
                                           dir_okay=False)]

@@ -19,11 +19,32 @@ def heading(plan: RunPlan, view: Outlook) -> list[str]:
              f"{plan.resolution}",
              f"  {view.cells:,} cells, {plan.workers} worker(s), batches of up to "
              f"{plan.batch_size:,} cells"]
+    lines += sweep_lines(plan)
     for s in view.stages:
         mark = "~" if s.estimate else ""
         line = (f"  stage {s.number} [{', '.join(s.steps)}]: {mark}{s.tasks:,} task(s), "
                 f"{mark}{s.rows:,} {s.unit}")
         lines.append(line + (f" (estimated: {s.estimate})" if s.estimate else ""))
+    return lines
+
+
+def sweep_lines(plan: RunPlan) -> list[str]:
+    """A sweep's scenarios (and bands), and those skipped for want of data in the scope."""
+    if plan.sweep is None:
+        return []
+    lines = []
+    for sid, found in plan.sweep.rasters.items():
+        bands = plan.sources[sid].band_names
+        per = f" x {len(bands)} bands ({', '.join(bands)})" if bands else ""
+        lines.append(f"  sweep: {len(found)} scenario(s) of {sid}{per}")
+        carried = [sc.id for sc, _ in found if sc.id in plan.sweep.carried]
+        if carried:
+            lines.append(f"  kept: {len(carried)} scenario(s) already in the scope's result "
+                         f"from the same inputs; computing {len(found) - len(carried)}")
+        missing = plan.sweep.missing.get(sid, ())
+        if missing:
+            lines.append(f"  skipped: {len(missing)} scenario(s) of {sid} with no data in "
+                         f"{plan.scope.label}: {', '.join(missing)}")
     return lines
 
 

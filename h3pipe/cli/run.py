@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +11,9 @@ from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
 if TYPE_CHECKING:
+    from h3pipe.config.project import Project
+    from h3pipe.engine.prepare import RunOptions
+    from h3pipe.engine.queue.settings import QueueSettings
     from h3pipe.engine.queue.submit import Submitted
     from h3pipe.engine.runner import RunResult
 
@@ -47,28 +50,45 @@ def run(
 
         h3pipe run elevation_terrain --bbox 29.0,-2.5,30.0,-1.5 --workers 2
 
+        h3pipe run elevation_terrain --iso3 RWA,BDI,UGA --resolution 6
+
+        h3pipe run elevation_terrain --iso3 @eac   # a group of h3pipe.yaml's 'groups:'
+
+    Several countries run one after another, each its own run; a failing one does not stop
+    the others, a table sums them up, and the exit code is the worst of theirs.
+
         h3pipe --store postgresql://h3@db/h3 run elevation_terrain --iso3 RWA --queue amqp://mq//
 
     With --queue (or H3PIPE_QUEUE), batches go to 'h3pipe worker' processes on any machine;
     this command follows the run (Ctrl-C cancels it) unless --detach.
     """
-    from h3pipe.cli.progress import make_reporter
     from h3pipe.engine.prepare import RunOptions
-    from h3pipe.engine.runner import run_pipeline
-    from h3pipe.engine.scope import resolve_scope
+    from h3pipe.engine.queue.settings import QueueSettings
     from h3pipe.errors import UsageError
 
     project = project_of(ctx)
-    scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
     options = RunOptions(resolution=resolution, batch_size=batch_size, workers=workers,
                          force=force, from_step=from_step, wait=wait, grace_seconds=grace)
-    from h3pipe.engine.queue.settings import QueueSettings
-
     settings = QueueSettings.find(queue, project.read_settings())
+    if settings is None and detach:
+        raise UsageError("--detach needs a queue", hint="pass --queue amqp://... or set "
+                         "H3PIPE_QUEUE")
+    if iso3 and ("," in iso3 or iso3.strip().startswith("@")) and not (bbox or aoi):
+        return _run_countries(project, pipeline, iso3, options, settings, detach)
+    _run_one(project, pipeline, options, settings, detach, iso3=iso3, bbox=bbox, aoi=aoi)
+    return 0
+
+
+def _run_one(project: Project, pipeline: str, options: RunOptions,
+             settings: QueueSettings | None, detach: bool, **scope_of: Any) -> str:
+    """One scope: run it here or through the queue, say how it went, and return that in
+    a few words."""
+    from h3pipe.cli.progress import make_reporter
+    from h3pipe.engine.runner import run_pipeline
+    from h3pipe.engine.scope import resolve_scope
+
+    scope = resolve_scope(**scope_of)
     if settings is None:
-        if detach:
-            raise UsageError("--detach needs a queue", hint="pass --queue amqp://... or set "
-                             "H3PIPE_QUEUE")
         result = run_pipeline(project, pipeline, scope, options, make_reporter())
     else:
         from h3pipe.engine.queue.submit import Submitted, run_queued
@@ -77,10 +97,44 @@ def run(
                           detach=detach)
         if isinstance(done, Submitted):
             _submitted(done)
-            return 0
+            return f"run {done.run_id} {'submitted' if done.state != 'already' else 'done'}"
         result = done
-    _say(result, iso3)
-    return 0
+    _say(result, scope_of.get("iso3"))
+    return f"run {result.run_id} {result.state}: {result.rows} rows"
+
+
+def _run_countries(project: Project, pipeline: str, iso3: str, options: RunOptions,
+                   settings: QueueSettings | None, detach: bool) -> int:
+    """Each country as its own run, on past failures; a summary table; the worst exit."""
+    from h3pipe.engine import many
+
+    codes = many.countries(iso3, project.read_settings())
+    project.load()  # a broken project fails once, not once per country
+    output.info(f"{len(codes)} countries: {', '.join(codes)}")
+
+    def failed(code: str, exc: Exception) -> None:
+        output.error(f"error: {code}: {exc}")
+
+    outcomes = many.run_each(
+        codes, lambda code: _run_one(project, pipeline, options, settings, detach, iso3=code),
+        failed)
+    _summary(outcomes)
+    return many.worst(outcomes)
+
+
+def _summary(outcomes: list[Any]) -> None:
+    """One line per country: exit code, seconds, and what it published or why it failed."""
+    lines = [("country", "exit", "seconds", "outcome")]
+    for o in outcomes:
+        what = o.result if o.error is None else o.error.message
+        lines.append((o.code, str(o.exit_code), f"{o.seconds:.1f}", " ".join(what.split())))
+    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+    for line in lines:
+        output.say(f"{line[0]:<{widths[0]}}  {line[1]:>{widths[1]}}  {line[2]:>{widths[2]}}  "
+                   f"{line[3]}")
+    bad = [o.code for o in outcomes if o.exit_code]
+    output.say(f"{len(outcomes) - len(bad)} of {len(outcomes)} countries completed"
+               + (f"; failed: {', '.join(bad)}" if bad else ""))
 
 
 def _submitted(done: Submitted) -> None:

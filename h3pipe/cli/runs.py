@@ -69,6 +69,7 @@ def show(
          + f", workers {r['params']['workers']}")
     if r["error"]:
         echo(f"error:      {r['error']}")
+    _scenarios(r["params"])
     if r["items"]:
         by_source: dict[str, list[str]] = {}
         for item in r["items"]:
@@ -107,6 +108,17 @@ def _timeline(r: dict[str, Any]) -> None:
         echo("slowest tiles (time spent reading and decoding them):")
         for t in r["slowest_tiles"]:
             echo(f"  {t['tile']}: {t['seconds']:.2f} s over {t['tasks']} task(s)")
+
+
+def _scenarios(params: dict[str, Any]) -> None:
+    """A sweep's scenarios: how many it computed, which it skipped for want of data."""
+    if "scenarios" not in params:
+        return
+    ids = params["scenarios"]
+    more = f", ... ({len(ids)} in all)" if len(ids) > 4 else ""
+    typer.echo(f"scenarios:  {', '.join(ids[:4])}{more}")
+    for source, missing in params.get("missing_scenarios", {}).items():
+        typer.echo(f"skipped:    {source}: {', '.join(missing)} (no data in the scope)")
 
 
 def _status(run: dict[str, Any]) -> str:

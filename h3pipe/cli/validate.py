@@ -20,6 +20,9 @@ def validate(
 ) -> int:
     """Check YAML files against the schemas and each other; exit 1 if any is invalid.
 
+    A source with dimensions has its path template filled for every scenario: each one
+    whose files are missing is a problem (unless none is there at all: then a note).
+
     Example:
 
         h3pipe validate
@@ -35,19 +38,19 @@ def validate(
     for given, p in zip(paths or [], resolved, strict=True):
         if not p.exists():
             raise UsageError(f"no such file or folder: {given}")
-    report = project.check(resolved or None)
+    report = project.check(resolved or None, data=True)
     if fmt == "json":
-        typer.echo(json.dumps({
-            "valid": report.ok,
-            "files": report.files,
-            "problems": [
-                {"file": p.file, "line": p.line, "path": p.path, "message": p.message,
-                 "kind": p.kind} for p in report.problems
-            ],
-        }, indent=2))
+        shown: dict[str, object] = {"valid": report.ok, "files": report.files}
+        if report.notes:  # what was left unchecked (a sweep's data not on this machine)
+            shown["notes"] = report.notes
+        shown["problems"] = [{"file": p.file, "line": p.line, "path": p.path,
+                              "message": p.message, "kind": p.kind} for p in report.problems]
+        typer.echo(json.dumps(shown, indent=2))
     else:
         for p in report.problems:
             typer.echo(p.format())
+        for note in report.notes:
+            typer.echo(f"note: {note}", err=True)
         n = len(report.files)
         if report.ok:
             typer.echo(f"{n} file(s) valid", err=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -23,6 +24,7 @@ from h3pipe.errors import Problem
 from h3pipe.operations import get_operation, operation_names
 from h3pipe.operations.base import Operation
 from h3pipe.operations.tabular import expression_problems
+from h3pipe.sources.dimensions import SCENARIO, Dimensions, key_columns, placeholders
 from h3pipe.spec import PipelineSpec, SourceSpec, StacSpec, StepSpec
 
 CATALOG = "catalog:"  # the "file" of a source that comes from the store's catalog
@@ -59,7 +61,7 @@ def check_source(doc: Document, loaded: Loaded, *, valid: bool) -> list[Problem]
                  else loaded.broken_sources[sid])
         return [doc.problem(["id"], f"source id '{sid}' is already defined in {other}; ids "
                             "must be unique")]
-    problems = _kind_problems(doc) if valid else []
+    problems = _kind_problems(doc) + _sweep_problems(doc) if valid else []
     if not valid or problems:
         loaded.broken_sources[sid] = doc.file
         return problems
@@ -85,13 +87,105 @@ def _kind_problems(doc: Document) -> list[Problem]:
     return []
 
 
+# Names a key column may not take: the ones every result has.
+_RESERVED = {SCENARIO, "h3_index", "resolution", "feature_id", "geometry"}
+
+
+def _sweep_problems(doc: Document) -> list[Problem]:
+    """``bands``, ``dimensions`` and ``combinations``: what the schema cannot say."""
+    data = doc.data
+    out = []
+    if "bands" in data and "band" in data:
+        out.append(doc.problem(["band"], "give 'band' or 'bands', not both"))
+    names = [b if isinstance(b, str) else b["name"] for b in data.get("bands", [])]
+    if len(set(names)) != len(names):
+        out.append(doc.problem(["bands"], "band names repeat"))
+    if "combinations" in data and "dimensions" not in data:
+        out.append(doc.problem(["combinations"], "'combinations' needs 'dimensions'"))
+    if "dimensions" not in data:
+        return out
+    dims = Dimensions.parse(data["dimensions"], data.get("combinations"))
+    out += [doc.problem(list(path), msg) for path, msg in dims.problems()]
+    for name in dims.names:
+        if name in _RESERVED or name == data.get("band_key"):
+            out.append(doc.problem(["dimensions", name], f"'{name}' is taken; name the "
+                                   "dimension otherwise"))
+    if out:
+        return out
+    return out + _template_problems(doc, dims)
+
+
+def _template_problems(doc: Document, dims: Dimensions) -> list[Problem]:
+    """Each combination must name its own files: the templates use the dimensions."""
+    data = doc.data
+    if data["kind"] == "vector":
+        return [doc.problem(["dimensions"], "dimensions are for raster and stac sources")]
+    stac = data.get("stac", {})
+    templates = ({("path",): data["path"]} if data["kind"] == "raster" else
+                 {("stac", k): json.dumps(stac[k]) for k in ("collection", "datetime", "query")
+                  if k in stac})
+    known = {SCENARIO, *dims.names}
+    out = []
+    for path, text in templates.items():
+        for name in sorted(placeholders(text) - known):
+            out.append(doc.problem(list(path), f"'{{{name}}}' is not a dimension (dimensions: "
+                                   f"{', '.join(dims.names)}; or {{scenario}})"))
+    seen: dict[str, str] = {}
+    for sc in dims.scenarios():
+        filled = "\n".join(sc.fill(t) for t in templates.values())
+        if filled in seen:
+            where = "path" if data["kind"] == "raster" else "stac query"
+            out.append(doc.problem(list(next(iter(templates))), f"scenarios '{seen[filled]}' "
+                                   f"and '{sc.id}' get the same {where}; name the dimensions "
+                                   "that tell them apart, as {flood_type} or {scenario}"))
+            break
+        seen[filled] = sc.id
+    return out
+
+
+def scenario_data_problems(doc: Document, spec: SourceSpec, root: Path
+                           ) -> tuple[list[Problem], str | None]:
+    """Each scenario of a dimensioned raster source whose files do not exist (its path
+    template filled in). When none exists at all, no problem but a note: the data is not on
+    this machine (a CI checkout), not partly missing. STAC and remote sources are looked at
+    when a run describes them."""
+    from h3pipe.errors import SourceError
+    from h3pipe.sources.raster import expand_location
+
+    if spec.dimensions is None or spec.kind != "raster" or "://" in spec.location:
+        return [], None
+    scenarios = spec.dimensions.scenarios()
+    missing = []
+    for sc in scenarios:
+        try:
+            expand_location(spec.scenario_location(sc), root, spec.id)
+        except SourceError:
+            missing.append(sc)
+    if len(missing) == len(scenarios):
+        return [], (f"{doc.file}: source '{spec.id}': no file for any of its "
+                    f"{len(scenarios)} scenarios ({spec.scenario_location(scenarios[0])} ...); "
+                    "not checked")
+    return [doc.problem(["path"], f"scenario '{sc.id}' has no file: "
+                        f"{spec.scenario_location(sc)}", "data") for sc in missing], None
+
+
+def _bands(data: dict[str, Any]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The numbers and names of a source's ``bands`` (none: () and ())."""
+    entries = data.get("bands", [])
+    numbers = tuple(i + 1 if isinstance(b, str) else b["band"] for i, b in enumerate(entries))
+    return numbers, tuple(b if isinstance(b, str) else b["name"] for b in entries)
+
+
 def source_spec(data: dict[str, Any], file: str) -> SourceSpec:
     """The spec of a validated, expanded source document."""
     stac = data.get("stac")
+    numbers, names = _bands(data)
+    dims = (Dimensions.parse(data["dimensions"], data.get("combinations"))
+            if "dimensions" in data else None)
     return SourceSpec(
         id=data["id"], kind=data["kind"], location=data.get("path", ""), theme=data["theme"],
-        band=data.get("band", 1), nodata=data.get("nodata"),
-        nodata_override="nodata" in data, units=data.get("units"), title=data.get("title"),
+        nodata=data.get("nodata"), nodata_override="nodata" in data,
+        units=data.get("units"), title=data.get("title"),
         license=data.get("license"), provenance=data.get("provenance", {}), file=file,
         stac=StacSpec(url=stac["url"], collection=stac["collection"],
                       asset=stac.get("asset", "data"), datetime=stac.get("datetime"),
@@ -99,6 +193,8 @@ def source_spec(data: dict[str, Any], file: str) -> SourceSpec:
         if stac else None,
         document=data, layer=data.get("layer"), table=data.get("table"),
         id_field=data.get("id_field"), attributes=tuple(data.get("attributes", [])),
+        band=numbers[0] if numbers else data.get("band", 1), bands=numbers,
+        band_names=names, band_key=data.get("band_key", "band"), dimensions=dims,
     )
 
 
@@ -120,6 +216,7 @@ def check_pipeline(doc: Document, loaded: Loaded, *, valid: bool) -> list[Proble
              if isinstance(st, dict) and isinstance(st.get("id"), str)]
     ids, duplicates = _step_ids(doc, steps)
     problems += duplicates
+    flow = None
     columns: dict[str, str] = {}
     for i, step in steps:
         problems += _step_problems(doc, i, step, ids, loaded, columns)
@@ -129,12 +226,64 @@ def check_pipeline(doc: Document, loaded: Loaded, *, valid: bool) -> list[Proble
                                     "pipeline would produce nothing"))
     if not duplicates and len(steps) == len(raw_steps):
         problems += _cycle_problems(doc, steps, ids)
+        flow = _Flow(doc, steps, ids, loaded)
         if not problems and valid:
-            problems += _Flow(doc, steps, ids, loaded).problems()
+            problems += flow.problems()
+            problems += _matrix_problems(doc, steps, loaded)
     if not problems and valid:
-        spec = pipeline_spec(doc)
+        spec = pipeline_spec(doc, flow.params if flow else None)
         loaded.pipelines[spec.id] = (doc, spec)
     return problems
+
+
+def _swept(steps: list[tuple[int, dict[str, Any]]], loaded: Loaded
+           ) -> list[tuple[int, SourceSpec]]:
+    """The steps that read a dimensioned source, with it."""
+    out = []
+    for i, step in steps:
+        entry = loaded.sources.get(step.get("source") or "")
+        if entry is not None and entry[1].dimensions is not None:
+            out.append((i, entry[1]))
+    return out
+
+
+def _matrix_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
+                     loaded: Loaded) -> list[Problem]:
+    """``matrix`` must name dimensions and values of the one sweep the pipeline reads."""
+    swept = _swept(steps, loaded)
+    matrix = doc.data.get("matrix", {})
+    if not swept:
+        return [doc.problem(["matrix"], "no step reads a source with dimensions, so there "
+                            "is nothing to sweep")] if matrix else []
+    first = swept[0][1]
+    assert first.dimensions is not None
+    for i, src in swept[1:]:
+        if src.dimensions is None or src.dimensions.names != first.dimensions.names:
+            return [doc.problem(["steps", i, "source"], f"source '{src.id}' has other "
+                                f"dimensions than '{first.id}'; one run sweeps one set")]
+    published = [i for i, st in steps if st.get("output", "h3_stats") == "h3_stats"]
+    if len(published) > 1:
+        return [doc.problem(["steps", published[1], "output"], "a sweep publishes one step; "
+                            "make the others intermediate")]
+    declared = dict(first.dimensions.values)
+    out = []
+    for name, values in matrix.items():
+        if name not in declared:
+            out.append(doc.problem(["matrix", name], f"'{name}' is not a dimension of source "
+                                   f"'{first.id}' ({', '.join(declared)})"))
+        elif values != "all":
+            out += [doc.problem(["matrix", name, j], f"'{v}' is not a value of '{name}' "
+                                f"({', '.join(declared[name])})")
+                    for j, v in enumerate(values) if str(v) not in declared[name]]
+    if not out and not first.dimensions.select(_matrix(matrix)):
+        out.append(doc.problem(["matrix"], f"no scenario of source '{first.id}' has these "
+                               "values"))
+    return out
+
+
+def _matrix(matrix: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """A document's ``matrix`` as the values chosen per dimension ('all' left out)."""
+    return {k: tuple(str(v) for v in vals) for k, vals in matrix.items() if vals != "all"}
 
 
 def _step_ids(doc: Document, steps: list[tuple[int, dict[str, Any]]]
@@ -151,13 +300,17 @@ def _step_ids(doc: Document, steps: list[tuple[int, dict[str, Any]]]
     return ids, problems
 
 
-def pipeline_spec(doc: Document) -> PipelineSpec:
-    """The spec of a valid pipeline document."""
+def pipeline_spec(doc: Document, params: dict[str, dict[str, Any]] | None = None
+                  ) -> PipelineSpec:
+    """The spec of a valid pipeline document; ``params``: a step's params as the checks
+    expanded them (an aggregation over a multi-band source's columns, once per band)."""
     data = doc.data
+    params = params or {}
     specs = tuple(
         StepSpec(id=s["id"], operation=s["operation"], source=s.get("source"),
                  input=s.get("input", "cells"), depends_on=tuple(s.get("depends_on", [])),
-                 params=s.get("params", {}), output=s.get("output", "h3_stats"),
+                 params=params.get(s["id"], s.get("params", {})),
+                 output=s.get("output", "h3_stats"),
                  cleanup=s.get("cleanup", {"policy": "on_success"}),
                  storage=s.get("storage", "table"), retries=s.get("retries"),
                  retry_backoff=s.get("retry_backoff"))
@@ -169,6 +322,7 @@ def pipeline_spec(doc: Document) -> PipelineSpec:
         steps=specs, version=data.get("version", 1), title=data.get("title"),
         defaults=data.get("defaults", {}), file=doc.file,
         content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], document=data,
+        matrix=_matrix(data.get("matrix", {})),
     )
 
 
@@ -317,6 +471,11 @@ class _Flow:
         self.by_id = dict(steps)
         self.shapes: dict[str, Shape | None] = {}
         self.out: list[Problem] = []
+        # What flows from each step besides columns: the bands its columns are per, and
+        # whether its rows carry a sweep's keys.
+        self.bands: dict[str, tuple[str, ...]] = {}
+        self.keys: dict[str, list[str]] = {}
+        self.params: dict[str, dict[str, Any]] = {}  # params as expanded per band
 
     def problems(self) -> list[Problem]:
         for i in self.by_id:
@@ -363,15 +522,39 @@ class _Flow:
                                             "nor a geometry to place them in a cell"))
                 return None
             columns = [*columns, "h3_index"]
+        ref = step.get("input", "cells")
+        upstream = ref[1:] if ref.startswith("$") else None
+        self.bands[step["id"]] = self.bands.get(upstream or "", ())
+        self.keys[step["id"]] = self.keys.get(upstream or "", [])
+        params = op.per_band(params, self.bands[step["id"]], columns)
+        if params is not step.get("params", {}):
+            self.params[step["id"]] = params
         for sub, expr in op.expressions(params):
             self.out.extend(doc.problem(at + ["params", *sub], msg)
                             for msg in expression_problems(expr, columns))
         self.out.extend(doc.problem(at + ["params", *sub], msg)
                         for sub, msg in op.column_problems(params, columns))
-        result = (op.produces or kind, op.columns(params, columns))
+        result = (op.produces or kind, self._columns(step, op, params, columns))
         if step.get("output", "h3_stats") == "h3_stats":
             self.out += self._publish_problems(at, step, op, params, result[0])
         return result
+
+    def _columns(self, step: dict[str, Any], op: Operation, params: dict[str, Any],
+                 columns: list[str]) -> list[str]:
+        """A step's output columns: a multi-band source's outputs once per band, and a
+        sweep's keys (from its dimensioned source or its input)."""
+        out = op.columns(params, columns)
+        entry = self.loaded.sources.get(step.get("source") or "")
+        src = entry[1] if entry is not None and entry[1].kind != "vector" else None
+        if src is not None and src.band_names:
+            mine = set(op.output_columns(params))
+            out = [n for c in out for n in (src.columns([c]) if c in mine else [c])]
+            self.bands[step["id"]] = src.band_names
+        if src is not None and src.dimensions is not None:
+            self.keys[step["id"]] = key_columns(src.dimensions)
+        keys = [k for k in self.keys[step["id"]] if k not in out]
+        at = out.index("h3_index") + 1 if "h3_index" in out else 0
+        return out[:at] + keys + out[at:]
 
     def _publish_problems(self, at: PathList, step: dict[str, Any], op: Operation,
                           params: dict[str, Any], kind: str) -> list[Problem]:

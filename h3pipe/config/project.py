@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from h3pipe.config import schemas
-from h3pipe.config.checks import CATALOG, Loaded, check_pipeline, check_source, source_spec
+from h3pipe.config.checks import (
+    CATALOG,
+    Loaded,
+    check_pipeline,
+    check_source,
+    scenario_data_problems,
+    source_spec,
+)
 from h3pipe.config.schemas import suggest
 from h3pipe.config.yamlio import Document, load_document
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
@@ -65,6 +72,7 @@ class Report:
 
     files: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was left unchecked, and why
 
     @property
     def ok(self) -> bool:
@@ -115,9 +123,11 @@ class Project:
             return path.resolve()
         return (self.root / path).resolve()
 
-    def check(self, paths: list[Path] | None = None, as_kind: str | None = None) -> Report:
+    def check(self, paths: list[Path] | None = None, as_kind: str | None = None, *,
+              data: bool = False) -> Report:
         """Validate the project, or only ``paths`` (sources are always read for references);
-        ``as_kind`` forces the kind of the given paths."""
+        ``as_kind`` forces the kind of the given paths; ``data``: also look for the files of
+        every scenario of a dimensioned source (see ``scenario_data_problems``)."""
         report = Report()
         loaded = Loaded()
         if self.settings_file.exists():
@@ -140,9 +150,15 @@ class Project:
             if f.resolve() not in done:
                 done.add(f.resolve())
                 self._check_file(f, kind, loaded, report)
+        if data:
+            for doc, spec in loaded.sources.values():
+                found, note = scenario_data_problems(doc, spec, self.root)
+                report.problems += found
+                report.notes += [note] if note else []
         if paths is not None and not any(p.resolve() == self.root for p in paths if p.is_dir()):
             wanted = {self.display(f) for f, _ in targets}
             report.problems = [p for p in report.problems if p.file in wanted]
+            report.notes = [n for n in report.notes if n.split(":", 1)[0] in wanted]
             report.files = [f for f in report.files if f in wanted]
         self._loaded = loaded
         return report

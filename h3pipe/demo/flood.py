@@ -31,17 +31,20 @@ TOWNS = [(30.06, -1.95, 0.06, 60.0), (29.74, -2.60, 0.03, 25.0), (29.63, -1.50, 
 FILES = ("flood_depth_100y.tif", "population.tif", "buildings.parquet")
 
 
-def _grid(bbox: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _grid(bbox: tuple[float, float, float, float], pixel: float = PIXEL
+          ) -> tuple[np.ndarray, np.ndarray]:
     minx, miny, maxx, maxy = bbox
-    width = int(round((maxx - minx) / PIXEL))
-    height = int(round((maxy - miny) / PIXEL))
-    xs = minx + (np.arange(width) + 0.5) * PIXEL
-    ys = maxy - (np.arange(height) + 0.5) * PIXEL
+    width = int(round((maxx - minx) / pixel))
+    height = int(round((maxy - miny) / pixel))
+    xs = minx + (np.arange(width) + 0.5) * pixel
+    ys = maxy - (np.arange(height) + 0.5) * pixel
     return xs, ys
 
 
-def flood_depth(bbox: tuple[float, float, float, float], seed: int) -> np.ndarray:
-    xs, ys = _grid(bbox)
+def flood_depth(bbox: tuple[float, float, float, float], seed: int,
+                pixel: float = PIXEL) -> np.ndarray:
+    """Depth at 1-in-100 years on a grid of ``pixel`` degrees over ``bbox``."""
+    xs, ys = _grid(bbox, pixel)
     rng = np.random.default_rng(seed)
     x: np.ndarray
     y: np.ndarray

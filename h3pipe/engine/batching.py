@@ -24,6 +24,7 @@ from h3pipe.engine.scope import ScopeCells
 from h3pipe.errors import OperationError
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.features import assign_cells, centroids, point_cells
+from h3pipe.sources.dimensions import Scenario
 from h3pipe.sources.raster import RasterInfo
 from h3pipe.sources.vector import GEOMETRY, VectorInfo, read_features
 from h3pipe.spec import StepSpec
@@ -46,6 +47,11 @@ class Planner:
     store: Any
     # Rows per batch for a step given its number of rows (cells use ``size``).
     row_batch: Callable[[int], int] = lambda n: 500
+    # A sweep's scenarios with their grids, per dimensioned source, and its key columns.
+    scenarios: dict[str, tuple[tuple[Scenario, RasterInfo], ...]] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()
+    # Steps whose rows are kept wide over the scenarios of a source: step id -> source id.
+    wide: dict[str, str] = field(default_factory=dict)
     # step id -> task number -> reference of its output, filled as tasks complete
     outputs: dict[str, dict[int, str]] = field(default_factory=dict)
     _features: dict[str, pa.Table] = field(default_factory=dict)
@@ -54,8 +60,12 @@ class Planner:
     def of(cls, plan: RunPlan, store: Any) -> Planner:
         """The planner of a prepared run (``store``: where earlier steps' rows are read;
         None when nothing will run)."""
+        sweep = plan.sweep
         return cls(plan.run_id, plan.cells, plan.resolution, plan.batch_size,
-                   dict(plan.rasters), dict(plan.vectors), store, row_batch=plan.row_batch)
+                   dict(plan.rasters), dict(plan.vectors), store, row_batch=plan.row_batch,
+                   scenarios={sid: plan.computed_scenarios(sid) for sid in sweep.rasters}
+                   if sweep else {},
+                   keys=sweep.keys if sweep else (), wide=plan.wide_steps())
 
     def batches(self, step: StepSpec) -> list[Batch]:
         if step.input == "cells":
@@ -78,7 +88,10 @@ class Planner:
                              operation=step.operation, params=step.params,
                              resolution=self.resolution, source_id=step.source,
                              raster=self._raster_for(step, chunk), rows=chunk,
-                             vector=self.vectors.get(step.source or "")))
+                             vector=self.vectors.get(step.source or ""),
+                             scenarios=self._scenarios_for(step, chunk),
+                             keys=tuple(k for k in self.keys if k in chunk.column_names),
+                             wide=step.id in self.wide, melt=self._melt(step)))
         return out
 
     def _cell_batches(self, step: StepSpec) -> list[Batch]:
@@ -89,10 +102,12 @@ class Planner:
             if raster is not None and raster.crs_is_wgs84:
                 # Ship only the tiles this batch touches: a glob may list thousands.
                 mine = raster.subset(block.bounds)
+            scenarios = tuple((sc, info.subset(block.bounds) if info.crs_is_wgs84 else info)
+                              for sc, info in self.scenarios.get(step.source or "", ()))
             out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
                              operation=step.operation, params=step.params, block=block,
                              resolution=self.resolution, source_id=step.source,
-                             raster=mine))
+                             raster=mine, scenarios=scenarios))
         return out
 
     def _rows(self, step: StepSpec) -> pa.Table:
@@ -149,24 +164,45 @@ class Planner:
         order = np.argsort(keys, kind="stable")
         return rows.take(pa.array(order)), keys[order].tolist()
 
+    def _melt(self, step: StepSpec) -> tuple[Scenario, ...]:
+        """The scenarios the step's input rows are wide over (none: they are not)."""
+        source = self.wide.get(step.input_step or "")
+        return tuple(sc for sc, _ in self.scenarios[source]) if source else ()
+
+    def _scenarios_for(self, step: StepSpec, rows: pa.Table
+                       ) -> tuple[tuple[Scenario, RasterInfo], ...]:
+        """Each scenario of the step's dimensioned source, its grid cut to the rows."""
+        found = self.scenarios.get(step.source or "", ())
+        box = _reach(step, rows) if found else None
+        return tuple((sc, _subset(info, box)) for sc, info in found)
+
     def _raster_for(self, step: StepSpec, rows: pa.Table) -> RasterInfo | None:
         raster = self.rasters.get(step.source or "")
-        if raster is None or not raster.crs_is_wgs84 or GEOMETRY not in rows.column_names \
-                or rows.num_rows == 0:
-            return raster
-        import shapely
+        return None if raster is None else _subset(raster, _reach(step, rows))
 
-        from h3pipe.sources.vector import geometries
 
-        x0, y0, x1, y1 = shapely.total_bounds(geometries(rows))
-        if not all(map(math.isfinite, (x0, y0, x1, y1))):
-            return raster
-        margin = 0.0
-        if "radius_m" in step.params:  # a buffer reaches beyond the features
-            lat = max(abs(y0), abs(y1))
-            margin = 1.1 * step.params["radius_m"] / (111_320 * max(0.01,
-                                                                    math.cos(math.radians(lat))))
-        return raster.subset((x0 - margin, y0 - margin, x1 + margin, y1 + margin))
+def _subset(raster: RasterInfo, box: tuple[float, float, float, float] | None) -> RasterInfo:
+    """``raster`` with only the tiles ``box`` (lon/lat) touches; all of them without one."""
+    return raster.subset(box) if box is not None and raster.crs_is_wgs84 else raster
+
+
+def _reach(step: StepSpec, rows: pa.Table) -> tuple[float, float, float, float] | None:
+    """The box the rows' geometries (buffered, for a join) can read; None if unknown."""
+    if GEOMETRY not in rows.column_names or rows.num_rows == 0:
+        return None
+    import shapely
+
+    from h3pipe.sources.vector import geometries
+
+    x0, y0, x1, y1 = shapely.total_bounds(geometries(rows))
+    if not all(map(math.isfinite, (x0, y0, x1, y1))):
+        return None
+    margin = 0.0
+    if "radius_m" in step.params:  # a buffer reaches beyond the features
+        lat = max(abs(y0), abs(y1))
+        margin = 1.1 * step.params["radius_m"] / (111_320 * max(0.01,
+                                                                math.cos(math.radians(lat))))
+    return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
 
 
 def _group_bounds(keys: list[str], size: int) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from h3pipe.engine.costs import Estimate, estimate, settle_workers
 from h3pipe.engine.estimates import SourceFacts, source_facts
 from h3pipe.engine.outlook import Outlook, outlook
 from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
+from h3pipe.engine.runner import carry_over
 from h3pipe.engine.scope import Scope
 from h3pipe.errors import ConfigError
 from h3pipe.storage.runlog import RunLog
@@ -52,7 +53,7 @@ def plan_run(project: Project, pipeline_id: str, scope: Scope,
     with store:
         log = RunLog(store.catalog)
         row = log.run(plan.run_id)
-        plan = plan.resuming(row)  # as the runner would
+        plan = carry_over(plan.resuming(row), store, row)  # as the runner would
         view = outlook(plan, planner, store, row)
         history = log.throughput()
         where = store.location

@@ -23,7 +23,9 @@ from h3pipe.config.project import Project, suggest
 from h3pipe.engine.executors import Retry
 from h3pipe.engine.scope import Scope, ScopeCells, scope_cells
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS
-from h3pipe.errors import ConfigError, SourceError, UsageError
+from h3pipe.errors import ConfigError, NoDataInScope, SourceError, UsageError
+from h3pipe.operations import get_operation
+from h3pipe.sources.dimensions import Scenario, key_columns
 from h3pipe.sources.raster import RasterInfo, describe_raster
 from h3pipe.sources.stac import describe_stac
 from h3pipe.sources.vector import VectorInfo, vector_info
@@ -73,6 +75,25 @@ class UsedItem:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """The scenarios a run computes of its dimensioned sources: for each, the scenarios
+    with data in the scope (and their grids); ``missing``: those of the matrix that have
+    none there (no tile or item), skipped and reported."""
+
+    rasters: Mapping[str, tuple[tuple[Scenario, RasterInfo], ...]]
+    missing: Mapping[str, tuple[str, ...]]
+    keys: tuple[str, ...]
+    # Scenarios whose rows the scope's current result already holds, from the same inputs:
+    # kept as they are, not computed again (see runner.carry_over).
+    carried: tuple[str, ...] = ()
+
+    def scenario_ids(self) -> list[str]:
+        """The scenarios this run computes."""
+        return list(dict.fromkeys(sc.id for found in self.rasters.values() for sc, _ in found
+                                  if sc.id not in self.carried))
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """A run, fully decided. ``batch_size`` is the cells per batch (balanced so every
     worker gets several); ``max_batch_size`` bounds the row batches of feature steps."""
@@ -92,11 +113,89 @@ class RunPlan:
     items: tuple[UsedItem, ...]
     options: RunOptions
     store_location: str
+    sweep: Sweep | None = None
+
+    def output_columns(self, step: StepSpec) -> list[str]:
+        """The columns a published step adds to the dataset: a sweep's keys, then its
+        statistics (one per band of a multi-band source)."""
+        names = get_operation(step.operation).output_columns(step.params)
+        source = self.sources.get(step.source or "")
+        if source is not None and source.kind != "vector":
+            names = source.columns(names)
+        return [*(self.sweep.keys if self.sweep else ()), *names]
+
+    def fingerprints(self) -> dict[str, str]:
+        """Each scenario's inputs, as a digest: what its rows depend on (the pipeline but
+        its matrix, the scope, the resolution, the sources but the dimensioned one's list
+        of scenarios, and the files read). The same digest in a later run means the same
+        rows, so a scenario added to a sweep is the only one computed."""
+        if self.sweep is None:
+            return {}
+        document = {k: v for k, v in self.pipeline.document.items() if k != "matrix"}
+        docs = {sid: {k: v for k, v in src.document.items()
+                      if k not in ("dimensions", "combinations")}
+                for sid, src in self.sources.items()}
+        shared = {sid: [_fingerprint(t.path) for t in info.tiles]
+                  for sid, info in self.rasters.items() if sid not in self.sweep.rasters}
+        shared |= {sid: [_fingerprint(v.location) if not v.is_postgis else [v.table]]
+                   for sid, v in self.vectors.items()}
+        base = {"pipeline": document, "scope": self.scope.key, "resolution": self.resolution,
+                "sources": docs, "data": shared}
+        out = {}
+        for found in self.sweep.rasters.values():
+            for sc, info in found:
+                inputs = {**base, "scenario": sc.keys(),
+                          "tiles": [_fingerprint(t.path) for t in info.tiles]}
+                out[sc.id] = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str)
+                                            .encode()).hexdigest()[:16]
+        return out
+
+    def carrying(self, carried: list[str]) -> RunPlan:
+        """This plan computing only the scenarios not in ``carried``."""
+        if self.sweep is None or not carried:
+            return self
+        return replace(self, sweep=replace(self.sweep, carried=tuple(carried)))
+
+    def computed_scenarios(self, source_id: str) -> tuple[tuple[Scenario, RasterInfo], ...]:
+        """The scenarios of a dimensioned source this run computes, with their grids."""
+        assert self.sweep is not None
+        return tuple((sc, info) for sc, info in self.sweep.rasters[source_id]
+                     if sc.id not in self.sweep.carried)
+
+    def wide_steps(self) -> dict[str, str]:
+        """Steps that keep feature rows for a later step and read a dimensioned source:
+        their rows are stored wide over its scenarios (see h3pipe.operations.sweep); step
+        id -> source id."""
+        if self.sweep is None:
+            return {}
+        return {s.id: s.source for s in self.pipeline.steps if s.output == "intermediate"
+                and s.input != "cells" and s.source is not None
+                and s.source in self.sweep.rasters}
+
+    def layout(self, step: StepSpec) -> dict[str, Any]:
+        """What a published step's rows are keyed by besides h3_index (a sweep's keys), and
+        the bands its columns come per: the multi-band source it or an earlier step read."""
+        out: dict[str, Any] = {"keys": list(self.sweep.keys),
+                               "scenarios": self.fingerprints()} if self.sweep else {}
+        current: StepSpec | None = step
+        while current is not None:
+            source = self.sources.get(current.source or "")
+            if source is not None and source.band_names:
+                out["bands"] = {"key": source.band_key, "names": list(source.band_names)}
+                break
+            up = current.input_step
+            current = self.pipeline.step(up) if up else None
+        return out
 
     def params(self) -> dict[str, Any]:
         """What the run records to be resumed with the same batches."""
-        return {"batch_size": self.batch_size, "max_batch_size": self.max_batch_size,
-                "workers": self.workers, "scope": self.scope.to_json()}
+        out = {"batch_size": self.batch_size, "max_batch_size": self.max_batch_size,
+               "workers": self.workers, "scope": self.scope.to_json()}
+        if self.sweep is not None:  # which scenarios it computed, which had no data
+            out["scenarios"] = self.sweep.scenario_ids()
+            out["missing_scenarios"] = {k: list(v) for k, v in self.sweep.missing.items() if v}
+            out["carried_scenarios"] = list(self.sweep.carried)
+        return out
 
     def as_started(self, params: dict[str, Any]) -> RunPlan:
         """This plan with the batches of the run it resumes (recorded in ``params``)."""
@@ -144,16 +243,16 @@ def prepare(project: Project, pipeline_id: str, scope: Scope,
     workers = options.workers or defaults.get("workers") or os.cpu_count() or 1
     _check_from_step(pipeline, options.from_step)
     used = {sid: sources[sid] for sid in used_sources(pipeline)}
-    rasters, vectors, items = _describe(used, project, scope)
+    rasters, vectors, items, sweep = _describe(used, project, scope, pipeline.matrix)
     cells = scope_cells(scope, resolution)
     size = options.batch_size or defaults.get("batch_size") or default_batch_size(len(cells))
     return RunPlan(
-        run_id=run_identity(pipeline, scope, resolution, used, rasters, vectors),
+        run_id=run_identity(pipeline, scope, resolution, used, rasters, vectors, sweep),
         pipeline=pipeline, scope=scope, resolution=resolution, cells=cells,
         stages=tuple(tuple(s) for s in StepGraph(pipeline.steps).stages()),
         batch_size=balanced_batch_size(len(cells), size, workers), max_batch_size=size,
         workers=workers, sources=used, rasters=rasters, vectors=vectors, items=items,
-        options=options, store_location=project.store_location())
+        options=options, store_location=project.store_location(), sweep=sweep)
 
 
 def _pipeline(pipelines: dict[str, PipelineSpec], pipeline_id: str) -> PipelineSpec:
@@ -202,7 +301,8 @@ def used_sources(pipeline: PipelineSpec) -> list[str]:
 
 def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
                  sources: Mapping[str, SourceSpec], rasters: Mapping[str, RasterInfo],
-                 vectors: Mapping[str, VectorInfo] | None = None) -> str:
+                 vectors: Mapping[str, VectorInfo] | None = None,
+                 sweep: Sweep | None = None) -> str:
     """The run id: what the results depend on (the pipeline's content and version, the
     scope, the resolution, the sources as expanded, and the data files themselves: a tile
     rewritten in place makes a new run), never when or how fast it ran."""
@@ -212,6 +312,9 @@ def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
                             for sid in used if sid in rasters}
     data |= {sid: [_fingerprint(v.location) if not v.is_postgis else [v.table]]
              for sid, v in vectors.items() if sid in used}
+    if sweep is not None:  # every scenario computed, and the files each one read
+        data |= {sid: {sc.id: [_fingerprint(t.path) for t in info.tiles] for sc, info in found}
+                 for sid, found in sweep.rasters.items()}
     inputs = {"pipeline": pipeline.id, "version": pipeline.version,
               "content": pipeline.content_hash, "scope": scope.key, "resolution": resolution,
               "sources": {sid: sources[sid].document for sid in used}, "data": data}
@@ -231,18 +334,65 @@ def _fingerprint(path: str) -> list[Any]:
 
 # -- sources ------------------------------------------------------------------------------
 
-def _describe(used: Mapping[str, SourceSpec], project: Project, scope: Scope
-              ) -> tuple[dict[str, RasterInfo], dict[str, VectorInfo], tuple[UsedItem, ...]]:
+def _describe(used: Mapping[str, SourceSpec], project: Project, scope: Scope,
+              matrix: Mapping[str, tuple[str, ...]]
+              ) -> tuple[dict[str, RasterInfo], dict[str, VectorInfo], tuple[UsedItem, ...],
+                         Sweep | None]:
     rasters: dict[str, RasterInfo] = {}
     vectors: dict[str, VectorInfo] = {}
     items: list[UsedItem] = []
+    swept: dict[str, tuple[tuple[Scenario, RasterInfo], ...]] = {}
+    missing: dict[str, tuple[str, ...]] = {}
+    keys: tuple[str, ...] = ()
     for source_id, source in used.items():
         if source.kind == "vector":
             vectors[source_id] = _vector(source, project)
             continue
-        rasters[source_id], found = _raster(source, project, scope)
+        if source.dimensions is not None:
+            swept[source_id], missing[source_id], found = _sweep(source, project, scope, matrix)
+            rasters[source_id] = swept[source_id][0][1]
+            keys = tuple(key_columns(source.dimensions))
+        else:
+            rasters[source_id], found = _raster(source, project, scope)
         items += [UsedItem(source_id, i.id, i.href, i.size) for i in found]
-    return rasters, vectors, tuple(items)
+    sweep = Sweep(swept, missing, keys) if swept else None
+    return rasters, vectors, tuple(items), sweep
+
+
+def _sweep(source: SourceSpec, project: Project, scope: Scope,
+           matrix: Mapping[str, tuple[str, ...]]
+           ) -> tuple[tuple[tuple[Scenario, RasterInfo], ...], tuple[str, ...], list[Any]]:
+    """Each scenario of the matrix with data in the scope, and its grid; the ids of those
+    without (skipped); the STAC items read. A scenario whose files do not exist at all is
+    an error: ``h3pipe validate`` names them all."""
+    assert source.dimensions is not None
+    chosen = source.dimensions.select(matrix)
+    found: list[tuple[Scenario, RasterInfo]] = []
+    missing: list[str] = []
+    items: list[Any] = []
+    for sc in chosen:
+        try:
+            info, its = _raster(scenario_source(source, sc), project, scope)
+        except NoDataInScope:
+            missing.append(sc.id)
+            continue
+        found.append((sc, info))
+        items += its
+    if not found:
+        raise NoDataInScope(f"source '{source.id}' has none of its {len(chosen)} scenario(s) "
+                            f"in scope {scope.label} (defined in {source.file})",
+                            hint="choose a scope the data covers, or check the path template")
+    return tuple(found), tuple(missing), items
+
+
+def scenario_source(source: SourceSpec, scenario: Scenario) -> SourceSpec:
+    """The plain source that one scenario of a dimensioned source is: its templates filled."""
+    stac = source.stac
+    if stac is not None:
+        stac = replace(stac, collection=scenario.fill(stac.collection),
+                       datetime=scenario.fill(stac.datetime) if stac.datetime else None,
+                       query=scenario.fill_all(stac.query))
+    return replace(source, location=scenario.fill(source.location), stac=stac, dimensions=None)
 
 
 def _raster(source: SourceSpec, project: Project, scope: Scope) -> tuple[RasterInfo, list[Any]]:
@@ -253,14 +403,16 @@ def _raster(source: SourceSpec, project: Project, scope: Scope) -> tuple[RasterI
             info, items = describe_stac(source.id, source.stac, scope.geometry.bounds,
                                         project.root, band=source.band, nodata=source.nodata,
                                         nodata_override=source.nodata_override)
+            info = replace(info, bands=source.bands, band_names=source.band_names)
         else:
             info = describe_raster(source.id, source.location, project.root,
                                    band=source.band, nodata=source.nodata,
-                                   nodata_override=source.nodata_override)
+                                   nodata_override=source.nodata_override,
+                                   bands=source.bands, band_names=source.band_names)
     minx, miny, maxx, maxy = bounds_wgs84(info)
     sminx, sminy, smaxx, smaxy = scope.geometry.bounds
     if maxx <= sminx or minx >= smaxx or maxy <= sminy or miny >= smaxy:
-        raise SourceError(
+        raise NoDataInScope(
             f"source '{source.id}' (bounds {minx:.4f},{miny:.4f},{maxx:.4f},{maxy:.4f}) does not "
             f"overlap scope {scope.label} ({sminx:.4f},{sminy:.4f},{smaxx:.4f},{smaxy:.4f})",
             hint="choose a scope inside the raster, or check the source's path",
@@ -295,5 +447,5 @@ def _named_by(source: SourceSpec) -> Iterator[None]:
         raise type(exc)(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
 
 
-__all__ = ["RunOptions", "RunPlan", "UsedItem", "balanced_batch_size", "prepare",
+__all__ = ["RunOptions", "RunPlan", "Sweep", "UsedItem", "balanced_batch_size", "prepare",
            "run_identity", "used_sources"]

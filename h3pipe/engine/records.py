@@ -140,10 +140,15 @@ def cancel_run(project: Project, run_id: str) -> str:
 
 def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
                    iso3: str | None = None, bbox: str | None = None, aoi: Path | None = None,
-                   run_id: str | None = None, resolution: int | None = None) -> int:
-    """Write one row per cell of ``dataset`` to ``out``; return the number of rows. At most
-    one of ``iso3``, ``bbox``, ``aoi`` (a scope as given to 'h3pipe run') and ``run_id``
-    (the result that run published) narrows it; without one, every scope is written."""
+                   run_id: str | None = None, resolution: int | None = None,
+                   where: list[str] | None = None, layout: str = "wide") -> int:
+    """Write one row per cell (and scenario, for a sweep) of ``dataset`` to ``out``; return
+    the number of rows. At most one of ``iso3``, ``bbox``, ``aoi`` (a scope as given to
+    'h3pipe run') and ``run_id`` (the result that run published) narrows it; without one,
+    every scope is written. ``where`` and ``layout``: see :mod:`h3pipe.engine.layouts`."""
+    from h3pipe.engine import layouts
+
+    wanted = layouts.parse_where(where or [])
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
     scope_key = _scope_key(iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id)
@@ -154,7 +159,8 @@ def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
             entries = store.result_entries(dataset, resolution, scope_key)
         if not entries:
             _no_results(store, dataset)
-        table = store.read_results(entries)
+        table = layouts.shape(store.read_results(entries), layouts.merged(entries), wanted,
+                              layout)
     _write(table, out, fmt)
     return int(table.num_rows)
 

@@ -30,7 +30,6 @@ from h3pipe.engine.scope import Scope, resolve_scope
 from h3pipe.engine.stage import StageRun
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS, StopRequest, graceful
 from h3pipe.errors import Cancelled, ConfigError, H3PipeError, RunFailed, Terminated
-from h3pipe.operations import get_operation
 from h3pipe.spec import StepSpec
 from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import now
@@ -127,10 +126,30 @@ def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executo
         if plan.options.reports_done(row):
             assert row is not None  # reported done: there is a row
             return _result(plan, store, row["cells"] or 0, 0.0, "already")
-        plan = plan.resuming(row)  # the batches it started with
+        plan = carry_over(plan.resuming(row), store, row)  # the batches it started with
         claim_run(log, plan, row, store)
         with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
             return _Run(plan, store, log, ex, reporter).go(row)
+
+
+def carry_over(plan: RunPlan, store: Store, row: dict[str, Any] | None) -> RunPlan:
+    """A sweep computing only the scenarios that the scope's current result does not
+    already hold from the same inputs (a value added to a dimension: only its scenarios).
+    A resumed run keeps what it started with; ``--force`` recomputes every scenario. Used
+    by local and queue runs alike."""
+    if plan.sweep is None or plan.options.force:
+        return plan
+    if row is not None:
+        return plan.carrying(json.loads(row["params"]).get("carried_scenarios", []))
+    entries = store.result_entries(plan.pipeline.dataset, plan.resolution, plan.scope.key)
+    if not entries:
+        return plan
+    held = json.loads(entries[0].get("layout") or "{}").get("scenarios", {})
+    mine = plan.fingerprints()
+    same = [sid for sid, digest in mine.items() if held.get(sid) == digest]
+    # Every one the same (values taken out of the matrix): computed again, so a run always
+    # computes something.
+    return plan.carrying(same) if len(same) < len(mine) else plan
 
 
 def claim_run(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Store
@@ -235,13 +254,14 @@ def publish_outputs(plan: RunPlan, store: Store, outputs: dict[str, dict[int, st
             say(f"step '{step.id}' has no rows in {plan.scope.label}; its dataset is empty "
                 "there")
             outputs[step.id] = {1: store.write_task_output(
-                plan.run_id, step.id, 1, _no_rows(step), step.storage)}
+                plan.run_id, step.id, 1, _no_rows(plan, step), step.storage)}
     return store.publish(
         run_id=plan.run_id, dataset=plan.pipeline.dataset, theme=plan.pipeline.theme,
         resolution=plan.resolution, scope_key=plan.scope.key, scope_label=plan.scope.label,
         step_outputs=[([outputs[s.id][k] for k in sorted(outputs[s.id])],
-                       get_operation(s.operation).output_columns(s.params))
-                      for s in published])
+                       plan.output_columns(s))
+                      for s in published], layout=plan.layout(published[0]),
+        keep=list(plan.sweep.carried) if plan.sweep else [])
 
 
 def complete_run(plan: RunPlan, store: Store, log: RunLog, rows: int, seconds: float) -> None:
@@ -267,14 +287,16 @@ def measured(plan: RunPlan, seconds: float) -> dict[str, Any]:
             "pixels": step_pixels(plan)}
 
 
-def _no_rows(step: StepSpec) -> Any:
+def _no_rows(plan: RunPlan, step: StepSpec) -> Any:
     """An empty output of a published step (its input had no rows in the scope)."""
     import pyarrow as pa
 
-    columns = get_operation(step.operation).output_columns(step.params)
+    keys = plan.sweep.keys if plan.sweep else ()
     return pa.table({"h3_index": pa.array([], pa.string()),
-                     **{c: pa.array([], pa.float64()) for c in columns}})
+                     **{c: pa.array([], pa.string() if c in keys else pa.float64())
+                        for c in plan.output_columns(step)}})
 
 
-__all__ = ["Reporter", "RunResult", "claim_run", "complete_run", "execute", "publish_outputs",
+__all__ = ["Reporter", "RunResult", "carry_over", "claim_run", "complete_run", "execute",
+           "publish_outputs",
            "recorded_run", "resume_run", "run_pipeline"]

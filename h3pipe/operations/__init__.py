@@ -15,6 +15,7 @@ from h3pipe.operations.h3_assign import H3Assign
 from h3pipe.operations.h3_weighted_aggregate import H3WeightedAggregate
 from h3pipe.operations.sample import Sample
 from h3pipe.operations.spatial_join import SpatialJoin
+from h3pipe.operations.sweep import compute
 from h3pipe.operations.transform import Transform
 from h3pipe.operations.zonal_stats import ZonalStats
 from h3pipe.sources import raster
@@ -45,7 +46,7 @@ def run_batch(batch: Batch) -> BatchResult:
     faults.point("batch")
     faults.point(f"batch.{batch.step_id}")
     raster.TILE_SECONDS.clear()
-    table = _REGISTRY[batch.operation].run_batch(batch)
+    table = compute(_REGISTRY[batch.operation], batch)
     return BatchResult(table, dict(raster.TILE_SECONDS))
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from h3pipe import grid
 from h3pipe.grid import CellBlock
+from h3pipe.sources.dimensions import Scenario
 from h3pipe.sources.raster import RasterInfo
 from h3pipe.sources.vector import VectorInfo
 
@@ -39,6 +40,12 @@ class Batch:
     rows: pa.Table | None = field(default=None, compare=False)
     vector: VectorInfo | None = None
     block: CellBlock | None = None  # ... or by their coarse parents (a run's batches)
+    # A sweep (see h3pipe.operations.sweep): the scenarios of a dimensioned source, each
+    # with its raster over the batch, and the key columns the input rows already carry.
+    scenarios: tuple[tuple[Scenario, RasterInfo], ...] = ()
+    keys: tuple[str, ...] = ()
+    wide: bool = False  # give feature rows wide: new columns once per scenario
+    melt: tuple[Scenario, ...] = ()  # the rows are wide over these scenarios
 
     @property
     def size(self) -> int:
@@ -76,6 +83,8 @@ class Operation:
     source_kinds: ClassVar[tuple[str, ...]] = ("raster", "stac")
     # A column whose equal values must share a batch (an aggregation's group key).
     group_by: ClassVar[str | None] = None
+    # Whether it groups by a sweep's key columns itself (else it runs once per scenario).
+    groups_by_keys: ClassVar[bool] = False
     # The kind of rows it returns; None: the kind it was given.
     produces: ClassVar[str | None] = None
 
@@ -102,6 +111,13 @@ class Operation:
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         """Checks beyond the JSON Schema; each finding is (path inside params, message)."""
         return []
+
+    def per_band(self, params: dict[str, Any], bands: tuple[str, ...], columns: list[str]
+                 ) -> dict[str, Any]:
+        """``params`` for an input whose columns come once per band of a multi-band source
+        (``rp100_depth_m``): what names a column of the single-band name (``depth_m``) is
+        repeated for each band. The same object when nothing changes."""
+        return params
 
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import pyarrow as pa
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch, Operation
 from h3pipe.operations.tabular import NAME, SQL, ident, input_rows, run_sql
+from h3pipe.sources.raster import band_column
 
 AGGREGATE_FUNCTIONS = ("sum", "count", "mean", "min", "max", "weighted_mean", "share")
 
@@ -55,6 +57,7 @@ class H3WeightedAggregate(Operation):
     requires_source = False
     group_by = "h3_index"
     produces = "cells"
+    groups_by_keys = True
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         found: list[tuple[tuple[str | int, ...], str]] = []
@@ -75,6 +78,25 @@ class H3WeightedAggregate(Operation):
                 found.append((("aggregations", i), "'share' needs 'where', the condition "
                               "whose fraction it is"))
         return found
+
+    def per_band(self, params: dict[str, Any], bands: tuple[str, ...], columns: list[str]
+                 ) -> dict[str, Any]:
+        """An aggregation naming ``depth_m`` over rows with ``rp5_depth_m`` ...
+        ``rp1000_depth_m`` becomes one per band (``rp100_flooded_buildings``); the others
+        (``count`` of all rows) stay as they are."""
+        bases = {c.split("_", 1)[1] for c in columns if "_" in c and c.split("_", 1)[0] in bands}
+        bases = {b for b in bases if b not in columns
+                 and all(band_column(x, b) in columns for x in bands)}
+        if not bands or not bases:
+            return params
+        out = []
+        for agg in params["aggregations"]:
+            named = _names(agg) & bases
+            if not named:
+                out.append(agg)
+                continue
+            out += [_for_band(agg, band, named) for band in bands]
+        return {**params, "aggregations": out}
 
     def expressions(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         out: list[tuple[tuple[str | int, ...], str]] = []
@@ -100,10 +122,12 @@ class H3WeightedAggregate(Operation):
             raise OperationError(f"step '{batch.step_id}': rows without h3_index reached "
                                  "the aggregation")
         selects = [_aggregate_sql(a) for a in batch.params["aggregations"]]
-        sql = (f"SELECT h3_index, {', '.join(selects)} FROM rows WHERE h3_index IS NOT NULL "
-               "GROUP BY h3_index ORDER BY h3_index")
+        # Rows of a sweep group within their scenario.
+        by = ", ".join(ident(c) for c in ("h3_index", *batch.keys))
+        sql = (f"SELECT {by}, {', '.join(selects)} FROM rows WHERE h3_index IS NOT NULL "
+               f"GROUP BY {by} ORDER BY {by}")
         out = run_sql(batch, table, sql)
-        cols: dict[str, Any] = {"h3_index": out.column("h3_index")}
+        cols: dict[str, Any] = {c: out.column(c) for c in ("h3_index", *batch.keys)}
         for a in batch.params["aggregations"]:
             col = out.column(a["name"])
             if a["function"] == "count":
@@ -113,6 +137,31 @@ class H3WeightedAggregate(Operation):
                                     dtype=np.float64)
                 cols[a["name"]] = pa.array(values, mask=np.isnan(values), type=pa.float64())
         return pa.table(cols)
+
+
+def _names(agg: dict[str, Any]) -> set[str]:
+    """The identifiers an aggregation names (its column, weight, and words of its where)."""
+    words = set(_WORD.findall(agg.get("where", "")))
+    return words | {agg[k] for k in ("column", "weight") if k in agg}
+
+
+def _for_band(agg: dict[str, Any], band: str, named: set[str]) -> dict[str, Any]:
+    """One band's copy of an aggregation: its name and the band's columns."""
+    def rename(text: str) -> str:
+        return _WORD.sub(lambda m: band_column(band, m.group(0)) if m.group(0) in named
+                         else m.group(0), text)
+
+    out = {**agg, "name": band_column(band, agg["name"])}
+    for key in ("column", "weight"):
+        if key in agg and agg[key] in named:
+            out[key] = band_column(band, agg[key])
+    if "where" in agg:
+        out["where"] = rename(agg["where"])
+    return out
+
+
+# An identifier outside quotes (a rough cut: the checks parse the result again).
+_WORD = re.compile(r"(?<![\w.'\"])[A-Za-z_][A-Za-z0-9_]*(?![\w'\"])")
 
 
 def _aggregate_sql(agg: dict[str, Any]) -> str:

@@ -52,20 +52,22 @@ class Sample(Operation):
             tr = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_wkt(info.crs_wkt),
                                       always_xy=True)
             xs, ys = (np.asarray(a) for a in tr.transform(xs, ys))
-        out = np.full(len(xs), np.nan)
+        out = np.full((len(info.indexes), len(xs)), np.nan)
         with MosaicReader(info) as reader:
             for idx in _point_groups(xs, ys):
                 gx, gy = xs[idx], ys[idx]
-                values, (xmin, ymin, xmax, ymax) = reader.read(
+                values, (xmin, ymin, xmax, ymax) = reader.read_bands(
                     (gx.min(), gy.min(), gx.max(), gy.max()))
-                nrows, ncols = values.shape
+                _, nrows, ncols = values.shape
                 col = np.floor((gx - xmin) / ((xmax - xmin) / ncols)).astype(np.int64)
                 row = np.floor((ymax - gy) / ((ymax - ymin) / nrows)).astype(np.int64)
                 inside = (col >= 0) & (col < ncols) & (row >= 0) & (row < nrows)
-                picked = np.full(len(idx), np.nan)
-                picked[inside] = values[row[inside], col[inside]]
-                out[idx] = picked
-        return add_columns(table, {self.output_columns(batch.params)[0]: nullable(out)})
+                picked = np.full((len(info.indexes), len(idx)), np.nan)
+                picked[:, inside] = values[:, row[inside], col[inside]]
+                out[:, idx] = picked
+        name = self.output_columns(batch.params)[0]
+        return add_columns(table, {info.column(k, name): nullable(out[k])
+                                   for k in range(len(info.indexes))})
 
 
 def _point_groups(xs: np.ndarray, ys: np.ndarray, size: float = 0.25) -> list[np.ndarray]:

@@ -109,9 +109,9 @@ class SpatialJoin(Operation):
         if len(geoms):
             geoms = buffer_metres(geoms, batch.params["radius_m"])
         stats = list(batch.params["stats"])
-        columns = stats_of_geometries(batch, batch.raster, geoms, stats)
         prefix = batch.params.get("prefix", "")
-        return add_columns(table, {prefix + s: columns[s] for s in stats})
+        return add_columns(table, stats_of_geometries(batch, batch.raster, geoms, stats,
+                                                      name=lambda s: prefix + s))
 
     def _join_vector(self, batch: Batch, table: pa.Table) -> pa.Table:
         assert batch.vector is not None

@@ -149,8 +149,9 @@ class ZonalStats(Operation):
         groups = _groups(xy, starts)
         if not info.crs_is_wgs84:
             xy, starts = _reproject(xy, starts, info.crs_wkt)
-        # NaN stands for null until the table is built.
-        columns = {s: np.full(len(cells), np.nan) for s in stats}
+        # NaN stands for null until the table is built; one column per band and statistic.
+        columns = {info.column(k, s): np.full(len(cells), np.nan)
+                   for k in range(len(info.indexes)) for s in stats}
         # Read one window per group of neighbouring cells rather than one for the whole
         # batch: the bounding box of a batch that spans two tile rows can be far larger
         # than the cells themselves.
@@ -161,12 +162,14 @@ class ZonalStats(Operation):
             for idx, (ring_xy, lengths) in zip(groups, taken, strict=True):
                 extract(reader, batch, ring_xy, lengths, idx, stats, columns)
         arrays = {"h3_index": grid.strings(cells)}
-        for stat in stats:
-            col = columns[stat]
-            if stat == "variety":
-                arrays[stat] = pa.array(col.astype(np.int64))
-            else:
-                arrays[stat] = pa.array(col, mask=np.isnan(col))
+        for k in range(len(info.indexes)):
+            for stat in stats:
+                name = info.column(k, stat)
+                col = columns[name]
+                if stat == "variety":
+                    arrays[name] = pa.array(col.astype(np.int64))
+                else:
+                    arrays[name] = pa.array(col, mask=np.isnan(col))
         return pa.table(arrays)
 
 
@@ -183,14 +186,16 @@ class ZonalStats(Operation):
         return add_columns(table, columns)
 
 
-def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[str]
-                        ) -> dict[str, pa.Array]:
-    """Exact-coverage statistics of ``info`` inside each (lon/lat) polygon of ``geoms``."""
+def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[str],
+                        name: Any = str) -> dict[str, pa.Array]:
+    """Exact-coverage statistics of ``info`` inside each (lon/lat) polygon of ``geoms``, as
+    columns named ``name(stat)`` (per band, see :meth:`RasterInfo.column`)."""
     import shapely
 
     from h3pipe.sources.raster import MosaicReader
 
-    columns = {s: np.full(len(geoms), np.nan) for s in stats}
+    columns = {info.column(k, s): np.full(len(geoms), np.nan)
+               for k in range(len(info.indexes)) for s in stats}
     areal = np.flatnonzero(shapely.get_type_id(geoms) >= 3) if len(geoms) else np.array([], int)
     target = geoms[areal]
     if not info.crs_is_wgs84 and len(target):
@@ -220,12 +225,13 @@ def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[
                            env[slow, 3].max())
                     _extract(reader, batch, shapes, box, areal[slow], stats, columns)
     out: dict[str, pa.Array] = {}
-    for stat in stats:
-        col = columns[stat]
-        if stat in _DEFINED_WHEN_EMPTY:  # a point or line covers no pixel: 0, not null
-            col = np.where(np.isnan(col), 0, col)
-        out[stat] = pa.array(col.astype(np.int64)) if stat == "variety" else \
-            pa.array(col, mask=np.isnan(col), type=pa.float64())
+    for k in range(len(info.indexes)):
+        for stat in stats:
+            col = columns[info.column(k, stat)]
+            if stat in _DEFINED_WHEN_EMPTY:  # a point or line covers no pixel: 0, not null
+                col = np.where(np.isnan(col), 0, col)
+            out[info.column(k, name(stat))] = pa.array(col.astype(np.int64)) \
+                if stat == "variety" else pa.array(col, mask=np.isnan(col), type=pa.float64())
     return out
 
 
@@ -252,21 +258,24 @@ def _moments(reader: Any, xy: np.ndarray, ring_lengths: Any, rings_per_poly: np.
     from h3pipe.operations import coverage
 
     xs, ys = xy[:, 0], xy[:, 1]
-    values, (xmin, ymin, xmax, ymax) = reader.read((xs.min(), ys.min(), xs.max(), ys.max()))
-    nrows, ncols = values.shape
+    stack, (xmin, ymin, xmax, ymax) = reader.read_bands((xs.min(), ys.min(), xs.max(),
+                                                         ys.max()))
+    _, nrows, ncols = stack.shape
     u = (xs - xmin) / ((xmax - xmin) / ncols)
     v = (ymax - ys) / ((ymax - ymin) / nrows)
     ring_starts = np.zeros(len(ring_lengths) + 1, dtype=np.int64)
     np.cumsum(ring_lengths, out=ring_starts[1:])
     poly_starts = np.zeros(len(rings_per_poly) + 1, dtype=np.int64)
     np.cumsum(rings_per_poly, out=poly_starts[1:])
-    result = coverage.polygon_moments(values, u, v, ring_starts, poly_starts)
-    empty = ~(result[:, coverage.COUNT] > 0)
-    for stat in stats:
-        col = result[:, _KERNEL_COLUMN[stat]].copy()
-        if stat not in _DEFINED_WHEN_EMPTY:
-            col[empty] = np.nan
-        columns[stat][rows] = col
+    info = reader.info
+    for k, values in enumerate(stack):
+        result = coverage.polygon_moments(values, u, v, ring_starts, poly_starts)
+        empty = ~(result[:, coverage.COUNT] > 0)
+        for stat in stats:
+            col = result[:, _KERNEL_COLUMN[stat]].copy()
+            if stat not in _DEFINED_WHEN_EMPTY:
+                col[empty] = np.nan
+            columns[info.column(k, stat)][rows] = col
 
 
 def _extract_group(reader: Any, batch: Batch, xy: np.ndarray, lengths: np.ndarray,
@@ -290,30 +299,34 @@ def _extract(reader: Any, batch: Batch, shapes: list[dict[str, Any]],
     from exactextract.raster import NumPyRasterSource
 
     integer = np.issubdtype(np.dtype(reader.info.dtype), np.integer)
-    values, (xmin, ymin, xmax, ymax) = reader.read(bounds)
-    raster = NumPyRasterSource(values, xmin, ymin, xmax, ymax, srs_wkt=reader.info.crs_wkt)
-    # Each operation gets a field name of its own, f0, f1, ...: exactextract derives
-    # quantile names from a truncated q*100 (0.29 becomes 'quantile_28', colliding with
-    # 0.28) and appends "_<q>" to any field name given with options, so we match by prefix.
-    ops = [EEOperation(name, f"f{i}", raster, None, options)
-           for i, (name, options) in enumerate(map(stat_to_exactextract, stats))]
-    ops.append(EEOperation("count", "valid_count", raster))
+    stack, (xmin, ymin, xmax, ymax) = reader.read_bands(bounds)
     features = [{"type": "Feature", "properties": {"row": int(row)}, "geometry": shape}
                 for row, shape in zip(rows, shapes, strict=True)]
-    try:
-        result = exact_extract(raster, features, ops, include_cols=["row"])
-    except Exception as exc:  # exactextract raises plain RuntimeError/ValueError
-        raise OperationError(f"step '{batch.step_id}' batch {batch.number}: exactextract "
-                             f"failed: {exc}") from exc
-    for feature in result:
-        props = feature["properties"]
-        by_field = {k.split("_", 1)[0]: v for k, v in props.items() if k[:1] == "f"}
-        empty = not props["valid_count"]
-        for i, stat in enumerate(stats):
-            value = _clean(by_field.get(f"f{i}"), stat, empty)
-            if value is not None and integer and _INTERPOLATED.match(stat):
-                value = float(math.trunc(value))
-            columns[stat][props["row"]] = np.nan if value is None else value
+    for k, values in enumerate(stack):
+        raster = NumPyRasterSource(values, xmin, ymin, xmax, ymax,
+                                   srs_wkt=reader.info.crs_wkt)
+        # Each operation gets a field name of its own, f0, f1, ...: exactextract derives
+        # quantile names from a truncated q*100 (0.29 becomes 'quantile_28', colliding
+        # with 0.28) and appends "_<q>" to any field name given with options, so we match
+        # by prefix.
+        ops = [EEOperation(name, f"f{i}", raster, None, options)
+               for i, (name, options) in enumerate(map(stat_to_exactextract, stats))]
+        ops.append(EEOperation("count", "valid_count", raster))
+        try:
+            result = exact_extract(raster, features, ops, include_cols=["row"])
+        except Exception as exc:  # exactextract raises plain RuntimeError/ValueError
+            raise OperationError(f"step '{batch.step_id}' batch {batch.number}: exactextract "
+                                 f"failed: {exc}") from exc
+        for feature in result:
+            props = feature["properties"]
+            by_field = {k.split("_", 1)[0]: v for k, v in props.items() if k[:1] == "f"}
+            empty = not props["valid_count"]
+            for i, stat in enumerate(stats):
+                value = _clean(by_field.get(f"f{i}"), stat, empty)
+                if value is not None and integer and _INTERPOLATED.match(stat):
+                    value = float(math.trunc(value))
+                columns[reader.info.column(k, stat)][props["row"]] = \
+                    np.nan if value is None else value
 
 
 def _clean(value: Any, stat: str, empty: bool) -> Any:

@@ -71,6 +71,19 @@ class RasterInfo:
     nodata_override: bool
     tiles: tuple[TileInfo, ...]
     signer: str = "none"  # how tile hrefs are signed before opening (STAC sources)
+    # Several bands read together (a source's ``bands:``), and their names; () for one.
+    bands: tuple[int, ...] = ()
+    band_names: tuple[str, ...] = ()
+
+    @property
+    def indexes(self) -> tuple[int, ...]:
+        """The bands every read returns, in order."""
+        return self.bands or (self.band,)
+
+    def column(self, k: int, name: str) -> str:
+        """The column of output ``name`` for the ``k``-th band read (``rp100_mean``); with
+        one band, ``name`` itself."""
+        return band_column(self.band_names[k], name) if self.band_names else name
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -100,6 +113,11 @@ class RasterInfo:
     @property
     def value_dtype(self) -> np.dtype[Any]:
         return np.dtype("float32" if self.dtype in _FLOAT32_SAFE else "float64")
+
+
+def band_column(band_name: str, name: str) -> str:
+    """How a multi-band source names an output per band: ``<band>_<name>``."""
+    return f"{band_name}_{name}"
 
 
 def _in_tile(t: TileInfo, c0: int, r0: int, c1: int, r1: int) -> tuple[int, int, int, int]:
@@ -157,26 +175,31 @@ def expand_location(location: str, base_dir: Path, source_id: str | None = None,
 
 
 def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int = 1,
-                    nodata: float | None = None, nodata_override: bool = False) -> RasterInfo:
-    """Open every file of a source once, check they share one grid, and describe it."""
+                    nodata: float | None = None, nodata_override: bool = False,
+                    bands: tuple[int, ...] = (), band_names: tuple[str, ...] = ()
+                    ) -> RasterInfo:
+    """Open every file of a source once, check they share one grid (and hold every band
+    asked for), and describe it."""
     from rasterio.errors import RasterioError
 
     paths = expand_location(location, base_dir, source_id)
+    top = max(bands or (band,))
     first: dict[str, Any] | None = None
     tiles: list[TileInfo] = []
     for p in paths:
         try:
             meta = remote.retrying(
-                functools.partial(_header, p, band), href=p, who=f"source '{source_id}'",
+                functools.partial(_header, p, top), href=p, who=f"source '{source_id}'",
                 action="open", errors=(RasterioError,), reason=gdal_reason)
         except RasterioError as exc:
             raise SourceError(f"source '{source_id}': cannot open raster '{p}': "
                               f"{gdal_reason(exc)}",
                               hint="check the file is a readable GeoTIFF/VRT") from exc
         t = meta["transform"]
-        if meta["count"] < band:
+        if meta["count"] < top:
             raise SourceError(f"source '{source_id}': '{p}' has {meta['count']} band(s), "
-                              f"the source asks for band {band}")
+                              f"the source asks for band {top}",
+                              hint="check the source's band or bands")
         if meta["crs"] is None:
             raise SourceError(f"source '{source_id}': '{p}' has no coordinate reference system",
                               hint="assign one with 'gdal_edit.py -a_srs EPSG:4326'")
@@ -202,7 +225,8 @@ def describe_raster(source_id: str, location: str, base_dir: Path, *, band: int 
         source_id=source_id, crs_wkt=crs.to_wkt(), crs_is_wgs84=crs.to_epsg() == 4326,
         x0=ft.c, y0=ft.f, xres=ft.a, yres=-ft.e, band=band, dtype=str(first["dtype"]),
         nodata=nodata if nodata_override else first["nodata"],
-        nodata_override=nodata_override, tiles=tuple(tiles),
+        nodata_override=nodata_override, tiles=tuple(tiles), bands=bands,
+        band_names=band_names,
     )
 
 
@@ -340,12 +364,23 @@ class MosaicReader:
                 continue  # the read will say why, after its retries
             ranges = []
             for a0, b0, a1, b1 in parts:
-                found = _FETCH.block_ranges(ds, info.band, a0, b0, a1, b1)
+                found = self._block_ranges(ds, a0, b0, a1, b1)
                 if found is None:
                     break
                 ranges += found
             else:
                 _FETCH.fetch(ds.name, ranges)
+
+    def _block_ranges(self, ds: Any, c0: int, r0: int, c1: int, r1: int
+                      ) -> list[tuple[int, int]] | None:
+        """Byte ranges of every band's blocks of a tile window (None: not a tiled GeoTIFF)."""
+        ranges: list[tuple[int, int]] = []
+        for band in self.info.indexes:
+            found = _FETCH.block_ranges(ds, band, c0, r0, c1, r1)
+            if found is None:
+                return None
+            ranges += found
+        return ranges
 
     def __enter__(self) -> MosaicReader:
         return self
@@ -361,17 +396,18 @@ class MosaicReader:
         def attempt() -> tuple[Any, np.ndarray]:
             ds = _TILES.get(t.path, info.signer)
             _check_placement(info, t, ds)
+            bands = list(info.indexes)
             if not remote.is_http(t.path):
-                return ds, ds.read(info.band, window=window)
-            ranges = _FETCH.block_ranges(
-                ds, info.band, int(window.col_off), int(window.row_off),
-                int(window.col_off + window.width), int(window.row_off + window.height))
+                return ds, ds.read(bands, window=window)
+            ranges = self._block_ranges(ds, int(window.col_off), int(window.row_off),
+                                        int(window.col_off + window.width),
+                                        int(window.row_off + window.height))
             if ranges is None:  # not a tiled GeoTIFF: GDAL fetches as it reads
-                return ds, ds.read(info.band, window=window)
+                return ds, ds.read(bands, window=window)
             # This window's blocks, fetched ahead or now, all ranges at once.
             wait(_FETCH.fetch(ds.name, ranges))
             with _FETCH.from_cache():
-                return ds, ds.read(info.band, window=window)
+                return ds, ds.read(bands, window=window)
 
         start = time.perf_counter()
         try:
@@ -393,12 +429,19 @@ class MosaicReader:
 
     def read(self, bounds: tuple[float, float, float, float]
              ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-        """Pixels covering ``bounds`` from every tile, nodata and gaps as NaN, and their extent."""
+        """Pixels of the first band covering ``bounds`` (see :meth:`read_bands`)."""
+        values, extent = self.read_bands(bounds)
+        return values[0], extent
+
+    def read_bands(self, bounds: tuple[float, float, float, float]
+                   ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """Pixels covering ``bounds`` from every tile, one plane per band read (every band
+        from one read of the window), nodata and gaps as NaN, and their extent."""
         from rasterio.windows import Window
 
         info = self.info
         c0, r0, c1, r1 = info.pixel_window(bounds)
-        out = np.full((r1 - r0, c1 - c0), np.nan, dtype=info.value_dtype)
+        out = np.full((len(info.indexes), r1 - r0, c1 - c0), np.nan, dtype=info.value_dtype)
         for t in info.tiles:
             a0, a1 = max(c0, t.col_off), min(c1, t.col_off + t.width)
             b0, b1 = max(r0, t.row_off), min(r1, t.row_off + t.height)
@@ -406,15 +449,16 @@ class MosaicReader:
                 continue
             window = Window(a0 - t.col_off, b0 - t.row_off, a1 - a0, b1 - b0)
             ds, data = self._read(t, window)
-            values = data.astype(out.dtype, copy=False)
-            # The file's own nodata, unless the source overrides it (a STAC item may not
-            # say what its file declares, so ask the file).
-            nodata = info.nodata if info.nodata_override else ds.nodatavals[info.band - 1]
-            if nodata is not None and not math.isnan(nodata):
-                values = np.where(data == nodata, np.nan, values)
-            # Where tiles overlap, a tile's nodata never hides another tile's valid pixel.
-            dest = out[b0 - r0:b1 - r0, a0 - c0:a1 - c0]
-            np.copyto(dest, values, where=~np.isnan(values))
+            for k, band in enumerate(info.indexes):
+                values = data[k].astype(out.dtype, copy=False)
+                # The file's own nodata, unless the source overrides it (a STAC item may not
+                # say what its file declares, so ask the file).
+                nodata = info.nodata if info.nodata_override else ds.nodatavals[band - 1]
+                if nodata is not None and not math.isnan(nodata):
+                    values = np.where(data[k] == nodata, np.nan, values)
+                # Where tiles overlap, a tile's nodata never hides another's valid pixel.
+                dest = out[k, b0 - r0:b1 - r0, a0 - c0:a1 - c0]
+                np.copyto(dest, values, where=~np.isnan(values))
         extent = (info.x0 + c0 * info.xres, info.y0 - r1 * info.yres,
                   info.x0 + c1 * info.xres, info.y0 - r0 * info.yres)
         return out, extent

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from h3pipe.errors import RemoteReadError, SourceError
+from h3pipe.errors import NoDataInScope, RemoteReadError, SourceError
 from h3pipe.sources import remote
 from h3pipe.sources.raster import RasterInfo, TileInfo, gdal_path, gdal_reason, sign
 from h3pipe.spec import StacSpec
@@ -41,7 +41,7 @@ def describe_stac(source_id: str, spec: StacSpec, bbox: tuple[float, float, floa
     where = f"source '{source_id}' (collection '{spec.collection}' at {spec.url})"
     items = search(source_id, spec, bbox, base_dir)
     if not items:
-        raise SourceError(f"{where}: no item intersects bbox {_fmt(bbox)}",
+        raise NoDataInScope(f"{where}: no item intersects bbox {_fmt(bbox)}",
                           hint="check the scope, the collection id and any datetime/query "
                           "filter")
     placed = [_placement(where, item, spec, band) for item in items]

@@ -64,9 +64,12 @@ class Store(Protocol):
     # -- results -----------------------------------------------------------------------------
 
     def publish(self, *, run_id: str, dataset: str, theme: str, resolution: int, scope_key: str,
-                scope_label: str, step_outputs: list[tuple[list[str], list[str]]]) -> int:
+                scope_label: str, step_outputs: list[tuple[list[str], list[str]]],
+                layout: dict[str, Any] | None = None, keep: list[str] | None = None) -> int:
         """Replace the scope's result with the steps' outputs joined on ``h3_index``;
-        return the number of cells."""
+        return the number of rows. ``layout``: a sweep's key columns and bands (see
+        ``results.layout``); ``keep``: scenarios whose rows in the scope's current result
+        stay, beside the new ones."""
         ...
 
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,

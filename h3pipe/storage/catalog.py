@@ -334,27 +334,39 @@ class Catalog:
 
     def publish_result(self, *, dataset: str, resolution: int, scope_key: str, scope_label: str,
                        theme: str, run_id: str, path: str, columns: list[str], rows: int,
-                       tx: Tx | None = None) -> str | None:
+                       layout: dict[str, Any] | None = None, tx: Tx | None = None
+                       ) -> str | None:
         """Point (dataset, resolution, scope) at a new result; return the one it replaced."""
         if tx is None:
             with self.transaction() as own:
                 return self.publish_result(dataset=dataset, resolution=resolution,
                                            scope_key=scope_key, scope_label=scope_label,
                                            theme=theme, run_id=run_id, path=path,
-                                           columns=columns, rows=rows, tx=own)
+                                           columns=columns, rows=rows, layout=layout,
+                                           tx=own)
         key = {"d": dataset, "r": resolution, "s": scope_key}
         old = tx.one("SELECT path FROM results WHERE dataset = :d AND resolution = :r "
                      "AND scope_key = :s", key)
         tx.execute(
             "INSERT INTO results (dataset, resolution, scope_key, scope_label, theme, run_id, "
-            "path, columns, rows, updated_at) VALUES (:d, :r, :s, :label, :theme, :run, :path, "
-            ":cols, :rows, :at) ON CONFLICT (dataset, resolution, scope_key) DO UPDATE SET "
-            "scope_label = excluded.scope_label, theme = excluded.theme, "
+            "path, columns, rows, updated_at, layout) VALUES (:d, :r, :s, :label, :theme, :run, "
+            ":path, :cols, :rows, :at, :layout) ON CONFLICT (dataset, resolution, scope_key) DO "
+            "UPDATE SET scope_label = excluded.scope_label, theme = excluded.theme, "
             "run_id = excluded.run_id, path = excluded.path, columns = excluded.columns, "
-            "rows = excluded.rows, updated_at = excluded.updated_at",
+            "rows = excluded.rows, updated_at = excluded.updated_at, layout = excluded.layout",
             key | {"label": scope_label, "theme": theme, "run": run_id, "path": path,
-                   "cols": json.dumps(columns), "rows": rows, "at": now()})
+                   "cols": json.dumps(columns), "rows": rows, "at": now(),
+                   "layout": json.dumps(layout or {})})
         return old["path"] if old and old["path"] != path else None
+
+
+def result_keys(entries: list[dict[str, Any]]) -> list[str]:
+    """The key columns (besides h3_index) that rows of several results carry: a sweep's
+    scenario and dimensions."""
+    keys: list[str] = []
+    for e in entries:
+        keys += [k for k in json.loads(e.get("layout") or "{}").get("keys", []) if k not in keys]
+    return keys
 
 
 def result_columns(entries: list[dict[str, Any]]) -> list[str]:

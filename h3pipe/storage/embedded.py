@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from h3pipe import faults
 from h3pipe.errors import StoreError
 from h3pipe.storage.base import Closing
-from h3pipe.storage.catalog import Catalog, Tx, result_columns
+from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys
 
 CATALOG_FILE = "catalog.sqlite"
 # DuckDB's memory while it joins and sorts a run's results; past it, it spills to disk.
@@ -106,7 +106,8 @@ class EmbeddedStore(Closing):
     # -- results --------------------------------------------------------------------------
 
     def publish(self, *, run_id: str, dataset: str, theme: str, resolution: int, scope_key: str,
-                scope_label: str, step_outputs: list[tuple[list[str], list[str]]]) -> int:
+                scope_label: str, step_outputs: list[tuple[list[str], list[str]]],
+                layout: dict[str, Any] | None = None, keep: list[str] | None = None) -> int:
         """Join the steps' task outputs (references from :meth:`write_task_output`) on
         ``h3_index`` into the scope's new result file."""
         rel = (Path("results") / dataset / f"res={resolution}" / _safe(scope_key)
@@ -115,24 +116,36 @@ class EmbeddedStore(Closing):
         columns = [c for _, cols in step_outputs for c in cols]
         meta = json.dumps({"dataset": dataset, "theme": theme, "run_id": run_id,
                            "scope": scope_label, "resolution": resolution})
+        kept = self._kept(dataset, resolution, scope_key, keep or [])
         if len(step_outputs) == 1:
-            rows = self._concat_to_file(run_id, resolution, step_outputs[0], target, meta)
+            rows = self._concat_to_file(run_id, resolution, step_outputs[0], target, meta,
+                                        kept)
         else:
             rows = self._join_to_file(run_id, resolution, step_outputs, target, meta)
         faults.point("result-written")
         old = self.catalog.publish_result(
             dataset=dataset, resolution=resolution, scope_key=scope_key, scope_label=scope_label,
-            theme=theme, run_id=run_id, path=str(rel), columns=columns, rows=rows,
+            theme=theme, run_id=run_id, path=str(rel), columns=columns, rows=rows, layout=layout,
         )
         if old:
             (self.root / old).unlink(missing_ok=True)
         return rows
 
+    def _kept(self, dataset: str, resolution: int, scope_key: str, keep: list[str]
+              ) -> tuple[Path, list[str]] | None:
+        """The scope's current result file and the scenarios of it to keep, if any."""
+        if not keep:
+            return None
+        entries = self.catalog.result_entries(dataset, resolution, scope_key)
+        return (self.root / entries[0]["path"], keep) if entries else None
+
     def _concat_to_file(self, run_id: str, resolution: int, step_output: tuple[list[str],
-                        list[str]], target: Path, meta: str) -> int:
+                        list[str]], target: Path, meta: str,
+                        kept: tuple[Path, list[str]] | None = None) -> int:
         """One published step: its task files one after another into ``target`` (Parquet,
         atomically), a row group at a time, so memory does not grow with the scope. Rows
-        keep the run's order (spatial, as the batches were)."""
+        keep the run's order (spatial, as the batches were); then the rows of ``kept``'s
+        scenarios from the current result."""
         files, cols = step_output
         paths = [self.root / f for f in files]
         fields = pa.unify_schemas([pq.read_schema(p) for p in paths],
@@ -148,6 +161,9 @@ class EmbeddedStore(Closing):
             with pq.ParquetWriter(tmp, schema, compression="zstd",
                                   use_dictionary=dictionary_columns(schema)) as writer:
                 for part in _row_groups(paths, schema, resolution):
+                    writer.write_table(part)
+                    rows += part.num_rows
+                for part in _kept_rows(kept, schema):
                     writer.write_table(part)
                     rows += part.num_rows
             faults.point("write-partial")
@@ -210,18 +226,20 @@ class EmbeddedStore(Closing):
         import duckdb
 
         columns = result_columns(entries)
+        keys = result_keys(entries)
         newest_first = sorted(entries, key=lambda e: e["updated_at"], reverse=True)
         parts = " UNION ALL BY NAME ".join(
             f"SELECT *, {rank} AS _rank FROM read_parquet({_sql_str(str(self.root / e['path']))})"
             for rank, e in enumerate(newest_first)
         )
         cols = ", ".join(_ident(c) for c in columns)
+        by = ", ".join(_ident(c) for c in ("h3_index", *keys))
         con = duckdb.connect()
         try:
             return con.sql(
                 f"SELECT h3_index, resolution, {cols} FROM ({parts}) "
-                "QUALIFY row_number() OVER (PARTITION BY h3_index ORDER BY _rank) = 1 "
-                "ORDER BY resolution, h3_index"
+                f"QUALIFY row_number() OVER (PARTITION BY {by} ORDER BY _rank) = 1 "
+                f"ORDER BY resolution, {by}"
             ).to_arrow_table()
         except duckdb.Error as exc:
             raise StoreError(f"cannot read results: {exc}") from exc
@@ -231,6 +249,22 @@ class EmbeddedStore(Closing):
 
 # Rows per row group of a published result: task files are concatenated up to this.
 _ROW_GROUP = 32_768
+
+
+def _kept_rows(kept: tuple[Path, list[str]] | None, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The rows of some scenarios of a result file, in ``schema``, a row group at a time."""
+    if kept is None:
+        return
+    import pyarrow.compute as pc
+
+    path, scenarios = kept
+    wanted = pa.array(scenarios, pa.string())
+    with pq.ParquetFile(path) as f:
+        for i in range(f.num_row_groups):
+            part = f.read_row_group(i)
+            part = part.filter(pc.is_in(part.column("scenario"), wanted))
+            if part.num_rows:
+                yield part.select(schema.names).cast(schema)
 
 
 def _row_groups(paths: list[Path], schema: pa.Schema, resolution: int) -> Iterator[pa.Table]:

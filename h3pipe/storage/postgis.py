@@ -25,7 +25,7 @@ from h3pipe import faults
 from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage import pgcopy
 from h3pipe.storage.base import Closing
-from h3pipe.storage.catalog import Catalog, Tx, result_columns, safe_url
+from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys, safe_url
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
 _PG_TYPES = {pa.float64(): "double precision", pa.float32(): "double precision",
@@ -250,7 +250,8 @@ class PostgresStore(Closing):
         return "h3." + _ident(_short(f"stats_{theme}__{dataset}"))
 
     def publish(self, *, run_id: str, dataset: str, theme: str, resolution: int, scope_key: str,
-                scope_label: str, step_outputs: list[tuple[list[str], list[str]]]) -> int:
+                scope_label: str, step_outputs: list[tuple[list[str], list[str]]],
+                layout: dict[str, Any] | None = None, keep: list[str] | None = None) -> int:
         """Replace the scope's rows of ``dataset`` with this run's, in one transaction."""
         table = self._stats_table(theme, dataset)
         columns = [c for _, cols in step_outputs for c in cols]
@@ -267,7 +268,10 @@ class PostgresStore(Closing):
                 found = _column_types(tx, temp)
                 types |= {c: found.get(c, "double precision") for c in cols}
             changed = self._prepare_stats_table(tx, table, types)
-            tx.execute(f"DELETE FROM {table} WHERE resolution = :r AND scope_key = :s", key)
+            # A sweep keeps the rows of the scenarios it did not compute again.
+            kept = " AND NOT (scenario = ANY(:keep))" if keep else ""
+            tx.execute(f"DELETE FROM {table} WHERE resolution = :r AND scope_key = :s{kept}",
+                       key | ({"keep": list(keep)} if keep else {}))
             first = "s0"
             source = f"{temps[0]} s0" + "".join(
                 f" FULL OUTER JOIN {t} s{i} USING (h3_index)" for i, t in enumerate(temps[1:], 1))
@@ -279,13 +283,18 @@ class PostgresStore(Closing):
                 f"{''.join(', ' + _ident(c) for c in columns)}) "
                 f"SELECT :r, :s, {cell}, :run{', ' + picked if picked else ''} FROM {source}",
                 key | {"run": run_id})
+            if keep:
+                held = tx.one(f"SELECT count(*) AS n FROM {table} WHERE resolution = :r AND "
+                              "scope_key = :s AND scenario = ANY(:keep)",
+                              key | {"keep": list(keep)})
+                rows += int(held["n"]) if held else 0
             if changed:
                 tx.execute(f"ANALYZE {table}")  # a new table: let the planner know its size
             self._add_cells(tx, table, resolution, scope_key)
             self.catalog.publish_result(
                 dataset=dataset, resolution=resolution, scope_key=scope_key,
                 scope_label=scope_label, theme=theme, run_id=run_id, path=table,
-                columns=columns, rows=rows, tx=tx)
+                columns=columns, rows=rows, layout=layout, tx=tx)
             if changed:
                 _theme_view(tx, theme)
             faults.point("result-written")
@@ -403,14 +412,16 @@ class PostgresStore(Closing):
             parts.append(f"SELECT h3_index, resolution{picked}, {rank} AS _rank FROM "
                          f"{e['path']} WHERE resolution = {int(e['resolution'])} AND "
                          f"scope_key = {_literal(e['scope_key'])}")
+        # Cells (and a sweep's keys) in byte order, as the embedded store sorts them,
+        # whatever the collation.
+        by = ", ".join(f'{_ident(c)} COLLATE "C"' for c in ("h3_index", *result_keys(entries)))
         inner = parts[0] if len(parts) == 1 else (
-            f"SELECT DISTINCT ON (h3_index COLLATE \"C\") * FROM "
-            f"({' UNION ALL '.join(parts)}) u ORDER BY h3_index COLLATE \"C\", _rank")
+            f"SELECT DISTINCT ON ({by}) * FROM ({' UNION ALL '.join(parts)}) u "
+            f"ORDER BY {by}, _rank")
         names = ", ".join(_ident(c) for c, _ in out)
-        # Cells in byte order, as the embedded store sorts them, whatever the collation.
         return _with_resolution(self._copy_out(
-            f"COPY (SELECT {names} FROM ({inner}) q ORDER BY resolution, h3_index "
-            "COLLATE \"C\") TO STDOUT (FORMAT csv)", out))
+            f"COPY (SELECT {names} FROM ({inner}) q ORDER BY resolution, {by}) "
+            "TO STDOUT (FORMAT csv)", out))
 
 
 def _with_resolution(table: pa.Table) -> pa.Table:
@@ -434,16 +445,20 @@ def _column_types(tx: Any, table: str) -> dict[str, str]:
 
 def _theme_view(tx: Any, theme: str) -> None:
     """``h3.stats_<theme>``: every dataset of the theme in long format (dataset, resolution,
-    scope_key, h3_index, stat, value, run_id), over the datasets' own tables."""
+    scope_key, h3_index, stat, value, run_id, scenario), over the datasets' own tables."""
     parts = []
     for r in tx.rows("SELECT DISTINCT dataset, path FROM results WHERE theme = :t "
                      "ORDER BY dataset", {"t": theme}):
-        stats = [c for c, t in _column_types(tx, r["path"]).items() if t in _NUMERIC]
+        types = _column_types(tx, r["path"])
+        stats = [c for c, t in types.items() if t in _NUMERIC]
         if not stats:
             continue
         values = ", ".join(f"({_literal(c)}, t.{_ident(c)}::double precision)" for c in stats)
+        # A sweep's rows say their scenario (added last: a view only grows at its end).
+        scenario = "t.scenario" if "scenario" in types else "NULL::text"
         parts.append(f"SELECT {_literal(r['dataset'])}::text AS dataset, t.resolution, "
-                     "t.scope_key, t.h3_index, v.stat, v.value, t.run_id FROM "
+                     "t.scope_key, t.h3_index, v.stat, v.value, t.run_id, "
+                     f"{scenario} AS scenario FROM "
                      f"{r['path']} t CROSS JOIN LATERAL (VALUES {values}) AS v(stat, value)")
     if parts:
         tx.execute(f"CREATE OR REPLACE VIEW h3.{_ident(f'stats_{theme}')} AS "

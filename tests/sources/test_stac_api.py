@@ -75,3 +75,30 @@ def test_empty_collection_and_unknown_collection(stac_api, tmp_path, cli):
 def test_items_are_read_through_http_ranges(stac_api):
     with rasterio.open(f"{stac_api.cog_url}/{stac_api.items[0]}.tif") as ds:
         assert ds.read(1, window=((0, 8), (0, 8))).shape == (8, 8)
+
+
+def test_a_sweep_fills_the_stac_search_per_scenario(stac_api, tmp_path, cli):
+    """A dimension in the STAC datetime: each scenario is its own search. 2021 finds the
+    items and equals the plain source; 1999 finds none, so it is skipped and said."""
+    sweep = (f"id: sweep\nkind: stac\ntheme: terrain\nnodata: -32767\n"
+             f"dimensions: {{epoch: [2021, 1999]}}\n"
+             f"stac: {{url: '{stac_api.url}', collection: {stac_api.collection}, "
+             "asset: data, signer: none, "
+             "datetime: '{epoch}-01-01T00:00:00Z/{epoch}-12-31T23:59:59Z'}\n")
+    proj = write_project(tmp_path / "p", sources={
+        "dem": _source(stac_api.url, stac_api.collection), "sweep": sweep},
+        pipelines={"p": zonal_pipeline("p", "dem", STATS, resolution=7),
+                   "s": zonal_pipeline("s", "sweep", STATS, resolution=7, dataset="sw")})
+    bbox = ",".join(map(str, BBOX))
+    plain = cli("--project", proj, "run", "p", "--bbox", bbox)
+    swept = cli("--project", proj, "run", "s", "--bbox", bbox)
+    assert plain.exit_code == 0 and swept.exit_code == 0, swept.stderr
+    assert f"skipped: 1 scenario(s) of sweep with no data in bbox {bbox}: 1999" in swept.stderr
+    rows = {}
+    for ds in ("ds", "sw"):
+        out = tmp_path / f"{ds}.parquet"
+        assert cli("--project", proj, "export", ds, "-o", out).exit_code == 0
+        rows[ds] = pq.read_table(out).to_pylist()
+    assert {r["scenario"] for r in rows["sw"]} == {"2021"}
+    assert [{k: r[k] for k in ("h3_index", *STATS)} for r in rows["sw"]] == \
+        [{k: r[k] for k in ("h3_index", *STATS)} for r in rows["ds"]]

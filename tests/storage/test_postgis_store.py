@@ -228,6 +228,11 @@ def test_task_outputs_come_back_exactly_as_written(tmp_path, pg_url):
     assert_same_bits(back, expected.cast(kept))
 
 
+# The long rows of h3.stats_<theme> as 0007 laid them out (the view has since gained
+# 'scenario', last).
+LONG = "dataset, resolution, scope_key, h3_index, stat, value, run_id"
+
+
 def test_upgrade_turns_long_results_into_wide_tables(tmp_path, cli, pg_url):
     """A store published before 0008 (one long table per theme, a partition per dataset)
     reads back the same after 'db upgrade', and its next run replaces the scope's rows."""
@@ -239,7 +244,7 @@ def test_upgrade_turns_long_results_into_wide_tables(tmp_path, cli, pg_url):
     assert cli(*args, "export", "elev", "-o", before).exit_code == 0
     url = pg_url.replace(":s3cret-pw", "")
     with psycopg.connect(url) as conn:  # the layout 0007 left, as the old publish wrote it
-        rows = conn.execute("SELECT * FROM h3.stats_terrain").fetchall()
+        rows = conn.execute(f"SELECT {LONG} FROM h3.stats_terrain").fetchall()
         assert len(rows) == pq.read_metadata(before).num_rows * len(STATS)
         conn.execute('DROP VIEW h3.stats_terrain')
         conn.execute('DROP TABLE h3."stats_terrain__elev"')
@@ -264,7 +269,7 @@ def test_upgrade_turns_long_results_into_wide_tables(tmp_path, cli, pg_url):
     assert cli(*args, "export", "elev", "-o", after).exit_code == 0
     assert_same_bits(pq.read_table(after), pq.read_table(before))
     with psycopg.connect(url) as conn:
-        assert sorted(conn.execute("SELECT * FROM h3.stats_terrain").fetchall(),
+        assert sorted(conn.execute(f"SELECT {LONG} FROM h3.stats_terrain").fetchall(),
                       key=repr) == sorted(rows, key=repr)
     assert cli(*args, "run", "p", "--bbox", BBOX, "--workers", "2", "--force").exit_code == 0
     again = tmp_path / "again.parquet"

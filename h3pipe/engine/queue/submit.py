@@ -22,7 +22,7 @@ from h3pipe.config.project import Project
 from h3pipe.engine.lock import wait_or_refuse
 from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
 from h3pipe.engine.queue.settings import QueueSettings
-from h3pipe.engine.runner import Reporter, RunResult, claim_run
+from h3pipe.engine.runner import Reporter, RunResult, carry_over, claim_run
 from h3pipe.engine.scope import Scope
 from h3pipe.engine.stopping import StopRequest, graceful
 from h3pipe.errors import Cancelled, ConfigError, RunFailed, UsageError
@@ -88,7 +88,7 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
                          "following it")
         return "following"
     row = wait_or_refuse(log, plan.run_id, wait=opts.wait, on_wait=reporter.message)
-    plan = plan.resuming(row)
+    plan = carry_over(plan.resuming(row), store, row)
     claim_run(log, plan, row, store)
     queue.mark_queued(plan.run_id, settings.shown)
     queue.save_run(plan.run_id, pickle.dumps(plan), queue_name=settings.name,

@@ -93,6 +93,33 @@ def test_a_queue_run_equals_a_local_run(tmp_path, workers, local):
     assert again.returncode == 0 and "already completed" in again.stdout
 
 
+def test_a_queue_sweep_equals_a_local_one(tmp_path, workers):
+    """Every scenario and band of a sweep, through workers on the queue: the rows a local
+    run of the same project gives."""
+    from tests.engine.test_sweep import BBOX as SWEEP_BBOX
+    from tests.engine.test_sweep import BUILDINGS, EXPOSURE, SOURCE, make_scene
+
+    make_scene(workers.project)
+    write_project(workers.project, sources={"hz": SOURCE, "b": BUILDINGS},
+                  pipelines={"e": EXPOSURE})
+    folder = tmp_path / "local-store"
+    r = _h3pipe(workers, "--store", str(folder), "run", "e", "--bbox", SWEEP_BBOX,
+                "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    local = tmp_path / "local.parquet"
+    assert _h3pipe(workers, "--store", str(folder), "export", "eds", "-o",
+                   str(local)).returncode == 0
+    _upgrade(workers)
+    workers.wait_ready(workers.start(concurrency=2))
+    r = _h3pipe(workers, "run", "e", "--bbox", SWEEP_BBOX, "--queue", BROKER)
+    assert r.returncode == 0, r.stderr
+    queued = tmp_path / "queue.parquet"
+    assert _h3pipe(workers, "export", "eds", "-o", str(queued)).returncode == 0
+    key = lambda row: (row["h3_index"], row["scenario"])  # noqa: E731
+    got = sorted(pq.read_table(queued).to_pylist(), key=key)
+    assert len(got) > 100 and got == sorted(pq.read_table(local).to_pylist(), key=key)
+
+
 def test_detach_prints_the_run_id_and_runs_wait_follows_it(tmp_path, workers, local):
     _upgrade(workers)
     r = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER, "--detach")
