@@ -324,7 +324,8 @@ def close_tiles() -> None:
 
 
 def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
-    """A tile placed from metadata (a STAC item's proj:transform) must really lie there."""
+    """A tile placed from metadata (a STAC item's proj:transform) must really lie there, and
+    hold the bands asked for."""
     tr = ds.transform
     x = info.x0 + t.col_off * info.xres
     y = info.y0 - t.row_off * info.yres
@@ -336,6 +337,10 @@ def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
                           f"puts it (file origin {tr.c:.6f}, {tr.f:.6f}, {ds.width} x "
                           f"{ds.height}; expected {x:.6f}, {y:.6f}, {t.width} x {t.height})",
                           hint="fix the item's proj:transform/proj:shape")
+    if max(info.indexes) > ds.count:  # a STAC item's file is only known once opened
+        raise SourceError(f"source '{info.source_id}': '{t.path}' has {ds.count} band(s), the "
+                          f"source asks for band {max(info.indexes)}",
+                          hint="check the source's band or bands")
 
 
 class MosaicReader:
@@ -374,6 +379,8 @@ class MosaicReader:
     def _block_ranges(self, ds: Any, c0: int, r0: int, c1: int, r1: int
                       ) -> list[tuple[int, int]] | None:
         """Byte ranges of every band's blocks of a tile window (None: not a tiled GeoTIFF)."""
+        if max(self.info.indexes) > ds.count:
+            return None  # the read says why (_check_placement)
         ranges: list[tuple[int, int]] = []
         for band in self.info.indexes:
             found = _FETCH.block_ranges(ds, band, c0, r0, c1, r1)

@@ -441,3 +441,11 @@ def test_a_value_added_to_a_dimension_computes_only_its_scenarios(scene, tmp_pat
         sorted(expected, key=lambda r: (r["h3_index"], r["scenario"]))
     third = cli(*args, "run", "e", "--bbox", BBOX, "--workers", "1", "--force")
     assert third.exit_code == 0 and "kept:" not in third.stderr
+
+
+def test_more_bands_than_the_files_have_is_refused_before_the_run(scene, tmp_path, cli):
+    four = SOURCE.replace("bands: [rp10, rp100, rp1000]", "bands: [rp10, rp100, rp1000, x]")
+    proj = _project(scene, tmp_path / "p")
+    write_project(proj, sources={"hz": four})
+    r = cli("--project", proj, "run", "z", "--bbox", BBOX)
+    assert r.exit_code == 2 and "has 3 band(s), the source asks for band 4" in r.stderr

@@ -102,3 +102,15 @@ def test_a_sweep_fills_the_stac_search_per_scenario(stac_api, tmp_path, cli):
     assert {r["scenario"] for r in rows["sw"]} == {"2021"}
     assert [{k: r[k] for k in ("h3_index", *STATS)} for r in rows["sw"]] == \
         [{k: r[k] for k in ("h3_index", *STATS)} for r in rows["ds"]]
+
+
+def test_more_bands_than_the_items_have_fails_naming_the_file(stac_api, tmp_path, cli):
+    two = (f"id: two\nkind: stac\ntheme: terrain\nbands: [first, second]\n"
+           f"stac: {{url: '{stac_api.url}', collection: {stac_api.collection}, "
+           "asset: data, signer: none}\n")
+    proj = write_project(tmp_path / "p", sources={"two": two},
+                         pipelines={"p": zonal_pipeline("p", "two", ["mean"], resolution=6)})
+    r = cli("--project", proj, "run", "p", "--bbox", ",".join(map(str, BBOX)))
+    assert r.exit_code == 1, r.stderr
+    assert "has 1 band(s), the source asks for band 2" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
