@@ -67,7 +67,9 @@ demo-fathom: install
 # 100 MB/s cap (remote.json), the PostgreSQL store against the embedded one at res 9
 # (store.json, needs PostgreSQL at 127.0.0.1:5432), small runs (small.json) and the queue
 # backend against the local pool, per task and scaled out to 8 worker processes over HTTP
-# (queue.json, needs RabbitMQ at 127.0.0.1:5672 too; about 7 minutes). About 32 minutes
+# (queue.json, needs RabbitMQ at 127.0.0.1:5672 too; about 7 minutes), and a 39-scenario x
+# 8-band sweep as one run against 39 and 312 separate runs (sweep.json; about 45 minutes,
+# BENCH_SWEEP='--single-band 39' runs an eighth of the 312 and scales). About 80 minutes
 # on 2 cores.
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -76,7 +78,7 @@ bench: install
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/small.py
 	$(BIN)/python benchmarks/queue_backend.py
-	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/sweep.py $(BENCH_SWEEP)
 
 # The scale targets of issue 12: h3pipe run over DR Congo at res 8 and 9 and Rwanda at res 9
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into
