@@ -84,7 +84,8 @@ class H3WeightedAggregate(Operation):
         """An aggregation naming ``depth_m`` over rows with ``rp5_depth_m`` ...
         ``rp1000_depth_m`` becomes one per band (``rp100_flooded_buildings``); the others
         (``count`` of all rows) stay as they are."""
-        bases = {c.split("_", 1)[1] for c in columns if "_" in c and c.split("_", 1)[0] in bands}
+        prefixes = [band_column(b, "") for b in bands]
+        bases = {c[len(p):] for c in columns for p in prefixes if c.startswith(p)}
         bases = {b for b in bases if b not in columns
                  and all(band_column(x, b) in columns for x in bands)}
         if not bands or not bases:

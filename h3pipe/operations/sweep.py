@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import pyarrow as pa
 
+from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch, Operation
 from h3pipe.sources.dimensions import Scenario
 
@@ -100,7 +101,9 @@ def _per_group(op: Operation, batch: Batch) -> pa.Table:
         keys = {k: group.column(k)[0].as_py() for k in batch.keys}
         parts.append(with_keys(op.run_batch(sub), keys))
     if not parts:
-        return op.run_batch(replace(batch, scenarios=(), keys=()))
+        raise OperationError(f"step '{batch.step_id}': none of its input's scenarios is one "
+                             f"its source '{batch.source_id}' has in this run",
+                             hint="sweep both sources over the same scenarios")
     return pa.concat_tables(parts, promote_options="permissive")
 
 
