@@ -104,6 +104,10 @@ def _sweep_problems(doc: Document) -> list[Problem]:
         out.append(doc.problem(["combinations"], "'combinations' needs 'dimensions'"))
     if "dimensions" not in data:
         return out
+    for i, group in enumerate(data.get("combinations", [])):
+        out += [doc.problem(["combinations", i, name], f"'{name}' is not a dimension "
+                            f"({', '.join(data['dimensions'])})")
+                for name in group if name not in data["dimensions"]]
     dims = Dimensions.parse(data["dimensions"], data.get("combinations"))
     out += [doc.problem(list(path), msg) for path, msg in dims.problems()]
     for name in dims.names:

@@ -310,6 +310,7 @@ def test_validate_names_every_scenario_without_files(scene, tmp_path, cli):
 
 @pytest.mark.parametrize(("change", "message"), [
     ("combinations:\n  - {year: [2030]}\n", "'2030' is not a value of dimension 'year'"),
+    ("combinations:\n  - {yaer: [2020]}\n", "'yaer' is not a dimension (kind, year, ssp)"),
     ("path: data/x.tif\n", "scenarios 'a-2020' and 'b-2020' get the same path"),
     ("path: 'data/{flood}/*.tif'\n", "'{flood}' is not a dimension"),
     ("band: 2\n", "give 'band' or 'bands', not both"),
