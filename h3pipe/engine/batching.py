@@ -84,30 +84,26 @@ class Planner:
         for number, (start, stop) in enumerate(bounds, 1):
             # A copy, not a slice: a pickled slice would carry the whole table's buffers.
             chunk = rows.take(pa.array(np.arange(start, stop)))
+            box = _reach(step, chunk)  # what the batch can read, for raster and scenarios
             out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
                              operation=step.operation, params=step.params,
                              resolution=self.resolution, source_id=step.source,
-                             raster=self._raster_for(step, chunk), rows=chunk,
+                             raster=self._cut(step, box), rows=chunk,
                              vector=self.vectors.get(step.source or ""),
-                             scenarios=self._scenarios_for(step, chunk),
+                             scenarios=self._cut_scenarios(step, box),
                              keys=tuple(k for k in self.keys if k in chunk.column_names),
                              wide=step.id in self.wide, melt=self._melt(step)))
         return out
 
     def _cell_batches(self, step: StepSpec) -> list[Batch]:
         out = []
-        raster = self.rasters.get(step.source) if step.source else None
         for number, block in enumerate(self.cells.blocks(self.size), 1):
-            mine = raster
-            if raster is not None and raster.crs_is_wgs84:
-                # Ship only the tiles this batch touches: a glob may list thousands.
-                mine = raster.subset(block.bounds)
-            scenarios = tuple((sc, info.subset(block.bounds) if info.crs_is_wgs84 else info)
-                              for sc, info in self.scenarios.get(step.source or "", ()))
+            # Ship only the tiles this batch touches: a glob may list thousands.
             out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
                              operation=step.operation, params=step.params, block=block,
                              resolution=self.resolution, source_id=step.source,
-                             raster=mine, scenarios=scenarios))
+                             raster=self._cut(step, block.bounds),
+                             scenarios=self._cut_scenarios(step, block.bounds)))
         return out
 
     def _rows(self, step: StepSpec) -> pa.Table:
@@ -169,16 +165,17 @@ class Planner:
         source = self.wide.get(step.input_step or "")
         return tuple(sc for sc, _ in self.scenarios[source]) if source else ()
 
-    def _scenarios_for(self, step: StepSpec, rows: pa.Table
+    def _cut_scenarios(self, step: StepSpec, box: tuple[float, float, float, float] | None
                        ) -> tuple[tuple[Scenario, RasterInfo], ...]:
-        """Each scenario of the step's dimensioned source, its grid cut to the rows."""
-        found = self.scenarios.get(step.source or "", ())
-        box = _reach(step, rows) if found else None
-        return tuple((sc, _subset(info, box)) for sc, info in found)
+        """Each scenario of the step's dimensioned source, its grid cut to ``box``."""
+        return tuple((sc, _subset(info, box))
+                     for sc, info in self.scenarios.get(step.source or "", ()))
 
-    def _raster_for(self, step: StepSpec, rows: pa.Table) -> RasterInfo | None:
+    def _cut(self, step: StepSpec, box: tuple[float, float, float, float] | None
+             ) -> RasterInfo | None:
+        """The step's raster cut to ``box`` (None: the step reads no raster)."""
         raster = self.rasters.get(step.source or "")
-        return None if raster is None else _subset(raster, _reach(step, rows))
+        return None if raster is None else _subset(raster, box)
 
 
 def _subset(raster: RasterInfo, box: tuple[float, float, float, float] | None) -> RasterInfo:
