@@ -122,9 +122,14 @@ def _rings_of_wkb(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     points = _u32(data, head + 9).astype(np.int64)
     starts = np.zeros(len(wkb) + 1, dtype=np.int64)
     np.cumsum(points, out=starts[1:])
-    # Byte position of every point's x, then both doubles of each.
-    first = np.repeat(head + 13 - starts[:-1] * 16, points) + np.arange(starts[-1]) * 16
-    raw = data[(first[:, None] + np.arange(16)).ravel()]
+    if (np.diff(offsets) != 13 + 16 * points).any():
+        raise ValueError("expected WKB polygons of one ring and nothing after it")
+    # Values lie end to end: drop each one's 13 header bytes and the rest are the points'
+    # doubles, in order (one mask over the bytes; indexing all 16 of each point's bytes
+    # took 1.7 s of 2.9 for 823,543 cells).
+    body = np.ones(int(offsets[-1] - offsets[0]), dtype=bool)
+    body[((head - offsets[0])[:, None] + np.arange(13)).ravel()] = False
+    raw = data[offsets[0]:offsets[-1]][body]
     return raw.view("<f8").reshape(-1, 2).astype(np.float64), starts
 
 
