@@ -1,4 +1,5 @@
-"""``h3pipe export``: write a dataset's per-cell results to Parquet, CSV or GeoJSON."""
+"""``h3pipe export``: write a dataset's per-cell results to Parquet, GeoParquet, CSV, GeoJSON,
+GeoPackage or FlatGeobuf."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from h3pipe.cli.app import app, project_of
 def export(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Dataset id (the pipeline's output.dataset).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.", dir_okay=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="File to write (a folder with --partition-resolution).")],
     iso3: Annotated[str | None, typer.Option(help="Only the run scope of this country.")] = None,
     bbox: Annotated[str | None, typer.Option(
         help="Only the run scope of this box, as given to 'h3pipe run'.")] = None,
@@ -27,7 +29,18 @@ def export(
     resolution: Annotated[int | None, typer.Option("--resolution", "-r",
                                                    help="Only this resolution.")] = None,
     fmt: Annotated[str | None, typer.Option(
-        "--format", help="parquet, csv or geojson (default: from the file extension).")] = None,
+        "--format", help="parquet, geoparquet, csv, geojson, gpkg or fgb (default: from the "
+        "file extension, else parquet).")] = None,
+    geometry: Annotated[str | None, typer.Option(
+        help="polygon (the cell's outline) or point (its centre) for geoparquet, gpkg, fgb "
+        "and geojson (default polygon); none for parquet and csv (the default there).")
+    ] = None,
+    h3: Annotated[str, typer.Option(
+        "--h3", help="h3_index as text (8a2a1072b59ffff) or uint64 (its integer id; int64 in "
+        "gpkg and fgb, which have no uint64; not for geojson).")] = "text",
+    partition_resolution: Annotated[int | None, typer.Option(
+        help="Write a folder OUTPUT/h3_parent=<cell>/part-0.parquet, one file per parent "
+        "cell at this coarser resolution (parquet and geoparquet only).")] = None,
     where: Annotated[list[str] | None, typer.Option(
         "--where", help="Only rows of this scenario key or band, KEY=VALUE[,VALUE...]; "
         "repeat for several keys (a sweep's dataset).")] = None,
@@ -43,6 +56,9 @@ def export(
     Without --iso3, --bbox, --aoi or --run (at most one), every scope the dataset has is
     written; a cell in several scopes keeps its newest row.
 
+    GeoParquet (1.1, with a bbox covering column), GeoPackage and FlatGeobuf add the cell's
+    geometry in lon/lat (WGS 84) and open in QGIS, geopandas and DuckDB; see docs/exports.md.
+
     Example:
 
         h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o rwa.parquet
@@ -53,15 +69,19 @@ def export(
 
         h3pipe export building_flood_exposure_fathom --where flood_type=pluvial_defended
         --where year=2050 --where return_period=rp100 -o pluvial_2050_rp100.csv
-    """
-    from h3pipe.engine.records import FORMATS, export_dataset
 
-    if fmt is None:
-        suffix = output.suffix.lower().lstrip(".")
-        fmt = {"json": "geojson", "pq": "parquet"}.get(suffix, suffix)
-        if fmt not in FORMATS:
-            fmt = "parquet"
+        h3pipe export elevation_copdem30 --iso3 RWA -r 8 -o rwa.geoparquet --h3 uint64
+
+        h3pipe export elevation_copdem30 --iso3 RWA -r 8 -o rwa_centres.gpkg --geometry point
+
+        h3pipe export elevation_copdem30 --iso3 COD -r 9 -o cod9.geoparquet --partition-resolution 4
+    """
+    from h3pipe.engine.formats import format_for
+    from h3pipe.engine.records import export_dataset
+
+    fmt = fmt or format_for(output)
     rows = export_dataset(project_of(ctx), dataset, output, fmt, iso3=iso3, bbox=bbox, aoi=aoi,
-                          run_id=run_id, resolution=resolution, where=where, layout=layout)
+                          run_id=run_id, resolution=resolution, where=where, layout=layout,
+                          geometry=geometry, h3=h3, partition_resolution=partition_resolution)
     typer.echo(f"wrote {rows} rows to {output} ({fmt})")
     return 0

@@ -1,6 +1,7 @@
 """Reading what runs left behind: run listings (:func:`list_runs`, :func:`show_run`), whether
 a run recorded as running still is (:func:`why_dead`), :func:`cancel_run`, the store's
-:func:`migrations` and dataset exports (:func:`export_dataset`).
+:func:`migrations` and dataset exports (:func:`export_dataset`; :mod:`h3pipe.engine.formats`
+writes the files).
 
 The SQL lives in :mod:`h3pipe.storage.history`; this module opens the store, judges and
 shapes what it read, and turns a miss into an error that says what to do.
@@ -12,7 +13,6 @@ import contextlib
 import json
 import os
 import socket
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -22,11 +22,8 @@ from h3pipe.errors import ConfigError, UsageError
 from h3pipe.storage import Store, history, open_catalog, open_store
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from h3pipe.storage.catalog import Catalog
 
-FORMATS = ("parquet", "csv", "geojson")
 Row = dict[str, Any]
 
 
@@ -141,16 +138,20 @@ def cancel_run(project: Project, run_id: str) -> str:
 def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
                    iso3: str | None = None, bbox: str | None = None, aoi: Path | None = None,
                    run_id: str | None = None, resolution: int | None = None,
-                   where: list[str] | None = None, layout: str = "wide") -> int:
+                   where: list[str] | None = None, layout: str = "wide",
+                   geometry: str | None = None, h3: str = "text",
+                   partition_resolution: int | None = None) -> int:
     """Write one row per cell (and scenario, for a sweep) of ``dataset`` to ``out``; return
     the number of rows. At most one of ``iso3``, ``bbox``, ``aoi`` (a scope as given to
     'h3pipe run') and ``run_id`` (the result that run published) narrows it; without one,
-    every scope is written. ``where`` and ``layout``: see :mod:`h3pipe.engine.layouts`."""
-    from h3pipe.engine import layouts
+    every scope is written. ``where`` and ``layout``: see :mod:`h3pipe.engine.layouts`;
+    ``fmt``, ``geometry``, ``h3`` and ``partition_resolution``: see
+    :class:`h3pipe.engine.formats.ExportSpec`."""
+    from h3pipe.engine import formats, layouts
 
     wanted = layouts.parse_where(where or [])
-    if fmt not in FORMATS:
-        raise UsageError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}")
+    spec = formats.ExportSpec.parse(fmt, geometry=geometry, h3=h3, layer=dataset,
+                                    partition_resolution=partition_resolution)
     scope_key = _scope_key(iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id)
     with project_store(project) as store:
         if run_id is not None:
@@ -161,7 +162,7 @@ def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
             _no_results(store, dataset)
         table = layouts.shape(store.read_results(entries), layouts.merged(entries), wanted,
                               layout)
-    _write(table, out, fmt)
+    formats.write(table, out, spec)
     return int(table.num_rows)
 
 
@@ -217,44 +218,3 @@ def _no_results(store: Store, dataset: str) -> NoReturn:
                         f"(run {e['run_id']})" for e in store.result_entries(dataset))
     raise ConfigError(f"no results for dataset '{dataset}' with the filters given "
                       f"(it has: {options})")
-
-
-def _write(table: pa.Table, out: Path, fmt: str) -> None:
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    from h3pipe.storage.embedded import dictionary_columns
-
-    out = out.expanduser()
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "parquet":
-            pq.write_table(table, tmp, compression="zstd",
-                           use_dictionary=dictionary_columns(table.schema))
-        elif fmt == "csv":
-            pcsv.write_csv(table, tmp)
-        else:
-            _write_geojson(table, tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        with contextlib.suppress(OSError):  # e.g. the folder is really a file
-            tmp.unlink(missing_ok=True)
-        # The output path is the user's to choose: a bad one is bad input (exit 2).
-        raise ConfigError(f"cannot write {out}: {exc}",
-                          hint="check the folder exists, is a folder and is writable") from exc
-
-
-def _write_geojson(table: pa.Table, path: Path) -> None:
-    import h3
-
-    cols = table.column_names
-    with path.open("w", encoding="utf-8") as f:
-        f.write('{"type": "FeatureCollection", "features": [\n')
-        for i, row in enumerate(table.to_pylist()):
-            ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(row["h3_index"])]
-            ring.append(ring[0])
-            feature = {"type": "Feature", "properties": {c: row[c] for c in cols},
-                       "geometry": {"type": "Polygon", "coordinates": [ring]}}
-            f.write(("," if i else "") + json.dumps(feature, allow_nan=False) + "\n")
-        f.write("]}\n")
