@@ -54,6 +54,19 @@ class SourceSpec:
     band_names: tuple[str, ...] = ()
     band_key: str = "band"
     dimensions: Dimensions | None = None  # a sweep of scenarios (``dimensions:``)
+    # What the values are (intensive | extensive | categorical; None: not said), per band
+    # when bands differ (one entry per band, else ()); a categorical source's classes.
+    measure: str | None = None
+    band_measures: tuple[str | None, ...] = ()
+    classes: tuple[tuple[float, str], ...] = ()
+
+    def measures(self) -> dict[str, str]:
+        """The declared measure of each band (by name; '' for a single band)."""
+        if not self.band_names:
+            return {"": self.measure} if self.measure else {}
+        given = self.band_measures or (None,) * len(self.band_names)
+        return {b: str(m or self.measure) for b, m in zip(self.band_names, given, strict=True)
+                if m or self.measure}
 
     def column(self, band_name: str, name: str) -> str:
         """The column of statistic ``name`` for one band (``rp100_mean``)."""

@@ -95,6 +95,9 @@ def _value_lines(insp: Inspection) -> list[str]:
                else "# units:")
     out += textwrap.wrap(f"inferred: {insp.guess}: {insp.reason}", width=92,
                          initial_indent="# ", subsequent_indent="#   ")
+    out.append(f"measure: {insp.measure}  # inferred ({insp.guess}): what validate checks "
+               "statistics against" if insp.measure
+               else "# measure: intensive | extensive | categorical (not inferred)")
     out.append(f"theme: {insp.theme}")
     return out
 

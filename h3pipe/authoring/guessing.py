@@ -24,6 +24,9 @@ _STATS = {
     "unknown": ("count", "mean"),
 }
 _UNITS = {"dem": "m", "population": "persons per pixel"}
+# What the values are (see h3pipe.operations.measures): imagery is a quantity per point.
+_MEASURES = {"dem": "intensive", "population": "extensive", "landcover": "categorical",
+             "rgb": "intensive"}
 # Words in a STAC collection's id, title or keywords that say what its values are.
 _KEYWORDS = {
     "dem": ("elevation", "dem", "dsm", "dtm", "terrain", "height", "topography", "bathymetry"),
@@ -59,6 +62,10 @@ class Guess:
     @property
     def units(self) -> str | None:
         return _UNITS.get(self.name)
+
+    @property
+    def measure(self) -> str | None:
+        return _MEASURES.get(self.name)
 
 
 UNKNOWN = Guess("unknown", "")

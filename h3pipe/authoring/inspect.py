@@ -70,6 +70,7 @@ class Inspection:
     guess: str = "unknown"
     reason: str = ""
     theme: str = "other"
+    measure: str | None = None  # intensive | extensive | categorical, when guessed
     stats: tuple[str, ...] = ("count", "mean")
     resolutions: tuple[int, int] | None = None
     notes: tuple[str, ...] = ()
@@ -101,7 +102,7 @@ def _looks_like_json(location: str) -> bool:
 
 def _with_guess(insp: Inspection, guess: Guess) -> Inspection:
     return replace(insp, guess=guess.name, reason=guess.reason, theme=guess.theme,
-                   stats=guess.stats, units=insp.units or guess.units,
+                   measure=guess.measure, stats=guess.stats, units=insp.units or guess.units,
                    resolutions=suggest_resolutions(insp.resolution_m))
 
 

@@ -75,7 +75,11 @@ def _kind_problems(doc: Document) -> list[Problem]:
     if data["kind"] != "vector":
         wrong = [k for k in ("layer", "table", "id_field", "attributes") if k in data]
         return [doc.problem([k], f"'{k}' is only for vector sources (this is a {data['kind']} "
-                            "source)") for k in wrong]
+                            "source)") for k in wrong] + _class_problems(doc)
+    if "measure" in data or "classes" in data:
+        key = "measure" if "measure" in data else "classes"
+        return [doc.problem([key], f"'{key}' describes raster values; a vector source's "
+                            "attributes have none")]
     is_db = data["path"].startswith(("postgresql://", "postgres://"))
     if is_db and "table" not in data:
         return [doc.problem(["path"], "a database URL needs 'table' (schema.name)")]
@@ -85,6 +89,19 @@ def _kind_problems(doc: Document) -> list[Problem]:
     if "table" in data and not is_db:
         return [doc.problem(["table"], "'table' needs 'path' to be a postgresql:// URL")]
     return []
+
+
+def _class_problems(doc: Document) -> list[Problem]:
+    """Classes listed twice, or given to a source that says it is not categorical."""
+    from h3pipe.operations.shares import class_problems
+
+    data = doc.data
+    found = [doc.problem(list(at), msg) for at, msg in class_problems(data.get("classes"))]
+    if "classes" in data and data.get("measure", "categorical") != "categorical":
+        found.append(doc.problem(["classes"], f"classes are for a categorical source; this "
+                                 f"one is {data['measure']} (drop classes, or say measure: "
+                                 "categorical)"))
+    return found
 
 
 # Names a key column may not take: the ones every result has.
@@ -199,6 +216,10 @@ def source_spec(data: dict[str, Any], file: str) -> SourceSpec:
         id_field=data.get("id_field"), attributes=tuple(data.get("attributes", [])),
         band=numbers[0] if numbers else data.get("band", 1), bands=numbers,
         band_names=names, band_key=data.get("band_key", "band"), dimensions=dims,
+        measure=data.get("measure"),
+        band_measures=tuple(None if isinstance(b, str) else b.get("measure")
+                            for b in data.get("bands", [])),
+        classes=tuple((float(c["value"]), c["name"]) for c in data.get("classes", [])),
     )
 
 
@@ -219,7 +240,7 @@ def check_pipeline(doc: Document, loaded: Loaded, *, valid: bool) -> list[Proble
     steps = [(i, st) for i, st in enumerate(raw_steps)
              if isinstance(st, dict) and isinstance(st.get("id"), str)]
     ids, duplicates = _step_ids(doc, steps)
-    problems += duplicates
+    problems += duplicates + _resolutions_problems(doc, data)
     flow = None
     columns: dict[str, str] = {}
     for i, step in steps:
@@ -283,6 +304,18 @@ def _matrix_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
         out.append(doc.problem(["matrix"], f"no scenario of source '{first.id}' has these "
                                "values"))
     return out
+
+
+def _resolutions_problems(doc: Document, data: dict[str, Any]) -> list[Problem]:
+    """A ``defaults.resolutions`` range that runs backwards or leaves 0..15."""
+    from h3pipe.resolutions import problem
+
+    defaults = data.get("defaults")
+    given = defaults.get("resolutions") if isinstance(defaults, dict) else None
+    if not isinstance(given, str):
+        return []
+    why = problem(given)
+    return [doc.problem(["defaults", "resolutions"], why)] if why else []
 
 
 def _matrix(matrix: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -354,7 +387,10 @@ def _step_problems(doc: Document, i: int, step: dict[str, Any], ids: dict[str, i
         out.append(doc.problem(at + ["cleanup"], "policy 'ttl' needs 'ttl_hours'"))
     params = step.get("params", {})
     if op is not None and isinstance(params, dict):
-        out += _params_problems(doc, at, step, op, params, columns)
+        source = step.get("source")
+        entry = loaded.sources.get(source) if isinstance(source, str) else None
+        raster = entry[1] if entry is not None and entry[1].kind != "vector" else None
+        out += _params_problems(doc, at, step, op, params, columns, raster)
     return out
 
 
@@ -423,11 +459,14 @@ def _reference_problems(doc: Document, at: PathList, step: dict[str, Any],
 
 
 def _params_problems(doc: Document, at: PathList, step: dict[str, Any], op: Operation,
-                     params: dict[str, Any], columns: dict[str, str]) -> list[Problem]:
+                     params: dict[str, Any], columns: dict[str, str],
+                     source: SourceSpec | None = None) -> list[Problem]:
     out = schemas.problems(doc, Draft202012Validator(op.params_schema), at + ["params"],
                            params)
     if out:
         return out
+    if source is not None:  # what the step leaves to its source (a categorical's classes)
+        params = op.source_params(params, source)
     for sub, message in op.check_params(params):
         out.append(doc.problem(at + ["params", *sub], message))
     if step.get("output", "h3_stats") == "h3_stats":
@@ -531,6 +570,14 @@ class _Flow:
         self.bands[step["id"]] = self.bands.get(upstream or "", ())
         self.keys[step["id"]] = self.keys.get(upstream or "", [])
         params = op.per_band(params, self.bands[step["id"]], columns)
+        src = self._raster_source(step)
+        if src is not None:
+            params = op.source_params(params, src)
+            self.out.extend(doc.problem(at + ["params", *sub], msg)
+                            for band, measure in src.measures().items()
+                            for sub, msg in op.measure_problems(
+                                params, measure, f" '{src.id}'" + (f" band '{band}'" if band
+                                                                   else "")))
         if params is not step.get("params", {}):
             self.params[step["id"]] = params
         for sub, expr in op.expressions(params):
@@ -542,6 +589,10 @@ class _Flow:
         if step.get("output", "h3_stats") == "h3_stats":
             self.out += self._publish_problems(at, step, op, params, result[0])
         return result
+
+    def _raster_source(self, step: dict[str, Any]) -> SourceSpec | None:
+        entry = self.loaded.sources.get(step.get("source") or "")
+        return entry[1] if entry is not None and entry[1].kind != "vector" else None
 
     def _columns(self, step: dict[str, Any], op: Operation, params: dict[str, Any],
                  columns: list[str]) -> list[str]:

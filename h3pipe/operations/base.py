@@ -119,6 +119,17 @@ class Operation:
         repeated for each band. The same object when nothing changes."""
         return params
 
+    def source_params(self, params: dict[str, Any], source: Any) -> dict[str, Any]:
+        """``params`` completed from the step's raster source (a ``SourceSpec``: its
+        classes, say). The same object when nothing changes."""
+        return params
+
+    def measure_problems(self, params: dict[str, Any], measure: str, where: str
+                         ) -> list[tuple[tuple[str | int, ...], str]]:
+        """What in ``params`` makes no sense for a source (``where``: which, and which
+        band) whose values are of ``measure`` (see h3pipe.operations.measures)."""
+        return []
+
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         raise NotImplementedError
 

@@ -1,6 +1,8 @@
-"""Exact coverage-weighted moments of a raster window per polygon: :func:`polygon_moments`.
+"""Exact coverage-weighted moments of a raster window per polygon: :func:`polygon_moments`;
+the covered area per class or bin: :func:`polygon_bins`.
 
-The fast path of ``zonal_stats`` for count, sum, mean, min, max and stdev. Each pixel is
+The fast path of ``zonal_stats`` for count, sum, mean, min, max, stdev, coverage, class
+fractions and histograms. Each pixel is
 weighted by the exact fraction of its area inside the polygon, as exactextract does, but
 the work per polygon is one pass over its bounding box plus O(1) per edge and row:
 
@@ -23,8 +25,9 @@ import math
 import numpy as np
 from numba import njit
 
-# Column order of the array returned by polygon_moments.
-COUNT, SUM, MEAN, MIN, MAX, STDEV = range(6)
+# Column order of the array returned by polygon_moments: the six weighted moments, then
+# the plain covered fraction of valid pixels (``VALID``, in pixels, whatever the weights).
+COUNT, SUM, MEAN, MIN, MAX, STDEV, VALID = range(7)
 
 
 @njit(cache=True, nogil=True)
@@ -88,35 +91,72 @@ def _add_ring(u: np.ndarray, v: np.ndarray, sign: float, r0: int, c0: int,
 
 @njit(cache=True, nogil=True)
 def polygon_moments(values: np.ndarray, u: np.ndarray, v: np.ndarray,
-                    ring_starts: np.ndarray, poly_starts: np.ndarray) -> np.ndarray:
+                    ring_starts: np.ndarray, poly_starts: np.ndarray,
+                    row_weights: np.ndarray) -> np.ndarray:
     """Moments per polygon of ``values`` (rows x cols, NaN = no data).
 
     Vertices are in pixel coordinates of ``values`` (``u`` = column, ``v`` = row, both
     growing away from the top-left corner). Ring ``i`` is ``u[ring_starts[i]:ring_starts[i+1]]``
     (closed: last vertex repeats the first); polygon ``p`` owns rings
-    ``poly_starts[p]:poly_starts[p+1]``, its exterior first. Returns one row per polygon:
-    count, sum, mean, min, max, stdev (population, coverage-weighted); NaN where the
-    polygon covers no valid pixel (count 0).
+    ``poly_starts[p]:poly_starts[p+1]``, its exterior first. Each pixel weighs its covered
+    fraction times the weight of its row (``row_weights``: ones, or each row's pixel area).
+    Returns one row per polygon: count, sum, mean, min, max, stdev (population, weighted),
+    valid (covered fraction of valid pixels, unweighted); NaN where the polygon covers no
+    valid pixel (count 0).
     """
     nrows, ncols = values.shape
     npoly = poly_starts.shape[0] - 1
-    out = np.full((npoly, 6), np.nan)
+    out = np.full((npoly, 7), np.nan)
     for p in range(npoly):
-        ext0, ext1 = ring_starts[poly_starts[p]], ring_starts[poly_starts[p] + 1]
-        umin, umax = np.min(u[ext0:ext1]), np.max(u[ext0:ext1])
-        vmin, vmax = np.min(v[ext0:ext1]), np.max(v[ext0:ext1])
-        c0 = max(int(math.floor(umin)), 0)
-        c1 = min(int(math.ceil(umax)), ncols)
-        r0 = max(int(math.floor(vmin)), 0)
-        r1 = min(int(math.ceil(vmax)), nrows)
         out[p, COUNT] = 0.0
         out[p, SUM] = 0.0
+        out[p, VALID] = 0.0
+        window = _window(u, v, ring_starts, poly_starts[p], nrows, ncols)
+        r0, c0, r1, c1 = window
         if c0 >= c1 or r0 >= r1:
             continue
         coverage = _coverage(u, v, ring_starts, poly_starts[p], poly_starts[p + 1],
                              r0, c0, r1 - r0, c1 - c0)
-        _weighted_moments(values, coverage, r0, c0, out[p])
+        _weighted_moments(values, coverage, r0, c0, row_weights, out[p])
     return out
+
+
+@njit(cache=True, nogil=True)
+def polygon_bins(bins: np.ndarray, nbins: int, u: np.ndarray, v: np.ndarray,
+                 ring_starts: np.ndarray, poly_starts: np.ndarray,
+                 row_weights: np.ndarray) -> np.ndarray:
+    """Covered area per bin and polygon (``npoly x nbins``): each pixel adds its covered
+    fraction times its row's weight to its bin, ``bins`` (rows x cols, the bin of each
+    pixel, -1 for none: no data, or a value in no bin). Polygons as for
+    :func:`polygon_moments`; a pixel counts when its float32 coverage is positive."""
+    nrows, ncols = bins.shape
+    npoly = poly_starts.shape[0] - 1
+    out = np.zeros((npoly, nbins))
+    for p in range(npoly):
+        r0, c0, r1, c1 = _window(u, v, ring_starts, poly_starts[p], nrows, ncols)
+        if c0 >= c1 or r0 >= r1:
+            continue
+        coverage = _coverage(u, v, ring_starts, poly_starts[p], poly_starts[p + 1],
+                             r0, c0, r1 - r0, c1 - c0)
+        for r in range(r1 - r0):
+            for c in range(c1 - c0):
+                b = bins[r0 + r, c0 + c]
+                w = np.float64(np.float32(min(coverage[r, c], 1.0)))
+                if b >= 0 and w > 0.0:
+                    out[p, b] += w * row_weights[r0 + r]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _window(u: np.ndarray, v: np.ndarray, ring_starts: np.ndarray, ring: int, nrows: int,
+            ncols: int) -> tuple[int, int, int, int]:
+    """Rows and columns (r0, c0, r1, c1) of the window that exterior ``ring`` touches."""
+    ext0, ext1 = ring_starts[ring], ring_starts[ring + 1]
+    c0 = max(int(math.floor(np.min(u[ext0:ext1]))), 0)
+    c1 = min(int(math.ceil(np.max(u[ext0:ext1]))), ncols)
+    r0 = max(int(math.floor(np.min(v[ext0:ext1]))), 0)
+    r1 = min(int(math.ceil(np.max(v[ext0:ext1]))), nrows)
+    return r0, c0, r1, c1
 
 
 @njit(cache=True, nogil=True)
@@ -150,15 +190,17 @@ def _coverage(u: np.ndarray, v: np.ndarray, ring_starts: np.ndarray, ring0: int,
 
 @njit(cache=True, nogil=True)
 def _weighted_moments(values: np.ndarray, coverage: np.ndarray, r0: int, c0: int,
-                      out: np.ndarray) -> None:
+                      row_weights: np.ndarray, out: np.ndarray) -> None:
     """Count, sum, mean, min, max and stdev of the window at ``r0, c0`` weighted by
-    ``coverage``, into ``out`` (mean, min, max and stdev left alone when count is 0).
+    ``coverage`` times ``row_weights``, and the unweighted valid coverage, into ``out``
+    (mean, min, max and stdev left alone when count is 0).
 
     In exactextract's order (row by row, left to right), with its float32 coverage
     fractions and West's incremental weighted variance, so that both give the same
     numbers rather than merely close ones.
     """
     count = 0.0
+    valid = 0.0
     total = 0.0
     lo = np.inf
     hi = -np.inf
@@ -166,13 +208,16 @@ def _weighted_moments(values: np.ndarray, coverage: np.ndarray, r0: int, c0: int
     t = 0.0
     nrows, ncols = coverage.shape
     for r in range(nrows):
+        a = row_weights[r0 + r]
         for c in range(ncols):
             x = np.float64(values[r0 + r, c0 + c])
             # A pixel counts when its float32 coverage is positive, exactly as in
             # exactextract: even a sliver of 1e-15 of a pixel decides min and max.
-            w = np.float64(np.float32(min(coverage[r, c], 1.0)))
-            if w <= 0.0 or math.isnan(x):
+            f = np.float64(np.float32(min(coverage[r, c], 1.0)))
+            if f <= 0.0 or math.isnan(x):
                 continue
+            valid += f
+            w = f * a
             count += w
             total += w * x
             lo = min(lo, x)
@@ -182,6 +227,7 @@ def _weighted_moments(values: np.ndarray, coverage: np.ndarray, r0: int, c0: int
             t += w * (x - previous) * (x - mean)
     out[COUNT] = count
     out[SUM] = total
+    out[VALID] = valid
     if count > 0.0:
         out[MEAN] = total / count
         out[MIN] = lo

@@ -63,7 +63,7 @@ class SpatialJoin(Operation):
     source_kinds = ("raster", "stac", "vector")
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-        from h3pipe.operations.zonal_stats import stat_problems
+        from h3pipe.operations.zonal_stats import PLAIN_STATS, stat_problems
 
         raster = "radius_m" in params or "stats" in params
         vector = "predicate" in params
@@ -77,7 +77,7 @@ class SpatialJoin(Operation):
             missing = [k for k in ("radius_m", "stats") if k not in params]
             if missing:
                 return [((), f"a raster join needs {' and '.join(missing)}")]
-            return stat_problems(params["stats"])
+            return stat_problems(params["stats"], PLAIN_STATS)
         if params["predicate"] == "nearest" and "max_distance_m" not in params:
             return [(("predicate",), "'nearest' needs max_distance_m")]
         return []
@@ -110,7 +110,8 @@ class SpatialJoin(Operation):
             geoms = buffer_metres(geoms, batch.params["radius_m"])
         stats = list(batch.params["stats"])
         prefix = batch.params.get("prefix", "")
-        return add_columns(table, stats_of_geometries(batch, batch.raster, geoms, stats,
+        return add_columns(table, stats_of_geometries(batch, batch.raster, geoms,
+                                                      {"stats": stats},
                                                       name=lambda s: prefix + s))
 
     def _join_vector(self, batch: Batch, table: pa.Table) -> pa.Table:

@@ -2,15 +2,15 @@
 polygon, by :class:`ZonalStats`.
 
 Every statistic weighs each pixel by the exact fraction of it that the cell or polygon
-covers; NaN and nodata pixels are never counted. A zone whose pixels are all nodata gets
-``count`` 0, ``variety`` 0 and null for everything else. H3 cells go through h3pipe's own
-kernel for moments; feature polygons (holes, multipolygons) go through exactextract.
+covers (times its area with ``weights: area``); NaN and nodata pixels are never counted. A
+zone whose pixels are all nodata gets ``count`` 0, ``variety`` 0, ``coverage`` 0 and null
+for everything else. Moments, shares and coverage come from h3pipe's own kernel; medians,
+quantiles, modes, and multipolygons from exactextract (see :mod:`h3pipe.operations.windows`).
+What a statistic means for the source's declared ``measure``: :mod:`h3pipe.operations.measures`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import Any
 
@@ -19,28 +19,19 @@ import pyarrow as pa
 
 from h3pipe import grid
 from h3pipe.errors import OperationError
+from h3pipe.operations import areas
 from h3pipe.operations.base import Batch, Operation
+from h3pipe.operations.measures import measure_problems
+from h3pipe.operations.shares import Bins, class_problems, edge_problems
+from h3pipe.operations.windows import DEFINED_WHEN_EMPTY, WORK, Rings, Shapes, Wanted, fill
 
 NAMED_STATS = ("count", "sum", "mean", "min", "max", "stdev", "median", "majority", "minority",
-               "variety")
-# Computed by h3pipe's own exact-coverage kernel (h3pipe.operations.coverage); the others
-# need every value of a cell and go through exactextract.
-MOMENT_STATS = ("count", "sum", "mean", "min", "max", "stdev")
+               "variety", "coverage", "cell_area_km2", "density", "fractions", "histogram")
 _QUANTILE = re.compile(r"^quantile_([1-9][0-9]?)$")
-# Statistics that stay meaningful when no pixel is valid; the rest become null.
-_DEFINED_WHEN_EMPTY = {"count", "variety"}
-# exactextract reports these in the raster's own type: for an integer raster the
-# interpolated value is truncated toward zero (7.6 -> 7). We do the same, so h3pipe agrees
-# with exactextract run on the file, though we compute on float copies of the pixels.
-_INTERPOLATED = re.compile(r"^(median|quantile_\d+)$")
-
-
-def stat_to_exactextract(stat: str) -> tuple[str, dict[str, Any]]:
-    """exactextract's statistic name and options for one of ours (``quantile_25``)."""
-    m = _QUANTILE.match(stat)
-    if m:
-        return "quantile", {"q": int(m.group(1)) / 100}
-    return stat, {}
+# Need the cell itself (its H3 area): not for feature polygons.
+CELL_STATS = ("cell_area_km2", "density")
+# What spatial_join computes in a buffer: one column per statistic, no bins.
+PLAIN_STATS = tuple(s for s in NAMED_STATS if s not in (*CELL_STATS, "fractions", "histogram"))
 
 
 def cell_rings(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +48,12 @@ def cell_rings(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xy, starts
 
 
-def stat_problems(stats: list[Any]) -> list[tuple[tuple[str | int, ...], str]]:
+def stat_problems(stats: list[Any], named: tuple[str, ...] = NAMED_STATS
+                  ) -> list[tuple[tuple[str | int, ...], str]]:
     found: list[tuple[tuple[str | int, ...], str]] = []
     for i, stat in enumerate(stats or []):
-        if isinstance(stat, str) and stat not in NAMED_STATS and not _QUANTILE.match(stat):
-            allowed = ", ".join(f"'{s}'" for s in NAMED_STATS) + ", 'quantile_NN'"
+        if isinstance(stat, str) and stat not in named and not _QUANTILE.match(stat):
+            allowed = ", ".join(f"'{s}'" for s in named) + ", 'quantile_NN'"
             found.append((("stats", i), f"'{stat}' is not one of [{allowed}]"))
     return found
 
@@ -76,7 +68,8 @@ class ZonalStats(Operation):
   operation: zonal_stats
   source: cop-dem-glo-30
   params:
-    stats: [mean, min, max, stdev, quantile_25]
+    stats: [mean, min, max, stdev, quantile_25, coverage]
+    min_coverage: 0.5
 """
     params_schema = {
         "type": "object",
@@ -89,24 +82,89 @@ class ZonalStats(Operation):
                 "uniqueItems": True,
                 "items": {"type": "string"},
                 "description": "Any of " + ", ".join(NAMED_STATS)
-                + ", or quantile_NN for the NN-th percentile (1..99).",
+                + ", or quantile_NN for the NN-th percentile (1..99). coverage: the valid "
+                "share of the zone; cell_area_km2 and density (sum per km2): cells only; "
+                "fractions: a share per class (frac_<name>); histogram: a share per bin "
+                "(hist_<lo>_<hi>).",
             },
             "keep": {
                 "type": "array", "items": {"type": "string"}, "uniqueItems": True,
                 "description": "Over features: the input columns to keep besides feature_id "
                 "and geometry (default: all).",
             },
+            "weights": {
+                "enum": ["fraction", "area"], "default": "fraction",
+                "description": "fraction: each pixel weighs the share of it inside the zone. "
+                "area: that share times the pixel's area in m2 on the sphere "
+                "(exactextract's area_spherical_m2), for true area-weighted means and "
+                "integrals; count is then the valid area in m2.",
+            },
+            "min_coverage": {
+                "type": "number", "minimum": 0, "maximum": 1,
+                "description": "Null statistics (all but count, coverage and cell_area_km2) "
+                "where valid pixels cover less than this share of the zone.",
+            },
+            "classes": {
+                "type": "array", "minItems": 1,
+                "items": {"type": "object", "required": ["value", "name"],
+                          "additionalProperties": False,
+                          "properties": {"value": {"type": "number"},
+                                         "name": {"type": "string",
+                                                  "pattern": "^[a-z0-9_]{1,40}$"}}},
+                "description": "For fractions: the classes (default: the source's classes).",
+            },
+            "bins": {
+                "type": "array", "minItems": 2, "items": {"type": "number"},
+                "description": "For histogram: increasing bin edges; a bin is [lo, hi), the "
+                "last one [lo, hi].",
+            },
+            "integer_quantiles": {
+                "enum": ["truncate", "interpolate"], "default": "truncate",
+                "description": "Integer rasters: median and quantiles truncated toward zero "
+                "as exactextract reports them (default), or the interpolated value itself.",
+            },
+            "conservation_tolerance": {
+                "type": "number", "exclusiveMinimum": 0, "default": 1e-6,
+                "description": "Extensive source, published sum: the largest relative gap "
+                "allowed between the cells' sums and the raster's sum over the cells.",
+            },
         },
     }
     input_kinds = frozenset({"cells", "features"})
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-        return stat_problems(params.get("stats") or [])
+        stats = params.get("stats") or []
+        found = stat_problems(stats)
+        if "fractions" in stats and not params.get("classes"):
+            found.append((("stats", stats.index("fractions")), "fractions needs classes: "
+                          "give them in the source ('classes:') or in params.classes"))
+        if "histogram" in stats and "bins" not in params:
+            found.append((("stats", stats.index("histogram")), "histogram needs params.bins, "
+                          "its bin edges"))
+        found += class_problems(params.get("classes"))
+        found += edge_problems(params.get("bins"))
+        return found
 
     def column_problems(self, params: dict[str, Any], columns: list[str]
                         ) -> list[tuple[tuple[str | int, ...], str]]:
-        return [(("keep", j), f"no column '{name}' in the input ({', '.join(columns)})")
-                for j, name in enumerate(params.get("keep", [])) if name not in columns]
+        found: list[tuple[tuple[str | int, ...], str]] = [
+            (("keep", j), f"no column '{name}' in the input ({', '.join(columns)})")
+            for j, name in enumerate(params.get("keep", [])) if name not in columns]
+        if "geometry" in columns:
+            found += [(("stats", i), f"'{s}' is a statistic of H3 cells, not of feature "
+                       "polygons") for i, s in enumerate(params["stats"]) if s in CELL_STATS]
+        return found
+
+    def source_params(self, params: dict[str, Any], source: Any) -> dict[str, Any]:
+        if "fractions" in params.get("stats", []) and "classes" not in params \
+                and source.classes:
+            return {**params, "classes": [{"value": v, "name": n} for v, n in source.classes]}
+        return params
+
+    def measure_problems(self, params: dict[str, Any], measure: str, where: str
+                         ) -> list[tuple[tuple[str | int, ...], str]]:
+        return measure_problems(params["stats"], measure,
+                                weights=params.get("weights", "fraction"), where=where)
 
     def columns(self, params: dict[str, Any], input_columns: list[str]) -> list[str]:
         if "keep" in params and "geometry" in input_columns:
@@ -115,25 +173,26 @@ class ZonalStats(Operation):
         return super().columns(params, input_columns)
 
     def output_columns(self, params: dict[str, Any]) -> list[str]:
-        return list(params["stats"])
+        return [c for _, c, _ in _outputs(params)]
 
     def output_column_paths(self, params: dict[str, Any]
                             ) -> list[tuple[str, tuple[str | int, ...]]]:
-        return [(stat, ("stats", i)) for i, stat in enumerate(params["stats"])]
+        return [(c, ("stats", i)) for i, c, _ in _outputs(params)]
 
     def warm_up(self) -> None:
         import rasterio  # noqa: F401
 
         from h3pipe.operations import coverage
 
-        # Loads the compiled kernel from numba's cache for both window types: a unit
+        # Loads the compiled kernels from numba's cache for both window types: a unit
         # square over a 2 x 2 window.
         u = np.array([0.5, 1.5, 1.5, 0.5, 0.5])
         v = np.array([0.5, 0.5, 1.5, 1.5, 0.5])
         rings = np.array([0, 5], dtype=np.int64)
         polys = np.array([0, 1], dtype=np.int64)
         for dtype in (np.float32, np.float64):
-            coverage.polygon_moments(np.ones((2, 2), dtype), u, v, rings, polys)
+            coverage.polygon_moments(np.ones((2, 2), dtype), u, v, rings, polys, np.ones(2))
+        coverage.polygon_bins(np.zeros((2, 2), np.int32), 1, u, v, rings, polys, np.ones(2))
 
     def run_batch(self, batch: Batch) -> pa.Table:
         from h3pipe.sources.raster import MosaicReader
@@ -141,39 +200,37 @@ class ZonalStats(Operation):
         info = batch.raster
         if info is None:
             raise OperationError(f"step '{batch.step_id}': zonal_stats needs a raster source")
-        stats = list(batch.params["stats"])
         if batch.rows is not None:
-            return self._over_features(batch, info, stats)
+            return self._over_features(batch, info)
+        want = Wanted.of(batch.params)
         cells = batch.cell_ids()
         xy, starts = cell_rings(cells)
         groups = _groups(xy, starts)
         if not info.crs_is_wgs84:
             xy, starts = _reproject(xy, starts, info.crs_wkt)
-        # NaN stands for null until the table is built; one column per band and statistic.
+        # NaN stands for null until the table is built; one column per band and name.
         columns = {info.column(k, s): np.full(len(cells), np.nan)
-                   for k in range(len(info.indexes)) for s in stats}
+                   for k in range(len(info.indexes)) for s in want.names()}
+        where = f"step '{batch.step_id}' batch {batch.number}"
         # Read one window per group of neighbouring cells rather than one for the whole
         # batch: the bounding box of a batch that spans two tile rows can be far larger
         # than the cells themselves.
-        extract = _moments_group if set(stats) <= set(MOMENT_STATS) else _extract_group
         with MosaicReader(info) as reader:
             taken = [_take_rings(xy, starts, idx) for idx in groups]
             reader.prefetch([_envelope(ring_xy) for ring_xy, _ in taken])
             for idx, (ring_xy, lengths) in zip(groups, taken, strict=True):
-                extract(reader, batch, ring_xy, lengths, idx, stats, columns)
+                ring_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+                np.cumsum(lengths, out=ring_starts[1:])
+                zones = Rings(ring_xy, ring_starts, np.arange(len(lengths) + 1))
+                fill(reader, _envelope(ring_xy), want, zones, idx, columns, where)
+        zone = {"pixels": areas.ring_pixel_areas(xy, starts, info)}
+        if set(want.stats) & set(CELL_STATS):
+            zone["km2"] = areas.cell_areas_km2(cells)
         arrays = {"h3_index": grid.strings(cells)}
-        for k in range(len(info.indexes)):
-            for stat in stats:
-                name = info.column(k, stat)
-                col = columns[name]
-                if stat == "variety":
-                    arrays[name] = pa.array(col.astype(np.int64))
-                else:
-                    arrays[name] = pa.array(col, mask=np.isnan(col))
+        arrays.update(finish(batch.params, info, columns, zone))
         return pa.table(arrays)
 
-
-    def _over_features(self, batch: Batch, info: Any, stats: list[str]) -> pa.Table:
+    def _over_features(self, batch: Batch, info: Any) -> pa.Table:
         from h3pipe.operations.features import add_columns
         from h3pipe.sources.vector import geometries
 
@@ -182,161 +239,132 @@ class ZonalStats(Operation):
         if "keep" in batch.params:
             keep = self.columns(batch.params, table.column_names)
             table = table.select([c for c in table.column_names if c in keep])
-        columns = stats_of_geometries(batch, info, geometries(table), stats)
-        return add_columns(table, columns)
+        return add_columns(table, stats_of_geometries(batch, info, geometries(table),
+                                                      batch.params))
 
 
-def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, stats: list[str],
+def _outputs(params: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(index in stats, column, statistic) of each output column, before bands."""
+    out = []
+    for i, stat in enumerate(params["stats"]):
+        if stat == "fractions":
+            out += [(i, n, stat) for n in Bins.of_classes(params.get("classes") or []).names]
+        elif stat == "histogram":
+            out += [(i, n, stat) for n in Bins.of_edges(params.get("bins") or []).names]
+        else:
+            out.append((i, stat, stat))
+    return out
+
+
+def finish(params: dict[str, Any], info: Any, columns: dict[str, np.ndarray],
+           zone: dict[str, np.ndarray]) -> dict[str, pa.Array]:
+    """The output columns of every band from the filled ones: shares, coverage, density,
+    ``min_coverage``; ``zone``: each zone's area in pixels (and in km2 for cells)."""
+    out: dict[str, pa.Array] = {}
+    floor = params.get("min_coverage")
+    for k in range(len(info.indexes)):
+        def col(name: str, k: int = k) -> np.ndarray:
+            return columns[info.column(k, name)]
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cover = np.minimum(col("_valid") / zone["pixels"], 1.0)
+            cover = np.where(zone["pixels"] > 0, cover, 0.0)
+            shares = {n: col(n) / np.where(col("_count") > 0, col("_count"), np.nan)
+                      for _, n, s in _outputs(params) if s in ("fractions", "histogram")}
+            derived = {"coverage": cover, "cell_area_km2": zone.get("km2"),
+                       "density": col("_sum") / zone["km2"] if "km2" in zone else None}
+        low = cover < floor if floor is not None else np.zeros(len(cover), bool)
+        for _, name, stat in _outputs(params):
+            values = shares.get(name, derived.get(stat) if stat in derived else None)
+            values = col(name) if values is None else values
+            if stat not in ("count", "coverage", "cell_area_km2"):
+                values = np.where(low, np.nan, values)
+            if stat in DEFINED_WHEN_EMPTY:  # a point or line covers no pixel: 0, not null
+                values = np.where(np.isnan(values) & ~low, 0, values)
+            null = np.isnan(values)  # variety too, below min_coverage
+            out[info.column(k, name)] = pa.array(np.where(null, 0, values).astype(np.int64),
+                                                 mask=null) \
+                if stat == "variety" else pa.array(values, mask=null, type=pa.float64())
+    return out
+
+
+def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, params: dict[str, Any],
                         name: Any = str) -> dict[str, pa.Array]:
     """Exact-coverage statistics of ``info`` inside each (lon/lat) polygon of ``geoms``, as
-    columns named ``name(stat)`` (per band, see :meth:`RasterInfo.column`)."""
+    columns named ``name(column)`` (per band, see :meth:`RasterInfo.column`); ``params``:
+    a zonal_stats step's (``stats`` and the options that shape them)."""
     import shapely
 
     from h3pipe.sources.raster import MosaicReader
 
+    want = Wanted.of(params)
     columns = {info.column(k, s): np.full(len(geoms), np.nan)
-               for k in range(len(info.indexes)) for s in stats}
+               for k in range(len(info.indexes)) for s in want.names()}
     areal = np.flatnonzero(shapely.get_type_id(geoms) >= 3) if len(geoms) else np.array([], int)
     target = geoms[areal]
     if not info.crs_is_wgs84 and len(target):
         from h3pipe.sources.vector import transform
 
         target = transform(shapely.segmentize(target, 0.0005), "EPSG:4326", info.crs_wkt)
+    where = f"step '{batch.step_id}' batch {batch.number}"
     if len(target):
         env = shapely.bounds(target)
         keys = np.floor(env[:, 0] / 0.25) * 100000 + np.floor(env[:, 1] / 0.25)
-        # Single polygons (holes allowed) go through the kernel when it can give every
-        # statistic; multipolygons, and statistics that need every value, through exactextract.
-        kernel = set(stats) <= set(MOMENT_STATS)
-        simple = shapely.get_type_id(target) == 3
         with MosaicReader(info) as reader:
+            single = shapely.get_type_id(target) == 3
             for key in np.unique(keys):
-                group = keys == key
-                fast = np.flatnonzero(group & simple) if kernel else np.array([], int)
-                slow = np.flatnonzero(group & ~simple) if kernel else np.flatnonzero(group)
-                if len(fast):
-                    polys = [[np.asarray(g.exterior.coords),
-                              *(np.asarray(r.coords) for r in g.interiors)]
-                             for g in target[fast]]
-                    _moments_polygons(reader, polys, areal[fast], stats, columns)
-                if len(slow):
-                    shapes = [json.loads(shapely.to_geojson(g)) for g in target[slow]]
-                    box = (env[slow, 0].min(), env[slow, 1].min(), env[slow, 2].max(),
-                           env[slow, 3].max())
-                    _extract(reader, batch, shapes, box, areal[slow], stats, columns)
-    out: dict[str, pa.Array] = {}
-    for k in range(len(info.indexes)):
-        for stat in stats:
-            col = columns[info.column(k, stat)]
-            if stat in _DEFINED_WHEN_EMPTY:  # a point or line covers no pixel: 0, not null
-                col = np.where(np.isnan(col), 0, col)
-            out[info.column(k, name(stat))] = pa.array(col.astype(np.int64)) \
-                if stat == "variety" else pa.array(col, mask=np.isnan(col), type=pa.float64())
-    return out
+                for group in (np.flatnonzero((keys == key) & single),
+                              np.flatnonzero((keys == key) & ~single)):
+                    if len(group):
+                        box = (env[group, 0].min(), env[group, 1].min(), env[group, 2].max(),
+                               env[group, 3].max())
+                        _fill_polygons(reader, box, want, target[group], areal[group], columns,
+                                       where)
+    pixels = np.zeros(len(geoms))
+    pixels[areal] = areas.pixel_areas(target, info) if len(target) else 0.0
+    done = finish(params, info, columns, {"pixels": pixels})
+    return {info.column(k, name(c)): done[info.column(k, c)]
+            for k in range(len(info.indexes)) for c in [c for _, c, _ in _outputs(params)]}
 
 
-_KERNEL_COLUMN = {"count": 0, "sum": 1, "mean": 2, "min": 3, "max": 4, "stdev": 5}
+def _fill_polygons(reader: Any, box: tuple[float, float, float, float], want: Wanted,
+                   polygons: np.ndarray, rows: np.ndarray, columns: dict[str, np.ndarray],
+                   where: str) -> None:
+    """:func:`fill` for polygons all single (holes allowed: the kernel reads them) or all
+    multi (exactextract reads them whole; their bins add up over their parts)."""
+    import shapely
+
+    if (shapely.get_type_id(polygons) == 3).all():
+        fill(reader, box, want, _rings(polygons), rows, columns, where)
+        return
+    fill(reader, box, want.for_whole(), Shapes(polygons), rows, columns, where)
+    if want.bins:
+        parts, owner = shapely.get_parts(polygons, return_index=True)
+        parts = parts[shapely.get_type_id(parts) == 3]
+        owner = owner[shapely.get_type_id(shapely.get_parts(polygons)) == 3]
+        names = [n for b in want.bins for n in b.names]
+        info = reader.info
+        part_cols = {info.column(k, n): np.zeros(len(parts))
+                     for k in range(len(info.indexes)) for n in [*names, *WORK]}
+        fill(reader, box, want.for_bins(), _rings(parts), np.arange(len(parts)), part_cols,
+             where)
+        for k in range(len(info.indexes)):
+            for n in names:
+                total = np.zeros(len(polygons))
+                np.add.at(total, owner, part_cols[info.column(k, n)])
+                columns[info.column(k, n)][rows] = total
 
 
-def _moments_group(reader: Any, batch: Batch, xy: np.ndarray, lengths: np.ndarray,
-                   rows: np.ndarray, stats: list[str], columns: dict[str, np.ndarray]) -> None:
-    """Like :func:`_extract_group`, for moment statistics only, with h3pipe's own kernel."""
-    _moments(reader, xy, lengths, np.ones(len(lengths), dtype=np.int64), rows, stats, columns)
-
-
-def _moments_polygons(reader: Any, polys: list[list[np.ndarray]], rows: np.ndarray,
-                      stats: list[str], columns: dict[str, np.ndarray]) -> None:
-    """Moment statistics of polygons (each a list of rings, exterior first) from one
-    window, with h3pipe's own kernel."""
-    rings = [r for poly in polys for r in poly]
-    _moments(reader, np.concatenate(rings), [len(r) for r in rings],
-             np.array([len(p) for p in polys], dtype=np.int64), rows, stats, columns)
-
-
-def _moments(reader: Any, xy: np.ndarray, ring_lengths: Any, rings_per_poly: np.ndarray,
-             rows: np.ndarray, stats: list[str], columns: dict[str, np.ndarray]) -> None:
-    from h3pipe.operations import coverage
-
-    xs, ys = xy[:, 0], xy[:, 1]
-    stack, (xmin, ymin, xmax, ymax) = reader.read_bands((xs.min(), ys.min(), xs.max(),
-                                                         ys.max()))
-    _, nrows, ncols = stack.shape
-    u = (xs - xmin) / ((xmax - xmin) / ncols)
-    v = (ymax - ys) / ((ymax - ymin) / nrows)
-    ring_starts = np.zeros(len(ring_lengths) + 1, dtype=np.int64)
-    np.cumsum(ring_lengths, out=ring_starts[1:])
-    poly_starts = np.zeros(len(rings_per_poly) + 1, dtype=np.int64)
-    np.cumsum(rings_per_poly, out=poly_starts[1:])
-    info = reader.info
-    for k, values in enumerate(stack):
-        result = coverage.polygon_moments(values, u, v, ring_starts, poly_starts)
-        empty = ~(result[:, coverage.COUNT] > 0)
-        for stat in stats:
-            col = result[:, _KERNEL_COLUMN[stat]].copy()
-            if stat not in _DEFINED_WHEN_EMPTY:
-                col[empty] = np.nan
-            columns[info.column(k, stat)][rows] = col
-
-
-def _extract_group(reader: Any, batch: Batch, xy: np.ndarray, lengths: np.ndarray,
-                   rows: np.ndarray, stats: list[str], columns: dict[str, np.ndarray]) -> None:
-    """Fill ``columns[stat][row]`` for the cells ``rows`` (closed rings of ``lengths``
-    vertices, one after another in ``xy``) from one window, with exactextract."""
-    ends = np.cumsum(lengths)
-    shapes = [{"type": "Polygon", "coordinates": [xy[end - n:end].tolist()]}
-              for n, end in zip(lengths.tolist(), ends.tolist(), strict=True)]
-    box = (xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max())
-    _extract(reader, batch, shapes, box, rows, stats, columns)
-
-
-def _extract(reader: Any, batch: Batch, shapes: list[dict[str, Any]],
-             bounds: tuple[float, float, float, float], rows: np.ndarray, stats: list[str],
-             columns: dict[str, np.ndarray]) -> None:
-    """Fill ``columns[stat][row]`` for the GeoJSON geometries ``shapes`` (rows ``rows``)
-    from one window covering ``bounds``, with exactextract."""
-    from exactextract import Operation as EEOperation
-    from exactextract import exact_extract
-    from exactextract.raster import NumPyRasterSource
-
-    integer = np.issubdtype(np.dtype(reader.info.dtype), np.integer)
-    stack, (xmin, ymin, xmax, ymax) = reader.read_bands(bounds)
-    features = [{"type": "Feature", "properties": {"row": int(row)}, "geometry": shape}
-                for row, shape in zip(rows, shapes, strict=True)]
-    for k, values in enumerate(stack):
-        raster = NumPyRasterSource(values, xmin, ymin, xmax, ymax,
-                                   srs_wkt=reader.info.crs_wkt)
-        # Each operation gets a field name of its own, f0, f1, ...: exactextract derives
-        # quantile names from a truncated q*100 (0.29 becomes 'quantile_28', colliding
-        # with 0.28) and appends "_<q>" to any field name given with options, so we match
-        # by prefix.
-        ops = [EEOperation(name, f"f{i}", raster, None, options)
-               for i, (name, options) in enumerate(map(stat_to_exactextract, stats))]
-        ops.append(EEOperation("count", "valid_count", raster))
-        try:
-            result = exact_extract(raster, features, ops, include_cols=["row"])
-        except Exception as exc:  # exactextract raises plain RuntimeError/ValueError
-            raise OperationError(f"step '{batch.step_id}' batch {batch.number}: exactextract "
-                                 f"failed: {exc}") from exc
-        for feature in result:
-            props = feature["properties"]
-            by_field = {k.split("_", 1)[0]: v for k, v in props.items() if k[:1] == "f"}
-            empty = not props["valid_count"]
-            for i, stat in enumerate(stats):
-                value = _clean(by_field.get(f"f{i}"), stat, empty)
-                if value is not None and integer and _INTERPOLATED.match(stat):
-                    value = float(math.trunc(value))
-                columns[reader.info.column(k, stat)][props["row"]] = \
-                    np.nan if value is None else value
-
-
-def _clean(value: Any, stat: str, empty: bool) -> Any:
-    if empty and stat not in _DEFINED_WHEN_EMPTY:
-        return None
-    if value is None:
-        return None
-    if isinstance(value, float | np.floating) and math.isnan(value):
-        return None
-    return int(value) if stat == "variety" else float(value)
+def _rings(polygons: np.ndarray) -> Rings:
+    """Single polygons (holes allowed) as the kernel's rings."""
+    rings = [r for g in polygons for r in (np.asarray(g.exterior.coords)[:, :2],
+                                           *(np.asarray(i.coords)[:, :2] for i in g.interiors))]
+    per = np.array([1 + len(g.interiors) for g in polygons], dtype=np.int64)
+    ring_starts = np.zeros(len(rings) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rings], out=ring_starts[1:])
+    poly_starts = np.zeros(len(per) + 1, dtype=np.int64)
+    np.cumsum(per, out=poly_starts[1:])
+    return Rings(np.concatenate(rings), ring_starts, poly_starts)
 
 
 def _groups(xy: np.ndarray, starts: np.ndarray, size: float = 0.25) -> list[np.ndarray]:

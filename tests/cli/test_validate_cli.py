@@ -22,7 +22,8 @@ import corpus_cases as corpus  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 STAT_NAMES = ("['count', 'sum', 'mean', 'min', 'max', 'stdev', 'median', 'majority', "
-              "'minority', 'variety', 'quantile_NN']")
+              "'minority', 'variety', 'coverage', 'cell_area_km2', 'density', 'fractions', "
+              "'histogram', 'quantile_NN']")
 THEMES = ("['terrain', 'climate', 'demographics', 'vegetation', 'water', 'infrastructure', "
           "'landcover', 'risk', 'hazard', 'boundaries', 'other']")
 

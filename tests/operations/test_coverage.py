@@ -43,7 +43,8 @@ def _kernel(values, polygons):
         poly_starts.append(len(ring_starts) - 1)
     return coverage.polygon_moments(values, np.concatenate(us), np.concatenate(vs),
                                     np.array(ring_starts, dtype=np.int64),
-                                    np.array(poly_starts, dtype=np.int64))
+                                    np.array(poly_starts, dtype=np.int64),
+                                    np.ones(values.shape[0]))
 
 
 def _reference(values, polygons):
@@ -160,7 +161,7 @@ def test_a_sliver_of_a_pixel_still_decides_min_and_max():
     u = (np.asarray(poly.exterior.coords)[:, 0] - west) / px
     v = (north - np.asarray(poly.exterior.coords)[:, 1]) / px
     ours = coverage.polygon_moments(values, u, v, np.array([0, len(u)], dtype=np.int64),
-                                    np.array([0, 1], dtype=np.int64))
+                                    np.array([0, 1], dtype=np.int64), np.ones(values.shape[0]))
     assert ours[0, coverage.MAX] == 5000.0
     assert ours[0, coverage.COUNT] == pytest.approx(expected["count"], rel=1e-9)
 
@@ -174,6 +175,6 @@ def test_a_nearly_vertical_edge_costs_no_precision():
     u = np.array([x0 + 5e-12, x1, x1, x0, x0 + 5e-12])
     v = np.array([y0, y0, y1, y1, y0])
     got = coverage.polygon_moments(np.ones((13, 32)), u, v, np.array([0, 5]),
-                                   np.array([0, 1]))[0, coverage.COUNT]
+                                   np.array([0, 1]), np.ones(13))[0, coverage.COUNT]
     area = (x1 - x0) * (y1 - y0)
     assert got == pytest.approx(area, rel=1e-7)

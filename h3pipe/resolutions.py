@@ -1,0 +1,46 @@
+"""Resolutions as people write them: :func:`parse` reads ``6``, ``4-9`` or ``4,6,9``.
+
+Shared by the configuration (a pipeline's ``defaults.resolutions``) and the engine
+(``run --resolution``, see :mod:`h3pipe.engine.pyramid`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from h3pipe.errors import UsageError
+
+_RANGE = re.compile(r"^\s*(\d{1,2})\s*-\s*(\d{1,2})\s*$")
+
+
+def parse(text: str, where: str = "--resolution") -> list[int]:
+    """The resolutions ``text`` names, coarsest first, each once; UsageError if none."""
+    m = _RANGE.match(text)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if lo > hi:
+            raise UsageError(f"{where} {text}: the range runs backwards",
+                             hint=f"write it coarsest first: {hi}-{lo}")
+        out = list(range(lo, hi + 1))
+    else:
+        try:
+            out = [int(p) for p in text.split(",")]
+        except ValueError:
+            raise UsageError(f"{where} '{text}' is not a resolution, a range (4-9) or a "
+                             "list (4,6,8)") from None
+    bad = [r for r in out if not 0 <= r <= 15]
+    if bad:
+        raise UsageError(f"{where} {text}: resolution {bad[0]} is outside 0..15")
+    return sorted(set(out))
+
+
+def problem(text: str) -> str | None:
+    """Why ``text`` names no resolutions (None when it does)."""
+    try:
+        parse(text, "")
+    except UsageError as exc:
+        return exc.message.strip()
+    return None
+
+
+__all__ = ["parse", "problem"]
