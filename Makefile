@@ -34,15 +34,20 @@ demo: install
 	$(DEMO_ENV) $(BIN)/h3pipe validate
 	$(DEMO_ENV) $(BIN)/h3pipe run elevation_terrain --iso3 RWA
 	$(BIN)/h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6.csv
+	$(BIN)/h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6.geoparquet
+	$(BIN)/h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6.gpkg
 	$(BIN)/h3pipe runs show latest
 	@echo "first rows of .h3pipe/demo/elevation_copdem30_RWA_6.csv:"
 	@head -n 6 .h3pipe/demo/elevation_copdem30_RWA_6.csv
 	$(MAKE) --no-print-directory demo-flood
 
 # The multi-step examples on stand-in flood depth, population and 150,000 building
-# footprints for Rwanda (~30 MB, once): buildings -> depth -> people nearby -> per cell.
+# footprints for Rwanda (~30 MB, once): buildings -> depth -> people nearby -> per cell;
+# and people per cell at resolutions 5 to 7, each run checking that no person is lost.
 demo-flood: install
 	$(BIN)/python -m h3pipe.demo.flood --out .h3pipe/demo/flood
+	$(BIN)/h3pipe run population --iso3 RWA --resolution 5-7
+	$(BIN)/h3pipe runs show latest
 	$(BIN)/h3pipe run building_flood_exposure --iso3 RWA
 	$(BIN)/h3pipe run flood_risk_weighted --iso3 RWA
 	$(BIN)/h3pipe export building_flood_exposure --iso3 RWA --resolution 7 -o .h3pipe/demo/building_flood_exposure_RWA_7.csv

@@ -119,6 +119,11 @@ class OperationError(H3PipeError, RuntimeError):
     """An operation failed while computing a batch."""
 
 
+class ConservationError(OperationError):
+    """An extensive variable's cell sums do not add up to the raster's sum over the cells:
+    nothing is published."""
+
+
 class RunFailed(H3PipeError):
     """A run ended with a failed task; the run record holds the details."""
 

@@ -17,6 +17,10 @@ Aoi = Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the a
                                           dir_okay=False)]
 Resolution = Annotated[int | None, typer.Option("--resolution", "-r",
                                                 help="H3 resolution 0..15.")]
+Resolutions = Annotated[str | None, typer.Option(
+    "--resolution", "-r", help="H3 resolution 0..15; several as a range (4-9) or a list "
+    "(4,6,8), each its own exact run (default: the pipeline's defaults.resolutions, else "
+    "defaults.resolution).")]
 BatchSize = Annotated[int | None, typer.Option(help="Cells per task (default 500, more when "
                                                     "a run would make over 2,000 tasks).")]
 Workers = Annotated[int | None, typer.Option(help="Worker processes; 1 computes in this "

@@ -25,7 +25,7 @@ def run(
     iso3: opt.Iso3 = None,
     bbox: opt.Bbox = None,
     aoi: opt.Aoi = None,
-    resolution: opt.Resolution = None,
+    resolution: opt.Resolutions = None,
     batch_size: opt.BatchSize = None,
     workers: opt.Workers = None,
     force: opt.Force = False,
@@ -54,29 +54,49 @@ def run(
 
         h3pipe run elevation_terrain --iso3 @eac   # a group of h3pipe.yaml's 'groups:'
 
-    Several countries run one after another, each its own run; a failing one does not stop
-    the others, a table sums them up, and the exit code is the worst of theirs.
+        h3pipe run population --iso3 RWA --resolution 4-9
+
+    Several countries or resolutions run one after another, each its own exact run; a
+    failing one does not stop the others, a table sums them up, and the exit code is the
+    worst of theirs.
 
         h3pipe --store postgresql://h3@db/h3 run elevation_terrain --iso3 RWA --queue amqp://mq//
 
     With --queue (or H3PIPE_QUEUE), batches go to 'h3pipe worker' processes on any machine;
     this command follows the run (Ctrl-C cancels it) unless --detach.
     """
+    from h3pipe.engine import pyramid
     from h3pipe.engine.prepare import RunOptions
     from h3pipe.engine.queue.settings import QueueSettings
     from h3pipe.errors import UsageError
 
     project = project_of(ctx)
-    options = RunOptions(resolution=resolution, batch_size=batch_size, workers=workers,
-                         force=force, from_step=from_step, wait=wait, grace_seconds=grace)
+    given = pyramid.parse(resolution) if resolution is not None else None
+    options = RunOptions(resolution=given[0] if given and len(given) == 1 else None,
+                         batch_size=batch_size, workers=workers, force=force,
+                         from_step=from_step, wait=wait, grace_seconds=grace)
     settings = QueueSettings.find(queue, project.read_settings())
     if settings is None and detach:
         raise UsageError("--detach needs a queue", hint="pass --queue amqp://... or set "
                          "H3PIPE_QUEUE")
-    if iso3 and ("," in iso3 or iso3.strip().startswith("@")) and not (bbox or aoi):
-        return _run_countries(project, pipeline, iso3, options, settings, detach)
+    several = bool(iso3 and ("," in iso3 or iso3.strip().startswith("@"))
+                   and not (bbox or aoi))
+    levels: list[int | None] = [options.resolution] if options.resolution is not None \
+        else _levels(project, pipeline, resolution)
+    if several or len(levels) > 1:
+        return _run_many(project, pipeline, levels, options, settings, detach,
+                         iso3=iso3, several=several, bbox=bbox, aoi=aoi)
     _run_one(project, pipeline, options, settings, detach, iso3=iso3, bbox=bbox, aoi=aoi)
     return 0
+
+
+def _levels(project: Project, pipeline: str, given: str | None) -> list[int | None]:
+    """The resolutions to run: given, or the pipeline's defaults.resolutions."""
+    from h3pipe.engine import pyramid
+
+    pipelines = project.load()[1]
+    defaults = pipelines[pipeline].defaults if pipeline in pipelines else {}
+    return pyramid.resolutions(given, defaults)
 
 
 def _run_one(project: Project, pipeline: str, options: RunOptions,
@@ -103,28 +123,45 @@ def _run_one(project: Project, pipeline: str, options: RunOptions,
     return f"run {result.run_id} {result.state}: {result.rows} rows"
 
 
-def _run_countries(project: Project, pipeline: str, iso3: str, options: RunOptions,
-                   settings: QueueSettings | None, detach: bool) -> int:
-    """Each country as its own run, on past failures; a summary table; the worst exit."""
+def _run_many(project: Project, pipeline: str, levels: list[int | None],
+              options: RunOptions, settings: QueueSettings | None, detach: bool, *,
+              iso3: str | None, several: bool, **scope_of: Any) -> int:
+    """Each country and resolution as its own run, on past failures; a summary table;
+    the worst exit code."""
+    from dataclasses import replace
+
     from h3pipe.engine import many
 
-    codes = many.countries(iso3, project.read_settings())
-    project.load()  # a broken project fails once, not once per country
-    output.info(f"{len(codes)} countries: {', '.join(codes)}")
+    codes: list[str | None] = list(many.countries(iso3, project.read_settings())) \
+        if several and iso3 else [iso3]
+    project.load()  # a broken project fails once, not once per run
+    jobs = {_label(c, r): (c, r) for c in codes for r in levels}
+    if len(codes) > 1:
+        output.info(f"{len(codes)} countries: {', '.join(str(c) for c in codes)}")
+    if len(levels) > 1:
+        output.info(f"{len(levels)} resolutions: {', '.join(str(r) for r in levels)}")
 
-    def failed(code: str, exc: Exception) -> None:
-        output.error(f"error: {code}: {exc}")
+    def one(label: str) -> str:
+        code, res = jobs[label]
+        return _run_one(project, pipeline, replace(options, resolution=res), settings,
+                        detach, iso3=code, **scope_of)
 
-    outcomes = many.run_each(
-        codes, lambda code: _run_one(project, pipeline, options, settings, detach, iso3=code),
-        failed)
-    _summary(outcomes)
+    def failed(label: str, exc: Exception) -> None:
+        output.error(f"error: {label}: {exc}")
+
+    outcomes = many.run_each(list(jobs), one, failed)
+    _summary(outcomes, "country" if len(levels) == 1 else "run")
     return many.worst(outcomes)
 
 
-def _summary(outcomes: list[Any]) -> None:
-    """One line per country: exit code, seconds, and what it published or why it failed."""
-    lines = [("country", "exit", "seconds", "outcome")]
+def _label(code: str | None, res: int | None) -> str:
+    parts = [code] if code else []
+    return " ".join(parts + ([f"r{res}"] if res is not None else [])) or "run"
+
+
+def _summary(outcomes: list[Any], kind: str) -> None:
+    """One line per run: exit code, seconds, and what it published or why it failed."""
+    lines = [(kind, "exit", "seconds", "outcome")]
     for o in outcomes:
         what = o.result if o.error is None else o.error.message
         lines.append((o.code, str(o.exit_code), f"{o.seconds:.1f}", " ".join(what.split())))
@@ -133,7 +170,8 @@ def _summary(outcomes: list[Any]) -> None:
         output.say(f"{line[0]:<{widths[0]}}  {line[1]:>{widths[1]}}  {line[2]:>{widths[2]}}  "
                    f"{line[3]}")
     bad = [o.code for o in outcomes if o.exit_code]
-    output.say(f"{len(outcomes) - len(bad)} of {len(outcomes)} countries completed"
+    noun = "countries" if kind == "country" else "runs"
+    output.say(f"{len(outcomes) - len(bad)} of {len(outcomes)} {noun} completed"
                + (f"; failed: {', '.join(bad)}" if bad else ""))
 
 

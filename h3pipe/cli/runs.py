@@ -70,6 +70,7 @@ def show(
     if r["error"]:
         echo(f"error:      {r['error']}")
     _scenarios(r["params"])
+    _conservation(r["params"])
     if r["items"]:
         by_source: dict[str, list[str]] = {}
         for item in r["items"]:
@@ -119,6 +120,14 @@ def _scenarios(params: dict[str, Any]) -> None:
     typer.echo(f"scenarios:  {', '.join(ids[:4])}{more}")
     for source, missing in params.get("missing_scenarios", {}).items():
         typer.echo(f"skipped:    {source}: {', '.join(missing)} (no data in the scope)")
+
+
+def _conservation(params: dict[str, Any]) -> None:
+    """An extensive variable's sums, against the raster's (h3pipe.engine.balance)."""
+    from h3pipe.engine.balance import describe
+
+    for line in describe(params.get("conservation", {})):
+        typer.echo(f"conservation: {line}")
 
 
 def _status(run: dict[str, Any]) -> str:

@@ -227,6 +227,8 @@ class _Run:
                      ).run(self.executor, [b for s in steps for b in self.planner.batches(s)],
                            {s.id: plan.retry(s) for s in steps}, stop)
         stop.check()
+        check_and_record_balance(plan, self.store, self.log, outputs)
+        stop.check()
         return publish_outputs(plan, self.store, outputs, self.reporter.message)
 
     def _record_end(self, exc: BaseException) -> None:
@@ -242,6 +244,18 @@ class _Run:
             reason += f"; {left} task(s) left for the resume"
         self.log.finish(run_id, status, reason)
         self.log.event(run_id, "run", run_id, status, reason)
+
+
+def check_and_record_balance(plan: RunPlan, store: Store, log: RunLog,
+                             outputs: dict[str, dict[int, str]]) -> None:
+    """Check that extensive sums add up (see :mod:`h3pipe.engine.balance`) and record the
+    figures on the run; raises before anything is published when they do not."""
+    from h3pipe.engine.balance import check_balance, checked_steps
+
+    if not checked_steps(plan):
+        return
+    log.event(plan.run_id, "run", plan.run_id, "note", "checking conservation")
+    log.add_params(plan.run_id, conservation=check_balance(plan, store, outputs))
 
 
 def publish_outputs(plan: RunPlan, store: Store, outputs: dict[str, dict[int, str]],
@@ -297,6 +311,7 @@ def _no_rows(plan: RunPlan, step: StepSpec) -> Any:
                         for c in plan.output_columns(step)}})
 
 
-__all__ = ["Reporter", "RunResult", "carry_over", "claim_run", "complete_run", "execute",
+__all__ = ["Reporter", "RunResult", "carry_over", "check_and_record_balance", "claim_run",
+           "complete_run", "execute",
            "publish_outputs",
            "recorded_run", "resume_run", "run_pipeline"]

@@ -28,7 +28,7 @@ from h3pipe import faults
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
 from h3pipe.engine.executors.base import Finished, Retry, compute
-from h3pipe.engine.runner import Reporter, complete_run, publish_outputs
+from h3pipe.engine.runner import Reporter, check_and_record_balance, complete_run, publish_outputs
 from h3pipe.engine.stage import StageRun, kept_tasks
 from h3pipe.errors import OperationError
 from h3pipe.storage.base import Store
@@ -327,6 +327,7 @@ def _publish(plan: RunPlan, store: Store, runs: RunLog,
     def say(text: str) -> None:
         runs.event(plan.run_id, "run", plan.run_id, "note", text)
 
+    check_and_record_balance(plan, store, runs, outputs)
     rows = publish_outputs(plan, store, outputs, say)
     started = datetime.fromisoformat(run["started_at"])
     complete_run(plan, store, runs, rows, (datetime.now(UTC) - started).total_seconds())

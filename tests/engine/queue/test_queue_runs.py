@@ -351,3 +351,36 @@ def test_a_batch_past_the_task_time_limit_fails_naming_the_limit(workers):
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert "stats#2" in last and "time limit (1 s)" in last and "--batch-size" in last
+
+
+def test_a_queue_run_checks_conservation_as_a_local_one_does(tmp_path, workers):
+    """An extensive source through workers: the run records the same figures as a local
+    run, and a tolerance below rounding fails it with nothing published."""
+    write_raster(workers.project / "pop.tif",
+                 (np.arange(200 * 200, dtype="float32").reshape(200, 200) % 13),
+                 west=29.0, north=-1.9, res=0.001)
+    pipeline = zonal_pipeline("pop", "pop", ["sum"], dataset="people", resolution=8,
+                              batch_size=20)
+    strict = pipeline.replace("{stats: [sum]}", "{stats: [sum], conservation_tolerance: "
+                              "1.0e-300}").replace("id: pop\n", "id: strict\n", 1)
+    write_project(workers.project, sources={"pop": raster_source(
+        "pop", str(workers.project / "pop.tif"), measure="extensive")},
+        pipelines={"pop": pipeline, "strict": strict.replace("dataset: people",
+                                                             "dataset: strict")})
+    folder = tmp_path / "local-store"
+    r = _h3pipe(workers, "--store", str(folder), "run", "pop", "--bbox", BBOX,
+                "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    local = _h3pipe(workers, "--store", str(folder), "runs", "show", "latest").stdout
+    _upgrade(workers)
+    workers.wait_ready(workers.start(concurrency=2))
+    r = _h3pipe(workers, "run", "pop", "--bbox", BBOX, "--queue", BROKER)
+    assert r.returncode == 0, r.stderr
+    queued = _h3pipe(workers, "runs", "show", _run_id(r.stdout)).stdout
+    line = [x for x in queued.splitlines() if x.startswith("conservation:")]
+    assert line and line == [x for x in local.splitlines() if x.startswith("conservation:")]
+    r = _h3pipe(workers, "run", "strict", "--bbox", BBOX, "--queue", BROKER)
+    assert r.returncode == 1
+    assert "the cells' sum is" in r.stderr and "nothing was published" in r.stderr
+    e = _h3pipe(workers, "export", "strict", "-o", str(tmp_path / "x.parquet"))
+    assert e.returncode == 2 and not (tmp_path / "x.parquet").exists()
