@@ -25,7 +25,7 @@ from h3pipe.operations.shares import Bins
 
 MOMENT_STATS = ("count", "sum", "mean", "min", "max", "stdev")
 # Need every value of a zone: exactextract computes them.
-_QUANTILE = re.compile(r"^quantile_([1-9][0-9]?)$")
+QUANTILE = re.compile(r"^quantile_([1-9][0-9]?)$")
 _INTERPOLATED = re.compile(r"^(median|quantile_\d+)$")
 EXACTEXTRACT_STATS = ("median", "majority", "minority", "variety")
 # Statistics that stay meaningful when no pixel is valid; the rest become null.
@@ -35,7 +35,7 @@ WORK = ("_count", "_valid", "_sum")
 
 
 def needs_exactextract(stat: str) -> bool:
-    return stat in EXACTEXTRACT_STATS or bool(_QUANTILE.match(stat))
+    return stat in EXACTEXTRACT_STATS or bool(QUANTILE.match(stat))
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def _exactextract(values: np.ndarray, extent: tuple[float, float, float, float],
 
 def stat_to_exactextract(stat: str) -> tuple[str, dict[str, Any]]:
     """exactextract's statistic name and options for one of ours (``quantile_25``)."""
-    m = _QUANTILE.match(stat)
+    m = QUANTILE.match(stat)
     if m:
         return "quantile", {"q": int(m.group(1)) / 100}
     return stat, {}
@@ -282,5 +282,5 @@ def _clean(value: Any, stat: str, empty: bool) -> Any:
     return int(value) if stat == "variety" else float(value)
 
 
-__all__ = ["DEFINED_WHEN_EMPTY", "MOMENT_STATS", "Rings", "Shapes", "Wanted", "fill", "to_pixels",
-           "needs_exactextract", "stat_to_exactextract"]
+__all__ = ["DEFINED_WHEN_EMPTY", "MOMENT_STATS", "QUANTILE", "Rings", "Shapes", "Wanted",
+           "fill", "needs_exactextract", "stat_to_exactextract", "to_pixels"]

@@ -11,7 +11,6 @@ What a statistic means for the source's declared ``measure``: :mod:`h3pipe.opera
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -23,11 +22,18 @@ from h3pipe.operations import areas
 from h3pipe.operations.base import Batch, Operation
 from h3pipe.operations.measures import measure_problems
 from h3pipe.operations.shares import Bins, class_problems, edge_problems
-from h3pipe.operations.windows import DEFINED_WHEN_EMPTY, WORK, Rings, Shapes, Wanted, fill
+from h3pipe.operations.windows import (
+    DEFINED_WHEN_EMPTY,
+    QUANTILE,
+    WORK,
+    Rings,
+    Shapes,
+    Wanted,
+    fill,
+)
 
 NAMED_STATS = ("count", "sum", "mean", "min", "max", "stdev", "median", "majority", "minority",
                "variety", "coverage", "cell_area_km2", "density", "fractions", "histogram")
-_QUANTILE = re.compile(r"^quantile_([1-9][0-9]?)$")
 # Need the cell itself (its H3 area): not for feature polygons.
 CELL_STATS = ("cell_area_km2", "density")
 # What spatial_join computes in a buffer: one column per statistic, no bins.
@@ -52,7 +58,7 @@ def stat_problems(stats: list[Any], named: tuple[str, ...] = NAMED_STATS
                   ) -> list[tuple[tuple[str | int, ...], str]]:
     found: list[tuple[tuple[str | int, ...], str]] = []
     for i, stat in enumerate(stats or []):
-        if isinstance(stat, str) and stat not in named and not _QUANTILE.match(stat):
+        if isinstance(stat, str) and stat not in named and not QUANTILE.match(stat):
             allowed = ", ".join(f"'{s}'" for s in named) + ", 'quantile_NN'"
             found.append((("stats", i), f"'{stat}' is not one of [{allowed}]"))
     return found
