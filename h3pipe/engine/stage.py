@@ -102,7 +102,8 @@ class StageRun:
                                   f"({outcome.error}); retrying")
             return
         if outcome.error is not None:
-            self.log.task_failed(key, outcome.seconds, str(outcome.error))
+            self.log.task_failed(key, outcome.seconds, str(outcome.error),
+                                 started=outcome.started, worker=outcome.worker_name)
             raise outcome.error
         table = outcome.table
         assert table is not None  # an outcome carries either a table or an error
@@ -111,7 +112,8 @@ class StageRun:
         faults.point("task-output-written")
         self.outputs.setdefault(b.step_id, {})[b.number] = ref
         self.log.task_completed(key, seconds=outcome.seconds, rows=table.num_rows, output=ref,
-                                tile_seconds=outcome.tile_seconds)
+                                tile_seconds=outcome.tile_seconds, started=outcome.started,
+                                worker=outcome.worker_name)
         self.done[b.step_id] += 1
         self.rows[b.step_id] += table.num_rows
         self.log.step_progress(self.run_id, b.step_id, tasks_done=self.done[b.step_id],

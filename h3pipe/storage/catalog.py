@@ -32,6 +32,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def stamp_of(epoch_seconds: float) -> str:
+    """A moment measured elsewhere (``time.time()`` in a worker) as :func:`now` writes it."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+
+
 def safe_url(url: str) -> str:
     """A database URL as it may be shown: never with its password."""
     from sqlalchemy.engine import make_url

@@ -1,5 +1,6 @@
 """Reading what runs recorded: :func:`recent_runs`, :func:`find_run`, :func:`run_history`
-(one run's steps, tasks, items and events as a :class:`RunHistory`) and the one write a
+(one run's steps, tasks, items and events as a :class:`RunHistory`), :func:`task_spans`
+(where and when each task ran) and the one write a
 reader makes, :func:`request_cancel`.
 
 Every function takes the store's :class:`~h3pipe.storage.catalog.Catalog`, so the same SQL
@@ -82,11 +83,31 @@ def run_history(catalog: Catalog, run_id: str) -> RunHistory:
         )
 
 
+def task_spans(catalog: Catalog, run_id: str) -> list[Row]:
+    """Every task of the run with where and when it ran (a timeline per worker), in the
+    order they started; tasks that never started come last."""
+    return catalog.query(
+        "SELECT step_id, task_no, status, worker, started_at, finished_at, seconds, rows_in, "
+        "rows_out, attempts FROM tasks WHERE run_id = :id "
+        # Portable "NULLS LAST": SQLite puts NULLs first, PostgreSQL last.
+        "ORDER BY CASE WHEN started_at IS NULL THEN 1 ELSE 0 END, started_at, task_no, "
+        "step_id", {"id": run_id})
+
+
+def pipeline_document(catalog: Catalog, pipeline_id: str, content_hash: str) -> Row | None:
+    """The pipeline definition a run ran, as it was recorded then."""
+    import json
+
+    rows = catalog.query("SELECT document FROM pipelines WHERE id = :id AND hash = :hash",
+                         {"id": pipeline_id, "hash": content_hash})
+    return dict(json.loads(rows[0]["document"])) if rows else None
+
+
 def request_cancel(catalog: Catalog, run_id: str) -> None:
     """Mark the run for its holder to stop before its next task, and say so in its timeline."""
     catalog.update("runs", {"run_id": run_id}, cancel_requested_at=now())
     catalog.event(run_id, "run", run_id, "cancel requested")
 
 
-__all__ = ["RunHistory", "find_run", "latest_run", "recent_runs", "request_cancel",
-           "run_history", "runs_with_prefix"]
+__all__ = ["RunHistory", "find_run", "latest_run", "pipeline_document", "recent_runs",
+           "request_cancel", "run_history", "runs_with_prefix", "task_spans"]

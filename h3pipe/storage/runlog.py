@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from h3pipe.errors import StoreError
-from h3pipe.storage.catalog import Catalog, now
+from h3pipe.storage.catalog import Catalog, now, stamp_of
 
 Row = dict[str, Any]
 
@@ -155,19 +155,25 @@ class RunLog:
         self.event(key.run_id, "task", key.label, "retrying",
                    f"attempt {attempt} failed: {error}")
 
-    def task_failed(self, key: TaskKey, seconds: float, error: str) -> None:
+    def task_failed(self, key: TaskKey, seconds: float, error: str, *,
+                    started: float | None = None, worker: str | None = None) -> None:
+        """The task failed for good; ``started`` (epoch seconds) and ``worker`` are its last
+        attempt's (None: as the row says, e.g. a queue delivery's)."""
         self.catalog.update("tasks", key.where(), status="failed", finished_at=now(),
-                            seconds=seconds, error=error)
+                            seconds=seconds, error=error, **_ran(started, worker))
         self.catalog.update("steps", {"run_id": key.run_id, "step_id": key.step_id},
                             status="failed", finished_at=now(), error=error)
         self.event(key.run_id, "task", key.label, "failed", error)
         self.event(key.run_id, "step", key.step_id, "failed", error)
 
     def task_completed(self, key: TaskKey, *, seconds: float, rows: int, output: str,
-                       tile_seconds: dict[str, float] | None) -> None:
+                       tile_seconds: dict[str, float] | None, started: float | None = None,
+                       worker: str | None = None) -> None:
+        """The task's output is written; ``started`` and ``worker`` as in :meth:`task_failed`."""
         self.catalog.update("tasks", key.where(), status="completed", finished_at=now(),
                             seconds=seconds, rows_out=rows, output_path=output,
-                            tile_seconds=json.dumps(tile_seconds) if tile_seconds else None)
+                            tile_seconds=json.dumps(tile_seconds) if tile_seconds else None,
+                            **_ran(started, worker))
         self.event(key.run_id, "task", key.label, "completed",
                    f"{rows} rows in {seconds:.2f} s")
 
@@ -229,6 +235,16 @@ class RunLog:
             "AND t.status = 'completed' AND t.seconds IS NOT NULL "
             "GROUP BY s.run_id, s.step_id, s.operation, r.params, r.cells "
             "ORDER BY MAX(r.created_at) DESC LIMIT 200")
+
+
+def _ran(started: float | None, worker: str | None) -> Row:
+    """Where and when a task's attempt ran, as columns: only what is known."""
+    known: Row = {}
+    if started is not None:
+        known["started_at"] = stamp_of(started)
+    if worker is not None:
+        known["worker"] = worker
+    return known
 
 
 __all__ = ["RunLog", "TaskKey"]

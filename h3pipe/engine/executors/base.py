@@ -20,7 +20,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, Self
 
 from h3pipe.engine.stopping import StopRequest
@@ -43,7 +43,8 @@ def key_of(batch: Batch) -> BatchKey:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One attempt at a batch: its table, or the error it ended with."""
+    """One attempt at a batch: its table, or the error it ended with; which worker slot
+    made it, named as the catalog records it, and when (epoch seconds) it started."""
 
     batch: Batch
     table: pa.Table | None
@@ -52,6 +53,9 @@ class Outcome:
     attempt: int = 1
     retrying: bool = False  # the error was transient: the batch runs again
     tile_seconds: dict[str, float] | None = None  # time spent reading each raster tile
+    worker: int = 0
+    started: float | None = None
+    worker_name: str | None = None  # the transport's name for ``worker`` ('main', 'w2')
 
 
 @dataclass(frozen=True)
@@ -78,28 +82,31 @@ _NO_RETRY = Retry(0, 0.0)
 
 @dataclass(frozen=True)
 class Finished:
-    """A batch back from a worker: its result, or the error it raised."""
+    """A batch back from a worker: its result, or the error it raised; ``started`` is the
+    attempt's wall-clock start (epoch seconds, for a timeline; ``seconds`` is measured
+    on a monotonic clock)."""
 
     worker: int
     key: BatchKey
     result: BatchResult | None
     error: H3PipeError | None
     seconds: float
+    started: float | None = None
 
 
 def compute(worker: int, batch: Batch,
             passthrough: tuple[type[BaseException], ...] = ()) -> Finished:
     """Run one batch where this is called (a worker process, or the run's own); errors of
     the ``passthrough`` types are raised, not returned (a queue task's time limit)."""
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     try:
         result = run_batch(batch)
     except passthrough:
         raise
     except Exception as exc:
         return Finished(worker, key_of(batch), None, as_error(batch, exc),
-                        time.perf_counter() - start)
-    return Finished(worker, key_of(batch), result, None, time.perf_counter() - start)
+                        time.perf_counter() - start, started)
+    return Finished(worker, key_of(batch), result, None, time.perf_counter() - start, started)
 
 
 def as_error(batch: Batch, exc: BaseException) -> H3PipeError:
@@ -132,6 +139,9 @@ class Transport(Protocol):
     def check(self, running: Mapping[int, Sequence[Batch]]) -> None:
         """Raise :class:`~h3pipe.errors.OperationError`, naming the worker, step and batch,
         if a worker holding ``running[worker]`` batches is gone and will not deliver."""
+
+    def worker_name(self, worker: int) -> str:
+        """What the catalog calls slot ``worker`` (a row of a run's timeline)."""
 
 
 class Executor(Protocol):
@@ -169,8 +179,14 @@ class TransportExecutor:
 
     def run(self, batches: Sequence[Batch], retry: Mapping[str, Retry] | None = None,
             stop: StopRequest | None = None) -> Iterator[Outcome | Stopping]:
-        if batches:
-            yield from run_batches(self.transport(batches), batches, retry, stop)
+        if not batches:
+            return
+        transport = self.transport(batches)
+        # The loop knows slots only; which process a slot is, the transport says (a pool
+        # may run a lone batch in this process).
+        for o in run_batches(transport, batches, retry, stop):
+            yield o if isinstance(o, Stopping) else replace(
+                o, worker_name=transport.worker_name(o.worker))
 
     def transport(self, batches: Sequence[Batch]) -> Transport:
         raise NotImplementedError
@@ -266,15 +282,18 @@ class _Plan:
         if done.error is None:
             assert done.result is not None  # a worker sends a result or an error
             return Outcome(batch, done.result.table, None, done.seconds, attempt,
-                           tile_seconds=done.result.tile_seconds)
+                           tile_seconds=done.result.tile_seconds, worker=done.worker,
+                           started=done.started)
         policy = self.retry.get(batch.step_id, _NO_RETRY)
         if done.error.transient and attempt <= policy.retries and not self.failed:
             self.attempts[done.key] = attempt + 1
             heapq.heappush(self.later, (time.monotonic() + policy.delay(attempt),
                                         next(self._order), batch))
-            return Outcome(batch, None, done.error, done.seconds, attempt, retrying=True)
+            return Outcome(batch, None, done.error, done.seconds, attempt, retrying=True,
+                           worker=done.worker, started=done.started)
         self.failed = True
-        return Outcome(batch, None, done.error, done.seconds, attempt)
+        return Outcome(batch, None, done.error, done.seconds, attempt, worker=done.worker,
+                       started=done.started)
 
 
 def split(batches: Sequence[Batch], n: int) -> list[deque[Batch]]:

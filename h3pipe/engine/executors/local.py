@@ -83,7 +83,7 @@ def _pickled(done: Finished) -> bytes:
         step_id, number = done.key
         return pickle.dumps(Finished(done.worker, done.key, None, OperationError(
             f"step '{step_id}' batch {number}: result cannot be sent back: {exc}"),
-            done.seconds))
+            done.seconds, done.started))
 
 
 class ProcessPool:
@@ -140,6 +140,9 @@ class ProcessPool:
                     f"step '{batch.step_id}' batch {batch.number}",
                     hint="it may have run out of memory; try --workers 1 or a smaller "
                     "--batch-size")
+
+    def worker_name(self, worker: int) -> str:
+        return f"w{worker + 1}"  # as people count them: w1 .. wN
 
     def close(self) -> None:
         # A signal that lands half way (a second Ctrl-C, a SIGTERM after a cancel) is

@@ -54,6 +54,9 @@ class InProcess:
     def check(self, running: Mapping[int, Sequence[Batch]]) -> None:
         """This process is alive, or there is no one to ask."""
 
+    def worker_name(self, worker: int) -> str:
+        return "main"  # the run's own process, not one of a pool's
+
 
 class SequentialExecutor(TransportExecutor):
     """Batches run one after another in this process: no worker to start or to end."""
