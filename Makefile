@@ -28,7 +28,8 @@ lint: install
 
 # Generates a local stand-in for cop-dem-glo-30 over Rwanda (6 tiles, ~215 MB, once, and
 # a static STAC collection of them), then runs the main job on the embedded store with the
-# example source pointed at that mirror, and shows what it produced.
+# example source pointed at that mirror, and shows what it produced; ends with a map of the
+# mean elevation, a map of the share of flooded buildings and the HTML report of the last run.
 demo: install
 	$(BIN)/python -m h3pipe.demo --out $(DEMO_TILES) --stac-catalog .h3pipe/demo/stac
 	$(DEMO_ENV) $(BIN)/h3pipe validate
@@ -37,9 +38,15 @@ demo: install
 	$(BIN)/h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6.geoparquet
 	$(BIN)/h3pipe export elevation_copdem30 --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6.gpkg
 	$(BIN)/h3pipe runs show latest
+	$(BIN)/h3pipe map elevation_copdem30 mean --iso3 RWA --resolution 6 -o .h3pipe/demo/elevation_copdem30_RWA_6_mean.png
 	@echo "first rows of .h3pipe/demo/elevation_copdem30_RWA_6.csv:"
 	@head -n 6 .h3pipe/demo/elevation_copdem30_RWA_6.csv
 	$(MAKE) --no-print-directory demo-flood
+	$(BIN)/h3pipe runs report latest -o .h3pipe/demo/report.html
+	@echo "pictures of the demo:"
+	@echo "  map of Rwanda's mean elevation:     .h3pipe/demo/elevation_copdem30_RWA_6_mean.png"
+	@echo "  map of the share of flooded buildings: .h3pipe/demo/building_flood_exposure_RWA_7_share_flooded.png"
+	@echo "  report of the last run:             .h3pipe/demo/report.html"
 
 # The multi-step examples on stand-in flood depth, population and 150,000 building
 # footprints for Rwanda (~30 MB, once): buildings -> depth -> people nearby -> per cell;
@@ -51,6 +58,7 @@ demo-flood: install
 	$(BIN)/h3pipe run building_flood_exposure --iso3 RWA
 	$(BIN)/h3pipe run flood_risk_weighted --iso3 RWA
 	$(BIN)/h3pipe export building_flood_exposure --iso3 RWA --resolution 7 -o .h3pipe/demo/building_flood_exposure_RWA_7.csv
+	$(BIN)/h3pipe map building_flood_exposure share_flooded --iso3 RWA --resolution 7 -o .h3pipe/demo/building_flood_exposure_RWA_7_share_flooded.png
 	@echo "first rows of .h3pipe/demo/building_flood_exposure_RWA_7.csv:"
 	@head -n 6 .h3pipe/demo/building_flood_exposure_RWA_7.csv
 	$(MAKE) --no-print-directory demo-fathom

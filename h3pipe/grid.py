@@ -97,6 +97,18 @@ def centres(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.asarray(batch.column("lng")), np.asarray(batch.column("lat")))
 
 
+def cells_at(lng: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
+    """The cells at ``resolution`` holding each point (degrees), as uint64 ids."""
+    from h3ronpy.vector import coordinates_to_cells
+
+    if len(lng) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    res = np.full(len(lng), resolution, dtype=np.uint8)
+    return np.asarray(coordinates_to_cells(np.asarray(lat, dtype=np.float64),
+                                           np.asarray(lng, dtype=np.float64), res),
+                      dtype=np.uint64)
+
+
 def outlines(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cells' closed (lon, lat) rings as one ``(n, 2)`` array and the start of each ring
     (``len(cells) + 1`` offsets), as H3 draws them (great-circle arcs ignored)."""

@@ -19,6 +19,7 @@ from h3pipe.cli import (  # noqa: F401  (registers the commands)
     clean,
     db,
     export,
+    map,
     output,
     plan,
     resume,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -132,6 +133,33 @@ def _conservation(params: dict[str, Any]) -> None:
 
 def _status(run: dict[str, Any]) -> str:
     return f"{run['status']} (dead)" if run["dead"] else str(run["status"])
+
+
+@runs_app.command("report")
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or 'latest'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")
+                      ] = Path("report.html"),
+    max_maps: Annotated[int, typer.Option(help="Draw maps of at most this many columns.",
+                                          min=0)] = 12,
+) -> int:
+    """Write one self-contained HTML page about a run (no network needed to open it; it can
+    be mailed): its summary and exit code, the step graph and stages, a timeline of tasks
+    per worker, the slowest tasks and tiles, the inputs with their licences and STAC items,
+    the checks (validation, conservation), and per published column a summary, a
+    histogram and a map. A failed or interrupted run gets its error and what a resume would
+    redo.
+
+    Example:
+
+        h3pipe runs report latest -o report.html
+    """
+    from h3pipe.report.runs import write_report
+
+    r = write_report(project_of(ctx), run_id, output, max_maps=max_maps)
+    typer.echo(f"wrote the report of run {r['run_id']} ({r['status']}) to {output}")
+    return 0
 
 
 @runs_app.command("cancel")

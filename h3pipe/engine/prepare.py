@@ -195,6 +195,31 @@ class RunPlan:
             out["scenarios"] = self.sweep.scenario_ids()
             out["missing_scenarios"] = {k: list(v) for k, v in self.sweep.missing.items() if v}
             out["carried_scenarios"] = list(self.sweep.carried)
+        out["inputs"] = self.inputs()
+        return out
+
+    def _grids(self, source_id: str) -> list[RasterInfo]:
+        """A raster source's grid, or each scenario's for a dimensioned source."""
+        if self.sweep is not None and source_id in self.sweep.rasters:
+            return [info for _, info in self.sweep.rasters[source_id]]
+        return [self.rasters[source_id]] if source_id in self.rasters else []
+
+    def inputs(self, most: int = 200) -> list[dict[str, Any]]:
+        """What the run reads, as its report shows it: each source with its licence and
+        provenance, and its files (at most ``most`` listed; hrefs unsigned, no password)."""
+        from h3pipe.storage.catalog import safe_url
+
+        out = []
+        for sid in sorted({s.source for s in self.pipeline.steps if s.source}):
+            src = self.sources[sid]
+            if sid in self.vectors:
+                v = self.vectors[sid]
+                files = [safe_url(v.location) if v.is_postgis else v.location]
+            else:
+                files = [t.path for info in self._grids(sid) for t in info.tiles]
+            out.append({"source": sid, "kind": src.kind, "title": src.title,
+                        "license": src.license, "provenance": src.provenance,
+                        "files": files[:most], "file_count": len(files)})
         return out
 
     def as_started(self, params: dict[str, Any]) -> RunPlan:

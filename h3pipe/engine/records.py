@@ -22,6 +22,8 @@ from h3pipe.errors import ConfigError, UsageError
 from h3pipe.storage import Store, history, open_catalog, open_store
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from h3pipe.storage.catalog import Catalog
 
 Row = dict[str, Any]
@@ -92,6 +94,28 @@ def show_run(project: Project, run_id: str) -> Row:
     }
 
 
+def run_report(project: Project, run_id: str) -> Row:
+    """Everything a run's report shows: :func:`show_run`'s row, every task's worker and
+    times (``spans``), the pipeline document it ran (``pipeline_document``) and the results
+    it still holds (``published``)."""
+    with project_store(project) as store:
+        run = find_run(store.catalog, run_id)
+        rid = run["run_id"]
+        spans = history.task_spans(store.catalog, rid)
+        document = history.pipeline_document(store.catalog, run["pipeline_id"],
+                                             run["pipeline_hash"])
+        published = [e for e in store.result_entries(run["dataset"], run["resolution"],
+                                                     run["scope_key"]) if e["run_id"] == rid]
+    return show_run(project, rid) | {"spans": spans, "pipeline_document": document,
+                                     "published": published}
+
+
+def run_params(project: Project, run_id: str) -> Row:
+    """What the run recorded of itself: its settings, scope, inputs and checks."""
+    with project_store(project) as store:
+        return dict(json.loads(find_run(store.catalog, run_id)["params"]))
+
+
 def _slowest_tiles(tile_seconds: list[str], limit: int = 5) -> list[Row]:
     """Tiles by the seconds tasks spent opening, reading and decoding them, slowest first."""
     seconds: dict[str, float] = {}
@@ -142,16 +166,29 @@ def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
                    geometry: str | None = None, h3: str = "text",
                    partition_resolution: int | None = None) -> int:
     """Write one row per cell (and scenario, for a sweep) of ``dataset`` to ``out``; return
-    the number of rows. At most one of ``iso3``, ``bbox``, ``aoi`` (a scope as given to
-    'h3pipe run') and ``run_id`` (the result that run published) narrows it; without one,
-    every scope is written. ``where`` and ``layout``: see :mod:`h3pipe.engine.layouts`;
-    ``fmt``, ``geometry``, ``h3`` and ``partition_resolution``: see
-    :class:`h3pipe.engine.formats.ExportSpec`."""
-    from h3pipe.engine import formats, layouts
+    the number of rows. The rows are :func:`read_dataset`'s; ``fmt``, ``geometry``, ``h3``
+    and ``partition_resolution``: see :class:`h3pipe.engine.formats.ExportSpec`."""
+    from h3pipe.engine import formats
 
-    wanted = layouts.parse_where(where or [])
     spec = formats.ExportSpec.parse(fmt, geometry=geometry, h3=h3, layer=dataset,
                                     partition_resolution=partition_resolution)
+    table, _ = read_dataset(project, dataset, iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id,
+                            resolution=resolution, where=where, layout=layout)
+    formats.write(table, out, spec)
+    return int(table.num_rows)
+
+
+def read_dataset(project: Project, dataset: str, *, iso3: str | None = None,
+                 bbox: str | None = None, aoi: Path | None = None, run_id: str | None = None,
+                 resolution: int | None = None, where: list[str] | None = None,
+                 layout: str = "wide") -> tuple[pa.Table, list[Row]]:
+    """The rows of ``dataset`` and the result entries they come from. At most one of
+    ``iso3``, ``bbox``, ``aoi`` (a scope as given to 'h3pipe run') and ``run_id`` (the
+    result that run published) narrows it; without one, every scope is read. ``where``
+    and ``layout``: see :mod:`h3pipe.engine.layouts`."""
+    from h3pipe.engine import layouts
+
+    wanted = layouts.parse_where(where or [])
     scope_key = _scope_key(iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id)
     with project_store(project) as store:
         if run_id is not None:
@@ -162,8 +199,7 @@ def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
             _no_results(store, dataset)
         table = layouts.shape(store.read_results(entries), layouts.merged(entries), wanted,
                               layout)
-    formats.write(table, out, spec)
-    return int(table.num_rows)
+    return table, entries
 
 
 def _scope_key(*, iso3: str | None, bbox: str | None, aoi: Path | None,

@@ -1,0 +1,1 @@
+"""Pictures of runs and datasets: maps, charts and the HTML report."""

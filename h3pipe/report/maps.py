@@ -1,0 +1,357 @@
+"""Choropleth maps of H3 cells: :func:`draw` writes a :class:`CellMap` as PNG, SVG or PDF.
+
+Cells are rasterised at the output's own pixel size: every pixel of the map frame takes the
+colour of the cell its centre lies in (one H3 lookup per pixel, then a binary search among
+the cells), so the cost is the picture's, not the scope's: a million cells draw as fast as a
+hundred. A cell smaller than a pixel shows only where a pixel centre falls in it, as any
+raster view of fine data does. The frame is plate carree stretched by 1/cos of the middle
+latitude, so shapes near the map's centre are true and the scale bar holds there.
+
+matplotlib draws the frame, colour bar, legend and text: it writes PNG, SVG and PDF from one
+figure, its colour maps are perceptually uniform (viridis) or made for the purpose (RdBu,
+tab10), and it is the plotting library a GIS user's Python already has.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from h3pipe import grid
+from h3pipe.config.schemas import suggest
+from h3pipe.errors import UsageError
+
+FORMATS = (".png", ".svg", ".pdf")
+NULL_COLOUR = "#c8c8c8"    # a cell without a value
+NODATA_COLOUR = "#5a5a5a"  # a cell whose every pixel was the raster's nodata
+EDGE_COLOUR = "#d62728"    # the scope's outline
+# Qualitative classes: tab10 without its grey, which would read as null or nodata.
+CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                 "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a",
+                 "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+OTHER_COLOUR = "#000000"   # a categorical value that is none of the declared classes
+KM_PER_DEGREE = 111.32
+
+
+@dataclass(frozen=True)
+class Style:
+    """How values become colours: ``kind`` sequential, diverging (about ``center``) or
+    categorical (``classes``: value and name)."""
+
+    kind: str = "sequential"
+    label: str = ""
+    classes: tuple[tuple[float, str], ...] = ()
+    vmin: float | None = None
+    vmax: float | None = None
+    center: float = 0.0
+    cmap: str | None = None
+
+
+@dataclass(frozen=True)
+class CellMap:
+    """What to draw: the cells (uint64) with their values (NaN: null) and which of them
+    had no valid pixel at all; the scope's outline (shapely) when known."""
+
+    cells: np.ndarray
+    values: np.ndarray
+    nodata: np.ndarray
+    resolution: int
+    title: str
+    subtitle: str = ""
+    outline: Any | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where the map sits in the picture (pixels, top-left origin) and what it shows."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+    extent: tuple[float, float, float, float]  # west, east, south, north
+
+    def lonlat(self) -> tuple[np.ndarray, np.ndarray]:
+        """Longitude and latitude of every pixel centre, row by row from the top."""
+        west, east, south, north = self.extent
+        lon = west + (np.arange(self.width) + 0.5) * (east - west) / self.width
+        lat = north - (np.arange(self.height) + 0.5) * (north - south) / self.height
+        return np.tile(lon, self.height), np.repeat(lat, self.width)
+
+
+def check_format(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"cannot draw a map as '{out.name}': give a file ending in "
+                         + ", ".join(FORMATS))
+    return suffix
+
+
+def draw(data: CellMap, style: Style, out: Path, *, size: tuple[int, int] = (1200, 900)
+         ) -> dict[str, Any]:
+    """Write the map to ``out`` (by its extension) and return where its parts are (the
+    same facts a PNG carries in its ``h3pipe`` text chunk)."""
+    suffix = check_format(out)
+    fig, facts = figure(data, style, size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial{suffix}")
+    meta = {"h3pipe": json.dumps(facts)} if suffix == ".png" else None
+    fig.savefig(tmp, dpi=100, metadata=meta)
+    tmp.replace(out)
+    return facts
+
+
+def figure(data: CellMap, style: Style, size: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
+    """The matplotlib figure of a map (not saved) and the facts about its layout."""
+    from matplotlib.figure import Figure
+
+    width, height = size
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+    frame = _frame(data, width, height)
+    ax = fig.add_axes(_fraction(frame.left, frame.top, frame.width, frame.height, size))
+    colours, legend = _colours(data, style)
+    ax.imshow(_raster(data, frame, colours), extent=frame.extent, origin="upper",
+              interpolation="nearest", aspect="auto", zorder=1)
+    ax.set_xlim(frame.extent[0], frame.extent[1])
+    ax.set_ylim(frame.extent[2], frame.extent[3])
+    _outline(ax, data.outline)
+    _graticule(ax)
+    _scale_bar(ax, frame)
+    facts: dict[str, Any] = {"axes": [frame.left, frame.top, frame.width, frame.height],
+                             "extent": list(frame.extent), "kind": style.kind,
+                             "null_colour": NULL_COLOUR, "nodata_colour": NODATA_COLOUR}
+    facts |= _key(fig, size, style, legend, data)
+    fig.text(frame.left / width, 1 - 22 / height, data.title, fontsize=15, weight="bold")
+    if data.subtitle:
+        fig.text(frame.left / width, 1 - 44 / height, data.subtitle, fontsize=10,
+                 color="#444444")
+    return fig, facts
+
+
+# -- layout -----------------------------------------------------------------------------------
+
+MARGIN = {"left": 70, "right": 230, "top": 64, "bottom": 48}
+
+
+def _frame(data: CellMap, width: int, height: int) -> Frame:
+    """The map frame, as large as the margins allow, with the cells' (and the outline's)
+    extent widened on one side so that a degree of latitude is true to a degree of
+    longitude times cos(middle latitude)."""
+    west, south, east, north = _bounds(data)
+    aw = width - MARGIN["left"] - MARGIN["right"]
+    ah = height - MARGIN["top"] - MARGIN["bottom"]
+    mid = (south + north) / 2
+    k = max(math.cos(math.radians(mid)), 0.05)
+    w, h = max((east - west) * k, 1e-6), max(north - south, 1e-6)
+    if w / h > aw / ah:
+        h = w * ah / aw
+    else:
+        w = h * aw / ah
+    cx, cy = (west + east) / 2, mid
+    extent = (cx - w / 2 / k, cx + w / 2 / k, cy - h / 2, cy + h / 2)
+    return Frame(MARGIN["left"], MARGIN["top"], aw, ah, extent)
+
+
+def _bounds(data: CellMap) -> tuple[float, float, float, float]:
+    """West, south, east, north of the cells and the outline, with a margin of a cell."""
+    boxes = []
+    if len(data.cells):
+        lng, lat = grid.centres(data.cells)
+        boxes.append((lng.min(), lat.min(), lng.max(), lat.max()))
+    if data.outline is not None and not data.outline.is_empty:
+        boxes.append(data.outline.bounds)
+    if not boxes:
+        return (-1.0, -1.0, 1.0, 1.0)
+    west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    east, north = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    pad = 2 * _edge_degrees(data.resolution) + 0.02 * max(east - west, north - south)
+    return west - pad, south - pad, east + pad, north + pad
+
+
+def _edge_degrees(resolution: int) -> float:
+    import h3
+
+    return float(h3.average_hexagon_edge_length(resolution, unit="km")) / KM_PER_DEGREE
+
+
+def _fraction(left: float, top: float, w: float, h: float, size: tuple[int, int]
+              ) -> tuple[float, float, float, float]:
+    """A pixel box (top-left origin) as the figure fractions matplotlib places axes by."""
+    width, height = size
+    return (left / width, 1 - (top + h) / height, w / width, h / height)
+
+
+# -- colours ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Colours:
+    """The RGBA (uint8) of every cell and how the key explains them."""
+
+    rgba: np.ndarray
+    cmap: Any = None
+    norm: Any = None
+
+
+def _colours(data: CellMap, style: Style) -> tuple[Colours, list[tuple[str, str]]]:
+    """Each cell's colour, and the legend entries (colour, text) beside the colour bar."""
+    from matplotlib.colors import to_rgba_array
+
+    values = np.asarray(data.values, dtype=np.float64)
+    null = np.isnan(values)
+    nodata = null & np.asarray(data.nodata, dtype=bool)
+    if style.kind == "categorical":
+        rgba, legend = _class_colours(values, style)
+        colours = Colours(rgba)
+    else:
+        cmap, norm = _scale(values[~null], style)
+        colours = Colours((cmap(norm(np.where(null, 0.0, values)), bytes=True)), cmap, norm)
+        legend = []
+    colours.rgba[null] = (to_rgba_array(NULL_COLOUR) * 255).astype(np.uint8)
+    colours.rgba[nodata] = (to_rgba_array(NODATA_COLOUR) * 255).astype(np.uint8)
+    plain = int(null.sum() - nodata.sum())
+    legend += [(NULL_COLOUR, f"null (no value): {plain:,}"),
+               (NODATA_COLOUR, f"nodata (no valid pixel): {int(nodata.sum()):,}")]
+    return colours, legend
+
+
+def _scale(valid: np.ndarray, style: Style) -> tuple[Any, Any]:
+    """The colour map and normalisation: the data's range unless given."""
+    import matplotlib
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    lo = style.vmin if style.vmin is not None else (float(valid.min()) if len(valid) else 0.0)
+    hi = style.vmax if style.vmax is not None else (float(valid.max()) if len(valid) else 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    name = style.cmap or ("RdBu_r" if style.kind == "diverging" else "viridis")
+    if name not in matplotlib.colormaps:
+        raise UsageError(f"unknown colour map '{name}'" + suggest(name, list(matplotlib.colormaps))
+                         + " (any matplotlib colour map name)")
+    if style.kind == "diverging":
+        reach = max(abs(hi - style.center), abs(style.center - lo))
+        norm: Any = TwoSlopeNorm(style.center, style.center - reach, style.center + reach)
+        return matplotlib.colormaps[name], norm
+    return matplotlib.colormaps[name], Normalize(lo, hi, clip=True)
+
+
+def _class_colours(values: np.ndarray, style: Style
+                   ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """One colour per class, declared or seen; legend entries name them."""
+    from matplotlib.colors import to_rgba_array
+
+    classes = list(style.classes) or [(v, f"{v:g}") for v in np.unique(values[~np.isnan(values)])]
+    palette = [CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(len(classes))]
+    rgba = np.tile((to_rgba_array(OTHER_COLOUR) * 255).astype(np.uint8), (len(values), 1))
+    legend = []
+    for (value, name), colour in zip(classes, palette, strict=True):
+        rgba[values == value] = (to_rgba_array(colour) * 255).astype(np.uint8)
+        legend.append((colour, f"{name} ({value:g})" if name != f"{value:g}" else name))
+    declared = np.isin(values, [v for v, _ in classes]) | np.isnan(values)
+    if not declared.all():
+        legend.append((OTHER_COLOUR, f"other value: {int((~declared).sum()):,} cells"))
+    return rgba, legend
+
+
+def _raster(data: CellMap, frame: Frame, colours: Colours) -> np.ndarray:
+    """The frame's pixels: the colour of the cell under each pixel centre, transparent
+    where no cell of the map is."""
+    lon, lat = frame.lonlat()
+    under = grid.cells_at(lon, lat, data.resolution)
+    order = np.argsort(data.cells, kind="stable")
+    ranked = data.cells[order]
+    at = np.clip(np.searchsorted(ranked, under), 0, max(len(ranked) - 1, 0))
+    image = np.zeros((frame.height * frame.width, 4), dtype=np.uint8)
+    if len(ranked):
+        hit = ranked[at] == under
+        image[hit] = colours.rgba[order[at[hit]]]
+    return image.reshape(frame.height, frame.width, 4)
+
+
+# -- decoration -------------------------------------------------------------------------------
+
+def _outline(ax: Any, outline: Any | None) -> None:
+    """The scope's boundary, every part of it, above the cells."""
+    if outline is None or outline.is_empty:
+        return
+    import shapely
+
+    for line in shapely.get_parts(shapely.boundary(outline)):
+        for part in shapely.get_parts(line):
+            x, y = np.asarray(part.coords).T
+            ax.plot(x, y, color=EDGE_COLOUR, linewidth=1.0, zorder=3)
+
+
+def _graticule(ax: Any) -> None:
+    """Degree ticks on the frame and faint lines across it."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    def degrees(hemispheres: str) -> FuncFormatter:
+        return FuncFormatter(lambda v, _: f"{abs(v):g}°{hemispheres[int(v < 0)]}" if v else "0°")
+
+    ax.xaxis.set_major_locator(MaxNLocator(7))
+    ax.yaxis.set_major_locator(MaxNLocator(7))
+    ax.xaxis.set_major_formatter(degrees("EW"))
+    ax.yaxis.set_major_formatter(degrees("NS"))
+    ax.tick_params(labelsize=8, colors="#444444")
+    ax.grid(True, color="#999999", linewidth=0.4, alpha=0.5, zorder=2)
+    ax.set_axisbelow(False)
+
+
+def nice_length(km: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten not above ``km``."""
+    if km <= 0:
+        return 0.0
+    power = 10 ** math.floor(math.log10(km))
+    return max(m * power for m in (1, 2, 5) if m * power <= km)
+
+
+def _scale_bar(ax: Any, frame: Frame) -> None:
+    """A bar of a round number of kilometres, true at the map's middle latitude."""
+    west, east, south, north = frame.extent
+    km_per_lon = KM_PER_DEGREE * math.cos(math.radians((south + north) / 2))
+    km = nice_length((east - west) * km_per_lon / 5)
+    if km <= 0:
+        return
+    x0 = west + 0.04 * (east - west)
+    y0 = south + 0.05 * (north - south)
+    length = km / km_per_lon
+    ax.plot([x0, x0 + length], [y0, y0], color="black", linewidth=3, zorder=4,
+            solid_capstyle="butt")
+    ax.text(x0 + length / 2, y0 + 0.015 * (north - south), f"{km:g} km", ha="center",
+            va="bottom", fontsize=9, zorder=4,
+            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
+
+
+def _key(fig: Any, size: tuple[int, int], style: Style, legend: list[tuple[str, str]],
+         data: CellMap) -> dict[str, Any]:
+    """The colour bar (quantities) and the legend (classes, null, nodata), at the right."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.patches import Patch
+
+    width, height = size
+    left = width - MARGIN["right"] + 24
+    facts: dict[str, Any] = {}
+    top = MARGIN["top"]
+    if style.kind != "categorical":
+        values = np.asarray(data.values, dtype=np.float64)
+        cmap, norm = _scale(values[~np.isnan(values)], style)
+        bar = (left, top, 22, int(height * 0.5))
+        cax = fig.add_axes(_fraction(*bar, size))
+        cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        cb.set_label(style.label, fontsize=10)
+        cax.tick_params(labelsize=8)
+        facts |= {"colorbar": list(bar), "vmin": float(norm.vmin), "vmax": float(norm.vmax)}
+        top += bar[3] + 24
+    handles = [Patch(facecolor=c, edgecolor="#777777", label=t) for c, t in legend]
+    title = style.label if style.kind == "categorical" else None
+    fig.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, title=title,
+               bbox_to_anchor=(left / width - 0.01, 1 - top / height))
+    return facts
+
+
+__all__ = ["CellMap", "Style", "check_format", "draw", "figure", "nice_length"]

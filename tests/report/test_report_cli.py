@@ -1,0 +1,122 @@
+"""``h3pipe runs report`` opened in headless Chromium, offline: no console error, no request
+outside the file, every image decoded, every chart drawn; and the page says what the run
+was, from what, how long each worker worked, and what went wrong when it failed."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.browser import open_page
+from tests.conftest import raster_source, write_project, write_raster
+
+BBOX = "29.005,-2.095,29.195,-1.905"
+LICENCE = "CC-BY-4.0 (attribution: test makers)"
+
+
+def _project(tmp_path, tif):
+    source = raster_source("s", str(tif), units="m", measure="intensive",
+                           license=f"'{LICENCE}'", title="'Test & <elevation>'")
+    pipeline = ("id: p\ntitle: Striped test\noutput: {dataset: ds, theme: terrain}\n"
+                "defaults: {resolution: 7, batch_size: 40}\n"
+                "steps:\n  - id: stats\n    operation: zonal_stats\n    source: s\n"
+                "    params: {stats: [mean, count, max]}\n")
+    return write_project(tmp_path / "p", sources={"s": source}, pipelines={"p": pipeline})
+
+
+@pytest.fixture
+def completed(tmp_path, cli):
+    data = np.random.default_rng(3).normal(1500, 200, (200, 200)).astype("float32")
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
+    root = _project(tmp_path, tif)
+    r = cli("--project", root, "run", "p", "--bbox", BBOX, "--workers", "2")
+    assert r.exit_code == 0, r.stderr
+    return root
+
+
+def _run_ids(root):
+    db = sqlite3.connect(root / ".h3pipe" / "catalog.sqlite")
+    try:
+        return [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY created_at")]
+    finally:
+        db.close()
+
+
+def _workers(root, run_id):
+    db = sqlite3.connect(root / ".h3pipe" / "catalog.sqlite")
+    try:
+        return {r[0] for r in db.execute("SELECT worker FROM tasks WHERE run_id = ?",
+                                         (run_id,))}
+    finally:
+        db.close()
+
+
+def test_report_of_a_completed_run_renders_offline(completed, cli, chromium, tmp_path):
+    out = tmp_path / "report.html"
+    r = cli("--project", completed, "runs", "report", "latest", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    run_id = _run_ids(completed)[-1]
+    assert f"run {run_id} (completed)" in r.stdout
+    page = out.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
+    shown = open_page(chromium, out, tmp_path / "report.png")
+    assert shown.problems == []
+    assert shown.images == 3  # a map per published column: mean, count, max
+    # the step graph, the timeline, and a histogram per column
+    assert shown.charts >= 5
+    for words in (run_id, "Striped test", "bbox 29.005,-2.095,29.195,-1.905", "exit code",
+                  LICENCE, "Test & <elevation>", "mean (m)", "count (pixels)",
+                  "Tasks per worker", "Conservation", str(completed.parent / "r.tif")):
+        assert words in shown.text, words
+    shot = Image.open(tmp_path / "report.png")
+    assert shot.size[0] == 1280 and shot.size[1] > 2000  # the whole page, not one screen
+
+
+def test_timeline_has_a_lane_per_worker_that_ran_tasks(completed, cli, chromium, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli("--project", completed, "runs", "report", "latest", "-o", out).exit_code == 0
+    run_id = _run_ids(completed)[-1]
+    workers = _workers(completed, run_id)
+    page = out.read_text()
+    lanes = set(re.findall(r'class="task"[^>]*data-lane="([^"]+)"', page)) | set(
+        re.findall(r'data-lane="([^"]+)"[^>]*class="task"', page))
+    assert lanes == workers and len(workers) == 2
+    tasks = len(re.findall(r'class="task"', page))
+    db = sqlite3.connect(completed / ".h3pipe" / "catalog.sqlite")
+    assert tasks == db.execute("SELECT count(*) FROM tasks WHERE run_id = ?",
+                               (run_id,)).fetchone()[0]
+    db.close()
+
+
+def test_report_of_a_failed_run_says_what_failed_and_what_a_resume_redoes(
+        tmp_path, cli, chromium):
+    data = np.random.default_rng(5).normal(1500, 200, (2000, 2000)).astype("float32")
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.0001)
+    root = _project(tmp_path, tif)
+    # The header stays readable, so the run starts; the pixels of the later tiles are gone.
+    with open(tif, "r+b") as f:
+        f.truncate(tif.stat().st_size // 2)
+    r = cli("--project", root, "run", "p", "--bbox", BBOX, "--workers", "1")
+    assert r.exit_code == 1, (r.stdout, r.stderr)
+    out = tmp_path / "failed.html"
+    r = cli("--project", root, "runs", "report", "latest", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert "(failed)" in r.stdout
+    shown = open_page(chromium, out, tmp_path / "failed.png")
+    assert shown.problems == []
+    for words in ("What went wrong", "failed", "h3pipe resume", "a resume computes",
+                  "holds no published result"):
+        assert words in shown.text, words
+    assert "r.tif" in shown.text  # the error names the file
+
+
+def test_unknown_run_is_one_line_and_writes_nothing(completed, cli, tmp_path):
+    out = tmp_path / "none.html"
+    r = cli("--project", completed, "runs", "report", "nope-r7", "-o", out)
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "no run 'nope-r7'" in r.stderr
+    assert not out.exists()
