@@ -104,9 +104,9 @@ def write(table: pa.Table, out: Path, spec: ExportSpec) -> None:
     cells = grid.ids(table.column("h3_index"))
     if spec.partition_resolution is not None:
         _check_partition(cells, spec.partition_resolution)
-        _atomic(out, None, lambda tmp: _write_partitions(table, cells, tmp, spec))
+        atomic(out, None, lambda tmp: _write_partitions(table, cells, tmp, spec))
     else:
-        _atomic(out, spec.fmt, lambda tmp: _WRITERS[spec.fmt](_prepared(table, cells, spec),
+        atomic(out, spec.fmt, lambda tmp: _WRITERS[spec.fmt](_prepared(table, cells, spec),
                                                                tmp, spec))
 
 
@@ -294,7 +294,7 @@ def _write_partitions(table: pa.Table, cells: np.ndarray, folder: Path,
 
 # -- atomic output ----------------------------------------------------------------------------
 
-def _atomic(out: Path, fmt: str | None, write_to: Callable[[Path], None]) -> None:
+def atomic(out: Path, fmt: str | None, write_to: Callable[[Path], object]) -> None:
     """Run ``write_to`` on a temporary path beside ``out`` (a file of format ``fmt``, or a
     folder when None), then move it to ``out``; on any failure, remove what was written and
     leave ``out`` as it was."""

@@ -29,7 +29,7 @@ from h3pipe.errors import UsageError
 FORMATS = (".png", ".svg", ".pdf")
 NULL_COLOUR = "#c8c8c8"    # a cell without a value
 NODATA_COLOUR = "#5a5a5a"  # a cell whose every pixel was the raster's nodata
-EDGE_COLOUR = "#d62728"    # the scope's outline
+EDGE_COLOUR = "#1a1a1a"    # the scope's outline
 # Qualitative classes: tab10 without its grey, which would read as null or nodata.
 CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                  "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a",
@@ -96,13 +96,13 @@ def draw(data: CellMap, style: Style, out: Path, *, size: tuple[int, int] = (120
          ) -> dict[str, Any]:
     """Write the map to ``out`` (by its extension) and return where its parts are (the
     same facts a PNG carries in its ``h3pipe`` text chunk)."""
+    from h3pipe.engine.formats import atomic
+
     suffix = check_format(out)
     fig, facts = figure(data, style, size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial{suffix}")
     meta = {"h3pipe": json.dumps(facts)} if suffix == ".png" else None
-    fig.savefig(tmp, dpi=100, metadata=meta)
-    tmp.replace(out)
+    atomic(out, "picture", lambda tmp: fig.savefig(tmp, format=suffix[1:], dpi=100,
+                                                   metadata=meta))
     return facts
 
 
@@ -160,11 +160,13 @@ def _frame(data: CellMap, width: int, height: int) -> Frame:
 def _bounds(data: CellMap) -> tuple[float, float, float, float]:
     """West, south, east, north of the cells and the outline, with a margin of a cell."""
     boxes = []
-    if len(data.cells):
+    if data.outline is not None and not data.outline.is_empty:
+        # Every cell's centre is inside the scope: its outline bounds them, and costs
+        # nothing where the cells' centres would cost a second per ten million.
+        boxes.append(data.outline.bounds)
+    elif len(data.cells):
         lng, lat = grid.centres(data.cells)
         boxes.append((lng.min(), lat.min(), lng.max(), lat.max()))
-    if data.outline is not None and not data.outline.is_empty:
-        boxes.append(data.outline.bounds)
     if not boxes:
         return (-1.0, -1.0, 1.0, 1.0)
     west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)
@@ -188,31 +190,51 @@ def _fraction(left: float, top: float, w: float, h: float, size: tuple[int, int]
 
 # -- colours ----------------------------------------------------------------------------------
 
+def _rgba(colour: str) -> np.ndarray:
+    from matplotlib.colors import to_rgba_array
+
+    return (to_rgba_array(colour)[0] * 255).round().astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Colours:
-    """The RGBA (uint8) of every cell and how the key explains them."""
+    """How a cell's value becomes its colour, worked out only for the cells a picture
+    shows (a pixel's worth, however many cells there are)."""
 
-    rgba: np.ndarray
+    values: np.ndarray
+    null: np.ndarray
+    nodata: np.ndarray
     cmap: Any = None
     norm: Any = None
+    classes: tuple[tuple[float, str], ...] = ()
+
+    def of(self, cells: np.ndarray) -> np.ndarray:
+        """The RGBA (uint8) of the cells at these positions."""
+        values = self.values[cells]
+        if self.cmap is None:
+            rgba = np.tile(_rgba(OTHER_COLOUR), (len(cells), 1))
+            for k, (value, _) in enumerate(self.classes):
+                rgba[values == value] = _rgba(CLASS_COLOURS[k % len(CLASS_COLOURS)])
+        else:
+            rgba = self.cmap(self.norm(np.where(np.isnan(values), 0.0, values)), bytes=True)
+        rgba[self.null[cells]] = _rgba(NULL_COLOUR)
+        rgba[self.nodata[cells]] = _rgba(NODATA_COLOUR)
+        return np.asarray(rgba, dtype=np.uint8)
 
 
 def _colours(data: CellMap, style: Style) -> tuple[Colours, list[tuple[str, str]]]:
-    """Each cell's colour, and the legend entries (colour, text) beside the colour bar."""
-    from matplotlib.colors import to_rgba_array
-
+    """How cells are coloured, and the legend entries (colour, text) beside the colour bar."""
     values = np.asarray(data.values, dtype=np.float64)
     null = np.isnan(values)
     nodata = null & np.asarray(data.nodata, dtype=bool)
     if style.kind == "categorical":
-        rgba, legend = _class_colours(values, style)
-        colours = Colours(rgba)
+        classes = tuple(style.classes) or tuple((float(v), f"{v:g}")
+                                                for v in np.unique(values[~null]))
+        colours = Colours(values, null, nodata, classes=classes)
+        legend = _class_legend(values, classes)
     else:
         cmap, norm = _scale(values[~null], style)
-        colours = Colours((cmap(norm(np.where(null, 0.0, values)), bytes=True)), cmap, norm)
-        legend = []
-    colours.rgba[null] = (to_rgba_array(NULL_COLOUR) * 255).astype(np.uint8)
-    colours.rgba[nodata] = (to_rgba_array(NODATA_COLOUR) * 255).astype(np.uint8)
+        colours, legend = Colours(values, null, nodata, cmap, norm), []
     plain = int(null.sum() - nodata.sum())
     legend += [(NULL_COLOUR, f"null (no value): {plain:,}"),
                (NODATA_COLOUR, f"nodata (no valid pixel): {int(nodata.sum()):,}")]
@@ -239,22 +261,17 @@ def _scale(valid: np.ndarray, style: Style) -> tuple[Any, Any]:
     return matplotlib.colormaps[name], Normalize(lo, hi, clip=True)
 
 
-def _class_colours(values: np.ndarray, style: Style
-                   ) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """One colour per class, declared or seen; legend entries name them."""
-    from matplotlib.colors import to_rgba_array
-
-    classes = list(style.classes) or [(v, f"{v:g}") for v in np.unique(values[~np.isnan(values)])]
-    palette = [CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(len(classes))]
-    rgba = np.tile((to_rgba_array(OTHER_COLOUR) * 255).astype(np.uint8), (len(values), 1))
+def _class_legend(values: np.ndarray, classes: tuple[tuple[float, str], ...]
+                  ) -> list[tuple[str, str]]:
+    """A legend entry per class, by name, and one for values that are none of them."""
     legend = []
-    for (value, name), colour in zip(classes, palette, strict=True):
-        rgba[values == value] = (to_rgba_array(colour) * 255).astype(np.uint8)
+    for k, (value, name) in enumerate(classes):
+        colour = CLASS_COLOURS[k % len(CLASS_COLOURS)]
         legend.append((colour, f"{name} ({value:g})" if name != f"{value:g}" else name))
     declared = np.isin(values, [v for v, _ in classes]) | np.isnan(values)
     if not declared.all():
         legend.append((OTHER_COLOUR, f"other value: {int((~declared).sum()):,} cells"))
-    return rgba, legend
+    return legend
 
 
 def _raster(data: CellMap, frame: Frame, colours: Colours) -> np.ndarray:
@@ -268,7 +285,8 @@ def _raster(data: CellMap, frame: Frame, colours: Colours) -> np.ndarray:
     image = np.zeros((frame.height * frame.width, 4), dtype=np.uint8)
     if len(ranked):
         hit = ranked[at] == under
-        image[hit] = colours.rgba[order[at[hit]]]
+        shown, where = np.unique(order[at[hit]], return_inverse=True)
+        image[hit] = colours.of(shown)[where]
     return image.reshape(frame.height, frame.width, 4)
 
 
@@ -283,6 +301,8 @@ def _outline(ax: Any, outline: Any | None) -> None:
     for line in shapely.get_parts(shapely.boundary(outline)):
         for part in shapely.get_parts(line):
             x, y = np.asarray(part.coords).T
+            # Dark on a light halo: readable over any colour map and any class colour.
+            ax.plot(x, y, color="white", linewidth=2.6, alpha=0.8, zorder=3)
             ax.plot(x, y, color=EDGE_COLOUR, linewidth=1.0, zorder=3)
 
 
@@ -322,7 +342,7 @@ def _scale_bar(ax: Any, frame: Frame) -> None:
     length = km / km_per_lon
     ax.plot([x0, x0 + length], [y0, y0], color="black", linewidth=3, zorder=4,
             solid_capstyle="butt")
-    ax.text(x0 + length / 2, y0 + 0.015 * (north - south), f"{km:g} km", ha="center",
+    ax.text(x0 + length / 2, y0 + 0.022 * (north - south), f"{km:g} km", ha="center",
             va="bottom", fontsize=9, zorder=4,
             bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
 

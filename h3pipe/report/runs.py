@@ -16,6 +16,7 @@ import numpy as np
 
 from h3pipe.config.project import Project
 from h3pipe.engine import records
+from h3pipe.engine.formats import atomic
 from h3pipe.errors import H3PipeError
 from h3pipe.report import html, svg
 from h3pipe.report.datasets import Selection, map_column, style_for
@@ -31,10 +32,8 @@ def write_report(project: Project, run_ref: str, out: Path, *, max_maps: int = 1
     r = records.run_report(project, run_ref)
     body = [*_heading(r), *_failure(r), _steps(r), _timeline(r), _slowest(r), _inputs(r),
             _checks(r), *_results(project, r, max_maps), _events(r)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    tmp.write_text(html.page(f"h3pipe run {r['run_id']}", body), encoding="utf-8")
-    tmp.replace(out)
+    text = html.page(f"h3pipe run {r['run_id']}", body)
+    atomic(out, "html", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return r
 
 

@@ -166,7 +166,16 @@ def test_vector_formats_by_extension(striped, cli, tmp_path, suffix, magic):
     r = cli("--project", striped, "map", "ds", "mean", "--bbox", BBOX, "-o", out)
     assert r.exit_code == 0, r.stderr
     assert out.read_bytes().startswith(magic)
-    assert not list(tmp_path.glob(".*partial*"))
+    assert not list(tmp_path.glob(".mean*"))  # nothing left beside it
+
+
+def test_an_unwritable_output_is_one_line_and_leaves_nothing(striped, cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = cli("--project", striped, "map", "ds", "--bbox", BBOX, "-o", blocker / "m.png")
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "cannot write" in r.stderr
+    assert blocker.read_text() == "not a folder"
 
 
 def test_picture_size_is_the_one_asked_for(striped, cli, tmp_path):
@@ -211,3 +220,18 @@ def test_a_million_cells_draw_in_one_pass(tmp_path):
     west, east, south, north = facts["extent"]
     assert west < lng.min() and lng.max() < east
     assert facts["vmin"] == pytest.approx(lng.min()) and facts["vmax"] == pytest.approx(lng.max())
+
+
+def test_diverging_colours_centre_on_the_value_given(striped, cli, tmp_path):
+    out = tmp_path / "diverging.png"
+    r = cli("--project", striped, "map", "ds", "mean", "--bbox", BBOX, "-o", out,
+            "--diverging", "--center", "150")
+    assert r.exit_code == 0, r.stderr
+    image, facts = _open(out)
+    # About 150, the colours reach 150 either way: 300 is the top, 0 would be the bottom.
+    assert facts["vmin"] == pytest.approx(0.0) and facts["vmax"] == pytest.approx(300.0)
+    rdbu = matplotlib.colormaps["RdBu_r"]
+    for k, value in enumerate(STRIPES[:3]):
+        expected = tuple(int(round(c * 255)) for c in rdbu(value / 300)[:3])
+        for cell in _inside(k)[:3]:
+            assert _close(_pixel(image, facts, cell), expected, tol=3), (cell, value)

@@ -114,9 +114,35 @@ def test_report_of_a_failed_run_says_what_failed_and_what_a_resume_redoes(
     assert "r.tif" in shown.text  # the error names the file
 
 
+def test_an_unwritable_report_is_one_line(completed, cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    r = cli("--project", completed, "runs", "report", "latest", "-o", blocker / "r.html")
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "cannot write" in r.stderr
+
+
 def test_unknown_run_is_one_line_and_writes_nothing(completed, cli, tmp_path):
     out = tmp_path / "none.html"
     r = cli("--project", completed, "runs", "report", "nope-r7", "-o", out)
     assert r.exit_code == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "no run 'nope-r7'" in r.stderr
     assert not out.exists()
+
+
+def test_report_on_the_postgresql_store_shows_no_password(tmp_path, cli, chromium, pg_url):
+    data = np.random.default_rng(4).normal(1500, 200, (200, 200)).astype("float32")
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
+    root = _project(tmp_path, tif)
+    assert cli("--project", root, "--store", pg_url, "db", "upgrade").exit_code == 0
+    r = cli("--project", root, "--store", pg_url, "run", "p", "--bbox", BBOX, "--workers", "2")
+    assert r.exit_code == 0, r.stderr
+    out = tmp_path / "pg.html"
+    r = cli("--project", root, "--store", pg_url, "runs", "report", "latest", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    page = out.read_text()
+    assert "s3cret-pw" not in page
+    shown = open_page(chromium, out, tmp_path / "pg.png")
+    assert shown.problems == []
+    assert shown.images == 3 and "Tasks per worker" in shown.text
+    assert set(re.findall(r'data-lane="(w\d)"', page)) == {"w1", "w2"}
