@@ -41,13 +41,14 @@ def cli(capsys: pytest.CaptureFixture[str]):
 
 def write_raster(path: Path, data: np.ndarray, *, west: float, north: float, res: float,
                  crs: str = "EPSG:4326", nodata: float | None = None,
-                 yres: float | None = None) -> Path:
-    """A single-band GeoTIFF whose top-left pixel corner is (west, north)."""
+                 yres: float | None = None, block: int = 256) -> Path:
+    """A single-band tiled GeoTIFF (``block`` pixels a side) whose top-left pixel corner is
+    (west, north)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
         dtype=data.dtype, crs=crs, transform=from_origin(west, north, res, yres or res),
-        nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+        nodata=nodata, tiled=True, blockxsize=block, blockysize=block,
     ) as ds:
         ds.write(data, 1)
     return path

@@ -85,3 +85,12 @@ def test_cells_covering_holds_every_cell_touching_the_geometry():
     touching = {h3.str_to_int(c) for c in h3.grid_disk(h3.latlng_to_cell(-2.05, 29.2, 6), 8)
                 if shapely.Polygon([(x, y) for y, x in h3.cell_to_boundary(c)]).intersects(box)}
     assert touching <= got
+
+
+@pytest.mark.parametrize("res", [0, 6, 11, 15])
+def test_cells_at_points_match_h3(res):
+    rng = np.random.default_rng(res)
+    lng, lat = rng.uniform(-180, 180, 500), rng.uniform(-89, 89, 500)
+    expected = [h3.str_to_int(h3.latlng_to_cell(y, x, res)) for x, y in zip(lng, lat, strict=True)]
+    assert grid.cells_at(lng, lat, res).tolist() == expected
+    assert len(grid.cells_at(np.array([]), np.array([]), res)) == 0

@@ -84,8 +84,11 @@ def show_run(project: Project, run_id: str) -> Row:
     """One run's row with its steps, tasks, items and timeline (see
     :class:`h3pipe.storage.history.RunHistory`), and ``dead`` as in :func:`list_runs`."""
     with project_store(project) as store:
-        run = find_run(store.catalog, run_id)
-        past = history.run_history(store.catalog, run["run_id"])
+        return _shown(store, find_run(store.catalog, run_id))
+
+
+def _shown(store: Store, run: Row) -> Row:
+    past = history.run_history(store.catalog, run["run_id"])
     return _judged(run) | {
         "steps": past.steps, "failed_tasks": past.failed_tasks,
         "slowest_tasks": past.slowest_tasks, "slowest_tiles": _slowest_tiles(past.tile_seconds),
@@ -100,14 +103,13 @@ def run_report(project: Project, run_id: str) -> Row:
     it still holds (``published``)."""
     with project_store(project) as store:
         run = find_run(store.catalog, run_id)
-        rid = run["run_id"]
-        spans = history.task_spans(store.catalog, rid)
-        document = history.pipeline_document(store.catalog, run["pipeline_id"],
-                                             run["pipeline_hash"])
-        published = [e for e in store.result_entries(run["dataset"], run["resolution"],
-                                                     run["scope_key"]) if e["run_id"] == rid]
-    return show_run(project, rid) | {"spans": spans, "pipeline_document": document,
-                                     "published": published}
+        return _shown(store, run) | {
+            "spans": history.task_spans(store.catalog, run["run_id"]),
+            "pipeline_document": history.pipeline_document(store.catalog, run["pipeline_id"],
+                                                           run["pipeline_hash"]),
+            "published": [e for e in store.result_entries(run["dataset"], run["resolution"],
+                                                          run["scope_key"])
+                          if e["run_id"] == run["run_id"]]}
 
 
 def run_params(project: Project, run_id: str) -> Row:

@@ -34,17 +34,23 @@ class Meaning:
 
 def meaning(project: Any, dataset: str, column: str, columns: list[str]) -> Meaning:
     """The column's meaning from the project's pipeline of ``dataset``; a plain label when
-    the project no longer has it (or cannot be loaded)."""
+    the project no longer has it (or cannot be loaded). ``columns``: all the dataset's."""
+    return meanings(project, dataset, [column], columns)[column]
+
+
+def meanings(project: Any, dataset: str, wanted: list[str], columns: list[str]
+             ) -> dict[str, Meaning]:
+    """:func:`meaning` of each wanted column, reading the project once."""
     try:
         sources, pipelines, _ = project.load()
     except H3PipeError:
-        return Meaning(column, column)
-    for pipeline in pipelines.values():
-        if pipeline.dataset == dataset:
-            found = _in_pipeline(pipeline, sources, column, columns)
-            if found is not None:
-                return found
-    return Meaning(column, column)
+        sources, pipelines = {}, {}
+    made = [p for p in pipelines.values() if p.dataset == dataset]
+    out = {}
+    for column in wanted:
+        found = (_in_pipeline(p, sources, column, columns) for p in made)
+        out[column] = next((m for m in found if m is not None), Meaning(column, column))
+    return out
 
 
 def _in_pipeline(pipeline: PipelineSpec, sources: dict[str, SourceSpec], column: str,
@@ -109,4 +115,4 @@ def _aggregated(step: StepSpec, column: str) -> Meaning | None:
     return None
 
 
-__all__ = ["Meaning", "meaning"]
+__all__ = ["Meaning", "meaning", "meanings"]

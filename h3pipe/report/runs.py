@@ -20,7 +20,7 @@ from h3pipe.engine.formats import atomic
 from h3pipe.errors import H3PipeError
 from h3pipe.report import html, svg
 from h3pipe.report.datasets import Selection, map_column, style_for
-from h3pipe.report.meaning import meaning
+from h3pipe.report.meaning import Meaning, meanings
 
 Row = dict[str, Any]
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
@@ -241,10 +241,11 @@ def _results(project: Project, r: Row, max_maps: int) -> Iterator[str]:
         yield html.section("Results", html.para(f"cannot read the result: {exc}"))
         return
     selection = _first_scenario(Selection(r["dataset"], table, entries, r["resolution"],
-                                          _outline(project, r)))
-    parts = [html.para(f"{table.num_rows:,} rows published" + selection_note(table, selection))]
+                                          _outline(r)))
+    parts = [html.para(f"{table.num_rows:,} rows published" + _selection_note(table, selection))]
+    known = meanings(project, r["dataset"], selection.columns, table.column_names)
     for k, column in enumerate(selection.columns):
-        parts.append(_column(project, selection, table, column, draw=k < max_maps))
+        parts.append(_column(selection, table, known[column], draw=k < max_maps))
     if len(selection.columns) > max_maps:
         parts.append(html.para(f"Maps of the first {max_maps} columns only; draw any other "
                                "with 'h3pipe map'.", "note"))
@@ -252,7 +253,7 @@ def _results(project: Project, r: Row, max_maps: int) -> Iterator[str]:
                        anchor="results")
 
 
-def selection_note(table: Any, selection: Selection) -> str:
+def _selection_note(table: Any, selection: Selection) -> str:
     if selection.table.num_rows == table.num_rows:
         return "."
     return (f"; summaries are over every row, maps show one scenario "
@@ -271,7 +272,7 @@ def _first_scenario(selection: Selection) -> Selection:
                      selection.entries, selection.resolution, selection.outline)
 
 
-def _outline(project: Project, r: Row) -> Any | None:
+def _outline(r: Row) -> Any | None:
     from h3pipe.report.datasets import run_scope
 
     try:
@@ -280,11 +281,10 @@ def _outline(project: Project, r: Row) -> Any | None:
         return None
 
 
-def _column(project: Project, selection: Selection, table: Any, column: str, *,
-            draw: bool) -> str:
+def _column(selection: Selection, table: Any, what: Meaning, *, draw: bool) -> str:
     from h3pipe.report.maps import figure
 
-    what = meaning(project, selection.dataset, column, table.column_names)
+    column = what.column
     values = np.asarray(table.column(column).cast("float64").to_numpy(zero_copy_only=False),
                         dtype=np.float64)
     parts = [f'<div class="column"><h3>{html.escape(what.label)}</h3>', _summary(values)]

@@ -11,11 +11,9 @@ import sqlite3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import rasterio
-from rasterio.transform import from_origin
 
 from h3pipe.sources import raster, remote
-from tests.conftest import raster_source, write_project, zonal_pipeline
+from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 from tests.tileserver import TileServer
 
 BBOX = "29.02,-2.18,29.18,-2.02"
@@ -33,12 +31,8 @@ def served(tmp_path):
     """A 300 x 300 raster of 256-pixel blocks under srv/, and its server."""
     data = np.random.default_rng(3).normal(200, 20, (300, 300)).astype("float32")
     local = tmp_path / "srv" / "r.tif"
-    local.parent.mkdir()
     # Small blocks, so that a run makes a few dozen requests the server can fail.
-    with rasterio.open(local, "w", driver="GTiff", width=300, height=300, count=1,
-                       dtype="float32", crs="EPSG:4326", tiled=True, blockxsize=32,
-                       blockysize=32, transform=from_origin(29.0, -1.95, 0.001, 0.001)) as ds:
-        ds.write(data, 1)
+    write_raster(local, data, west=29.0, north=-1.95, res=0.001, block=32)
     with TileServer(tmp_path / "srv") as server:
         yield server, local
 

@@ -9,8 +9,6 @@ from datetime import datetime
 import h3
 import numpy as np
 import pytest
-import rasterio
-from rasterio.transform import from_origin
 
 from h3pipe import storage
 from h3pipe.storage import history
@@ -94,11 +92,7 @@ def test_a_failed_task_carries_the_start_of_its_last_attempt(tmp_path, cli, monk
     monkeypatch.setenv("H3PIPE_REMOTE_BACKOFF", "0.01")
     data = np.random.default_rng(3).normal(200, 20, (300, 300)).astype("float32")
     local = tmp_path / "srv" / "r.tif"
-    local.parent.mkdir()
-    with rasterio.open(local, "w", driver="GTiff", width=300, height=300, count=1,
-                       dtype="float32", crs="EPSG:4326", tiled=True, blockxsize=32,
-                       blockysize=32, transform=from_origin(29.0, -1.95, 0.001, 0.001)) as ds:
-        ds.write(data, 1)
+    write_raster(local, data, west=29.0, north=-1.95, res=0.001, block=32)
     pipeline = zonal_pipeline("p", "s", ["mean"], resolution=RES).replace(
         "defaults: {", "defaults: {retries: 1, retry_backoff: 0.01, ")
     with TileServer(tmp_path / "srv", fail_share=1.0, fail_from=16384) as server:
