@@ -44,9 +44,9 @@ demo: install
 	$(MAKE) --no-print-directory demo-flood
 	$(BIN)/h3pipe runs report latest -o .h3pipe/demo/report.html
 	@echo "pictures of the demo:"
-	@echo "  map of Rwanda's mean elevation:     .h3pipe/demo/elevation_copdem30_RWA_6_mean.png"
-	@echo "  map of the share of flooded buildings: .h3pipe/demo/building_flood_exposure_RWA_7_share_flooded.png"
-	@echo "  report of the last run:             .h3pipe/demo/report.html"
+	@echo "  Rwanda's mean elevation:          .h3pipe/demo/elevation_copdem30_RWA_6_mean.png"
+	@echo "  share of buildings flooded:       .h3pipe/demo/building_flood_exposure_RWA_7_share_flooded.png"
+	@echo "  report of the last run (HTML):    .h3pipe/demo/report.html"
 
 # The multi-step examples on stand-in flood depth, population and 150,000 building
 # footprints for Rwanda (~30 MB, once): buildings -> depth -> people nearby -> per cell;
@@ -82,8 +82,8 @@ demo-fathom: install
 # backend against the local pool, per task and scaled out to 8 worker processes over HTTP
 # (queue.json, needs RabbitMQ at 127.0.0.1:5672 too; about 7 minutes), and a 39-scenario x
 # 8-band sweep as one run against 39 and 312 separate runs (sweep.json; about 45 minutes,
-# BENCH_SWEEP='--single-band 39' runs an eighth of the 312 and scales). About 80 minutes
-# on 2 cores.
+# BENCH_SWEEP='--single-band 39' runs an eighth of the 312 and scales), and h3pipe map
+# drawing 8 k to 20 M cells (maps.json, under a minute). About 80 minutes on 2 cores.
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
@@ -92,6 +92,7 @@ bench: install
 	$(BIN)/python benchmarks/small.py
 	$(BIN)/python benchmarks/queue_backend.py
 	$(BIN)/python benchmarks/sweep.py $(BENCH_SWEEP)
+	$(BIN)/python benchmarks/maps.py
 
 # The scale targets of issue 12: h3pipe run over DR Congo at res 8 and 9 and Rwanda at res 9
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into
