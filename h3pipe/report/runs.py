@@ -89,6 +89,11 @@ def _failure(r: Row) -> Iterator[str]:
     """The error, and what 'h3pipe resume' would keep and compute again."""
     if r["status"] == "completed":
         return
+    if r["status"] in ("running", "pending") and not r["dead"]:
+        yield html.section("Still running", html.para(
+            f"The run is {r['status']}: this page shows it as it was when written; "
+            f"'h3pipe runs wait {r['run_id']}' waits for its end."), anchor="failure")
+        return
     parts = [html.raw_error(r["error"] or r["dead"] or f"the run is {r['status']}")]
     for t in r["failed_tasks"]:
         parts.append(html.para(f"failed task {t['step_id']}#{t['task_no']} "

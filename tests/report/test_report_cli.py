@@ -146,3 +146,48 @@ def test_report_on_the_postgresql_store_shows_no_password(tmp_path, cli, chromiu
     assert shown.problems == []
     assert shown.images == 3 and "Tasks per worker" in shown.text
     assert set(re.findall(r'data-lane="(w\d)"', page)) == {"w1", "w2"}
+
+
+def test_report_while_running_then_after_an_interrupt(tmp_path, cli, chromium):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = np.random.default_rng(6).normal(1500, 200, (200, 200)).astype("float32")
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
+    root = _project(tmp_path, tif)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "h3pipe", "--project", str(root), "run", "p", "--bbox", BBOX,
+         "--workers", "1", "--batch-size", "5", "--grace", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "H3PIPE_FAULTS": "batch:sleep=0.5"})
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            path = root / ".h3pipe" / "catalog.sqlite"
+            try:
+                with sqlite3.connect(path, timeout=5) as db:
+                    if db.execute("SELECT count(*) FROM tasks WHERE status = 'completed'"
+                                  ).fetchone()[0]:
+                        break
+            except sqlite3.OperationalError:
+                continue
+        live = tmp_path / "live.html"
+        r = cli("--project", root, "runs", "report", "latest", "-o", live)
+        assert r.exit_code == 0, r.stderr
+        shown = open_page(chromium, live, tmp_path / "live.png")
+        assert shown.problems == []
+        assert "Still running" in shown.text and "What went wrong" not in shown.text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        proc.kill()
+        proc.communicate()
+    out = tmp_path / "interrupted.html"
+    assert cli("--project", root, "runs", "report", "latest", "-o", out).exit_code == 0
+    shown = open_page(chromium, out, tmp_path / "interrupted.png")
+    assert shown.problems == []
+    for words in ("What went wrong", "interrupted (SIGINT)", "a resume computes", "130"):
+        assert words in shown.text, words
