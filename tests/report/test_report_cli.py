@@ -160,8 +160,8 @@ def test_report_while_running_then_after_an_interrupt(tmp_path, cli, chromium):
     root = _project(tmp_path, tif)
     proc = subprocess.Popen(
         [sys.executable, "-m", "h3pipe", "--project", str(root), "run", "p", "--bbox", BBOX,
-         "--workers", "1", "--batch-size", "5", "--grace", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "H3PIPE_FAULTS": "batch:sleep=0.5"})
+         "--workers", "1", "--batch-size", "5", "--grace", "0.1"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "H3PIPE_FAULTS": "batch:sleep=0.5"})
     try:
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:
