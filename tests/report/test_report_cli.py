@@ -18,21 +18,21 @@ BBOX = "29.005,-2.095,29.195,-1.905"
 LICENCE = "CC-BY-4.0 (attribution: test makers)"
 
 
-def _project(tmp_path, tif):
+def _project(root, tif):
     source = raster_source("s", str(tif), units="m", measure="intensive",
                            license=f"'{LICENCE}'", title="'Test & <elevation>'")
     pipeline = ("id: p\ntitle: Striped test\noutput: {dataset: ds, theme: terrain}\n"
                 "defaults: {resolution: 7, batch_size: 40}\n"
                 "steps:\n  - id: stats\n    operation: zonal_stats\n    source: s\n"
                 "    params: {stats: [mean, count, max]}\n")
-    return write_project(tmp_path / "p", sources={"s": source}, pipelines={"p": pipeline})
+    return write_project(root, sources={"s": source}, pipelines={"p": pipeline})
 
 
 @pytest.fixture
 def completed(tmp_path, cli):
     data = np.random.default_rng(3).normal(1500, 200, (200, 200)).astype("float32")
     tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
-    root = _project(tmp_path, tif)
+    root = _project(tmp_path / "p", tif)
     r = cli("--project", root, "run", "p", "--bbox", BBOX, "--workers", "2")
     assert r.exit_code == 0, r.stderr
     return root
@@ -96,7 +96,7 @@ def test_report_of_a_failed_run_says_what_failed_and_what_a_resume_redoes(
         tmp_path, cli, chromium):
     data = np.random.default_rng(5).normal(1500, 200, (2000, 2000)).astype("float32")
     tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.0001)
-    root = _project(tmp_path, tif)
+    root = _project(tmp_path / "p", tif)
     # The header stays readable, so the run starts; the pixels of the later tiles are gone.
     with open(tif, "r+b") as f:
         f.truncate(tif.stat().st_size // 2)
@@ -133,7 +133,7 @@ def test_unknown_run_is_one_line_and_writes_nothing(completed, cli, tmp_path):
 def test_report_on_the_postgresql_store_shows_no_password(tmp_path, cli, chromium, pg_url):
     data = np.random.default_rng(4).normal(1500, 200, (200, 200)).astype("float32")
     tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
-    root = _project(tmp_path, tif)
+    root = _project(tmp_path / "p", tif)
     assert cli("--project", root, "--store", pg_url, "db", "upgrade").exit_code == 0
     r = cli("--project", root, "--store", pg_url, "run", "p", "--bbox", BBOX, "--workers", "2")
     assert r.exit_code == 0, r.stderr
@@ -157,7 +157,7 @@ def test_report_while_running_then_after_an_interrupt(tmp_path, cli, chromium):
 
     data = np.random.default_rng(6).normal(1500, 200, (200, 200)).astype("float32")
     tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
-    root = _project(tmp_path, tif)
+    root = _project(tmp_path / "p", tif)
     proc = subprocess.Popen(
         [sys.executable, "-m", "h3pipe", "--project", str(root), "run", "p", "--bbox", BBOX,
          "--workers", "1", "--batch-size", "5", "--grace", "0.1"], stdout=subprocess.PIPE,
@@ -191,3 +191,39 @@ def test_report_while_running_then_after_an_interrupt(tmp_path, cli, chromium):
     assert shown.problems == []
     for words in ("What went wrong", "interrupted (SIGINT)", "a resume computes", "130"):
         assert words in shown.text, words
+
+
+def test_report_of_a_queue_run_has_a_lane_per_worker_process(tmp_path, workers, chromium):
+    """Workers on the queue (two prefork processes of one 'h3pipe worker'): the timeline's
+    lanes are the host:pid each task was delivered to, as the store recorded them."""
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from tests.workers import BROKER
+
+    data = np.random.default_rng(8).normal(1500, 200, (200, 200)).astype("float32")
+    write_raster(workers.project / "r.tif", data, west=29.0, north=-1.9, res=0.001)
+    _project(workers.project, workers.project / "r.tif")
+
+    def h3pipe(*args):
+        return subprocess.run([sys.executable, "-m", "h3pipe", "--project",
+                               str(workers.project), *args], capture_output=True, text=True,
+                              timeout=240, env=workers.env())
+
+    assert h3pipe("db", "upgrade").returncode == 0
+    workers.wait_ready(workers.start(concurrency=2))
+    r = h3pipe("run", "p", "--bbox", BBOX, "--queue", BROKER, "--batch-size", "5")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "queue.html"
+    r = h3pipe("runs", "report", "latest", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(workers.store) as db:
+        recorded = {w for (w,) in db.execute("SELECT worker FROM h3pipe.tasks")}
+    page = out.read_text()
+    lanes = set(re.findall(r'class="task"[^>]*data-lane="([^"]+)"', page)) | set(
+        re.findall(r'data-lane="([^"]+)"[^>]*class="task"', page))
+    assert lanes == recorded and all(":" in lane for lane in lanes)
+    shown = open_page(chromium, out, tmp_path / "queue.png")
+    assert shown.problems == [] and "amqp://" in shown.text  # the broker, without password
