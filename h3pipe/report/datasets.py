@@ -74,14 +74,19 @@ def select(project: Project, dataset: str, *, iso3: str | None = None,
 def _one_row_per_cell(table: Any, entries: list[Row]) -> None:
     import pyarrow.compute as pc
 
-    if pc.count_distinct(table.column("h3_index")).as_py() == table.num_rows:
-        return
+    # Only a sweep's keys make several rows per cell (reading several scopes keeps one
+    # row a cell), so a plain dataset is not searched for duplicates (1 s a million).
     keys = [k for e in entries for k in json.loads(e.get("layout") or "{}").get("keys", [])]
-    examples = [f"--where {k}={table.column(k)[0].as_py()}" for k in dict.fromkeys(keys)
-                if k in table.column_names]
+    if not keys or pc.count_distinct(table.column("h3_index")).as_py() == table.num_rows:
+        return
+    first = {k: table.column(k)[0].as_py() for k in dict.fromkeys(keys)
+             if k in table.column_names}
+    # The scenario id alone names one scenario; else each key's value (nulls left out).
+    example = ({"scenario": first["scenario"]} if "scenario" in first
+               else {k: v for k, v in first.items() if v is not None})
     raise UsageError("the dataset has several rows per cell (one per scenario): pick one "
-                     "scenario with --where" + (f", e.g. {' '.join(examples)}" if examples
-                                                else ""))
+                     "scenario with --where" + (", e.g. " + " ".join(
+                         f"--where {k}={v}" for k, v in example.items()) if example else ""))
 
 
 def _outline(*, iso3: str | None, bbox: str | None, aoi: Path | None, runs: list[str],

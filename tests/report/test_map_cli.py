@@ -235,3 +235,35 @@ def test_diverging_colours_centre_on_the_value_given(striped, cli, tmp_path):
         expected = tuple(int(round(c * 255)) for c in rdbu(value / 300)[:3])
         for cell in _inside(k)[:3]:
             assert _close(_pixel(image, facts, cell), expected, tol=3), (cell, value)
+
+
+def test_a_sweep_is_drawn_one_scenario_at_a_time(tmp_path, cli, chromium):
+    import pyarrow.parquet as pq
+
+    from tests.browser import open_page
+    from tests.engine.test_sweep import BBOX as SWEEP_BBOX
+    from tests.engine.test_sweep import _project as sweep_project
+    from tests.engine.test_sweep import make_scene
+
+    root = sweep_project(make_scene(tmp_path / "scene"), tmp_path / "p")
+    assert cli("--project", root, "run", "z", "--bbox", SWEEP_BBOX, "--workers", "1"
+               ).exit_code == 0
+    r = cli("--project", root, "map", "zds", "rp100_mean", "--bbox", SWEEP_BBOX, "-o",
+            tmp_path / "all.png")
+    assert r.exit_code == 2 and "--where scenario=" in r.stderr, r.stderr
+    out = tmp_path / "one.png"
+    r = cli("--project", root, "map", "zds", "rp100_mean", "--bbox", SWEEP_BBOX, "-o", out,
+            "--where", "scenario=b-2050-s1")
+    assert r.exit_code == 0, r.stderr
+    export = tmp_path / "one.parquet"
+    assert cli("--project", root, "export", "zds", "--bbox", SWEEP_BBOX, "-o", export,
+               "--where", "scenario=b-2050-s1").exit_code == 0
+    values = [v for v in pq.read_table(export).column("rp100_mean").to_pylist() if v is not None]
+    _, facts = _open(out)
+    assert facts["vmin"] == pytest.approx(min(values))
+    assert facts["vmax"] == pytest.approx(max(values))
+    report = tmp_path / "sweep.html"
+    assert cli("--project", root, "runs", "report", "latest", "-o", report).exit_code == 0
+    shown = open_page(chromium, report, tmp_path / "sweep-report.png")
+    assert shown.problems == [] and "maps show one scenario" in shown.text
+    assert "Scenarios computed: 6" in shown.text
