@@ -135,7 +135,7 @@ def figure(data: CellMap, style: Style, size: tuple[int, int]) -> tuple[Any, dic
 
 # -- layout -----------------------------------------------------------------------------------
 
-MARGIN = {"left": 70, "right": 230, "top": 64, "bottom": 48}
+MARGIN = {"left": 70, "right": 250, "top": 64, "bottom": 48}
 
 
 def _frame(data: CellMap, width: int, height: int) -> Frame:
