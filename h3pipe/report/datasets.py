@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from h3pipe.config.project import Project, suggest
-from h3pipe.engine import records
+from h3pipe.engine import layouts, records
 from h3pipe.errors import ConfigError, H3PipeError, UsageError
 from h3pipe.report import maps
 from h3pipe.report.meaning import Meaning, meaning
@@ -37,8 +37,7 @@ class Selection:
         """The statistic columns, in pipeline order (a sweep's keys are not statistics)."""
         import pyarrow as pa
 
-        keys = {k for e in self.entries for k in json.loads(e.get("layout") or "{}")
-                .get("keys", [])} | {"scenario"}
+        keys = {*layouts.merged(self.entries)["keys"], "scenario"}
         out: list[str] = []
         for e in self.entries:
             out += [c for c in json.loads(e["columns"]) if c not in out and c not in keys]
@@ -76,11 +75,10 @@ def _one_row_per_cell(table: Any, entries: list[Row]) -> None:
 
     # Only a sweep's keys make several rows per cell (reading several scopes keeps one
     # row a cell), so a plain dataset is not searched for duplicates (1 s a million).
-    keys = [k for e in entries for k in json.loads(e.get("layout") or "{}").get("keys", [])]
+    keys = layouts.merged(entries)["keys"]
     if not keys or pc.count_distinct(table.column("h3_index")).as_py() == table.num_rows:
         return
-    first = {k: table.column(k)[0].as_py() for k in dict.fromkeys(keys)
-             if k in table.column_names}
+    first = {k: table.column(k)[0].as_py() for k in keys if k in table.column_names}
     # The scenario id alone names one scenario; else each key's value (nulls left out).
     example = ({"scenario": first["scenario"]} if "scenario" in first
                else {k: v for k, v in first.items() if v is not None})
@@ -110,18 +108,22 @@ def _outline(*, iso3: str | None, bbox: str | None, aoi: Path | None, runs: list
 
 
 def run_scope(params: Row) -> Any | None:
-    """The polygon of the scope a run recorded in its parameters, resolved again."""
+    """The polygon of the scope a run recorded in its parameters, resolved again; None
+    when it cannot be (an area file since moved)."""
     from h3pipe.engine.scope import resolve_scope
 
     scope = params.get("scope", {})
     kind, argument = scope.get("kind"), scope.get("argument")
-    if not argument or kind not in ("iso3", "bbox", "aoi"):
-        return None
-    if kind == "aoi":
-        return resolve_scope(aoi=Path(argument)).geometry
-    if kind == "bbox":
-        return resolve_scope(bbox=str(argument)).geometry
-    return resolve_scope(iso3=str(argument)).geometry
+    try:
+        if kind == "aoi" and argument:
+            return resolve_scope(aoi=Path(argument)).geometry
+        if kind == "bbox" and argument:
+            return resolve_scope(bbox=str(argument)).geometry
+        if kind == "iso3" and argument:
+            return resolve_scope(iso3=str(argument)).geometry
+    except H3PipeError:
+        pass
+    return None
 
 
 def map_column(selection: Selection, column: str, what: Meaning) -> maps.CellMap:
@@ -137,7 +139,7 @@ def map_column(selection: Selection, column: str, what: Meaning) -> maps.CellMap
                          + suggest(column, selection.columns)
                          + f" (columns: {', '.join(selection.columns)})")
     cells = grid.ids(table.column("h3_index"))
-    values = _numbers(table.column(column), column)
+    values = numbers(table.column(column), column)
     nodata = np.full(len(values), what.null_is_nodata, dtype=bool)
     if what.nodata_column and what.nodata_column in table.column_names:
         nodata = pc.fill_null(pc.equal(table.column(what.nodata_column), 0), False)
@@ -148,7 +150,7 @@ def map_column(selection: Selection, column: str, what: Meaning) -> maps.CellMap
                         selection.outline)
 
 
-def _numbers(values: Any, column: str) -> np.ndarray:
+def numbers(values: Any, column: str) -> np.ndarray:
     import pyarrow as pa
 
     if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
@@ -183,4 +185,5 @@ def map_dataset(project: Project, dataset: str, column: str | None, out: Path, *
     return column, facts
 
 
-__all__ = ["Selection", "map_column", "map_dataset", "run_scope", "select", "style_for"]
+__all__ = ["Selection", "map_column", "map_dataset", "numbers", "run_scope", "select",
+           "style_for"]

@@ -125,7 +125,7 @@ def figure(data: CellMap, style: Style, size: tuple[int, int]) -> tuple[Any, dic
     facts: dict[str, Any] = {"axes": [frame.left, frame.top, frame.width, frame.height],
                              "extent": list(frame.extent), "kind": style.kind,
                              "null_colour": NULL_COLOUR, "nodata_colour": NODATA_COLOUR}
-    facts |= _key(fig, size, style, legend, data)
+    facts |= _key(fig, size, style, legend, colours)
     fig.text(frame.left / width, 1 - 22 / height, data.title, fontsize=15, weight="bold")
     if data.subtitle:
         fig.text(frame.left / width, 1 - 44 / height, data.subtitle, fontsize=10,
@@ -348,7 +348,7 @@ def _scale_bar(ax: Any, frame: Frame) -> None:
 
 
 def _key(fig: Any, size: tuple[int, int], style: Style, legend: list[tuple[str, str]],
-         data: CellMap) -> dict[str, Any]:
+         colours: Colours) -> dict[str, Any]:
     """The colour bar (quantities) and the legend (classes, null, nodata), at the right."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.patches import Patch
@@ -357,12 +357,11 @@ def _key(fig: Any, size: tuple[int, int], style: Style, legend: list[tuple[str, 
     left = width - MARGIN["right"] + 24
     facts: dict[str, Any] = {}
     top = MARGIN["top"]
-    if style.kind != "categorical":
-        values = np.asarray(data.values, dtype=np.float64)
-        cmap, norm = _scale(values[~np.isnan(values)], style)
+    if colours.cmap is not None:  # a scale of quantities, not classes
+        norm = colours.norm
         bar = (left, top, 22, int(height * 0.5))
         cax = fig.add_axes(_fraction(*bar, size))
-        cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
+        cb = fig.colorbar(ScalarMappable(norm=norm, cmap=colours.cmap), cax=cax)
         cb.set_label(style.label, fontsize=10)
         cax.tick_params(labelsize=8)
         facts |= {"colorbar": list(bar), "vmin": float(norm.vmin), "vmax": float(norm.vmax)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from h3pipe.engine import records
 from h3pipe.engine.formats import atomic
 from h3pipe.errors import H3PipeError
 from h3pipe.report import html, svg
-from h3pipe.report.datasets import Selection, map_column, style_for
+from h3pipe.report.datasets import Selection, map_column, numbers, run_scope, style_for
 from h3pipe.report.meaning import Meaning, meanings
+from h3pipe.spec import StepSpec
 
 Row = dict[str, Any]
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
@@ -117,7 +119,7 @@ def _redo(step: Row) -> str:
 def _steps(r: Row) -> str:
     needs = _needs(r.get("pipeline_document") or {})
     graph = svg.step_graph([svg.GraphStep(s["step_id"], int(s["stage"]), s["operation"],
-                                          s["status"], tuple(needs.get(s["step_id"], ())))
+                                          s["status"], needs.get(s["step_id"], ()))
                             for s in r["steps"]])
     rows = [(s["stage"], s["step_id"], s["operation"], s["status"], s["tasks_done"],
              s["tasks_total"], s["rows_in"], s["rows_out"], s["started_at"], s["finished_at"])
@@ -127,14 +129,12 @@ def _steps(r: Row) -> str:
          "started", "finished"], rows), anchor="steps")
 
 
-def _needs(document: Row) -> dict[str, list[str]]:
+def _needs(document: Row) -> dict[str, tuple[str, ...]]:
     """Each step's upstream steps, from the pipeline as the run recorded it."""
-    out = {}
-    for step in document.get("steps", []):
-        given = str(step.get("input", "cells"))
-        out[step["id"]] = ([given[1:]] if given.startswith("$") else []) + list(
-            step.get("depends_on", []))
-    return out
+    return {step["id"]: StepSpec(step["id"], str(step.get("operation", "")),
+                                 input=str(step.get("input", "cells")),
+                                 depends_on=tuple(step.get("depends_on", ()))).upstream
+            for step in document.get("steps", [])}
 
 
 # -- how it went ------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def _results(project: Project, r: Row, max_maps: int) -> Iterator[str]:
         yield html.section("Results", html.para(f"cannot read the result: {exc}"))
         return
     selection = _first_scenario(Selection(r["dataset"], table, entries, r["resolution"],
-                                          _outline(r)))
+                                          run_scope(r["params"])))
     parts = [html.para(f"{table.num_rows:,} rows published" + _selection_note(table, selection))]
     known = meanings(project, r["dataset"], selection.columns, table.column_names)
     for k, column in enumerate(selection.columns):
@@ -273,25 +273,14 @@ def _first_scenario(selection: Selection) -> Selection:
     if "scenario" not in table.column_names or table.num_rows == 0:
         return selection
     first = table.column("scenario")[0]
-    return Selection(selection.dataset, table.filter(pc.equal(table.column("scenario"), first)),
-                     selection.entries, selection.resolution, selection.outline)
-
-
-def _outline(r: Row) -> Any | None:
-    from h3pipe.report.datasets import run_scope
-
-    try:
-        return run_scope(r["params"])
-    except H3PipeError:
-        return None
+    return replace(selection, table=table.filter(pc.equal(table.column("scenario"), first)))
 
 
 def _column(selection: Selection, table: Any, what: Meaning, *, draw: bool) -> str:
     from h3pipe.report.maps import figure
 
     column = what.column
-    values = np.asarray(table.column(column).cast("float64").to_numpy(zero_copy_only=False),
-                        dtype=np.float64)
+    values = numbers(table.column(column), column)
     parts = [f'<div class="column"><h3>{html.escape(what.label)}</h3>', _summary(values)]
     parts.append(_histogram(values, what.label))
     if draw:

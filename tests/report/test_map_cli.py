@@ -267,3 +267,8 @@ def test_a_sweep_is_drawn_one_scenario_at_a_time(tmp_path, cli, chromium):
     shown = open_page(chromium, report, tmp_path / "sweep-report.png")
     assert shown.problems == [] and "maps show one scenario" in shown.text
     assert "Scenarios computed: 6" in shown.text
+    # Two steps, the second reading the first's rows: the graph draws that edge.
+    assert cli("--project", root, "run", "e", "--bbox", SWEEP_BBOX, "--workers", "1"
+               ).exit_code == 0
+    assert cli("--project", root, "runs", "report", "latest", "-o", report).exit_code == 0
+    assert 'data-from="depth" data-to="exposure"' in report.read_text()
