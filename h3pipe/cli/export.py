@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from h3pipe.cli import options
 from h3pipe.cli.app import app, project_of
 
 
@@ -17,15 +18,10 @@ def export(
     dataset: Annotated[str, typer.Argument(help="Dataset id (the pipeline's output.dataset).")],
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="File to write (a folder with --partition-resolution).")],
-    iso3: Annotated[str | None, typer.Option(help="Only the run scope of this country.")] = None,
-    bbox: Annotated[str | None, typer.Option(
-        help="Only the run scope of this box, as given to 'h3pipe run'.")] = None,
-    aoi: Annotated[Path | None, typer.Option(
-        help="Only the run scope of this area file, as given to 'h3pipe run'.",
-        dir_okay=False)] = None,
-    run_id: Annotated[str | None, typer.Option(
-        "--run", help="Only the result this run published (id, unique prefix or 'latest').")
-    ] = None,
+    iso3: options.ResultIso3 = None,
+    bbox: options.ResultBbox = None,
+    aoi: options.ResultAoi = None,
+    run_id: options.ResultRun = None,
     resolution: Annotated[int | None, typer.Option("--resolution", "-r",
                                                    help="Only this resolution.")] = None,
     fmt: Annotated[str | None, typer.Option(

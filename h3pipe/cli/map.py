@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from h3pipe.cli import options
 from h3pipe.cli.app import app, project_of
 
 
@@ -18,15 +19,10 @@ def map_(
         help="Column to draw (default: the dataset's first statistic).")] = None,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="Picture to write: .png, .svg or .pdf.")] = Path("map.png"),
-    iso3: Annotated[str | None, typer.Option(help="The run scope of this country.")] = None,
-    bbox: Annotated[str | None, typer.Option(
-        help="The run scope of this box, as given to 'h3pipe run'.")] = None,
-    aoi: Annotated[Path | None, typer.Option(
-        help="The run scope of this area file, as given to 'h3pipe run'.",
-        dir_okay=False)] = None,
-    run_id: Annotated[str | None, typer.Option(
-        "--run", help="The result this run published (id, unique prefix or 'latest').")
-    ] = None,
+    iso3: options.ResultIso3 = None,
+    bbox: options.ResultBbox = None,
+    aoi: options.ResultAoi = None,
+    run_id: options.ResultRun = None,
     resolution: Annotated[int | None, typer.Option(
         "--resolution", "-r", help="The resolution to draw, when the scope has several.")
     ] = None,

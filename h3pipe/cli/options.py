@@ -36,3 +36,14 @@ Grace = Annotated[float, typer.Option(
 Queue = Annotated[str | None, typer.Option(
     "--queue", help="Broker of the queue backend, amqp://USER:PASSWORD@HOST:5672// (default: "
     "$H3PIPE_QUEUE, or 'queue:' in h3pipe.yaml).")]
+
+# A published result's scope, as 'export' and 'map' pick it (at most one of the four).
+ResultIso3 = Annotated[str | None, typer.Option("--iso3",
+                                                help="The run scope of this country.")]
+ResultBbox = Annotated[str | None, typer.Option(
+    "--bbox", help="The run scope of this box, as given to 'h3pipe run'.")]
+ResultAoi = Annotated[Path | None, typer.Option(
+    "--aoi", help="The run scope of this area file, as given to 'h3pipe run'.",
+    dir_okay=False)]
+ResultRun = Annotated[str | None, typer.Option(
+    "--run", help="The result this run published (id, unique prefix or 'latest').")]
