@@ -62,7 +62,8 @@ def report(rep: PlanReport) -> list[str]:
                      f"{f.pixels_per_cell or 0:,.1f} per cell (pixels about "
                      f"{f.pixel_m or 0:,.0f} m)")
         if f.features is not None:
-            text += f", {f.features:,} features in the scope"
+            text += (f", {'' if f.counted else 'about '}{f.features:,} features in the scope"
+                     f" ({f.partitions:,} partitions, {f.batches:,} batches per step)")
         lines.append(text)
         lines += [f"    warning: {w}" for w in f.warnings]
     e = rep.estimate

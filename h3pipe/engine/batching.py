@@ -2,38 +2,34 @@
 
 A step over ``cells`` gets the run's cells (spatially ordered) in batches of at most
 ``batch_size``. A step over a vector source gets that source's features in the run's
-scope; a step over ``$step`` gets the rows that step actually produced. Rows are batched
-from what is really there at the start of the stage, never from the first stage's
-batches; an operation that groups (``h3_weighted_aggregate``) gets every row of a group in
-one batch. The same inputs always give the same batches, so a resumed run keeps its
-completed tasks.
+scope, by partitions (:mod:`h3pipe.engine.partitions`): each batch names its partitions
+and the worker reads their features (:mod:`h3pipe.engine.feeds`). A step over ``$step``
+gets one batch per task of that step that produced rows, naming its output. The planner
+holds no rows: planning a stage reads the features' boxes once (for the first stage of a
+source) and the upstream tasks' row counts. Every row of a cell is in one partition, so
+an operation that groups by cell (``h3_weighted_aggregate``) finds them in one batch.
+The same inputs always give the same batches, so a resumed run keeps its completed tasks.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-
-from h3pipe import grid
+from h3pipe.engine.feeds import FeatureFeed, Grouping, OutputFeed
+from h3pipe.engine.partitions import Partitions, partition
 from h3pipe.engine.scope import ScopeCells
-from h3pipe.errors import OperationError
 from h3pipe.operations import Batch, get_operation
-from h3pipe.operations.features import assign_cells, centroids, point_cells
 from h3pipe.sources.dimensions import Scenario
 from h3pipe.sources.raster import RasterInfo
-from h3pipe.sources.vector import GEOMETRY, VectorInfo, read_features
-from h3pipe.spec import StepSpec
+from h3pipe.sources.vector import VectorInfo
+from h3pipe.spec import PipelineSpec, StepSpec
 
 if TYPE_CHECKING:
     from h3pipe.engine.prepare import RunPlan
 
-# Cells of this resolution order features spatially (neighbours share a batch).
-_ORDER_RESOLUTION = 9
+Bounds = tuple[float, float, float, float]
 
 
 @dataclass
@@ -54,44 +50,41 @@ class Planner:
     wide: dict[str, str] = field(default_factory=dict)
     # step id -> task number -> reference of its output, filled as tasks complete
     outputs: dict[str, dict[int, str]] = field(default_factory=dict)
-    _features: dict[str, pa.Table] = field(default_factory=dict)
+    # step id -> task number -> rows of its output, likewise
+    sizes: dict[str, dict[int, int]] = field(default_factory=dict)
+    # The pipeline (for which step feeds which) and where its store is, for the workers.
+    pipeline: PipelineSpec | None = None
+    store_location: str = ""
+    root: str = ""
+    _partitions: dict[str, Partitions] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, plan: RunPlan, store: Any) -> Planner:
-        """The planner of a prepared run (``store``: where earlier steps' rows are read;
-        None when nothing will run)."""
+    def of(cls, plan: RunPlan, store: Any, root: Any = "") -> Planner:
+        """The planner of a prepared run (``store``: where earlier steps' rows are;
+        None when nothing will run; ``root``: the project folder)."""
         sweep = plan.sweep
         return cls(plan.run_id, plan.cells, plan.resolution, plan.batch_size,
                    dict(plan.rasters), dict(plan.vectors), store, row_batch=plan.row_batch,
                    scenarios={sid: plan.computed_scenarios(sid) for sid in sweep.rasters}
                    if sweep else {},
-                   keys=sweep.keys if sweep else (), wide=plan.wide_steps())
+                   keys=sweep.keys if sweep else (), wide=plan.wide_steps(),
+                   pipeline=plan.pipeline, store_location=plan.store_location,
+                   root=str(root))
 
     def batches(self, step: StepSpec) -> list[Batch]:
         if step.input == "cells":
             return self._cell_batches(step)
-        rows = self._rows(step)
-        if rows.num_rows == 0:  # nothing in the scope (no buildings there): no task
-            return []
-        op = get_operation(step.operation)
-        size = self.row_batch(rows.num_rows)
-        if op.group_by == "h3_index":
-            rows, keys = self._cells_of(step, rows)
-            bounds = _group_bounds(keys, size)
-        else:
-            bounds = [(s, min(s + size, rows.num_rows)) for s in range(0, rows.num_rows, size)]
+        feeds = self._output_feeds(step) if step.input_step else self._feature_feeds(step)
+        grouping = Grouping(step.id, self.resolution, step.output == "h3_stats") \
+            if get_operation(step.operation).group_by == "h3_index" else None
         out = []
-        for number, (start, stop) in enumerate(bounds, 1):
-            # A copy, not a slice: a pickled slice would carry the whole table's buffers.
-            chunk = rows.take(pa.array(np.arange(start, stop)))
-            box = _reach(step, chunk)  # what the batch can read, for raster and scenarios
+        for number, feed, box in feeds:
             out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
                              operation=step.operation, params=step.params,
                              resolution=self.resolution, source_id=step.source,
-                             raster=self._cut(step, box), rows=chunk,
+                             raster=self._cut(step, box), feed=feed, grouping=grouping,
                              vector=self.vectors.get(step.source or ""),
-                             scenarios=self._cut_scenarios(step, box),
-                             keys=tuple(k for k in self.keys if k in chunk.column_names),
+                             scenarios=self._cut_scenarios(step, box), keys=self.keys,
                              wide=step.id in self.wide, melt=self._melt(step)))
         return out
 
@@ -106,59 +99,66 @@ class Planner:
                              scenarios=self._cut_scenarios(step, block.bounds)))
         return out
 
-    def _rows(self, step: StepSpec) -> pa.Table:
+    def partitions(self, source_id: str) -> Partitions:
+        """The source's partitions over the scope (its boxes read once per planner)."""
+        if source_id not in self._partitions:
+            self._partitions[source_id] = partition(
+                self.vectors[source_id], self.cells, self.row_batch, self._finest())
+        return self._partitions[source_id]
+
+    def _finest(self) -> int:
+        """Partitions are no finer than any cell a step groups by: the run's, or a
+        coarser one an h3_assign names."""
+        named = [s.params["resolution"] for s in (self.pipeline.steps if self.pipeline
+                                                  else ()) if s.operation == "h3_assign"
+                 and "resolution" in s.params]
+        return min([self.resolution, *named])
+
+    def _feature_feeds(self, step: StepSpec) -> list[tuple[int, Any, Bounds | None]]:
+        import shapely
+
+        parts = self.partitions(step.input)
+        out: list[tuple[int, Any, Bounds | None]] = []
+        for k in range(len(parts)):
+            box = parts.box(k)
+            pad = 0.01  # clipped well beyond the centres tested, so no new edge is near one
+            scope = shapely.clip_by_rect(self.cells.geometry, box[0] - pad, box[1] - pad,
+                                         box[2] + pad, box[3] + pad)
+            feed = FeatureFeed(self.vectors[step.input], self.resolution, parts.batch(k), box,
+                               scope, int(parts.estimates[k]), parts.batch_boxes(k))
+            out.append((k + 1, feed, self._grown(step, parts.reach(k))))
+        return out
+
+    def _output_feeds(self, step: StepSpec) -> list[tuple[int, Any, Bounds | None]]:
         upstream = step.input_step
-        if upstream is not None:
-            done = self.outputs.get(upstream, {})
-            return self.store.read_outputs([done[n] for n in sorted(done)])
-        return self.features(step.input)
+        assert upstream is not None
+        done, sizes = self.outputs.get(upstream, {}), self.sizes.get(upstream, {})
+        box = self._boxes(upstream)
+        return [(n, OutputFeed(self.store_location, self.root, done[n], sizes.get(n, 0)),
+                 self._grown(step, box(n))) for n in sorted(done) if sizes.get(n, 1) > 0]
 
-    def features(self, source_id: str) -> pa.Table:
-        """The source's features whose centroid lies in one of the run's cells, in spatial
-        order: the scope's features, each in exactly one run (as cells are)."""
-        if source_id not in self._features:
-            table = read_features(self.vectors[source_id], self.cells.bounds)
-            if table.num_rows:
-                xs, ys = centroids(table)
-                keep = self._in_scope(point_cells(xs, ys, self.resolution))
-                order_key = point_cells(xs[keep], ys[keep], _ORDER_RESOLUTION).to_pylist()
-                table = table.filter(pa.array(keep)).take(pa.array(
-                    np.argsort(np.array(order_key, dtype=object), kind="stable")))
-            self._features[source_id] = table
-        return self._features[source_id]
+    def _boxes(self, step_id: str) -> Callable[[int], Bounds | None]:
+        """What the rows of each task of ``step_id`` can cover: its root partition's reach
+        (a chain of feature steps keeps its first step's batches), else unknown."""
+        current = self.pipeline.step(step_id) if self.pipeline else None
+        while current is not None and current.input_step is not None:
+            current = self.pipeline.step(current.input_step) if self.pipeline else None
+        if current is None or current.input not in self.vectors:
+            return lambda n: None
+        parts = self.partitions(current.input)
+        return lambda n: parts.reach(n - 1) if 0 < n <= len(parts) else None
 
-    def _in_scope(self, cells: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Whether each cell (hex strings, null for none) is one of the run's."""
-        valid = np.asarray(cells.is_valid())
-        keep = np.zeros(len(cells), dtype=bool)
-        keep[valid] = self.cells.contains(grid.ids(cells.filter(pa.array(valid))))
-        return keep
+    def _grown(self, step: StepSpec, box: Bounds | None) -> Bounds | None:
+        """``box`` grown by the step's radius (a join's buffer reaches beyond a feature)."""
+        if box is None or "radius_m" not in step.params:
+            return box
+        import math
 
-    def _cells_of(self, step: StepSpec, rows: pa.Table) -> tuple[pa.Table, list[str]]:
-        """Rows with an h3_index (from their centroid when they have none), sorted by it,
-        and the sorted keys ('' for none); when the step publishes, only the run's cells."""
-        if "h3_index" not in rows.column_names:
-            if GEOMETRY not in rows.column_names:
-                raise OperationError(f"step '{step.id}': its rows have neither h3_index nor "
-                                     "a geometry")
-            rows = rows.append_column("h3_index", assign_cells(rows, self.resolution))
-        if step.output == "h3_stats":
-            cells = rows.column("h3_index").to_pylist()
-            other = next((c for c in cells if c is not None and
-                          int(c[1], 16) != self.resolution), None)
-            if other is not None:
-                import h3
-
-                raise OperationError(
-                    f"step '{step.id}' publishes cells of resolution "
-                    f"{h3.get_resolution(other)}, but the run is at resolution "
-                    f"{self.resolution}", hint="run at that resolution, or drop the "
-                    "h3_assign resolution so it follows the run")
-            rows = rows.filter(pa.array(self._in_scope(rows.column("h3_index"))))
-        keys = np.array(rows.column("h3_index").to_pylist(), dtype=object)
-        keys[keys == None] = ""  # noqa: E711 - elementwise on an object array
-        order = np.argsort(keys, kind="stable")
-        return rows.take(pa.array(order)), keys[order].tolist()
+        x0, y0, x1, y1 = box
+        lat = min(89.0, max(abs(y0), abs(y1)))
+        margin = 1.1 * step.params["radius_m"] / (111_320 * max(0.01,
+                                                                math.cos(math.radians(lat))))
+        return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
 
     def _melt(self, step: StepSpec) -> tuple[Scenario, ...]:
         """The scenarios the step's input rows are wide over (none: they are not)."""
@@ -181,39 +181,6 @@ class Planner:
 def _subset(raster: RasterInfo, box: tuple[float, float, float, float] | None) -> RasterInfo:
     """``raster`` with only the tiles ``box`` (lon/lat) touches; all of them without one."""
     return raster.subset(box) if box is not None and raster.crs_is_wgs84 else raster
-
-
-def _reach(step: StepSpec, rows: pa.Table) -> tuple[float, float, float, float] | None:
-    """The box the rows' geometries (buffered, for a join) can read; None if unknown."""
-    if GEOMETRY not in rows.column_names or rows.num_rows == 0:
-        return None
-    import shapely
-
-    from h3pipe.sources.vector import geometries
-
-    x0, y0, x1, y1 = shapely.total_bounds(geometries(rows))
-    if not all(map(math.isfinite, (x0, y0, x1, y1))):
-        return None
-    margin = 0.0
-    if "radius_m" in step.params:  # a buffer reaches beyond the features
-        lat = max(abs(y0), abs(y1))
-        margin = 1.1 * step.params["radius_m"] / (111_320 * max(0.01,
-                                                                math.cos(math.radians(lat))))
-    return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
-
-
-def _group_bounds(keys: list[str], size: int) -> list[tuple[int, int]]:
-    """Slices of at most about ``size`` rows of sorted ``keys`` that never split a key."""
-    out: list[tuple[int, int]] = []
-    start = 0
-    n = len(keys)
-    while start < n:
-        stop = min(start + size, n)
-        while stop < n and keys[stop] == keys[stop - 1]:
-            stop += 1
-        out.append((start, stop))
-        start = stop
-    return out
 
 
 __all__ = ["Planner"]

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from h3pipe.engine.partitions import Partitions
 from h3pipe.engine.prepare import RunPlan, UsedItem
 from h3pipe.sources.raster import RasterInfo, TileInfo
 
@@ -33,15 +34,18 @@ class SourceFacts:
     pixels_per_cell: float | None = None
     pixel_m: float | None = None  # about how wide a pixel is, in metres
     features: int | None = None  # vector: features in the scope
+    partitions: int | None = None  # vector: the partitions they are read in
+    batches: int | None = None  # vector: the batches of a step reading them
+    counted: bool = True  # vector: features counted one by one (else estimated)
     warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def source_facts(plan: RunPlan, features: dict[str, int]) -> list[SourceFacts]:
-    """Facts of every source the run reads; ``features`` counts each vector source's
-    features in the scope."""
+def source_facts(plan: RunPlan, partitions: dict[str, Partitions]) -> list[SourceFacts]:
+    """Facts of every source the run reads; ``partitions``: each vector source's over the
+    scope (how many features, in how many partitions and batches)."""
     out = []
     for sid, spec in plan.sources.items():
         if sid in plan.rasters:
@@ -51,8 +55,15 @@ def source_facts(plan: RunPlan, features: dict[str, int]) -> list[SourceFacts]:
             size = _local_size(location)
             out.append(SourceFacts(sid, "vector", 1, size, "file size" if size is not None
                                    else "unknown (a database table)",
-                                   features=features.get(sid)))
+                                   **_vector_facts(partitions.get(sid))))
     return out
+
+
+def _vector_facts(parts: Partitions | None) -> dict[str, Any]:
+    if parts is None:
+        return {}
+    return {"features": parts.features, "partitions": len(parts.cells),
+            "batches": len(parts), "counted": parts.counted}
 
 
 def _raster_facts(plan: RunPlan, info: RasterInfo, kind: str) -> SourceFacts:

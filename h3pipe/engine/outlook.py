@@ -83,6 +83,7 @@ def _status(plan: RunPlan, store: Store | None, row: dict[str, Any] | None
 
 def _stages(plan: RunPlan, planner: Planner) -> tuple[StageView, ...]:
     rows_out: dict[str, tuple[int, str | None]] = {}  # step -> rows it produces, how estimated
+    tasks_of: dict[str, int] = {}
     views = []
     for number, stage in enumerate(plan.stages, 1):
         tasks = rows = 0
@@ -91,10 +92,14 @@ def _stages(plan: RunPlan, planner: Planner) -> tuple[StageView, ...]:
             step = plan.pipeline.step(sid)
             n_in, how_in = _rows_in(plan, planner, step.input, rows_out)
             if step.input == "cells":
-                tasks += math.ceil(n_in / plan.batch_size)
+                tasks_of[sid] = math.ceil(n_in / plan.batch_size)
             else:
                 unit = "rows"
-                tasks += math.ceil(n_in / plan.row_batch(n_in)) if n_in else 0
+                # A source's partitions make the batches, and each later step has one
+                # batch per task of the step it reads.
+                tasks_of[sid] = tasks_of.get(step.input_step or "", 0) if step.input_step \
+                    else len(planner.partitions(step.input))
+            tasks += tasks_of[sid]
             rows += n_in
             how = how or how_in
             n_out, how_out = get_operation(step.operation).estimate_rows(n_in, len(plan.cells))
@@ -111,7 +116,9 @@ def _rows_in(plan: RunPlan, planner: Planner, source: str,
     if source.startswith("$"):
         n, how = rows_out[source[1:]]
         return n, f"step '{source[1:]}' gives {how or 'one row per cell'}"
-    return planner.features(source).num_rows, None
+    parts = planner.partitions(source)
+    return parts.features, None if parts.counted else \
+        "estimated from the features' boxes, binned"
 
 
 __all__ = ["Outlook", "StageView", "outlook"]

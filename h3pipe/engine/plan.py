@@ -62,8 +62,7 @@ def plan_run(project: Project, pipeline_id: str, scope: Scope,
 
 
 def _facts(plan: RunPlan, planner: Planner) -> tuple[SourceFacts, ...]:
-    counts = {sid: planner.features(sid).num_rows for sid in plan.vectors}
-    return tuple(source_facts(plan, counts))
+    return tuple(source_facts(plan, {sid: planner.partitions(sid) for sid in plan.vectors}))
 
 
 def _pixels(facts: tuple[SourceFacts, ...]) -> dict[str, int]:

@@ -236,8 +236,13 @@ class RunPlan:
         return self.as_started(json.loads(row["params"]))
 
     def row_batch(self, rows: int) -> int:
-        """Rows per batch of a feature step with ``rows`` rows."""
-        return balanced_batch_size(rows, self.max_batch_size, self.workers)
+        """Rows per batch of a feature step with ``rows`` rows: at most the batch size, but
+        grown (unless ``--batch-size`` said) so the step has at most about MAX_TASKS
+        tasks, each of which costs a record and an output file."""
+        size = self.max_batch_size
+        if self.options.batch_size is None:
+            size = max(size, -(-rows // MAX_TASKS))
+        return balanced_batch_size(rows, size, self.workers)
 
     def retry(self, step: StepSpec) -> Retry:
         defaults = self.pipeline.defaults

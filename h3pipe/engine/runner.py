@@ -129,7 +129,7 @@ def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executo
         plan = carry_over(plan.resuming(row), store, row)  # the batches it started with
         claim_run(log, plan, row, store)
         with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
-            return _Run(plan, store, log, ex, reporter).go(row)
+            return _Run(plan, store, log, ex, reporter, root).go(row)
 
 
 def carry_over(plan: RunPlan, store: Store, row: dict[str, Any] | None) -> RunPlan:
@@ -186,10 +186,10 @@ class _Run:
     """One claimed run: its stages, its publication and how it ended."""
 
     def __init__(self, plan: RunPlan, store: Store, log: RunLog, executor: Executor,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, root: Path) -> None:
         self.plan, self.store, self.log = plan, store, log
         self.executor, self.reporter = executor, reporter
-        self.planner = Planner.of(plan, store)
+        self.planner = Planner.of(plan, store, root)
 
     def go(self, row: dict[str, Any] | None) -> RunResult:
         """Run the claimed plan; ``row`` is the run's row as it was before the claim."""
@@ -223,9 +223,10 @@ class _Run:
         for n, stage in enumerate(plan.stages, 1):
             stop.check()
             steps = [plan.pipeline.step(sid) for sid in stage]
-            StageRun(plan.run_id, n, steps, self.store, self.log, self.reporter, outputs
-                     ).run(self.executor, [b for s in steps for b in self.planner.batches(s)],
-                           {s.id: plan.retry(s) for s in steps}, stop)
+            batches = [b for s in steps for b in self.planner.batches(s)]
+            StageRun(plan.run_id, n, steps, self.store, self.log, self.reporter, outputs,
+                     self.planner.sizes).run(self.executor, batches,
+                                             {s.id: plan.retry(s) for s in steps}, stop)
         stop.check()
         check_and_record_balance(plan, self.store, self.log, outputs)
         stop.check()

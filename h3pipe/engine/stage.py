@@ -38,9 +38,12 @@ def kept_tasks(store: Store, completed: list[dict[str, Any]]
 
 class StageRun:
     def __init__(self, run_id: str, number: int, steps: list[StepSpec], store: Store,
-                 log: RunLog, progress: Progress, outputs: dict[str, dict[int, str]]) -> None:
+                 log: RunLog, progress: Progress, outputs: dict[str, dict[int, str]],
+                 sizes: dict[str, dict[int, int]] | None = None) -> None:
         self.run_id, self.number, self.steps = run_id, number, steps
         self.store, self.log, self.progress, self.outputs = store, log, progress, outputs
+        # step id -> task number -> rows of its output: what the next stage batches by
+        self.sizes = sizes if sizes is not None else {}
         self.done = {s.id: 0 for s in steps}
         self.rows = {s.id: 0 for s in steps}
         self.storage = {s.id: s.storage for s in steps}
@@ -70,6 +73,7 @@ class StageRun:
                              for t in completed if (t["step_id"], t["task_no"]) not in kept])
         for (step_id, task_no), task in sorted(kept.items()):
             self.outputs.setdefault(step_id, {})[task_no] = task["output_path"]
+            self.sizes.setdefault(step_id, {})[task_no] = task["rows_out"] or 0
             if step_id in self.done:
                 self.done[step_id] += 1
                 self.rows[step_id] += task["rows_out"] or 0
@@ -111,6 +115,7 @@ class StageRun:
                                            self.storage[b.step_id])
         faults.point("task-output-written")
         self.outputs.setdefault(b.step_id, {})[b.number] = ref
+        self.sizes.setdefault(b.step_id, {})[b.number] = table.num_rows
         self.log.task_completed(key, seconds=outcome.seconds, rows=table.num_rows, output=ref,
                                 tile_seconds=outcome.tile_seconds, started=outcome.started,
                                 worker=outcome.worker_name)

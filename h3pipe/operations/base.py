@@ -46,12 +46,18 @@ class Batch:
     keys: tuple[str, ...] = ()
     wide: bool = False  # give feature rows wide: new columns once per scenario
     melt: tuple[Scenario, ...] = ()  # the rows are wide over these scenarios
+    # Where the rows are, when the batch does not carry them: read by the process that
+    # computes it (see h3pipe.engine.feeds), with how they are placed in cells.
+    feed: Any = field(default=None, compare=False)
+    grouping: Any = field(default=None, compare=False)
 
     @property
     def size(self) -> int:
-        """Cells or rows in the batch."""
+        """Cells or rows in the batch (rows to be read: as many as the feed expects)."""
         if self.rows is not None:
             return self.rows.num_rows
+        if self.feed is not None:
+            return int(self.feed.size)
         return self.block.count if self.block is not None else len(self.cells)
 
     def cell_ids(self) -> np.ndarray:

@@ -7,7 +7,6 @@ A feature batch carries its rows (``Batch.rows``: ``feature_id``, attributes, WK
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ import pyarrow as pa
 
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch
-from h3pipe.sources.vector import GEOMETRY, geometries, transform
+from h3pipe.sources.vector import CENTROID, GEOMETRY, centroid_xy, geometries, transform
 
 NAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_]{0,62}$"}
 
@@ -43,11 +42,13 @@ def nullable(values: np.ndarray) -> pa.Array:
 
 
 def centroids(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Lon and lat of each feature's centroid (a point's own position)."""
-    import shapely
+    """Lon and lat of each feature's centroid (a point's own position): as computed where
+    the feature was read, when it was (NaN for an empty geometry)."""
 
-    c = shapely.centroid(geometries(table))
-    return shapely.get_x(c), shapely.get_y(c)
+    if all(c in table.column_names for c in CENTROID):
+        return tuple(np.asarray(table.column(c).to_numpy(zero_copy_only=False),  # type: ignore[return-value]
+                                dtype=np.float64) for c in CENTROID)
+    return centroid_xy(geometries(table))
 
 
 def utm_zones(geoms: np.ndarray) -> np.ndarray:
@@ -82,11 +83,15 @@ def assign_cells(table: pa.Table, resolution: int) -> pa.Array:
 
 
 def point_cells(xs: np.ndarray, ys: np.ndarray, resolution: int) -> pa.Array:
-    """The H3 cell of each lon/lat point (null where it is NaN)."""
-    import h3
+    """The H3 cell of each lon/lat point as text (null where it is NaN)."""
+    from h3pipe import grid
 
-    return pa.array([h3.latlng_to_cell(y, x, resolution) if math.isfinite(x) else None
-                     for x, y in zip(xs.tolist(), ys.tolist(), strict=True)], pa.string())
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    text = grid.strings(grid.cells_at(xs[ok], ys[ok], resolution))
+    if ok.all():
+        return text
+    where = np.cumsum(ok) - 1
+    return text.take(pa.array(np.where(ok, where, 0), mask=~ok))
 
 
 __all__ = ["GEOMETRY", "add_columns", "assign_cells", "centroids", "nullable", "point_cells",

@@ -4,8 +4,12 @@ both are a :class:`Store`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+
+from h3pipe.errors import ConfigError
 from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import Catalog, safe_url
 from h3pipe.storage.embedded import CATALOG_FILE, EmbeddedStore
@@ -25,6 +29,33 @@ def open_store(location: str, base: Path, *, create: bool = True) -> Store:
     return EmbeddedStore(_folder(location, base), create=create)
 
 
+_READERS: dict[tuple[str, Path], Store] = {}
+
+
+def read_outputs_with(store: Store) -> None:
+    """Make ``store`` the one :func:`output_reader` gives for the location '' ("this
+    process's own store"): a queue worker's, whose address of the database may not be the
+    address another worker planned the batch with."""
+    _READERS[("", Path())] = store
+
+
+def output_reader(location: str, base: Path) -> Callable[..., pa.Table]:
+    """What reads task outputs of the store at ``location`` in a worker process: the
+    store, opened once per process (a database's connections are the process's own);
+    '' is the store this process was given (:func:`read_outputs_with`)."""
+    if not location:
+        own = _READERS.get(("", Path()))
+        if own is None:
+            raise ConfigError("this process has no store to read earlier steps' rows from")
+        return own.read_outputs
+    key = (location, base)
+    if key not in _READERS:
+        for other in [k for k in _READERS if k[0]]:
+            _READERS.pop(other).close()
+        _READERS[key] = open_store(location, base, create=False)
+    return _READERS[key].read_outputs
+
+
 def open_catalog(location: str, base: Path) -> tuple[Catalog, str]:
     """The store's catalog alone, not migrated (what 'db status' and 'db upgrade' need,
     where opening the store would refuse a database that needs migrating), and where the
@@ -40,4 +71,5 @@ def _folder(location: str, base: Path) -> Path:
     return root if root.is_absolute() else base / root
 
 
-__all__ = ["EmbeddedStore", "Store", "is_database", "open_catalog", "open_store"]
+__all__ = ["EmbeddedStore", "Store", "is_database", "open_catalog", "open_store",
+           "output_reader", "read_outputs_with"]

@@ -43,8 +43,9 @@ class Store(Protocol):
         ``record`` them: when ``record`` returns False nothing is kept and None returned."""
         ...
 
-    def read_outputs(self, refs: list[str]) -> pa.Table:
-        """The rows of task outputs, in the order of ``refs``."""
+    def read_outputs(self, refs: list[str], skip: tuple[str, ...] = ()) -> pa.Table:
+        """The rows of task outputs, in the order of ``refs``, without the columns ``skip``
+        (a geometry a step does not need)."""
         ...
 
     def output_exists(self, ref: str) -> bool: ...

@@ -31,6 +31,14 @@ CATALOG_FILE = "catalog.sqlite"
 _DUCKDB_MEMORY = "256MB"
 
 
+def read_parquet(path: Path | str, skip: tuple[str, ...] = ()) -> pa.Table:
+    """A Parquet file's rows, without the columns ``skip`` (never read)."""
+    if not skip:
+        return pq.read_table(path)
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=[c for c in names if c not in skip])
+
+
 class EmbeddedStore(Closing):
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
@@ -72,9 +80,9 @@ class EmbeddedStore(Closing):
         with self.catalog.transaction() as tx:
             return ref if record(tx, ref) else None
 
-    def read_outputs(self, refs: list[str]) -> pa.Table:
-        """The rows of task outputs, in the order of ``refs``."""
-        parts = [pq.read_table(self.root / ref) for ref in refs]
+    def read_outputs(self, refs: list[str], skip: tuple[str, ...] = ()) -> pa.Table:
+        """The rows of task outputs, in the order of ``refs``, without ``skip``."""
+        parts = [read_parquet(self.root / ref, skip) for ref in refs]
         if not parts:
             return pa.table({})
         return pa.concat_tables(parts, promote_options="permissive")

@@ -155,15 +155,16 @@ class PostgresStore(Closing):
                 faults.point("write-partial")
                 copy.write(payload[half:])
 
-    def read_outputs(self, refs: list[str]) -> pa.Table:
-        """The rows of task outputs, in the order of ``refs``: one COPY per table."""
-        import pyarrow.parquet as pq
+    def read_outputs(self, refs: list[str], skip: tuple[str, ...] = ()) -> pa.Table:
+        """The rows of task outputs, in the order of ``refs``, without ``skip``: one COPY
+        per table."""
+        from h3pipe.storage.embedded import read_parquet
 
         parts: list[pa.Table] = []
         i = 0
         while i < len(refs):
             if refs[i].startswith(_FILE):
-                parts.append(pq.read_table(refs[i][len(_FILE):]))
+                parts.append(read_parquet(refs[i][len(_FILE):], skip))
                 i += 1
                 continue
             table = refs[i].partition("#")[0]
@@ -171,16 +172,18 @@ class PostgresStore(Closing):
             while i < len(refs) and refs[i].partition("#")[0] == table:
                 numbers.append(int(refs[i].partition("#")[2]))
                 i += 1
-            parts.append(self._read_tasks(table, numbers))
+            parts.append(self._read_tasks(table, numbers, skip))
         return _concat(parts)
 
-    def _read_tasks(self, table: str, numbers: list[int]) -> pa.Table:
+    def _read_tasks(self, table: str, numbers: list[int], skip: tuple[str, ...] = ()
+                    ) -> pa.Table:
         schema, _, name = table.partition(".")
         columns = [(r["column_name"], r["data_type"]) for r in self.catalog.query(
             "SELECT column_name, data_type FROM information_schema.columns WHERE "
             "table_schema = :s AND table_name = :t AND column_name NOT IN "
             "('task_no', 'row_no') ORDER BY ordinal_position",
-            {"s": schema, "t": name.strip('"').replace('""', '"')})]
+            {"s": schema, "t": name.strip('"').replace('""', '"')})
+            if r["column_name"] not in skip]
         select = ", ".join(f"encode(t.{_ident(c)}, 'hex')" if pg == "bytea" else
                            f"t.{_ident(c)}" for c, pg in columns)
         order = ",".join(str(n) for n in numbers)

@@ -62,6 +62,7 @@ class Context:
         from h3pipe import storage
 
         store = storage.open_store(app.conf.h3pipe_store, app.conf.h3pipe_root)
+        storage.read_outputs_with(store)  # batches of later stages read their rows here
         return cls(app, store, RunLog(store.catalog), QueueLog(store.catalog),
                    f"{socket.gethostname()}:{os.getpid()}")
 
@@ -293,15 +294,19 @@ def advance(app: Celery, store: Store, run_id: str, stage: int,
             "for planning or publishing and never finished (its worker was lost each time)")
         return
     plan = plan or pickle.loads(queue.plan(run_id))
-    outputs = _outputs(runs, store, run_id)
+    outputs, sizes = _outputs(runs, store, run_id)
     if stage > len(plan.stages):
         _publish(plan, store, runs, outputs, run)
         return
     steps = [plan.pipeline.step(sid) for sid in plan.stages[stage - 1]]
+    # Later stages read earlier outputs from the store of the worker that computes them
+    # (workers may reach the database at different addresses).
     planner = Planner.of(plan, store)
-    planner.outputs = outputs
+    planner.store_location = ""
+    planner.outputs, planner.sizes = outputs, sizes
     batches = [b for s in steps for b in planner.batches(s)]
-    todo = StageRun(run_id, stage, steps, store, runs, Reporter(), outputs).start(batches)
+    todo = StageRun(run_id, stage, steps, store, runs, Reporter(), outputs, sizes
+                    ).start(batches)
     queue.save_batches(run_id, [(b.step_id, b.number, pickle.dumps(
         (b, plan.retry(plan.pipeline.step(b.step_id)), plan.pipeline.step(b.step_id).storage)))
         for b in todo])
@@ -314,12 +319,16 @@ def advance(app: Celery, store: Store, run_id: str, stage: int,
         close_stage(app, store, run_id, stage)
 
 
-def _outputs(runs: RunLog, store: Store, run_id: str) -> dict[str, dict[int, str]]:
-    """The outputs of the run's completed tasks: step id -> task number -> reference."""
+def _outputs(runs: RunLog, store: Store, run_id: str
+             ) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, int]]]:
+    """The outputs of the run's completed tasks and their rows: step id -> task number ->
+    reference, and -> rows."""
     outputs: dict[str, dict[int, str]] = {}
+    sizes: dict[str, dict[int, int]] = {}
     for (step_id, task_no), t in sorted(kept_tasks(store, runs.completed_tasks(run_id)).items()):
         outputs.setdefault(step_id, {})[task_no] = t["output_path"]
-    return outputs
+        sizes.setdefault(step_id, {})[task_no] = t["rows_out"] or 0
+    return outputs, sizes
 
 
 def _publish(plan: RunPlan, store: Store, runs: RunLog,

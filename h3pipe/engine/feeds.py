@@ -1,0 +1,191 @@
+"""What a batch of rows reads where it is computed: a partition of a vector source
+(:class:`FeatureFeed`) or an earlier step's task output (:class:`OutputFeed`).
+
+The process that plans a stage never holds its rows: a batch names where they are, and
+the worker that computes it reads them (:func:`fed`). A partition's features are those
+whose centroid's cell (at the run's resolution) is in the scope and in one of the
+partition's cells; they come spatially ordered, with their centroid (``CENTROID``)
+computed once. A later stage reads one upstream task's output per batch, so its batches
+follow the partitions too, and an aggregation by cell finds every row of a cell in one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from h3pipe import grid
+from h3pipe.errors import OperationError
+from h3pipe.operations import Batch
+from h3pipe.sources.vector import CENTROID, GEOMETRY, VectorInfo, centroid_xy, iter_features
+
+Bounds = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FeatureFeed:
+    """The features of one batch of partitions (``cells``, H3 ids of mixed resolutions)
+    of a vector source, read within ``box``; ``scope``: the scope's outline near it."""
+
+    vector: VectorInfo
+    resolution: int
+    cells: np.ndarray = field(repr=False)
+    box: Bounds
+    scope: Any = field(repr=False)
+    estimate: int = 0
+    boxes: np.ndarray | None = field(default=None, repr=False)  # each partition's
+
+    @property
+    def size(self) -> int:
+        return self.estimate
+
+    def read(self, skip: tuple[str, ...] = ()) -> pa.Table:
+        parts: list[pa.Table] = []
+        keys: list[np.ndarray] = []
+        for table, boxes in iter_features(self.vector, self.box, self.boxes):
+            if boxes is not None:
+                table = table.filter(pa.array(self._near(boxes)))
+            table, cells = self._own(table)
+            parts.append(table)
+            keys.append(cells)
+        if not parts:
+            return pa.table({})
+        table = pa.concat_tables(parts)
+        return table.take(pa.array(np.argsort(np.concatenate(keys), kind="stable")))
+
+    def _own(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        """The rows whose centroid cell is this batch's, with their centroids, and those
+        cells."""
+        import shapely
+
+        x, y = centroid_xy(shapely.from_wkb(table.column(GEOMETRY).to_numpy(
+            zero_copy_only=False)))
+        ok = np.isfinite(x) & np.isfinite(y)
+        cells = np.zeros(len(x), dtype=np.uint64)
+        cells[ok] = grid.cells_at(x[ok], y[ok], self.resolution)
+        ok[ok] = self._mine(cells[ok])
+        lng, lat = grid.centres(cells[ok])
+        ok[ok] = shapely.contains_xy(self.scope, lng, lat)
+        keep = pa.array(ok)
+        return (table.filter(keep).append_column(CENTROID[0], pa.array(x[ok]))
+                .append_column(CENTROID[1], pa.array(y[ok])), cells[ok])
+
+    def _near(self, boxes: np.ndarray) -> np.ndarray:
+        """Whether each feature (by its lon/lat box) may have its centroid in one of the
+        partitions, without parsing its geometry: a centroid lies in its box, so within
+        half the box's diagonal of the box's centre; when that is less than the smallest
+        cell's inradius, its cell is the centre's or a neighbour of it."""
+        import h3
+
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
+        ok = np.isfinite(cx) & np.isfinite(cy) & self._in_a_box(boxes)
+        # Metres at most (a degree of either kind is at most 111.7 km), against half the
+        # average inradius (cells of one resolution differ in size by less than 2).
+        reach = 0.5 * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * 111_700
+        safe = 0.5 * h3.average_hexagon_edge_length(self.resolution, "m") * 0.866
+        small = ok & (reach < safe)
+        out = ok.copy()
+        cells, where = np.unique(grid.cells_at(cx[small], cy[small], self.resolution),
+                                 return_inverse=True)
+        ring, owner = grid.disks(cells)
+        near = np.bincount(owner, weights=self._mine(ring), minlength=len(cells)) > 0
+        out[small] = near[where]
+        return out
+
+    def _in_a_box(self, boxes: np.ndarray) -> np.ndarray:
+        """Whether each feature's box meets one of the partitions' boxes (a few at a time;
+        with many, the batch's box alone, which the reader applied already)."""
+        if self.boxes is None or len(self.boxes) > 64:
+            return np.ones(len(boxes), dtype=bool)
+        out = np.zeros(len(boxes), dtype=bool)
+        for x0, y0, x1, y1 in self.boxes.tolist():
+            out |= ((boxes[:, 0] <= x1) & (boxes[:, 2] >= x0) & (boxes[:, 1] <= y1)
+                    & (boxes[:, 3] >= y0))
+        return out
+
+    def _mine(self, cells: np.ndarray) -> np.ndarray:
+        """Whether each cell (of the run's resolution) lies in one of the partitions."""
+        res = ((self.cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
+        out = np.zeros(len(cells), dtype=bool)
+        for r in np.unique(res).tolist():
+            out |= np.isin(grid.parents(cells, r), self.cells[res == r])
+        return out
+
+
+@dataclass(frozen=True)
+class OutputFeed:
+    """An earlier step's output of one task (``ref``), ``rows`` long, in a store."""
+
+    store: str = field(repr=False)  # its location: may hold a password, never shown
+    root: str
+    ref: str
+    rows: int
+
+    @property
+    def size(self) -> int:
+        return self.rows
+
+    def read(self, skip: tuple[str, ...] = ()) -> pa.Table:
+        from h3pipe.storage import output_reader
+
+        return output_reader(self.store, Path(self.root))([self.ref], skip)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Rows of a step that groups by cell: placed in cells of ``resolution`` by their
+    centroid when they have no ``h3_index``; ``published``: the step's cells must be of
+    that resolution."""
+
+    step_id: str
+    resolution: int
+    published: bool
+
+
+def fed(batch: Batch) -> Batch:
+    """``batch`` with its rows read (as it is when it carries them)."""
+    if batch.feed is None:
+        return batch
+    if batch.grouping is not None:
+        # A step that groups rows into cells needs their cells, not their outlines: read
+        # them without geometry, unless nothing else places them.
+        rows = batch.feed.read(skip=(GEOMETRY,))
+        if "h3_index" not in rows.column_names and not set(CENTROID) <= set(rows.column_names):
+            rows = batch.feed.read()
+        rows = with_cells(rows, batch.grouping)
+    else:
+        rows = batch.feed.read()
+    return replace(batch, rows=rows, feed=None,
+                   keys=tuple(k for k in batch.keys if k in rows.column_names))
+
+
+def with_cells(rows: pa.Table, grouping: Grouping) -> pa.Table:
+    """``rows`` with an h3_index (their centroid's cell when they have none); a published
+    step's cells checked to be of the run's resolution."""
+    from h3pipe.operations.features import assign_cells
+
+    if "h3_index" not in rows.column_names:
+        if GEOMETRY not in rows.column_names and not set(CENTROID) <= set(rows.column_names):
+            raise OperationError(f"step '{grouping.step_id}': its rows have neither "
+                                 "h3_index nor a geometry")
+        return rows.append_column("h3_index", assign_cells(rows, grouping.resolution))
+    if grouping.published:
+        cells = rows.column("h3_index").drop_null()
+        if len(cells):
+            res = np.unique((grid.ids(cells) >> np.uint64(52)) & np.uint64(0xF))
+            other = [int(r) for r in res.tolist() if int(r) != grouping.resolution]
+            if other:
+                raise OperationError(
+                    f"step '{grouping.step_id}' publishes cells of resolution {other[0]}, "
+                    f"but the run is at resolution {grouping.resolution}",
+                    hint="run at that resolution, or drop the h3_assign resolution so it "
+                    "follows the run")
+    return rows
+
+
+__all__ = ["FeatureFeed", "Grouping", "OutputFeed", "fed", "with_cells"]
