@@ -80,9 +80,10 @@ def test_descendant_centres_lie_in_the_grown_outline():
 
 
 def test_descendant_boxes_lie_in_the_grown_box():
-    """What descendant_box_scale promises (a partition's box holds every feature centroid
-    of its descendant cells), on random parents of resolutions 0 to 8 up to 88 degrees of
-    latitude, with room to spare: 1.26 for resolution 2 and finer, the boxes from h3-py."""
+    """What descendant_box_scale promises (a partition's grown outline, and so its box,
+    holds every feature centroid of its descendant cells), on random parents of
+    resolutions 0 to 8 up to 88 degrees of latitude, with room to spare: 1.26 for
+    resolution 2 and finer, the descendants' outlines from h3-py."""
     rng = np.random.default_rng(13)
     for _ in range(200):
         res = int(rng.integers(0, 9))
@@ -101,6 +102,11 @@ def test_descendant_boxes_lie_in_the_grown_box():
             for box in (grown, tight):
                 assert (lng >= box[0]).all() and (lng <= box[2]).all()
                 assert (lat >= box[1]).all() and (lat <= box[3]).all()
+            # The grown outline itself holds them too up to 80 degrees (a batch's bins are
+            # marked by it there; nearer the poles, by its box).
+            if res >= 2 and abs(h3.cell_to_latlng(parent)[0]) <= 80:
+                outline = grid.scaled_outlines(_ids([parent]), 1.26)[0]
+                assert shapely.contains_xy(outline, lng, lat).all()
 
 
 def test_cells_covering_holds_every_cell_touching_the_geometry():

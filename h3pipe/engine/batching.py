@@ -23,7 +23,7 @@ from h3pipe.engine.scope import ScopeCells
 from h3pipe.operations import Batch, get_operation
 from h3pipe.sources.dimensions import Scenario
 from h3pipe.sources.raster import RasterInfo
-from h3pipe.sources.vector import VectorInfo
+from h3pipe.sources.vector import GEOMETRY, VectorInfo
 from h3pipe.spec import PipelineSpec, StepSpec
 
 if TYPE_CHECKING:
@@ -85,8 +85,28 @@ class Planner:
                              raster=self._cut(step, box), feed=feed, grouping=grouping,
                              vector=self.vectors.get(step.source or ""),
                              scenarios=self._cut_scenarios(step, box), keys=self.keys,
-                             wide=step.id in self.wide, melt=self._melt(step)))
+                             wide=step.id in self.wide, melt=self._melt(step),
+                             drop=() if self._outlines_read(step.id) else (GEOMETRY,)))
         return out
+
+    def _outlines_read(self, step_id: str) -> bool:
+        """Whether the outlines of ``step_id``'s rows are kept: a later step reads them
+        (itself, or through row-wise steps that pass them on), or its output is kept
+        after the run (a cleanup policy of manual or ttl: kept whole, to be looked at)."""
+        if self.pipeline is None:
+            return True
+        if self.pipeline.step(step_id).cleanup.get("policy") in ("manual", "ttl"):
+            return True
+        for later in self.pipeline.steps:
+            if later.input_step != step_id:
+                continue
+            op = get_operation(later.operation)
+            if op.reads_geometry or any(GEOMETRY in text for _, text in
+                                        op.expressions(later.params)):
+                return True
+            if op.produces is None and self._outlines_read(later.id):
+                return True
+        return False
 
     def _cell_batches(self, step: StepSpec) -> list[Batch]:
         out = []

@@ -20,10 +20,19 @@ import pyarrow as pa
 
 from h3pipe import grid
 from h3pipe.errors import OperationError
-from h3pipe.operations import Batch
-from h3pipe.sources.vector import CENTROID, GEOMETRY, VectorInfo, centroid_xy, iter_features
+from h3pipe.operations import Batch, BatchResult
+from h3pipe.sources.vector import (
+    CENTROID,
+    CENTROID_CELL,
+    GEOMETRY,
+    VectorInfo,
+    centroid_xy,
+    iter_features,
+)
 
 Bounds = tuple[float, float, float, float]
+# Bins a side of the grid that tells a batch's partitions' boxes apart (64 k bits).
+_BINS = 256
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,11 @@ class FeatureFeed:
     def read(self, skip: tuple[str, ...] = ()) -> pa.Table:
         parts: list[pa.Table] = []
         keys: list[np.ndarray] = []
+        coarse = bool((_resolutions(self.cells) < self.resolution).any())
         for table, boxes in iter_features(self.vector, self.box, self.boxes):
-            if boxes is not None:
-                table = table.filter(pa.array(self._near(boxes)))
+            if boxes is not None:  # partitions of the run's cells: their boxes are enough
+                table = table.filter(pa.array(self._near(boxes) if coarse
+                                              else self._in_a_box(boxes)))
             table, cells = self._own(table)
             parts.append(table)
             keys.append(cells)
@@ -67,12 +78,15 @@ class FeatureFeed:
         ok = np.isfinite(x) & np.isfinite(y)
         cells = np.zeros(len(x), dtype=np.uint64)
         cells[ok] = grid.cells_at(x[ok], y[ok], self.resolution)
-        ok[ok] = self._mine(cells[ok])
-        lng, lat = grid.centres(cells[ok])
-        ok[ok] = shapely.contains_xy(self.scope, lng, lat)
+        # Many features share a cell: each distinct cell is placed once.
+        distinct, where = np.unique(cells[ok], return_inverse=True)
+        ours = self._mine(distinct)
+        ours[ours] = self._inside(distinct[ours])
+        ok[ok] = ours[where]
         keep = pa.array(ok)
         return (table.filter(keep).append_column(CENTROID[0], pa.array(x[ok]))
-                .append_column(CENTROID[1], pa.array(y[ok])), cells[ok])
+                .append_column(CENTROID[1], pa.array(y[ok]))
+                .append_column(CENTROID_CELL, pa.array(cells[ok].view(np.int64))), cells[ok])
 
     def _near(self, boxes: np.ndarray) -> np.ndarray:
         """Whether each feature (by its lon/lat box) may have its centroid in one of the
@@ -91,26 +105,52 @@ class FeatureFeed:
         small = ok & (reach < safe)
         out = ok.copy()
         cells, where = np.unique(grid.cells_at(cx[small], cy[small], self.resolution),
-                                 return_inverse=True)
+                                 return_inverse=True)  # few: one per cell, not per feature
         ring, owner = grid.disks(cells)
-        near = np.bincount(owner, weights=self._mine(ring), minlength=len(cells)) > 0
+        ours = self._mine(ring)
+        ours[ours] = self._inside(ring[ours])
+        near = np.bincount(owner, weights=ours, minlength=len(cells)) > 0
         out[small] = near[where]
         return out
 
+    def _inside(self, cells: np.ndarray) -> np.ndarray:
+        """Whether each cell's centre lies in the scope (the scope rule)."""
+        import shapely
+
+        lng, lat = grid.centres(cells)
+        return shapely.contains_xy(self.scope, lng, lat)
+
     def _in_a_box(self, boxes: np.ndarray) -> np.ndarray:
-        """Whether each feature's box meets one of the partitions' boxes (a few at a time;
-        with many, the batch's box alone, which the reader applied already)."""
-        if self.boxes is None or len(self.boxes) > 64:
-            return np.ones(len(boxes), dtype=bool)
-        out = np.zeros(len(boxes), dtype=bool)
-        for x0, y0, x1, y1 in self.boxes.tolist():
-            out |= ((boxes[:, 0] <= x1) & (boxes[:, 2] >= x0) & (boxes[:, 1] <= y1)
-                    & (boxes[:, 3] >= y0))
-        return out
+        """Whether each feature's box may meet one of the partitions, by a grid of
+        ``_BINS`` x ``_BINS`` over the batch's box marking the bins the partitions' grown
+        outlines touch: a box of one or two bins a side is kept when one of its corner
+        bins is marked (those are all its bins), a larger one always. Its centroid lies in
+        its box and in a partition's grown outline, so in a bin both touch."""
+        x0, y0, x1, y1 = self.box
+        w, h = max(x1 - x0, 1e-12) / _BINS, max(y1 - y0, 1e-12) / _BINS
+        marked = self._marked()
+        with np.errstate(invalid="ignore"):
+            i0 = np.clip(np.floor((boxes[:, 0] - x0) / w), 0, _BINS - 1).astype(np.int64)
+            i1 = np.clip(np.floor((boxes[:, 2] - x0) / w), 0, _BINS - 1).astype(np.int64)
+            j0 = np.clip(np.floor((y1 - boxes[:, 3]) / h), 0, _BINS - 1).astype(np.int64)
+            j1 = np.clip(np.floor((y1 - boxes[:, 1]) / h), 0, _BINS - 1).astype(np.int64)
+        large = (i1 - i0 > 1) | (j1 - j0 > 1)
+        return large | marked[j0, i0] | marked[j0, i1] | marked[j1, i0] | marked[j1, i1]
+
+    def _marked(self) -> np.ndarray:
+        """The bins (rows from the top) that the partitions' reach touches."""
+        from rasterio.features import rasterize
+        from rasterio.transform import from_bounds
+
+        from h3pipe.engine.partitions import reach
+
+        return rasterize(((s, 1) for s in reach(self.cells, self.resolution).tolist()),
+                         out_shape=(_BINS, _BINS), all_touched=True, dtype="uint8",
+                         transform=from_bounds(*self.box, _BINS, _BINS)).astype(bool)
 
     def _mine(self, cells: np.ndarray) -> np.ndarray:
         """Whether each cell (of the run's resolution) lies in one of the partitions."""
-        res = ((self.cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
+        res = _resolutions(self.cells)
         out = np.zeros(len(cells), dtype=bool)
         for r in np.unique(res).tolist():
             out |= np.isin(grid.parents(cells, r), self.cells[res == r])
@@ -147,6 +187,10 @@ class Grouping:
     published: bool
 
 
+def _resolutions(cells: np.ndarray) -> np.ndarray:
+    return ((cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
+
+
 def fed(batch: Batch) -> Batch:
     """``batch`` with its rows read (as it is when it carries them)."""
     if batch.feed is None:
@@ -164,12 +208,22 @@ def fed(batch: Batch) -> Batch:
                    keys=tuple(k for k in batch.keys if k in rows.column_names))
 
 
+def trimmed(result: BatchResult, drop: tuple[str, ...]) -> BatchResult:
+    """A batch's result without the columns no later step reads."""
+    gone = [c for c in drop if c in result.table.column_names]
+    return replace(result, table=result.table.drop_columns(gone)) if gone else result
+
+
 def with_cells(rows: pa.Table, grouping: Grouping) -> pa.Table:
     """``rows`` with an h3_index (their centroid's cell when they have none); a published
     step's cells checked to be of the run's resolution."""
     from h3pipe.operations.features import assign_cells
 
     if "h3_index" not in rows.column_names:
+        if CENTROID_CELL in rows.column_names:  # placed where they were read
+            cells = np.asarray(rows.column(CENTROID_CELL).to_numpy(zero_copy_only=False),
+                               dtype=np.int64).view(np.uint64)
+            return rows.append_column("h3_index", grid.strings(cells))
         if GEOMETRY not in rows.column_names and not set(CENTROID) <= set(rows.column_names):
             raise OperationError(f"step '{grouping.step_id}': its rows have neither "
                                  "h3_index nor a geometry")
@@ -188,4 +242,4 @@ def with_cells(rows: pa.Table, grouping: Grouping) -> pa.Table:
     return rows
 
 
-__all__ = ["FeatureFeed", "Grouping", "OutputFeed", "fed", "with_cells"]
+__all__ = ["FeatureFeed", "Grouping", "OutputFeed", "fed", "trimmed", "with_cells"]

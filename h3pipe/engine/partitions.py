@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from h3pipe import grid
 from h3pipe.engine.scope import PARENT_DEPTH, ScopeCells
-from h3pipe.sources.vector import VectorInfo, iter_boxes
+from h3pipe.sources.vector import VectorInfo, feature_count, iter_boxes
 
 Bounds = tuple[float, float, float, float]
 # Bins of the density grid at most (a country at 300 m: an 8-byte count each).
 _MAX_BINS = 4_000_000
+# A cell's own box, grown 2 %: an edge of a resolution-2 cell (about 180 km) bows out of
+# its chord by under 1 km in lon/lat, less than 1 % of the cell's width.
+_OWN_SCALE = 1.02
+# Partitions are split until they hold at most 1/_PER_BATCH of a batch: a batch of many
+# small partitions reads little beyond them (each partition's box is larger than it is).
+_PER_BATCH = 8
 # Partitions start this many levels above the scope's parents, then split where dense.
 _COARSER = 0
 
@@ -47,6 +53,7 @@ class Density:
     extent: tuple[float, float] = (0.0, 0.0)
     met: int = 0  # features whose box meets the area at all (0: none can be in it)
     exact: list[np.ndarray] | None = None
+    _pending: list[np.ndarray] = field(default_factory=list)  # bins not yet counted
 
     @property
     def total(self) -> int:
@@ -70,7 +77,9 @@ class Density:
             return
         col = np.minimum(((cx[ok] - minx) / step).astype(np.int64), nx - 1)
         row = np.minimum(((cy[ok] - miny) / step).astype(np.int64), ny - 1)
-        self.counts += np.bincount(row * nx + col, minlength=nx * ny)
+        self._pending.append(row * nx + col)
+        if sum(map(len, self._pending)) >= len(self.counts):
+            self.flush()
         w, h = self.extent
         self.extent = (max(w, float(np.max(boxes[ok, 2] - boxes[ok, 0]))),
                        max(h, float(np.max(boxes[ok, 3] - boxes[ok, 1]))))
@@ -79,10 +88,19 @@ class Density:
             if sum(map(len, self.exact)) > EXACT_LIMIT:
                 self.exact = None
 
+    def flush(self) -> None:
+        """Count the bins gathered so far: one pass over the grid per grid's worth of
+        features, not one per piece read."""
+        if self._pending:
+            self.counts += np.bincount(np.concatenate(self._pending),
+                                       minlength=len(self.counts))
+            self._pending = []
+
 
 # Up to this many features, planning places each by its box centre's cell (exact for
 # points); beyond, by bins (an estimate; a worker still keeps exactly its own features).
 EXACT_LIMIT = 2_000_000
+
 
 
 def density(info: VectorInfo, bounds: Bounds, step: float, resolution: int) -> Density:
@@ -91,9 +109,12 @@ def density(info: VectorInfo, bounds: Bounds, step: float, resolution: int) -> D
     step = max(step, math.sqrt((maxx - minx) * (maxy - miny) / _MAX_BINS))
     nx = max(1, math.ceil((maxx - minx) / step))
     ny = max(1, math.ceil((maxy - miny) / step))
-    found = Density((minx, miny), step, (ny, nx), np.zeros(nx * ny, dtype=np.int64), exact=[])
+    many = (feature_count(info) or 0) > EXACT_LIMIT  # binned from the start
+    found = Density((minx, miny), step, (ny, nx), np.zeros(nx * ny, dtype=np.int64),
+                    exact=None if many else [])
     for boxes in iter_boxes(info, bounds):
         found.add(boxes, resolution)
+    found.flush()
     return found
 
 
@@ -151,10 +172,10 @@ def partition(info: VectorInfo, scope: ScopeCells, target: Callable[[int], int],
         return Partitions(info.source_id, empty, np.zeros(1, np.int64), np.zeros((0, 4)),
                           np.zeros((0, 4)), np.zeros(0, np.int64), found.extent, True)
     size = max(1, target(counter.total))
-    cells = _split(_start(scope, finest), counter, size, finest)
+    cells = _split(_start(scope, finest), counter, max(1, size // _PER_BATCH), finest)
+    own = _boxes(cells, scope.bounds, scope.resolution)
     counts = counter.counts(cells)
     starts = _cut(counts, size)
-    own = _boxes(cells, scope.bounds)
     boxes = np.array([[*own[a:b, :2].min(axis=0), *own[a:b, 2:].max(axis=0)]
                       for a, b in zip(starts[:-1], starts[1:], strict=True)]).reshape(-1, 4)
     estimates = np.add.reduceat(counts, starts[:-1]) if len(cells) else np.zeros(0, np.int64)
@@ -172,9 +193,11 @@ class _Counter:
             self.cells, n = np.unique(cells, return_counts=True)
             inside = scope.contains(self.cells)
             self.cells, self.n = self.cells[inside], n[inside]
-        else:
-            x, y, self.n = found.occupied()
-            self.cells = grid.cells_at(x, y, finest)
+        else:  # each bin as the cell of its centre, if that cell is the scope's
+            x, y, n = found.occupied()
+            cells = grid.cells_at(x, y, scope.resolution)
+            inside = scope.contains(cells)
+            self.cells, self.n = cells[inside], n[inside]
         self.total = int(self.n.sum())
         self._by_res: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -255,17 +278,11 @@ def _cut(counts: np.ndarray, size: int) -> np.ndarray:
     return np.array(starts, dtype=np.int64)
 
 
-def _boxes(cells: np.ndarray, bounds: Bounds) -> np.ndarray:
-    """Where the features of each cell can have their centroids (n, 4): the box of its
-    outline grown to hold its descendants' boxes, within ``bounds``."""
+def _boxes(cells: np.ndarray, bounds: Bounds, resolution: int) -> np.ndarray:
+    """Each partition's box (n, 4), within ``bounds``: its :func:`reach`'s."""
     import shapely
 
-    out = np.zeros((len(cells), 4))
-    res = _resolutions(cells)
-    for r in np.unique(res).tolist():
-        mine = res == r
-        out[mine] = shapely.bounds(grid.scaled_outlines(cells[mine],
-                                                        grid.descendant_box_scale(r)))
+    out = shapely.bounds(reach(cells, resolution)).reshape(-1, 4)
     out[:, 0] = np.maximum(out[:, 0], bounds[0])
     out[:, 1] = np.maximum(out[:, 1], bounds[1])
     out[:, 2] = np.minimum(out[:, 2], bounds[2])
@@ -273,4 +290,28 @@ def _boxes(cells: np.ndarray, bounds: Bounds) -> np.ndarray:
     return out
 
 
-__all__ = ["Density", "Partitions", "density", "partition"]
+def reach(cells: np.ndarray, resolution: int) -> np.ndarray:
+    """Where the centroids of each partition's features can lie, as shapely polygons: its
+    outline grown to hold its descendants' (a cell of the run's ``resolution`` holds its
+    features itself: grown a little for the arcs between its vertices, which H3 draws
+    straight); near the poles, and for the coarsest cells, the box of that."""
+    import shapely
+
+    out = np.empty(len(cells), dtype=object)
+    res = _resolutions(cells)
+    lat = grid.centres(cells)[1]
+    for r in np.unique(res).tolist():
+        mine = res == r
+        polar = np.abs(lat[mine]) > grid.OUTLINE_SAFE_LATITUDE
+        own = r == resolution and r >= 2
+        grown = grid.scaled_outlines(cells[mine], grid.descendant_box_scale(r))
+        if own:
+            grown[~polar] = grid.scaled_outlines(cells[mine][~polar], _OWN_SCALE)
+        if r < 2 or polar.any():
+            boxy = polar | (r < 2)
+            grown[boxy] = shapely.box(*shapely.bounds(grown[boxy]).T)
+        out[mine] = grown
+    return out
+
+
+__all__ = ["Density", "Partitions", "density", "partition", "reach"]

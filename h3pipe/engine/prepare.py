@@ -36,6 +36,11 @@ DEFAULT_BATCH_SIZE = 500
 # DEFAULT_BATCH_SIZE so that a run has at most about this many tasks: each task costs the
 # run a catalog record and an output file, whatever its size.
 MAX_TASKS = 2000
+# A step over features has at most about this many tasks (unless --batch-size says): each
+# reads its source near its partitions (a GeoParquet row group is often 64 k rows), opens
+# its raster and writes an output and a record, fixed costs a few thousand features do not
+# carry, while a country's tens of millions still make hundreds of batches for the workers.
+MAX_ROW_TASKS = 400
 
 
 @dataclass(frozen=True)
@@ -237,11 +242,11 @@ class RunPlan:
 
     def row_batch(self, rows: int) -> int:
         """Rows per batch of a feature step with ``rows`` rows: at most the batch size, but
-        grown (unless ``--batch-size`` said) so the step has at most about MAX_TASKS
-        tasks, each of which costs a record and an output file."""
+        grown (unless ``--batch-size`` said) so the step has at most about MAX_ROW_TASKS
+        tasks."""
         size = self.max_batch_size
         if self.options.batch_size is None:
-            size = max(size, -(-rows // MAX_TASKS))
+            size = max(size, -(-rows // MAX_ROW_TASKS))
         return balanced_batch_size(rows, size, self.workers)
 
     def retry(self, step: StepSpec) -> Retry:

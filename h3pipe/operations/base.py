@@ -50,6 +50,8 @@ class Batch:
     # computes it (see h3pipe.engine.feeds), with how they are placed in cells.
     feed: Any = field(default=None, compare=False)
     grouping: Any = field(default=None, compare=False)
+    # Columns of its rows no later step reads, left out of its output (a geometry).
+    drop: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -93,6 +95,8 @@ class Operation:
     groups_by_keys: ClassVar[bool] = False
     # The kind of rows it returns; None: the kind it was given.
     produces: ClassVar[str | None] = None
+    # Whether it reads its rows' outlines (not only their centroids or cells).
+    reads_geometry: ClassVar[bool] = False
 
     def check_source(self, params: dict[str, Any], kind: str) -> str | None:
         """Why a source of ``kind`` does not suit these params (None when it does)."""

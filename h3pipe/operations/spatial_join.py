@@ -60,6 +60,7 @@ class SpatialJoin(Operation):
         },
     }
     input_kinds = frozenset({"features"})
+    reads_geometry = True
     source_kinds = ("raster", "stac", "vector")
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

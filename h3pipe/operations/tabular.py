@@ -87,7 +87,7 @@ def run_sql(batch: Batch, table: pa.Table, sql: str) -> pa.Table:
     """``sql`` over ``table`` (as ``rows``); an error names the step and the batch."""
     import duckdb
 
-    con = duckdb.connect()
+    con = _connection()
     try:
         con.register("rows", table)
         return con.sql(sql).to_arrow_table()
@@ -97,7 +97,24 @@ def run_sql(batch: Batch, table: pa.Table, sql: str) -> pa.Table:
                              hint="check the step's SQL expressions against its input "
                              "columns") from exc
     finally:
-        con.close()
+        con.unregister("rows")
+
+
+_CONNECTIONS: dict[int, Any] = {}
+
+
+def _connection() -> Any:
+    """This process's DuckDB connection: opening one costs about 20 ms, a batch's query
+    about 2. One thread: a worker process is one of several, each on its own core."""
+    import os
+
+    import duckdb
+
+    pid = os.getpid()
+    if pid not in _CONNECTIONS:
+        _CONNECTIONS.clear()  # a forked child's inherited one is not its own
+        _CONNECTIONS[pid] = duckdb.connect(config={"threads": 1})
+    return _CONNECTIONS[pid]
 
 
 def input_rows(batch: Batch) -> pa.Table:

@@ -137,6 +137,7 @@ class ZonalStats(Operation):
         },
     }
     input_kinds = frozenset({"cells", "features"})
+    reads_geometry = True
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         stats = params.get("stats") or []

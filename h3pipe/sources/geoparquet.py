@@ -51,6 +51,10 @@ class GeoParquet:
         self.names = [n for n in schema.names if n != self.geometry]
         self.covering = _covering(column, schema)
 
+    @property
+    def rows(self) -> int:
+        return int(self.file.metadata.num_rows)
+
     @cached_property
     def offsets(self) -> np.ndarray:
         """The file's row number of each row group's first row (and the total, last)."""
@@ -58,13 +62,18 @@ class GeoParquet:
         counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
+    @cached_property
+    def extents(self) -> list[Bounds | None]:
+        """Each row group's extent from its covering statistics (None: unknown)."""
+        return [self._stats(i) for i in range(self.file.metadata.num_row_groups)]
+
     def groups(self, bounds: Bounds | None, within: np.ndarray | None = None) -> list[int]:
         """The row groups that may hold a feature meeting ``bounds`` and, if given, one of
         the boxes ``within`` (n, 4); all of them when the file has no statistics."""
         n = self.file.metadata.num_row_groups
         if bounds is None or self.covering is None:
             return list(range(n))
-        extents = [self._stats(i) for i in range(n)]
+        extents = self.extents
         keep = [i for i in range(n) if _may_meet(extents[i], bounds)]
         if within is None or not len(within):
             return keep
@@ -91,8 +100,7 @@ class GeoParquet:
         """Row group by row group, the rows whose box meets ``bounds`` (in the file's CRS;
         None: every row) with ``columns``; an empty ``columns`` reads only the boxes.
         ``within``: boxes the rows must be near, to skip row groups by (not rows)."""
-        for group in self.groups(bounds, within):
-            table, boxes = self._read(group, columns)
+        for table, boxes, group in self._tables(self.groups(bounds, within), columns):
             keep = np.ones(len(boxes), dtype=bool) if bounds is None else _meets(boxes, bounds)
             if not keep.any():
                 continue
@@ -101,6 +109,32 @@ class GeoParquet:
             if not keep.all():
                 table = table.filter(pa.array(keep))
             yield Chunk(rows, boxes[keep], table)
+
+    def _tables(self, groups: list[int], columns: list[str]
+                ) -> Iterator[tuple[pa.Table, np.ndarray, int]]:
+        """Each group's table and boxes, in order. A pass over boxes alone (planning over
+        a whole file) reads the next groups on a second thread meanwhile (pyarrow lets go
+        of the GIL), a few ahead at most."""
+        if columns or len(groups) < 2:
+            for group in groups:
+                yield (*self._read(group, columns), group)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="h3pipe-boxes") as pool:
+            ahead: deque[Any] = deque()
+            todo = iter(groups)
+            for group in todo:
+                ahead.append((group, pool.submit(self._read, group, columns)))
+                if len(ahead) >= _AHEAD:
+                    break
+            while ahead:
+                group, future = ahead.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    ahead.append((nxt, pool.submit(self._read, nxt, columns)))
+                yield (*future.result(), group)
 
     def _read(self, group: int, columns: list[str]) -> tuple[pa.Table, np.ndarray]:
         """A row group's ``columns`` and its rows' boxes. The last few read are kept:
@@ -144,6 +178,21 @@ class GeoParquet:
         return shapely.bounds(shapely.from_wkb(wkb.to_numpy(zero_copy_only=False)))
 
 
+def open_geoparquet(path: str) -> GeoParquet:
+    """The file, its footer parsed once per process while it is unchanged (a worker reads
+    the same national file for every batch)."""
+    import os
+
+    key = (path, os.stat(path).st_mtime_ns)
+    if key not in _OPEN:
+        _OPEN.clear()
+        _OPEN[key] = GeoParquet(path)
+    return _OPEN[key]
+
+
+_OPEN: dict[tuple[str, int], GeoParquet] = {}
+# Row groups read ahead by a pass over boxes (a few MB each).
+_AHEAD = 4
 # Row groups kept by _read (per process): about 64 MB of a national file in 64k-row groups.
 _KEEP = 8
 _RECENT: dict[tuple[Any, ...], tuple[pa.Table, np.ndarray]] = {}
@@ -182,4 +231,4 @@ def _meets(boxes: np.ndarray, bounds: Bounds) -> np.ndarray:
             & (boxes[:, 3] >= miny))
 
 
-__all__ = ["Chunk", "GeoParquet"]
+__all__ = ["Chunk", "GeoParquet", "open_geoparquet"]

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from h3pipe.errors import RemoteReadError, SourceError
 from h3pipe.sources import remote
-from h3pipe.sources.geoparquet import GeoParquet
+from h3pipe.sources.geoparquet import GeoParquet, open_geoparquet
 from h3pipe.sources.raster import gdal_path
 
 _T = TypeVar("_T")
@@ -37,6 +37,9 @@ GEOMETRY = "geometry"
 # A feature's centroid (lon, lat), added where a run reads it and kept by every step: the
 # one fact that places it in a partition, a batch and a cell.
 CENTROID = ("centroid_lon", "centroid_lat")
+# ... and the H3 cell holding it at the run's resolution (its id as int64: H3 ids leave
+# the sign bit 0, and every store keeps int64).
+CENTROID_CELL = "centroid_cell"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,13 @@ def iter_boxes(info: VectorInfo, bounds: Bounds) -> Iterator[np.ndarray]:
         yield from _geoparquet_boxes(info, bounds)
     else:
         yield from _ogr_boxes(info, bounds)
+
+
+def feature_count(info: VectorInfo) -> int | None:
+    """How many features the source holds in all, when it says so cheaply (None: not)."""
+    if _is_parquet(info):
+        return _geoparquet(info).rows
+    return None
 
 
 def _is_parquet(info: VectorInfo) -> bool:
@@ -227,7 +237,7 @@ def _ogr_boxes(info: VectorInfo, bounds: Bounds) -> Iterator[np.ndarray]:
 
 def _geoparquet(info: VectorInfo) -> GeoParquet:
     try:
-        gp = GeoParquet(info.location)
+        gp = open_geoparquet(info.location)
     except Exception as exc:
         raise SourceError(f"source '{info.source_id}': cannot read '{info.location}': "
                           f"{' '.join(str(exc).split())}",

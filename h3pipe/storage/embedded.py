@@ -57,7 +57,8 @@ class EmbeddedStore(Closing):
         return self.scratch_dir(run_id) / step_id / f"task-{number:06d}.parquet"
 
     def write_table(self, table: pa.Table, path: Path) -> None:
-        write_parquet(table, path)
+        # Scratch, read once by the next stage: quick to write over small.
+        write_parquet(table, path, compression="snappy")
 
     def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
                           storage: str = "parquet") -> str:
@@ -313,12 +314,12 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if f.name != "h3_index"]
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
+def write_parquet(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd",
+        pq.write_table(table, tmp, compression=compression,
                        use_dictionary=dictionary_columns(table.schema))
         faults.point("write-partial")
         os.replace(tmp, path)

@@ -98,11 +98,11 @@ def compute(worker: int, batch: Batch,
             passthrough: tuple[type[BaseException], ...] = ()) -> Finished:
     """Run one batch where this is called (a worker process, or the run's own); errors of
     the ``passthrough`` types are raised, not returned (a queue task's time limit)."""
-    from h3pipe.engine.feeds import fed
+    from h3pipe.engine.feeds import fed, trimmed
 
     started, start = time.time(), time.perf_counter()
     try:
-        result = run_batch(fed(batch))
+        result = trimmed(run_batch(fed(batch)), batch.drop)
     except passthrough:
         raise
     except Exception as exc:
