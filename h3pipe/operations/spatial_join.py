@@ -14,6 +14,7 @@ from h3pipe.operations.base import Batch, Operation
 from h3pipe.operations.features import (
     add_columns,
     buffer_metres,
+    centroids,
     nullable,
     rows_of,
     utm_zones,
@@ -108,7 +109,7 @@ class SpatialJoin(Operation):
 
         geoms = geometries(table)
         if len(geoms):
-            geoms = buffer_metres(geoms, batch.params["radius_m"])
+            geoms = buffer_metres(geoms, batch.params["radius_m"], centroids(table))
         stats = list(batch.params["stats"])
         prefix = batch.params.get("prefix", "")
         return add_columns(table, stats_of_geometries(batch, batch.raster, geoms,

@@ -363,15 +363,17 @@ def _fill_polygons(reader: Any, box: tuple[float, float, float, float], want: Wa
 
 
 def _rings(polygons: np.ndarray) -> Rings:
-    """Single polygons (holes allowed) as the kernel's rings."""
-    rings = [r for g in polygons for r in (np.asarray(g.exterior.coords)[:, :2],
-                                           *(np.asarray(i.coords)[:, :2] for i in g.interiors))]
-    per = np.array([1 + len(g.interiors) for g in polygons], dtype=np.int64)
+    """Single polygons (holes allowed) as the kernel's rings: each polygon's exterior,
+    then its holes, every ring's vertices in order (one call each, not one per ring)."""
+    import shapely
+
+    rings, owner = shapely.get_rings(polygons, return_index=True)
+    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
     ring_starts = np.zeros(len(rings) + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in rings], out=ring_starts[1:])
-    poly_starts = np.zeros(len(per) + 1, dtype=np.int64)
-    np.cumsum(per, out=poly_starts[1:])
-    return Rings(np.concatenate(rings), ring_starts, poly_starts)
+    np.cumsum(np.bincount(ring_of, minlength=len(rings)), out=ring_starts[1:])
+    poly_starts = np.zeros(len(polygons) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=len(polygons)), out=poly_starts[1:])
+    return Rings(xy, ring_starts, poly_starts)
 
 
 def _groups(xy: np.ndarray, starts: np.ndarray, size: float = 0.25) -> list[np.ndarray]:
