@@ -7,7 +7,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint demo demo-flood demo-fathom bench bench-scale clean
+.PHONY: install test lint demo demo-flood demo-fathom bench bench-scale bench-vector clean
 
 install: $(VENV)/.installed
 
@@ -83,7 +83,8 @@ demo-fathom: install
 # (queue.json, needs RabbitMQ at 127.0.0.1:5672 too; about 7 minutes), and a 39-scenario x
 # 8-band sweep as one run against 39 and 312 separate runs (sweep.json; about 45 minutes,
 # BENCH_SWEEP='--single-band 39' runs an eighth of the 312 and scales), and h3pipe map
-# drawing 8 k to 20 M cells (maps.json, under a minute). About 80 minutes on 2 cores.
+# drawing 8 k to 20 M cells (maps.json, under a minute). About 80 minutes on 2 cores;
+# then the vector pipelines on 1 to 64 M buildings (vector.json; see bench-vector).
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
@@ -93,6 +94,7 @@ bench: install
 	$(BIN)/python benchmarks/queue_backend.py
 	$(BIN)/python benchmarks/sweep.py $(BENCH_SWEEP)
 	$(BIN)/python benchmarks/maps.py
+	$(BIN)/python benchmarks/vector.py $(VECTOR_ARGS)
 
 # The scale targets of issue 12: h3pipe run over DR Congo at res 8 and 9 and Rwanda at res 9
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into
@@ -106,6 +108,20 @@ bench: install
 bench-scale: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/scale.py $(SCALE_ARGS)
+
+# The vector targets of issue 24: building_flood_exposure and flood_risk_weighted over
+# Rwanda on 1, 4, 16 and 64 M stand-in footprints placed where people live (GeoParquet 1.1,
+# bbox covering, Hilbert-sorted row groups; generated once into benchmarks/data/vector,
+# ~4.5 GB in all, the 64 M file in about 75 s), plan, the two runs and two streaming scripts
+# a user might write instead, each with wall, CPU and peak RSS of its process tree, and at
+# 1 M both results checked against an independent recomputation; writes
+# benchmarks/results/vector.json and vector.md. A command past 8 GB or 40 minutes is killed
+# and its target reported missed. VECTOR_ARGS=--quick: 1 M only, about 3 minutes;
+# VECTOR_ARGS='--sizes 1M,4M'; VECTOR_ARGS=--queue adds the 16 M run on two h3pipe workers
+# (RabbitMQ and PostgreSQL at 127.0.0.1).
+bench-vector: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/vector.py $(VECTOR_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -129,6 +129,34 @@ def test_every_feature_is_in_exactly_one_batch(tmp_path, kind, suffix, size):
     assert set(seen) == _expected(ids, geoms)
 
 
+def test_a_postgis_table_in_metres_is_partitioned_exactly(pg_url, tmp_path):
+    """The same, from a PostGIS table in UTM: boxes from the database, features by bbox
+    queries, ids from its key."""
+    import psycopg
+
+    from h3pipe.sources.vector import transform
+
+    ids, geoms = _footprints()
+    utm = transform(geoms, "EPSG:4326", "EPSG:32735")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        conn.execute("CREATE TABLE footprints (bid text PRIMARY KEY, "
+                     "geom geometry(Geometry, 32735))")
+        with conn.cursor().copy("COPY footprints (bid, geom) FROM STDIN") as copy:
+            for fid, wkb in zip(ids, shapely.to_wkb(utm, hex=True), strict=True):
+                copy.write_row((fid, f"SRID=32735;{wkb}" if wkb else None))
+    info = vector_info("b", pg_url, tmp_path, table="footprints", id_field="bid")
+    cells = scope_cells(Scope("aoi", "aoi=t", "t", SCOPE), RES)
+    planner = Planner("r", cells, RES, 100, {}, {"b": info}, None, row_batch=lambda n: 60)
+    batches = planner.batches(StepSpec("s", "h3_assign", input="b", output="intermediate"))
+    assert len(batches) > 5
+    seen = [fid for b in batches for fid in fed(b).rows.column("feature_id").to_pylist()]
+    assert len(seen) == len(set(seen))
+    # Centroids taken after the features come back in lon/lat, as for every source.
+    back = transform(utm, "EPSG:32735", "EPSG:4326")
+    assert set(seen) == _expected(ids, back)
+
+
 def test_planning_a_covered_geoparquet_parses_no_geometry(tmp_path, monkeypatch):
     ids, geoms = _footprints()
     _write(tmp_path / "b.parquet", ids, geoms, "covered")
