@@ -26,9 +26,14 @@ DEFAULT_PIXELS_PER_S = 4_000_000.0  # per worker, zonal statistics over cells
 # that makes resolution 9 slower than 6 over the same pixels (about 7 us of CPU per cell,
 # half a degree of the demo DEM at resolutions 6 and 9, since outlines come in bulk).
 CELL_SECONDS = 8e-6
-DEFAULT_ROWS_PER_S = 5_000.0  # per worker, a step over rows (features or an earlier step's)
+# Per worker, a step over rows (features or an earlier step's), with no history: measured
+# on 2 cores over 10 M stand-in buildings, about 200,000 a second for sample, 40,000 for a
+# 100 m join and 2,000,000 for an aggregation (benchmarks/vector.py).
+DEFAULT_ROWS_PER_S = 50_000.0
 DEFAULT_OVERHEAD_S = 3.0  # start-up, planning, publication
-DEFAULT_MB = (350.0, 300.0)  # the main process, and each worker
+# The main process, and each worker, with no history: a run's processes peak at 1.2 to
+# 1.5 GB together on 2 workers whatever the number of buildings (benchmarks/vector.py).
+DEFAULT_MB = (400.0, 550.0)
 # What a pool of worker processes adds to a run's wall time over computing in the run's own
 # process: each worker's interpreter and imports (which the run's process has paid already)
 # and the hand-over of batches and results; loading the compiled kernel is paid either way.

@@ -41,6 +41,9 @@ MAX_TASKS = 2000
 # its raster and writes an output and a record, fixed costs a few thousand features do not
 # carry, while a country's tens of millions still make hundreds of batches for the workers.
 MAX_ROW_TASKS = 400
+# ... but never more than this many features a batch (so a worker's memory does not grow
+# with the country): then a step has more tasks.
+MAX_ROW_BATCH = 16_000
 
 
 @dataclass(frozen=True)
@@ -243,10 +246,10 @@ class RunPlan:
     def row_batch(self, rows: int) -> int:
         """Rows per batch of a feature step with ``rows`` rows: at most the batch size, but
         grown (unless ``--batch-size`` said) so the step has at most about MAX_ROW_TASKS
-        tasks."""
+        tasks, up to MAX_ROW_BATCH rows."""
         size = self.max_batch_size
         if self.options.batch_size is None:
-            size = max(size, -(-rows // MAX_ROW_TASKS))
+            size = max(size, min(-(-rows // MAX_ROW_TASKS), MAX_ROW_BATCH))
         return balanced_batch_size(rows, size, self.workers)
 
     def retry(self, step: StepSpec) -> Retry:

@@ -71,11 +71,18 @@ def buffer_metres(geoms: np.ndarray, radius: float,
     out = np.empty(len(geoms), dtype=object)
     zones = utm_zones(geoms, centre)
     for code in np.unique(zones):
-        sel = zones == code
         crs = f"EPSG:{code}"
-        metric = shapely.buffer(transform(geoms[sel], "EPSG:4326", crs), radius, quad_segs=16)
-        out[sel] = to_lonlat(metric, crs)
+        # A few thousand at a time: a buffer's vertices and their arrays (some 2 KB a
+        # feature) never grow with the batch.
+        for part in np.array_split(np.flatnonzero(zones == code),
+                                   -(-int((zones == code).sum()) // _BUFFER_CHUNK)):
+            metric = shapely.buffer(transform(geoms[part], "EPSG:4326", crs), radius,
+                                    quad_segs=16)
+            out[part] = to_lonlat(metric, crs)
     return out
+
+
+_BUFFER_CHUNK = 4096
 
 
 # Geometries up to this wide (metres) come back from a projection through its Taylor

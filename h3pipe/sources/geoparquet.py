@@ -193,8 +193,8 @@ def open_geoparquet(path: str) -> GeoParquet:
 _OPEN: dict[tuple[str, int], GeoParquet] = {}
 # Row groups read ahead by a pass over boxes (a few MB each).
 _AHEAD = 4
-# Row groups kept by _read (per process): about 64 MB of a national file in 64k-row groups.
-_KEEP = 8
+# Row groups kept by _read (per process): about 32 MB of a national file in 64k-row groups.
+_KEEP = 4
 _RECENT: dict[tuple[Any, ...], tuple[pa.Table, np.ndarray]] = {}
 
 
