@@ -171,7 +171,10 @@ class OutputFeed:
         return self.rows
 
     def read(self, skip: tuple[str, ...] = ()) -> pa.Table:
+        from h3pipe.sources import geoparquet
         from h3pipe.storage import output_reader
+
+        geoparquet.forget()  # a later stage: the source's row groups are not read again
 
         return output_reader(self.store, Path(self.root))([self.ref], skip)
 

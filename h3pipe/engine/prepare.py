@@ -42,8 +42,10 @@ MAX_TASKS = 2000
 # carry, while a country's tens of millions still make hundreds of batches for the workers.
 MAX_ROW_TASKS = 400
 # ... but never more than this many features a batch (so a worker's memory does not grow
-# with the country): then a step has more tasks.
-MAX_ROW_BATCH = 16_000
+# with the country): then a step has more tasks. A pipeline whose steps read outlines
+# (buffers, coverage: some 8 KB a feature at its peak) keeps to the smaller figure; one
+# that places features by their centroid only, to the larger (4 row groups of a file).
+MAX_ROW_BATCH = (16_000, 64_000)
 
 
 @dataclass(frozen=True)
@@ -249,8 +251,15 @@ class RunPlan:
         tasks, up to MAX_ROW_BATCH rows."""
         size = self.max_batch_size
         if self.options.batch_size is None:
-            size = max(size, min(-(-rows // MAX_ROW_TASKS), MAX_ROW_BATCH))
+            most = MAX_ROW_BATCH[0 if self.reads_outlines else 1]
+            size = max(size, min(-(-rows // MAX_ROW_TASKS), most))
         return balanced_batch_size(rows, size, self.workers)
+
+    @property
+    def reads_outlines(self) -> bool:
+        """Whether a step reads its features' outlines (not only their centroids)."""
+        return any(get_operation(s.operation).reads_geometry for s in self.pipeline.steps
+                   if s.input != "cells")
 
     def retry(self, step: StepSpec) -> Retry:
         defaults = self.pipeline.defaults
