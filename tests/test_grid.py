@@ -60,16 +60,22 @@ def test_centres_and_outlines_match_h3():
         assert np.allclose(xy[starts[i]:starts[i + 1]], ring + [ring[0]], rtol=0, atol=1e-12)
 
 
+def _parents(seed: int, count: int, finest: int, latitude: float):
+    """Random (resolution, parent) pairs up to ``latitude``, none across the antimeridian."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        res = int(rng.integers(0, finest + 1))
+        parent = h3.latlng_to_cell(rng.uniform(-latitude, latitude), rng.uniform(-170, 170),
+                                   res)
+        ring = [lng for _, lng in h3.cell_to_boundary(parent)]
+        if max(ring) - min(ring) <= 180:
+            yield res, parent
+
+
 def test_descendant_centres_lie_in_the_grown_outline():
     """What descendant_scale promises, on random parents of resolutions 0 to 7 up to 85
     degrees of latitude (with some room to spare: 1.3 for resolution 2 and finer)."""
-    rng = np.random.default_rng(12)
-    for _ in range(150):
-        res = int(rng.integers(0, 8))
-        parent = h3.latlng_to_cell(rng.uniform(-85, 85), rng.uniform(-170, 170), res)
-        ring = [lng for _, lng in h3.cell_to_boundary(parent)]
-        if max(ring) - min(ring) > 180:
-            continue
+    for res, parent in _parents(12, 150, 7, 85):
         grown = grid.scaled_outlines(_ids([parent]), grid.descendant_scale(res))[0]
         tight = grid.scaled_outlines(_ids([parent]), 1.3 if res >= 2 else 2.5)[0]
         for depth in (1, 3, 5):
@@ -84,13 +90,7 @@ def test_descendant_boxes_lie_in_the_grown_box():
     holds every feature centroid of its descendant cells), on random parents of
     resolutions 0 to 8 up to 88 degrees of latitude, with room to spare: 1.26 for
     resolution 2 and finer, the descendants' outlines from h3-py."""
-    rng = np.random.default_rng(13)
-    for _ in range(200):
-        res = int(rng.integers(0, 9))
-        parent = h3.latlng_to_cell(rng.uniform(-88, 88), rng.uniform(-170, 170), res)
-        ring = [lng for _, lng in h3.cell_to_boundary(parent)]
-        if max(ring) - min(ring) > 180:
-            continue
+    for res, parent in _parents(13, 200, 8, 88):
         grown = shapely.bounds(grid.scaled_outlines(_ids([parent]),
                                                     grid.descendant_box_scale(res))[0])
         tight = shapely.bounds(grid.scaled_outlines(_ids([parent]),

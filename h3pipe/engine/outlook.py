@@ -118,7 +118,7 @@ def _rows_in(plan: RunPlan, planner: Planner, source: str,
         return n, f"step '{source[1:]}' gives {how or 'one row per cell'}"
     parts = planner.partitions(source)
     return parts.features, None if parts.counted else \
-        "estimated from the features' boxes, binned"
+        "from the features' boxes, binned"
 
 
 __all__ = ["Outlook", "StageView", "outlook"]
