@@ -89,6 +89,11 @@ def children(parents: np.ndarray, resolution: int) -> np.ndarray:
     return np.asarray(values).astype(np.uint64)
 
 
+def resolutions(cells: np.ndarray) -> np.ndarray:
+    """Each cell's resolution (its id's resolution field)."""
+    return ((cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
+
+
 def parents(cells: np.ndarray, resolution: int) -> np.ndarray:
     """Each cell's ancestor at ``resolution``, by bit arithmetic (resolution field and
     digits), for cells of one finer resolution."""

@@ -55,11 +55,13 @@ class FeatureFeed:
     def read(self, skip: tuple[str, ...] = ()) -> pa.Table:
         parts: list[pa.Table] = []
         keys: list[np.ndarray] = []
-        coarse = bool((_resolutions(self.cells) < self.resolution).any())
+        coarse = bool((grid.resolutions(self.cells) < self.resolution).any())
+        marked: np.ndarray | None = None  # drawn once a source gives boxes
         for table, boxes in iter_features(self.vector, self.box, self.boxes):
             if boxes is not None:  # partitions of the run's cells: their boxes are enough
-                table = table.filter(pa.array(self._near(boxes) if coarse
-                                              else self._in_a_box(boxes)))
+                marked = self._marked() if marked is None else marked
+                table = table.filter(pa.array(self._near(boxes, marked) if coarse
+                                              else self._in_a_box(boxes, marked)))
             table, cells = self._own(table)
             parts.append(table)
             keys.append(cells)
@@ -88,7 +90,7 @@ class FeatureFeed:
                 .append_column(CENTROID[1], pa.array(y[ok]))
                 .append_column(CENTROID_CELL, pa.array(cells[ok].view(np.int64))), cells[ok])
 
-    def _near(self, boxes: np.ndarray) -> np.ndarray:
+    def _near(self, boxes: np.ndarray, marked: np.ndarray) -> np.ndarray:
         """Whether each feature (by its lon/lat box) may have its centroid in one of the
         partitions, without parsing its geometry: a centroid lies in its box, so within
         half the box's diagonal of the box's centre; when that is less than the smallest
@@ -97,7 +99,7 @@ class FeatureFeed:
 
         cx = (boxes[:, 0] + boxes[:, 2]) / 2
         cy = (boxes[:, 1] + boxes[:, 3]) / 2
-        ok = np.isfinite(cx) & np.isfinite(cy) & self._in_a_box(boxes)
+        ok = np.isfinite(cx) & np.isfinite(cy) & self._in_a_box(boxes, marked)
         # Metres at most (a degree of either kind is at most 111.7 km), against half the
         # average inradius (cells of one resolution differ in size by less than 2).
         reach = 0.5 * np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * 111_700
@@ -114,21 +116,20 @@ class FeatureFeed:
         return out
 
     def _inside(self, cells: np.ndarray) -> np.ndarray:
-        """Whether each cell's centre lies in the scope (the scope rule)."""
-        import shapely
+        """Whether each cell is the scope's (its rule, on the scope's outline near here)."""
+        from h3pipe.engine.scope import centres_in
 
-        lng, lat = grid.centres(cells)
-        return shapely.contains_xy(self.scope, lng, lat)
+        return centres_in(self.scope, cells)
 
-    def _in_a_box(self, boxes: np.ndarray) -> np.ndarray:
+    def _in_a_box(self, boxes: np.ndarray, marked: np.ndarray) -> np.ndarray:
         """Whether each feature's box may meet one of the partitions, by a grid of
         ``_BINS`` x ``_BINS`` over the batch's box marking the bins the partitions' grown
         outlines touch: a box of one or two bins a side is kept when one of its corner
         bins is marked (those are all its bins), a larger one always. Its centroid lies in
-        its box and in a partition's grown outline, so in a bin both touch."""
+        its box and in a partition's grown outline, so in a bin both touch. ``marked``:
+        :meth:`_marked`, drawn once per read."""
         x0, y0, x1, y1 = self.box
         w, h = max(x1 - x0, 1e-12) / _BINS, max(y1 - y0, 1e-12) / _BINS
-        marked = self._marked()
         with np.errstate(invalid="ignore"):
             i0 = np.clip(np.floor((boxes[:, 0] - x0) / w), 0, _BINS - 1).astype(np.int64)
             i1 = np.clip(np.floor((boxes[:, 2] - x0) / w), 0, _BINS - 1).astype(np.int64)
@@ -150,7 +151,7 @@ class FeatureFeed:
 
     def _mine(self, cells: np.ndarray) -> np.ndarray:
         """Whether each cell (of the run's resolution) lies in one of the partitions."""
-        res = _resolutions(self.cells)
+        res = grid.resolutions(self.cells)
         out = np.zeros(len(cells), dtype=bool)
         for r in np.unique(res).tolist():
             out |= np.isin(grid.parents(cells, r), self.cells[res == r])
@@ -188,10 +189,6 @@ class Grouping:
     step_id: str
     resolution: int
     published: bool
-
-
-def _resolutions(cells: np.ndarray) -> np.ndarray:
-    return ((cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
 
 
 def fed(batch: Batch) -> Batch:
@@ -234,7 +231,7 @@ def with_cells(rows: pa.Table, grouping: Grouping) -> pa.Table:
     if grouping.published:
         cells = rows.column("h3_index").drop_null()
         if len(cells):
-            res = np.unique((grid.ids(cells) >> np.uint64(52)) & np.uint64(0xF))
+            res = np.unique(grid.resolutions(grid.ids(cells)))
             other = [int(r) for r in res.tolist() if int(r) != grouping.resolution]
             if other:
                 raise OperationError(

@@ -252,21 +252,17 @@ _WRITERS: dict[str, Callable[[_Prepared, Path, ExportSpec], None]] = {
 # -- partitions -----------------------------------------------------------------------------
 
 def _check_partition(cells: np.ndarray, resolution: int) -> None:
-    coarsest = int(_resolutions(cells).min()) if len(cells) else 16
+    coarsest = int(grid.resolutions(cells).min()) if len(cells) else 16
     if resolution >= coarsest:
         raise UsageError(f"--partition-resolution {resolution} must be coarser than the "
                          f"data's resolution {coarsest}"
                          + (f": give 0..{coarsest - 1}" if coarsest else ""))
 
 
-def _resolutions(cells: np.ndarray) -> np.ndarray:
-    return ((cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
-
-
 def _partition_parents(cells: np.ndarray, resolution: int) -> np.ndarray:
     """Each cell's ancestor at ``resolution``, for cells of any mix of finer resolutions."""
     out = np.empty_like(cells)
-    res = _resolutions(cells)
+    res = grid.resolutions(cells)
     for r in np.unique(res):
         at = res == r
         out[at] = grid.parents(cells[at], resolution)

@@ -203,7 +203,7 @@ class _Counter:
 
     def counts(self, cells: np.ndarray) -> np.ndarray:
         out = np.zeros(len(cells), dtype=np.int64)
-        res = _resolutions(cells)
+        res = grid.resolutions(cells)
         for r in np.unique(res).tolist():
             keys, sums = self._at(r)
             mine = res == r
@@ -221,10 +221,6 @@ class _Counter:
         return self._by_res[res]
 
 
-def _resolutions(cells: np.ndarray) -> np.ndarray:
-    return ((cells >> np.uint64(52)) & np.uint64(0xF)).astype(np.int64)
-
-
 def _start(scope: ScopeCells, finest: int) -> np.ndarray:
     """The coarsest partitions: ancestors of the scope's parents, in the scope's order."""
     parent_res = max(0, scope.resolution - PARENT_DEPTH)
@@ -238,9 +234,9 @@ def _split(cells: np.ndarray, counter: _Counter, size: int, finest: int) -> np.n
     """Partitions holding more than ``size`` features replaced by their children, level
     by level down to ``finest``; the order kept (children in id order, in their parent's
     place)."""
-    res = int(_resolutions(cells[:1])[0]) if len(cells) else finest
+    res = int(grid.resolutions(cells[:1])[0]) if len(cells) else finest
     while res < finest:
-        big = (counter.counts(cells) > size) & (_resolutions(cells) == res)
+        big = (counter.counts(cells) > size) & (grid.resolutions(cells) == res)
         if not big.any():
             break
         kids = grid.children(cells[big], res + 1)
@@ -298,7 +294,7 @@ def reach(cells: np.ndarray, resolution: int) -> np.ndarray:
     import shapely
 
     out = np.empty(len(cells), dtype=object)
-    res = _resolutions(cells)
+    res = grid.resolutions(cells)
     lat = grid.centres(cells)[1]
     for r in np.unique(res).tolist():
         mine = res == r

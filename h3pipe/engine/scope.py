@@ -185,7 +185,7 @@ class ScopeCells:
 
     def contains(self, cells: np.ndarray) -> np.ndarray:
         """Whether each cell (uint64 ids, of this resolution) is one of the scope's."""
-        return _centres_in(self.geometry, cells)
+        return centres_in(self.geometry, cells)
 
     def blocks(self, size: int) -> Iterator[grid.CellBlock]:
         """The cells in order, cut into consecutive blocks of ``size`` (the last shorter)."""
@@ -230,7 +230,7 @@ class ScopeCells:
         return np.concatenate(parts) if parts else np.array([], dtype=np.uint64)
 
 
-def _centres_in(geometry: Any, cells: np.ndarray) -> np.ndarray:
+def centres_in(geometry: Any, cells: np.ndarray) -> np.ndarray:
     """The scope rule, in one place: a cell is in when its centre lies inside."""
     import shapely
 
@@ -245,7 +245,7 @@ def _inside(geometry: Any, parents: np.ndarray, resolution: int
     kids = grid.children(parents, resolution)
     if not len(kids):
         return kids, np.zeros(len(parents), dtype=np.int64)
-    keep = _centres_in(geometry, kids)
+    keep = centres_in(geometry, kids)
     owner = np.repeat(np.arange(len(parents)), grid.children_count(parents, resolution))
     return kids[keep], np.bincount(owner[keep], minlength=len(parents))
 
