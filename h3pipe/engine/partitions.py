@@ -166,7 +166,7 @@ def partition(info: VectorInfo, scope: ScopeCells, target: Callable[[int], int],
 
     step = h3.average_hexagon_edge_length(finest, "km") / 111.0 / 4
     found = density(info, scope.bounds, step, scope.resolution)
-    counter = _Counter(found, finest, scope)
+    counter = _Counter(found, scope)
     if not found.met:  # nothing there: no batch
         empty = np.zeros(0, dtype=np.uint64)
         return Partitions(info.source_id, empty, np.zeros(1, np.int64), np.zeros((0, 4)),
@@ -184,20 +184,18 @@ def partition(info: VectorInfo, scope: ScopeCells, target: Callable[[int], int],
 
 
 class _Counter:
-    """Estimated features per cell (of any resolution up to ``finest``): from each box
+    """Estimated features per cell (of the run's resolution or coarser): from each box
     centre's cell in the scope, or from the bins."""
 
-    def __init__(self, found: Density, finest: int, scope: ScopeCells) -> None:
+    def __init__(self, found: Density, scope: ScopeCells) -> None:
         if found.exact is not None:
-            cells = np.concatenate([np.zeros(0, np.uint64), *found.exact])
-            self.cells, n = np.unique(cells, return_counts=True)
-            inside = scope.contains(self.cells)
-            self.cells, self.n = self.cells[inside], n[inside]
-        else:  # each bin as the cell of its centre, if that cell is the scope's
+            cells, n = np.unique(np.concatenate([np.zeros(0, np.uint64), *found.exact]),
+                                 return_counts=True)
+        else:  # each bin as the cell of its centre
             x, y, n = found.occupied()
             cells = grid.cells_at(x, y, scope.resolution)
-            inside = scope.contains(cells)
-            self.cells, self.n = cells[inside], n[inside]
+        inside = scope.contains(cells)  # only the scope's cells count
+        self.cells, self.n = cells[inside], n[inside]
         self.total = int(self.n.sum())
         self._by_res: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
