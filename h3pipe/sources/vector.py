@@ -239,11 +239,14 @@ def _geoparquet(info: VectorInfo) -> GeoParquet:
     try:
         gp = open_geoparquet(info.location)
     except Exception as exc:
-        raise SourceError(f"source '{info.source_id}': cannot read '{info.location}': "
-                          f"{' '.join(str(exc).split())}",
-                          hint="check that the file is GeoParquet") from exc
+        raise _not_geoparquet(info, exc) from exc
     _check_fields(info, gp.names)
     return gp
+
+
+def _not_geoparquet(info: VectorInfo, exc: Exception) -> SourceError:
+    return SourceError(f"source '{info.source_id}': cannot read '{info.location}': "
+                       f"{' '.join(str(exc).split())}", hint="check that the file is GeoParquet")
 
 
 def _iter_geoparquet(info: VectorInfo, bounds: Bounds, within: np.ndarray | None
@@ -260,9 +263,7 @@ def _iter_geoparquet(info: VectorInfo, bounds: Bounds, within: np.ndarray | None
                                   _to_wgs84(table.column(gp.geometry), gp.crs)),
                    chunk.boxes if native and gp.covering is not None else None)
     except OSError as exc:  # pyarrow's errors of a damaged file
-        raise SourceError(f"source '{info.source_id}': cannot read '{info.location}': "
-                          f"{' '.join(str(exc).split())}",
-                          hint="check that the file is GeoParquet") from exc
+        raise _not_geoparquet(info, exc) from exc
 
 
 def _geoparquet_boxes(info: VectorInfo, bounds: Bounds) -> Iterator[np.ndarray]:
@@ -271,9 +272,7 @@ def _geoparquet_boxes(info: VectorInfo, bounds: Bounds) -> Iterator[np.ndarray]:
         for chunk in gp.chunks(_bounds_in(bounds, gp.crs), []):
             yield _boxes_wgs84(chunk.boxes, gp.crs)
     except OSError as exc:
-        raise SourceError(f"source '{info.source_id}': cannot read '{info.location}': "
-                          f"{' '.join(str(exc).split())}",
-                          hint="check that the file is GeoParquet") from exc
+        raise _not_geoparquet(info, exc) from exc
 
 
 def _read_postgis(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
