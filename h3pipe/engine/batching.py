@@ -21,6 +21,7 @@ from h3pipe.engine.feeds import FeatureFeed, Grouping, OutputFeed
 from h3pipe.engine.partitions import Partitions, partition
 from h3pipe.engine.scope import ScopeCells
 from h3pipe.operations import Batch, get_operation
+from h3pipe.operations.features import grown
 from h3pipe.sources.dimensions import Scenario
 from h3pipe.sources.raster import RasterInfo
 from h3pipe.sources.vector import GEOMETRY, VectorInfo
@@ -172,13 +173,7 @@ class Planner:
         """``box`` grown by the step's radius (a join's buffer reaches beyond a feature)."""
         if box is None or "radius_m" not in step.params:
             return box
-        import math
-
-        x0, y0, x1, y1 = box
-        lat = min(89.0, max(abs(y0), abs(y1)))
-        margin = 1.1 * step.params["radius_m"] / (111_320 * max(0.01,
-                                                                math.cos(math.radians(lat))))
-        return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+        return grown(box, 1.1 * step.params["radius_m"])
 
     def _melt(self, step: StepSpec) -> tuple[Scenario, ...]:
         """The scenarios the step's input rows are wide over (none: they are not)."""

@@ -7,6 +7,7 @@ A feature batch carries its rows (``Batch.rows``: ``feature_id``, attributes, WK
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,15 @@ def utm_zones(geoms: np.ndarray, centre: tuple[np.ndarray, np.ndarray] | None = 
     return np.where(np.nan_to_num(lat) >= 0, 32600 + zone, 32700 + zone)
 
 
+def grown(box: tuple[float, float, float, float], metres: float
+          ) -> tuple[float, float, float, float]:
+    """A lon/lat box grown by ``metres`` (in degrees at its widest latitude, so it reaches
+    far enough everywhere)."""
+    x0, y0, x1, y1 = box
+    margin = metres / (111_320 * max(0.01, math.cos(math.radians(max(abs(y0), abs(y1))))))
+    return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+
+
 def buffer_metres(geoms: np.ndarray, radius: float,
                   centre: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Each lon/lat geometry buffered by ``radius`` metres in its own UTM zone (16
@@ -74,8 +84,8 @@ def buffer_metres(geoms: np.ndarray, radius: float,
         crs = f"EPSG:{code}"
         # A few thousand at a time: a buffer's vertices and their arrays (some 2 KB a
         # feature) never grow with the batch.
-        for part in np.array_split(np.flatnonzero(zones == code),
-                                   -(-int((zones == code).sum()) // _BUFFER_CHUNK)):
+        rows = np.flatnonzero(zones == code)
+        for part in np.array_split(rows, -(-len(rows) // _BUFFER_CHUNK)):
             metric = shapely.buffer(transform(geoms[part], "EPSG:4326", crs), radius,
                                     quad_segs=16)
             out[part] = to_lonlat(metric, crs)
@@ -162,4 +172,4 @@ def point_cells(xs: np.ndarray, ys: np.ndarray, resolution: int) -> pa.Array:
 
 __all__ = ["GEOMETRY", "add_columns", "assign_cells", "centroids", "nullable", "point_cells",
            "rows_of",
-           "buffer_metres", "utm_zones"]
+           "buffer_metres", "grown", "utm_zones"]

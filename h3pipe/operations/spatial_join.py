@@ -3,7 +3,6 @@ of a vector source's feature by predicate, by :class:`SpatialJoin`."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from h3pipe.operations.features import (
     add_columns,
     buffer_metres,
     centroids,
+    grown,
     nullable,
     rows_of,
     utm_zones,
@@ -153,11 +153,8 @@ def _search_bounds(geoms: np.ndarray, reach_m: float) -> tuple[float, float, flo
     latitude, so the box reaches far enough everywhere)."""
     import shapely
 
-    x0, y0, x1, y1 = shapely.total_bounds(geoms)
-    margin = 0.0
-    if reach_m:
-        margin = reach_m / (111_320 * max(0.01, math.cos(math.radians(max(abs(y0), abs(y1))))))
-    return (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+    return grown(tuple(shapely.total_bounds(geoms).tolist()),  # type: ignore[arg-type]
+                 reach_m)
 
 
 def _match_nearest(geoms: np.ndarray, targets: np.ndarray, max_distance_m: float
