@@ -8,13 +8,14 @@ column, a column per statistic: ``return_period``, ``flooded_buildings``).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from h3pipe.errors import UsageError
+from h3pipe.sources.dimensions import SCENARIO
 
 LAYOUTS = ("wide", "long")
 
@@ -44,25 +45,18 @@ def merged(entries: list[dict[str, Any]]) -> dict[str, Any]:
 def shape(table: pa.Table, layout: dict[str, Any], where: dict[str, list[str]],
           layout_name: str = "wide") -> pa.Table:
     """``table`` (read_results' rows) with only the rows and bands ``where`` keeps, in the
-    layout asked for."""
+    layout asked for; a ``where`` that keeps nothing raises :class:`UsageError`."""
     if layout_name not in LAYOUTS:
         raise UsageError(f"--layout '{layout_name}' is not one of {', '.join(LAYOUTS)}")
     bands = layout.get("bands") or {}
     band_key = bands.get("key")
-    known = [*layout.get("keys", []), *([band_key] if band_key else [])]
-    for key, values in where.items():
-        if key not in known:
-            raise UsageError(f"--where {key}: the dataset has no key '{key}'"
-                             + (f" (keys: {', '.join(known)})" if known else
-                                " (it is one row per cell: no scenarios or bands)"))
-        if key == band_key:
-            unknown = [v for v in values if v not in bands["names"]]
-            if unknown:
-                raise UsageError(f"--where {key}: no band {', '.join(unknown)} (bands: "
-                                 f"{', '.join(bands['names'])})")
+    _refuse_unmatched(table, layout.get("keys", []), bands, where)
+    read = table
     for key in layout.get("keys", []):
         if key in where:
             table = table.filter(pc.is_in(table.column(key), pa.array(where[key], pa.string())))
+    if read.num_rows and not table.num_rows:
+        _no_row_has_all(read, layout.get("keys", []), where)
     if not band_key:
         if layout_name == "long":
             raise UsageError("--layout long needs a dataset of a multi-band source")
@@ -73,6 +67,41 @@ def shape(table: pa.Table, layout: dict[str, Any], where: dict[str, list[str]],
     dropped = {c for b in bands["names"] if b not in chosen for c in table.column_names
                if c.startswith(f"{b}_")}
     return table.select([c for c in table.column_names if c not in dropped])
+
+
+def _refuse_unmatched(table: pa.Table, keys: list[str], bands: dict[str, Any],
+                      where: dict[str, list[str]]) -> None:
+    """Raise when ``where`` names a key, band or value the dataset lacks: a filter that
+    matches nothing is a typo, not an empty export."""
+    band_key = bands.get("key")
+    known = [*keys, *([band_key] if band_key else [])]
+    for key, values in where.items():
+        if key not in known:
+            raise UsageError(f"--where {key}: the dataset has no key '{key}'"
+                             + (f" (keys: {', '.join(known)})" if known else
+                                " (it is one row per cell: no scenarios or bands)"))
+        if key == band_key:
+            kind, have = "band", list(bands["names"])
+        else:
+            kind, have = "value", _values(table, key)
+        unknown = [v for v in dict.fromkeys(values) if v not in have]
+        if unknown:
+            raise UsageError(f"--where {key}: no {kind} {', '.join(unknown)} ({kind}s: "
+                             f"{', '.join(have) or 'none'})")
+
+
+def _values(table: pa.Table, key: str) -> list[str]:
+    """The values of key column ``key`` in ``table``, sorted; a null is none (no --where
+    can name it)."""
+    return sorted(str(v) for v in pc.unique(table.column(key)).to_pylist() if v is not None)
+
+
+def _no_row_has_all(read: pa.Table, keys: list[str], where: dict[str, list[str]]) -> NoReturn:
+    """Raise: each value exists, but no scenario has them all (year=2020 with ssp=s1)."""
+    given = " ".join(f"--where {k}={','.join(v)}" for k, v in where.items() if k in keys)
+    have = _values(read, SCENARIO) if SCENARIO in keys else []
+    raise UsageError(f"{given}: no scenario has all of these"
+                     + (f" (scenarios: {', '.join(have)})" if have else ""))
 
 
 def _long(table: pa.Table, keys: list[str], band_key: str, names: list[str],

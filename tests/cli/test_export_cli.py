@@ -92,6 +92,9 @@ def test_a_scope_or_run_without_results_is_one_line_and_exit_2(project, cli, tmp
     assert "at most one of --iso3, --bbox, --aoi or --run (got --bbox, --run)" in error(
         "--bbox", BBOX, "--run", box_run)
     assert "no run 'nope'" in error("--run", "nope")
+    assert error("--where", "year=1999") == ("error: --where year: the dataset has no key "
+                                            "'year' (it is one row per cell: no scenarios "
+                                            "or bands)\n")
     assert f"run {box_run} computed resolution {RES}, not 8" in error("--run", box_run,
                                                                       "-r", "8")
 
@@ -118,3 +121,47 @@ def test_a_replaced_result_names_the_run_that_replaced_it(project, cli, tmp_path
     assert r.exit_code == 2
     assert f"run {old_run} no longer holds the result of bbox" in r.stderr
     assert "replaced it; export it with --run " in r.stderr
+
+
+def test_a_where_value_the_sweep_lacks_is_one_line_and_exit_2(tmp_path, cli):
+    from tests.engine.test_sweep import BBOX as SWEEP_BBOX
+    from tests.engine.test_sweep import _project as sweep_project
+    from tests.engine.test_sweep import make_scene
+
+    root = sweep_project(make_scene(tmp_path / "scene"), tmp_path / "p")
+    assert cli("--project", root, "run", "z", "--bbox", SWEEP_BBOX, "--workers", "1"
+               ).exit_code == 0
+    every = "a-2020, a-2050-s1, a-2050-s2, b-2020, b-2050-s1, b-2050-s2"
+    refused = {
+        ("year=1999",): "--where year: no value 1999 (values: 2020, 2050)",
+        ("year=2020,1999,2070",): "--where year: no value 1999, 2070 (values: 2020, 2050)",
+        ("kind=b", "scenario=b-2020,c-2020"):
+            f"--where scenario: no value c-2020 (values: {every})",
+        ("return_period=rp5",): "--where return_period: no band rp5 (bands: rp10, rp100, "
+                                "rp1000)",
+        ("year=2020", "ssp=s1"):
+            f"--where year=2020 --where ssp=s1: no scenario has all of these (scenarios: "
+            f"{every})",
+    }
+    for fmt, layout in [("csv", "wide"), ("parquet", "long"), ("geoparquet", "wide"),
+                        ("geojson", "long"), ("gpkg", "wide"), ("fgb", "wide")]:
+        out = tmp_path / f"x.{fmt}"
+        for wheres, message in refused.items():
+            r = cli("--project", root, "export", "zds", "-o", out, "--format", fmt,
+                    "--layout", layout, *[a for w in wheres for a in ("--where", w)])
+            assert (r.exit_code, r.stderr) == (2, f"error: {message}\n"), (fmt, wheres)
+            assert not out.exists()
+
+    everything = tmp_path / "all.parquet"
+    assert cli("--project", root, "export", "zds", "-o", everything).exit_code == 0
+    rows = pq.read_table(everything).to_pylist()
+    out = tmp_path / "b2050.parquet"
+    r = cli("--project", root, "export", "zds", "-o", out, "--where", "kind=b",
+            "--where", "year=2050", "--where", "return_period=rp10")
+    assert r.exit_code == 0, r.stderr
+    kept = pq.read_table(out).to_pylist()
+    expected = [row for row in rows if row["kind"] == "b" and row["year"] == "2050"]
+    assert len(kept) == len(expected) > 0
+    assert {c for c in kept[0] if c.startswith("rp")} == {"rp10_mean", "rp10_max", "rp10_count"}
+    assert {(k["h3_index"], k["scenario"], k["rp10_mean"]) for k in kept} == {
+        (e["h3_index"], e["scenario"], e["rp10_mean"]) for e in expected}

@@ -272,3 +272,35 @@ def test_a_sweep_is_drawn_one_scenario_at_a_time(tmp_path, cli, chromium):
                ).exit_code == 0
     assert cli("--project", root, "runs", "report", "latest", "-o", report).exit_code == 0
     assert 'data-from="depth" data-to="exposure"' in report.read_text()
+
+
+def test_a_where_value_the_sweep_lacks_is_one_line_and_exit_2(tmp_path, cli):
+    from tests.engine.test_sweep import BBOX as SWEEP_BBOX
+    from tests.engine.test_sweep import _project as sweep_project
+    from tests.engine.test_sweep import make_scene
+
+    root = sweep_project(make_scene(tmp_path / "scene"), tmp_path / "p")
+    assert cli("--project", root, "run", "z", "--bbox", SWEEP_BBOX, "--workers", "1"
+               ).exit_code == 0
+    refused = {
+        ("year=1999",): "--where year: no value 1999 (values: 2020, 2050)",
+        ("kind=b,c", "ssp=s1,s3"): "--where kind: no value c (values: a, b)",
+        ("scenario=b-2050-s1,b-2050-s3",):
+            "--where scenario: no value b-2050-s3 (values: a-2020, a-2050-s1, a-2050-s2, "
+            "b-2020, b-2050-s1, b-2050-s2)",
+        ("kind=a", "year=2020", "ssp=s2"):
+            "--where kind=a --where year=2020 --where ssp=s2: no scenario has all of these "
+            "(scenarios: a-2020, a-2050-s1, a-2050-s2, b-2020, b-2050-s1, b-2050-s2)",
+    }
+    for suffix in ("png", "svg", "pdf"):
+        out = tmp_path / f"x.{suffix}"
+        for wheres, message in refused.items():
+            r = cli("--project", root, "map", "zds", "rp100_mean", "--bbox", SWEEP_BBOX,
+                    "-o", out, *[a for w in wheres for a in ("--where", w)])
+            assert (r.exit_code, r.stderr) == (2, f"error: {message}\n"), (suffix, wheres)
+            assert not out.exists()
+    out = tmp_path / "one.png"
+    r = cli("--project", root, "map", "zds", "rp100_mean", "--bbox", SWEEP_BBOX, "-o", out,
+            "--where", "kind=b", "--where", "year=2050", "--where", "ssp=s1")
+    assert (r.exit_code, r.stdout) == (0, f"drew zds.rp100_mean to {out}\n"), r.stderr
+    assert _open(out)[1]["vmax"] > 0
