@@ -79,6 +79,13 @@ def strings(cells: np.ndarray) -> pa.Array:
     return pa.array(_h3ronpy().cells_to_string(cells)).cast(pa.string())
 
 
+def base_cells() -> np.ndarray:
+    """The 122 cells of resolution 0."""
+    import h3
+
+    return np.array(sorted(h3.str_to_int(c) for c in h3.get_res0_cells()), dtype=np.uint64)
+
+
 def children(parents: np.ndarray, resolution: int) -> np.ndarray:
     """Every descendant at ``resolution`` of each parent, parent by parent, each parent's
     sorted by id."""
@@ -150,6 +157,36 @@ def outlines(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _rings_of_wkb(wkb)
 
 
+def plane_rings(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cells' outlines as :func:`outlines` gives them, but each one closed ring on the
+    lon/lat plane: a cell across the antimeridian keeps its vertices continuous (past ±180
+    on the side of its centre; lon/lat rasters wrap there), a cell round a pole is closed
+    over the pole along ±180 (RFC 7946's rule)."""
+    xy, starts = outlines(cells)
+    if not len(cells):
+        return xy, starts
+    lon = xy[:, 0]
+    odd = np.flatnonzero((np.maximum.reduceat(lon, starts[:-1])
+                          - np.minimum.reduceat(lon, starts[:-1])) > 180)
+    if not len(odd):
+        return xy, starts
+    lng, lat = centres(cells[odd])
+    pieces = np.split(xy, starts[1:-1])
+    for k, i in enumerate(odd.tolist()):
+        ring = pieces[i]
+        cont = _continuous(ring)
+        if abs(cont[-1] - cont[0]) > 180:
+            polar = _round_pole(ring, 90.0 if lat[k] > 0 else -90.0)
+            pieces[i] = np.asarray(polar.exterior.coords)
+        else:
+            cont += 360 * np.round((lng[k] - cont.mean()) / 360)
+            pieces[i] = np.column_stack([cont, ring[:, 1]])
+    counts = np.array([len(p) for p in pieces])
+    out = np.zeros(len(cells) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return np.concatenate(pieces), out
+
+
 def _rings_of_wkb(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Rings of single-ring WKB polygons, read straight from the Arrow buffers (parsing
     them into shapely objects first costs more than the rest of a cell's statistics).
@@ -182,27 +219,131 @@ def _u32(data: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def scaled_outlines(cells: np.ndarray, scale: float) -> np.ndarray:
-    """The cells' outlines scaled by ``scale`` about their centres, as shapely polygons."""
+    """The cells' outlines scaled by ``scale`` about their centres, as shapely geometries
+    that are true on the lon/lat plane (see :func:`shapes`)."""
+    return shapes(cells, scale)
+
+
+# The lon/lat plane's edges: a shape is cut here and its pieces beyond moved back in.
+WORLD = (-180.0, -90.0, 180.0, 90.0)
+
+
+def shapes(cells: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The cells' outlines (scaled by ``scale`` about their centres) as shapely geometries on
+    the lon/lat plane, within -180..180 and -90..90: a cell across the antimeridian becomes
+    a MultiPolygon of its two sides, and a cell around a pole a polygon reaching the pole
+    along every meridian (RFC 7946's rule). Grown outlines (``scale`` > 1) of cells within
+    :data:`POLE_CAP_LATITUDE` of a pole are the whole cap of latitudes they reach, because
+    lon/lat distorts too much there for scaling to hold their descendants."""
     import shapely
 
     xy, starts = outlines(cells)
     lng, lat = centres(cells)
     counts = np.diff(starts)
+    if not len(cells):
+        return np.empty(0, dtype=object)
     cx, cy = np.repeat(lng, counts), np.repeat(lat, counts)
     grown = np.column_stack([cx + scale * (xy[:, 0] - cx), cy + scale * (xy[:, 1] - cy)])
     rings = shapely.linearrings(grown, indices=np.repeat(np.arange(len(cells)), counts))
-    return shapely.polygons(rings)
+    out = shapely.polygons(rings)
+    lon = xy[:, 0]
+    crossing = (np.maximum.reduceat(lon, starts[:-1])
+                - np.minimum.reduceat(lon, starts[:-1])) > 180
+    capped = (np.abs(lat) > POLE_CAP_LATITUDE) & (scale > 1)
+    for i in np.flatnonzero(crossing | capped).tolist():
+        ring = xy[starts[i]:starts[i + 1]]
+        out[i] = (_cap(ring, lat[i], scale) if capped[i]
+                  else _unwrapped_shape(ring, lng[i], lat[i], scale))
+    box = shapely.bounds(out)
+    outside = ((box[:, 0] < WORLD[0]) | (box[:, 1] < WORLD[1]) | (box[:, 2] > WORLD[2])
+               | (box[:, 3] > WORLD[3])) & ~crossing & ~capped
+    for i in np.flatnonzero(outside).tolist():
+        out[i] = on_plane(out[i])
+    return out
 
 
-def cells_covering(geometry: Any, resolution: int) -> np.ndarray:
-    """Cells at ``resolution`` whose outlines intersect ``geometry`` (a superset is fine:
-    callers test what they keep)."""
-    from h3ronpy import ContainmentMode
-    from h3ronpy.vector import geometry_to_cells
+# Grown outlines of cells whose centre lies beyond this latitude are caps (see shapes).
+POLE_CAP_LATITUDE = 80.0
 
-    found = geometry_to_cells(geometry, resolution,
-                              containment_mode=ContainmentMode.IntersectsBoundary)
-    return np.unique(np.asarray(pa.array(found)).astype(np.uint64))
+
+def _cap(ring: np.ndarray, centre_lat: float, scale: float) -> Any:
+    """Every longitude, from the latitude a grown cell near a pole reaches to the pole."""
+    import shapely
+
+    if centre_lat > 0:
+        return shapely.box(-180.0, max(-90.0, 90 - scale * (90 - ring[:, 1].min())), 180.0, 90.0)
+    return shapely.box(-180.0, -90.0, 180.0, min(90.0, -90 + scale * (ring[:, 1].max() + 90)))
+
+
+def _unwrapped_shape(ring: np.ndarray, centre_lng: float, centre_lat: float,
+                     scale: float) -> Any:
+    """A cell's ring that H3 gives with longitudes jumping at ±180, made continuous, scaled
+    about its centre and cut back onto the plane; round a pole, closed over it."""
+    import shapely
+
+    lon = _continuous(ring)
+    if abs(lon[-1] - lon[0]) > 180:
+        return (_cap(ring, centre_lat, scale) if scale > 1
+                else _round_pole(ring, 90.0 if centre_lat > 0 else -90.0))
+    cx = centre_lng + 360 * np.round((lon.mean() - centre_lng) / 360)
+    x = cx + scale * (lon - cx)
+    y = np.clip(centre_lat + scale * (ring[:, 1] - centre_lat), -90, 90)
+    return on_plane(shapely.Polygon(np.column_stack([x, y])))
+
+
+def on_plane(geom: Any) -> Any:
+    """``geom`` (lon/lat, perhaps reaching past ±180 or ±90) cut at the plane's edges, the
+    pieces beyond ±180 moved back by 360 degrees."""
+    import shapely
+    import shapely.affinity
+
+    geom = shapely.make_valid(geom) if not geom.is_valid else geom
+    world = shapely.box(*WORLD)
+    pieces = [shapely.intersection(shapely.affinity.translate(geom, xoff=k * 360.0), world)
+              for k in (-1, 0, 1)]
+    polys = [p for piece in pieces for p in shapely.get_parts(piece)
+             if p.geom_type == "Polygon" and p.area > 0]
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
+
+
+def plane_polygon(ring: np.ndarray, pole: float | None = None) -> Any:
+    """A closed lon/lat ring as a geometry on the plane: longitudes that jump at ±180 (an edge
+    between two points on ±180 is the plane's edge, not a jump) are made continuous and the
+    shape cut at ±180; a ring that goes round a pole is closed over ``pole`` (by default
+    the pole on the side of its mean latitude)."""
+    import shapely
+
+    lon = _continuous(ring)
+    if abs(lon[-1] - lon[0]) < 180:
+        return on_plane(shapely.Polygon(np.column_stack([lon, ring[:, 1]])))
+    wrapped = np.column_stack([(lon + 180) % 360 - 180, ring[:, 1]])
+    return _round_pole(wrapped, pole if pole is not None
+                       else (90.0 if ring[:, 1].mean() > 0 else -90.0))
+
+
+def _continuous(ring: np.ndarray) -> np.ndarray:
+    """The ring's longitudes without jumps of more than 180 degrees between points."""
+    lon = ring[:, 0]
+    step = np.diff(lon)
+    border = (np.abs(lon[:-1]) == 180) & (np.abs(lon[1:]) == 180)
+    step = np.where(border, step, step - 360 * np.round(step / 360))
+    return lon[0] + np.concatenate([[0.0], np.cumsum(step)])
+
+
+def _round_pole(ring: np.ndarray, pole: float) -> Any:
+    """A closed ring (longitudes in -180..180) that goes once round a pole, as the polygon
+    between it and the pole: cut where it crosses ±180, with no seam."""
+    import shapely
+
+    lon = ring[:-1, 0]
+    jump = int(np.flatnonzero(np.abs(np.diff(np.append(lon, lon[0]))) > 180)[0])
+    pts = np.roll(ring[:-1], -(jump + 1), axis=0)  # from just after the jump to just before
+    (ax, ay), (bx, by) = pts[-1], pts[0]
+    edge = 180.0 if ax > 0 else -180.0
+    bx_near = bx + 360 * np.round((ax - bx) / 360)
+    cross = ay + (edge - ax) / (bx_near - ax) * (by - ay)
+    closing = [(edge, cross), (edge, pole), (-edge, pole), (-edge, cross)]
+    return shapely.make_valid(shapely.Polygon(np.vstack([pts, closing])))
 
 
 @dataclass(frozen=True)
@@ -242,12 +383,38 @@ class CellBlock:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """A lon/lat box holding every cell of the block entirely."""
+        """A lon/lat box holding every cell of the block entirely; across the antimeridian
+        its east lies past 180 (lon/lat rasters wrap there: see ``RasterInfo.period``)."""
         import shapely
 
         res = int((int(self.parents[0]) >> 52) & 0xF)
-        box = shapely.total_bounds(scaled_outlines(self.parents, descendant_scale(res)))
-        return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        west, south, east, north = arc_bounds(shapely.bounds(
+            scaled_outlines(self.parents, descendant_scale(res))))
+        return (west, south, east + 360 if east < west else east, north)
+
+
+def arc_bounds(boxes: np.ndarray) -> tuple[float, float, float, float]:
+    """The smallest lon/lat box holding ``boxes`` ((n, 4) west, south, east, north, each
+    within -180..180) on the sphere: west > east when it is smaller across the
+    antimeridian (GeoJSON's and STAC's rule)."""
+    boxes = boxes[~np.isnan(boxes).any(axis=1)]
+    south, north = float(boxes[:, 1].min()), float(boxes[:, 3].max())
+    order = np.argsort(boxes[:, 0])
+    west, east = boxes[order, 0], np.maximum.accumulate(boxes[order, 2])
+    # Gaps between one box's reach east and the next box's west, and the one across ±180.
+    gaps = np.append(west[1:] - east[:-1], west[0] + 360 - east[-1])
+    widest = int(np.argmax(gaps))
+    if widest == len(gaps) - 1 or gaps[widest] <= 0:
+        return float(west[0]), south, float(east[-1]), north
+    return float(west[widest + 1]), south, float(east[widest]), north
+
+
+def split_box(box: tuple[float, float, float, float]) -> list[tuple[float, float, float, float]]:
+    """A lon/lat box as boxes within -180..180: west > east gives its two sides."""
+    west, south, east, north = box
+    if west <= east:
+        return [box]
+    return [(west, south, 180.0, north), (-180.0, south, east, north)]
 
 
 # The base cells whose centre cell, at every resolution, is a pentagon.
@@ -283,6 +450,8 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
                                                                lengths)
 
 
-__all__ = ["DESCENDANT_SCALE", "CellBlock", "cells_covering", "centres", "children",
-           "children_count", "descendant_scale", "ids", "is_pentagon", "outlines", "parents",
-           "scaled_outlines", "strings"]
+__all__ = ["DESCENDANT_SCALE", "WORLD", "CellBlock", "arc_bounds", "base_cells", "centres",
+           "children",
+           "children_count", "descendant_scale", "ids", "is_pentagon", "on_plane",
+           "outlines", "parents", "plane_polygon", "plane_rings", "scaled_outlines", "shapes",
+           "split_box", "strings"]

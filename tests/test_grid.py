@@ -109,14 +109,6 @@ def test_descendant_boxes_lie_in_the_grown_box():
                 assert shapely.contains_xy(outline, lng, lat).all()
 
 
-def test_cells_covering_holds_every_cell_touching_the_geometry():
-    box = shapely.box(29.0, -2.2, 29.4, -1.9)
-    got = set(grid.cells_covering(box, 6).tolist())
-    touching = {h3.str_to_int(c) for c in h3.grid_disk(h3.latlng_to_cell(-2.05, 29.2, 6), 8)
-                if shapely.Polygon([(x, y) for y, x in h3.cell_to_boundary(c)]).intersects(box)}
-    assert touching <= got
-
-
 @pytest.mark.parametrize("res", [0, 6, 11, 15])
 def test_cells_at_points_match_h3(res):
     rng = np.random.default_rng(res)

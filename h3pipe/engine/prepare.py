@@ -447,7 +447,7 @@ def _raster(source: SourceSpec, project: Project, scope: Scope) -> tuple[RasterI
     items: list[Any] = []
     with _named_by(source):
         if source.stac is not None:
-            info, items = describe_stac(source.id, source.stac, scope.geometry.bounds,
+            info, items = describe_stac(source.id, source.stac, scope.boxes,
                                         project.root, band=source.band, nodata=source.nodata,
                                         nodata_override=source.nodata_override)
             info = replace(info, bands=source.bands, band_names=source.band_names)
@@ -458,7 +458,8 @@ def _raster(source: SourceSpec, project: Project, scope: Scope) -> tuple[RasterI
                                    bands=source.bands, band_names=source.band_names)
     minx, miny, maxx, maxy = bounds_wgs84(info)
     sminx, sminy, smaxx, smaxy = scope.geometry.bounds
-    if maxx <= sminx or minx >= smaxx or maxy <= sminy or miny >= smaxy:
+    if not any(minx < e and maxx > w and miny < n and maxy > s
+               for w, s, e, n in scope.boxes):
         raise NoDataInScope(
             f"source '{source.id}' (bounds {minx:.4f},{miny:.4f},{maxx:.4f},{maxy:.4f}) does not "
             f"overlap scope {scope.label} ({sminx:.4f},{sminy:.4f},{smaxx:.4f},{smaxy:.4f})",

@@ -30,6 +30,15 @@ class Scope:
     geometry: Any  # shapely (Multi)Polygon in EPSG:4326
     argument: str = ""  # what was given (RWA, the bbox text, the AOI path), to resolve again
 
+    @property
+    def boxes(self) -> list[tuple[float, float, float, float]]:
+        """The scope's smallest box on the sphere, as one or (across the antimeridian) two
+        boxes within -180..180: what searches by box (STAC) are sent."""
+        import shapely
+
+        parts = shapely.bounds(shapely.get_parts(self.geometry))
+        return grid.split_box(grid.arc_bounds(parts))
+
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "key": self.key, "label": self.label,
                 "argument": self.argument, "bounds": list(self.geometry.bounds)}
@@ -49,23 +58,43 @@ def resolve_scope(*, iso3: str | None = None, bbox: str | None = None,
     return _aoi(aoi)
 
 
+# ``--bbox world``: every cell on Earth (the same scope as ``--bbox -180,-90,180,90``).
+WORLD_NAMES = ("world", "globe")
+_WORLD_TEXT = "-180,-90,180,90"
+
+
 def _bbox(text: str) -> Scope:
+    if text.strip().lower() in WORLD_NAMES:
+        return _bbox(_WORLD_TEXT)
+    try:
+        west, south, east, north = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--bbox '{text}' must be four numbers west,south,east,north "
+                         "(lon/lat, e.g. 28.8,-2.9,30.9,-1.0), or 'world'") from None
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        raise UsageError(f"--bbox '{text}' must be finite numbers")
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and west != east
+            and -90 <= south < north <= 90):
+        raise UsageError(f"--bbox '{text}' must have -180 <= west, east <= 180 (west > east "
+                         "crosses the antimeridian) and -90 <= south < north <= 90")
+    key = "bbox=" + "_".join(f"{v:.6f}" for v in (west, south, east, north))
+    label = "the world" if (west, south, east, north) == WORLD else \
+        f"bbox {west},{south},{east},{north}"
+    return Scope("bbox", key, label, box_geometry(west, south, east, north), text)
+
+
+WORLD = (-180.0, -90.0, 180.0, 90.0)
+
+
+def box_geometry(west: float, south: float, east: float, north: float) -> Any:
+    """The lon/lat box as a shapely geometry; west > east crosses the antimeridian (as in
+    GeoJSON and STAC) and gives its two sides."""
     import shapely
 
-    try:
-        minx, miny, maxx, maxy = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--bbox '{text}' must be four numbers minx,miny,maxx,maxy "
-                         "(lon/lat, e.g. 28.8,-2.9,30.9,-1.0)") from None
-    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
-        raise UsageError(f"--bbox '{text}' must be finite numbers")
-    if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
-        raise UsageError(f"--bbox '{text}' must satisfy -180 <= minx < maxx <= 180 and "
-                         "-90 <= miny < maxy <= 90 (a box across the antimeridian is not "
-                         "supported yet)")
-    key = "bbox=" + "_".join(f"{v:.6f}" for v in (minx, miny, maxx, maxy))
-    return Scope("bbox", key, f"bbox {minx},{miny},{maxx},{maxy}",
-                 shapely.box(minx, miny, maxx, maxy), text)
+    if west < east:
+        return shapely.box(west, south, east, north)
+    return shapely.MultiPolygon([shapely.box(west, south, 180.0, north),
+                                 shapely.box(-180.0, south, east, north)])
 
 
 def _aoi(path: Path) -> Scope:
@@ -82,18 +111,32 @@ def _aoi(path: Path) -> Scope:
     except (DataSourceError, OSError, ValueError) as exc:
         raise ScopeError(f"--aoi {path}: cannot read it as GeoJSON or GeoPackage: {exc}") from exc
     geoms = [g for g in shapely.from_wkb(wkb) if g is not None and not g.is_empty]
-    polys = [g for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+    polys = [p for g in geoms if g.geom_type in ("Polygon", "MultiPolygon")
+             for p in shapely.get_parts(g)]
     if not polys:
         raise ScopeError(f"--aoi {path}: contains no polygon", hint="give an area, not points "
                          "or lines")
-    geom = shapely.make_valid(shapely.union_all(polys))
     crs = meta.get("crs")
     if crs and CRS.from_user_input(crs).to_epsg() != 4326:
         tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
-        geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        polys = [shapely.transform(p, lambda xy: np.column_stack(tr.transform(xy[:, 0],
+                                                                              xy[:, 1])))
+                 for p in polys]
+    geom = shapely.make_valid(shapely.union_all([_on_sphere(p) for p in polys]))
     digest = hashlib.sha256(shapely.to_wkb(geom)).hexdigest()[:12]
     return Scope("aoi", f"aoi={path.stem}-{digest}", f"aoi {path.name}", geom,
                  str(path.resolve()))
+
+
+def _on_sphere(polygon: Any) -> Any:
+    """A lon/lat polygon as the plane holds it: one drawn across the antimeridian (with
+    longitudes past ±180, or jumping from 179 to -179) is cut there into its two sides, and
+    one whose outer ring goes round a pole reaches that pole (GeoJSON's RFC 7946 rule)."""
+    import shapely
+
+    outer = grid.plane_polygon(np.asarray(polygon.exterior.coords)[:, :2])
+    holes = [grid.plane_polygon(np.asarray(r.coords)[:, :2]) for r in polygon.interiors]
+    return shapely.difference(outer, shapely.union_all(holes)) if holes else outer
 
 
 # -- countries -------------------------------------------------------------------------
@@ -259,12 +302,7 @@ def scope_cells(scope: Scope, resolution: int) -> ScopeCells:
     geometry = scope.geometry
     shapely.prepare(geometry)
     parent_res = max(0, resolution - PARENT_DEPTH)
-    # Every parent whose grown outline meets the scope: its descendants may lie inside.
-    reach = _reach_degrees(parent_res, geometry.bounds)
-    minx, miny, maxx, maxy = geometry.bounds
-    candidates = grid.cells_covering(
-        shapely.box(max(-180, minx - reach), max(-90, miny - reach), min(180, maxx + reach),
-                    min(90, maxy + reach)), parent_res)
+    candidates = _candidates(geometry, parent_res)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     grow = grid.descendant_scale(parent_res)
     for start in range(0, len(candidates), _CHUNK):
@@ -289,6 +327,33 @@ def scope_cells(scope: Scope, resolution: int) -> ScopeCells:
                    .tolist())
     return ScopeCells(resolution, geometry, parents[order], counts[order], whole[order],
                       bounds)  # type: ignore[arg-type]
+
+
+def _candidates(geometry: Any, parent_res: int) -> np.ndarray:
+    """Every cell at ``parent_res`` whose grown outline may meet ``geometry``: found by
+    descending from the 122 base cells, keeping at each level those whose grown outline
+    (which holds all their descendants' centres, on the sphere's plane: across the
+    antimeridian and round the poles) meets the geometry's parts' boxes, grown by how far a
+    parent's outline reaches."""
+    import shapely
+
+    region = _near(geometry, _reach_degrees(parent_res, geometry.bounds))
+    shapely.prepare(region)
+    cells = grid.base_cells()
+    for level in range(parent_res):
+        keep = shapely.intersects(region, grid.shapes(cells, grid.descendant_scale(level)))
+        cells = grid.children(cells[keep], level + 1)
+    return cells
+
+
+def _near(geometry: Any, reach: float) -> Any:
+    """The boxes of the geometry's parts grown by ``reach`` degrees, on the plane."""
+    import shapely
+
+    boxes = shapely.bounds(shapely.get_parts(geometry))
+    grown = [grid.on_plane(shapely.box(w - reach, max(-90, s - reach), e + reach,
+                                       min(90, n + reach))) for w, s, e, n in boxes]
+    return shapely.union_all(grown)
 
 
 def _reach_degrees(parent_res: int, bounds: tuple[float, float, float, float]) -> float:

@@ -41,17 +41,10 @@ PLAIN_STATS = tuple(s for s in NAMED_STATS if s not in (*CELL_STATS, "fractions"
 
 
 def cell_rings(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Closed (lon, lat) rings of the cells (see :func:`h3pipe.grid.outlines`); a cell across
-    the antimeridian is refused."""
-    xy, starts = grid.outlines(cells)
-    if len(cells):
-        lon = xy[:, 0]
-        span = np.maximum.reduceat(lon, starts[:-1]) - np.minimum.reduceat(lon, starts[:-1])
-        if (span > 180).any():
-            bad = grid.strings(cells[span > 180][:1])[0].as_py()
-            raise OperationError(f"cell {bad} crosses the antimeridian, which is not "
-                                 "supported yet", hint="split the scope at 180 degrees")
-    return xy, starts
+    """Closed (lon, lat) rings of the cells, one each, on the plane (see
+    :func:`h3pipe.grid.plane_rings`: continuous across the antimeridian, closed over a
+    pole)."""
+    return grid.plane_rings(cells)
 
 
 def stat_problems(stats: list[Any], named: tuple[str, ...] = NAMED_STATS

@@ -106,9 +106,25 @@ class RasterInfo:
 
     def subset(self, bounds: tuple[float, float, float, float]) -> RasterInfo:
         """The same grid with only the tiles that ``bounds`` touches (what a batch ships)."""
-        c0, r0, c1, r1 = self.pixel_window(bounds)
-        keep = tuple(t for t in self.tiles if _overlaps(t, c0, r0, c1, r1))
-        return replace(self, tiles=keep)
+        keep = {t: None for t, _ in self.placed(*self.pixel_window(bounds))}
+        return replace(self, tiles=tuple(keep))
+
+    @property
+    def period(self) -> int | None:
+        """Columns in 360 degrees, for a lon/lat grid with a whole number of them: such a
+        grid wraps at the antimeridian (column ``c + period`` is column ``c``), so a window
+        reaching past ±180 reads the other side. None for other grids."""
+        if not self.crs_is_wgs84:
+            return None
+        n = 360.0 / self.xres
+        return round(n) if abs(n - round(n)) < 1e-3 else None
+
+    def placed(self, c0: int, r0: int, c1: int, r1: int) -> list[tuple[TileInfo, int]]:
+        """The tiles a grid window touches, each with the column shift (0, or ± a
+        :attr:`period` across the antimeridian) at which it does."""
+        shifts = (0,) if self.period is None else (0, -self.period, self.period)
+        return [(t, k) for k in shifts for t in self.tiles
+                if _overlaps(t, c0 - k, r0, c1 - k, r1)]
 
     @property
     def value_dtype(self) -> np.dtype[Any]:
@@ -359,9 +375,9 @@ class MosaicReader:
         wanted: dict[TileInfo, list[tuple[int, int, int, int]]] = {}
         for bounds in windows:
             c0, r0, c1, r1 = info.pixel_window(bounds)
-            for t in info.tiles:
-                if remote.is_http(t.path) and _overlaps(t, c0, r0, c1, r1):
-                    wanted.setdefault(t, []).append(_in_tile(t, c0, r0, c1, r1))
+            for t, k in info.placed(c0, r0, c1, r1):
+                if remote.is_http(t.path):
+                    wanted.setdefault(t, []).append(_in_tile(t, c0 - k, r0, c1 - k, r1))
         for t, parts in wanted.items():
             try:
                 ds = _TILES.get(t.path, info.signer)
@@ -449,12 +465,11 @@ class MosaicReader:
         info = self.info
         c0, r0, c1, r1 = info.pixel_window(bounds)
         out = np.full((len(info.indexes), r1 - r0, c1 - c0), np.nan, dtype=info.value_dtype)
-        for t in info.tiles:
-            a0, a1 = max(c0, t.col_off), min(c1, t.col_off + t.width)
+        for t, shift in info.placed(c0, r0, c1, r1):
+            col_off = t.col_off + shift  # where the tile lies in this window's frame
+            a0, a1 = max(c0, col_off), min(c1, col_off + t.width)
             b0, b1 = max(r0, t.row_off), min(r1, t.row_off + t.height)
-            if a0 >= a1 or b0 >= b1:
-                continue
-            window = Window(a0 - t.col_off, b0 - t.row_off, a1 - a0, b1 - b0)
+            window = Window(a0 - col_off, b0 - t.row_off, a1 - a0, b1 - b0)
             ds, data = self._read(t, window)
             for k, band in enumerate(info.indexes):
                 values = data[k].astype(out.dtype, copy=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from h3pipe.errors import NoDataInScope, RemoteReadError, SourceError
 from h3pipe.sources import remote
 from h3pipe.sources.raster import RasterInfo, TileInfo, gdal_path, gdal_reason, sign
 from h3pipe.spec import StacSpec
+
+Box = tuple[float, float, float, float]
 
 _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 _ATTEMPTS = 5
@@ -34,14 +37,18 @@ class ItemRef:
     size: int | None = None  # bytes, when the asset says (file:size)
 
 
-def describe_stac(source_id: str, spec: StacSpec, bbox: tuple[float, float, float, float],
-                  base_dir: Path, *, band: int = 1, nodata: float | None = None,
+def describe_stac(source_id: str, spec: StacSpec, boxes: Sequence[Box], base_dir: Path, *,
+                  band: int = 1, nodata: float | None = None,
                   nodata_override: bool = False) -> tuple[RasterInfo, list[ItemRef]]:
-    """The grid of every item of ``spec.collection`` that intersects ``bbox`` (lon/lat)."""
+    """The grid of every item of ``spec.collection`` that intersects one of ``boxes``
+    (lon/lat, each within -180..180: a scope across the antimeridian sends its two
+    sides, one search each, since not every STAC server reads a box with west > east)."""
     where = f"source '{source_id}' (collection '{spec.collection}' at {spec.url})"
-    items = search(source_id, spec, bbox, base_dir)
+    found = {i["id"]: i for box in boxes for i in search(source_id, spec, box, base_dir)}
+    items = [found[k] for k in sorted(found)]
     if not items:
-        raise NoDataInScope(f"{where}: no item intersects bbox {_fmt(bbox)}",
+        raise NoDataInScope(f"{where}: no item intersects bbox "
+                            f"{' or '.join(_fmt(b) for b in boxes)}",
                           hint="check the scope, the collection id and any datetime/query "
                           "filter")
     placed = [_placement(where, item, spec, band) for item in items]

@@ -45,7 +45,7 @@ def test_bbox_cells_are_those_whose_centres_lie_inside():
         for c in outside_centre)
 
 
-@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "30,-2,29,-1", "29,-1,30,-2",
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "30,-2,30,-1", "29,-1,30,-2",
                                   "170,0,190,1", "nan,0,1,1"])
 def test_bad_bbox_is_a_usage_error(text):
     with pytest.raises(UsageError, match="--bbox"):

@@ -64,7 +64,7 @@ def test_stac_catalog_items_and_headers_over_a_flaky_server(tmp_path, share):
     with TileServer(tmp_path) as server:
         _catalog(tmp_path, server.url)
         spec = StacSpec(url=server.url_of("collection.json"), collection="dem", asset="data")
-        expected, _ = describe_stac("dem", spec, BOX, tmp_path)
+        expected, _ = describe_stac("dem", spec, [BOX], tmp_path)
         assert len(expected.tiles) == 4
         server.fail_share = share
         spoiled = 0
@@ -72,7 +72,7 @@ def test_stac_catalog_items_and_headers_over_a_flaky_server(tmp_path, share):
             _forget(server)
             server.reseed(seed)
             server.reset_stats()
-            info, items = describe_stac("dem", spec, BOX, tmp_path)
+            info, items = describe_stac("dem", spec, [BOX], tmp_path)
             assert info == expected and len(items) == 4
             spoiled += server.stats.failures
         assert spoiled >= 5
@@ -83,7 +83,7 @@ def test_stac_catalog_on_a_server_that_is_down(tmp_path):
     spec = StacSpec(url=server.url_of("collection.json"), collection="dem", asset="data")
     server.stop()
     with pytest.raises(RemoteReadError) as err:
-        describe_stac("dem", spec, BOX, tmp_path)
+        describe_stac("dem", spec, [BOX], tmp_path)
     assert err.value.exit_code == 1
     assert f"from {server.url.removeprefix('http://')} after 5 attempts" in str(err.value)
 
@@ -94,7 +94,7 @@ def test_stac_item_header_that_keeps_failing_names_the_status(tmp_path):
         spec = StacSpec(url=server.url_of("collection.json"), collection="dem", asset="data")
         server.fail_share = 1.0
         with pytest.raises(RemoteReadError) as err:
-            describe_stac("dem", spec, BOX, tmp_path)
+            describe_stac("dem", spec, [BOX], tmp_path)
         text = str(err.value)
         assert "item 't00'" in text and "HTTP 503 Service Unavailable" in text
         assert "supported file format" not in text
