@@ -326,8 +326,10 @@ def _continuous(ring: np.ndarray) -> np.ndarray:
     lon = ring[:, 0]
     step = np.diff(lon)
     border = (np.abs(lon[:-1]) == 180) & (np.abs(lon[1:]) == 180)
-    step = np.where(border, step, step - 360 * np.round(step / 360))
-    return lon[0] + np.concatenate([[0.0], np.cumsum(step)])
+    shift = np.where(border, 0.0, -360 * np.round(step / 360))
+    # Whole turns added to the points themselves: sums of steps would leave a closed ring
+    # a rounding error open.
+    return lon + np.concatenate([[0.0], np.cumsum(shift)])
 
 
 def _round_pole(ring: np.ndarray, pole: float) -> Any:

@@ -1,0 +1,106 @@
+"""Zonal statistics of a global lon/lat raster for cells across the antimeridian and around
+the poles, end to end (``run`` then ``export``), against exactextract on the same raster
+file with each cell's polygon cut at ±180 (and closed over the pole) by this test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h3
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from shapely.geometry import mapping
+
+from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+from tests.engine.test_run_correctness import export, run
+from tests.zonal_reference import ALL_STATS, assert_same, reference
+
+PX = 0.25  # a quarter-degree world: 1440 x 720 pixels
+
+
+def _world_raster(path: Path) -> Path:
+    rng = np.random.default_rng(25)
+    data = rng.integers(0, 1000, size=(720, 1440)).astype(np.float32)
+    data[300:310, :] = -9999  # a nodata band across the whole width
+    data[:, 0:3] = np.where(rng.random((720, 3)) < 0.5, -9999, data[:, 0:3])  # at -180
+    return write_raster(path, data, west=-180.0, north=90.0, res=PX, nodata=-9999.0)
+
+
+def _cut(cell: str) -> Any:
+    """The cell as the plane holds it, built here from h3's vertices: cut at ±180, or, for
+    the cell on a pole, the area between its ring and the pole."""
+    pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
+    lons = [x for x, _ in pts]
+    if max(lons) - min(lons) <= 180:
+        return shapely.Polygon(pts)
+    res = h3.get_resolution(cell)
+    for pole in (90.0, -90.0):
+        if h3.latlng_to_cell(pole, 0.0, res) == cell:
+            ring = sorted(pts)  # round the pole: by longitude, west to east
+            (x1, y1), (xn, yn) = ring[0], ring[-1]
+            at = yn + (180 - xn) / (x1 + 360 - xn) * (y1 - yn)  # where it meets ±180
+            return shapely.Polygon([(-180, at), *ring, (180, at), (180, pole), (-180, pole)])
+    east = shapely.Polygon([(x + 360 if x < 0 else x, y) for x, y in pts])
+    west = shapely.affinity.translate(east.intersection(shapely.box(180, -90, 540, 90)), -360)
+    return shapely.union_all([east.intersection(shapely.box(-180, -90, 180, 90)), west])
+
+
+def _features(cells: set[str]) -> list[dict[str, Any]]:
+    return [{"type": "Feature", "properties": {"cell": c}, "geometry": mapping(_cut(c))}
+            for c in sorted(cells)]
+
+
+def _scope_cells(west: float, south: float, east: float, north: float, res: int) -> set[str]:
+    """The cells whose centres lie in the box (h3-py, by hand), across ±180 when west > east."""
+    boxes = [(west, south, east, north)] if west < east else \
+        [(west, south, 180, north), (-180, south, east, north)]
+    cells: set[str] = set()
+    for w, s, e, n in boxes:
+        for lo in np.arange(w, e, 60.0):  # h3 reads a polygon 180 degrees wide as crossing
+            part = shapely.box(lo, s, min(lo + 60.0, e), n)
+            cells |= set(h3.h3shape_to_cells(h3.geo_to_h3shape(part), res))
+    return cells
+
+
+@pytest.fixture(scope="module")
+def world_tif(tmp_path_factory):
+    return _world_raster(tmp_path_factory.mktemp("world") / "world.tif")
+
+
+@pytest.fixture
+def world(tmp_path, world_tif):
+    """A project of its own for each test (one dataset, one scope in it)."""
+    return write_project(tmp_path / "project", sources={"w": raster_source("w", str(world_tif))},
+                         pipelines={"p": zonal_pipeline("p", "w", ALL_STATS, batch_size=500)})
+
+
+@pytest.mark.parametrize("bbox,res", [
+    ("170,-40,-170,-5", 3),     # across the antimeridian, with the nodata band
+    ("-180,60,180,90", 2),      # the north pole's cell and its ring
+    ("150,-90,-150,-60", 2),    # the south pole, and across the antimeridian
+])
+def test_cells_across_the_antimeridian_and_round_the_poles_equal_exactextract(
+        cli, world, world_tif, tmp_path, bbox, res):
+    run(cli, world, "p", bbox, "-r", str(res))
+    got = export(cli, world, "ds", tmp_path / "out.parquet")
+    cells = _scope_cells(*(float(v) for v in bbox.split(",")), res)
+    assert set(got) == cells
+    odd = [c for c in cells if max(x for _, x in h3.cell_to_boundary(c))
+           - min(x for _, x in h3.cell_to_boundary(c)) > 180]
+    assert odd  # the scope does hold cells across ±180 or on a pole
+    with rasterio.open(world_tif) as ds:
+        expected = reference(ds, cells, features=_features(cells))
+    assert_same(got, expected)
+
+
+def test_the_whole_world_equals_exactextract_cell_for_cell(cli, world, world_tif, tmp_path):
+    run(cli, world, "p", "world", "-r", "1")
+    got = export(cli, world, "ds", tmp_path / "world.parquet")
+    cells = set(h3.uncompact_cells(h3.get_res0_cells(), 1))
+    assert set(got) == cells
+    with rasterio.open(world_tif) as ds:
+        expected = reference(ds, cells, features=_features(cells))
+    assert_same(got, expected)
