@@ -104,3 +104,17 @@ def test_the_whole_world_equals_exactextract_cell_for_cell(cli, world, world_tif
     with rasterio.open(world_tif) as ds:
         expected = reference(ds, cells, features=_features(cells))
     assert_same(got, expected)
+
+
+@pytest.mark.parametrize("code,res", [("USA", 5), ("RUS", 3), ("NZL", 5), ("FJI", 5),
+                                      ("KIR", 5)])
+def test_countries_across_the_antimeridian_equal_exactextract(cli, world, world_tif, tmp_path,
+                                                               code, res):
+    r = cli("--project", world, "run", "p", "--iso3", code, "-r", str(res))
+    assert r.exit_code == 0, r.stderr
+    got = export(cli, world, "ds", tmp_path / "out.parquet")
+    assert any(h3.cell_to_latlng(c)[1] > 170 for c in got)
+    assert any(h3.cell_to_latlng(c)[1] < -170 for c in got)  # both sides of ±180
+    with rasterio.open(world_tif) as ds:
+        expected = reference(ds, set(got), features=_features(set(got)))
+    assert_same(got, expected)
