@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import h3
 import pyarrow.parquet as pq
+import pytest
 import rasterio
 import shapely
 from exactextract.raster import NumPyRasterSource
@@ -114,3 +115,48 @@ def test_more_bands_than_the_items_have_fails_naming_the_file(stac_api, tmp_path
     assert r.exit_code == 1, r.stderr
     assert "has 1 band(s), the source asks for band 2" in r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def test_a_scope_across_the_antimeridian_finds_and_reads_the_items_on_both_sides(
+        stac_api, tmp_path, cli):
+    """Two tiles at either end of the world, E179 and W180, in a collection of their own;
+    a scope across 180 finds both by two searches and reads them as one strip."""
+    import numpy as np
+
+    from h3pipe.demo.copdem import generate_tiles
+    from h3pipe.demo.stac import collection_dict, item_dict
+    from tests.stac_server import TILE_SIZE, _load
+
+    served = next(iter(stac_api.tiles.values())).parent  # the COG server's folder
+    east, = generate_tiles(served, (179.2, -0.8, 179.8, -0.2), size=TILE_SIZE)
+    west, = generate_tiles(served, (-179.8, -0.8, -179.2, -0.2), size=TILE_SIZE)
+    items = [item_dict(p, f"{stac_api.cog_url}/{p.name}", collection_id="dem-am")
+             for p in (east, west)]
+    _load(stac_api.dsn, [collection_dict(items, collection_id="dem-am")], items, migrate=False)
+    proj = write_project(tmp_path / "p", sources={"dem": _source(stac_api.url, "dem-am")},
+                         pipelines={"p": zonal_pipeline("p", "dem", STATS, resolution=7)})
+    r = cli("--project", proj, "run", "p", "--bbox", "179.85,-0.6,-179.85,-0.4")
+    assert r.exit_code == 0, r.stderr
+    out = tmp_path / "o.parquet"
+    assert cli("--project", proj, "export", "ds", "-o", out).exit_code == 0
+    actual = {row["h3_index"]: row for row in pq.read_table(out).to_pylist()}
+    lngs = [h3.cell_to_latlng(c)[1] for c in actual]
+    assert min(lngs) < -179.9 and max(lngs) > 179.9
+
+    # Independently: the two tiles side by side, W180 moved to 180..181, and the cells'
+    # western vertices moved by +360 to match.
+    with rasterio.open(east) as e, rasterio.open(west) as w:
+        values = np.hstack([e.read(1), w.read(1)]).astype("float64")
+        left, top = e.transform.c, e.transform.f
+        assert w.transform.c + 360 == pytest.approx(left + e.width * e.transform.a)
+    values[values == -32767] = float("nan")
+    h, wd = values.shape
+    src = NumPyRasterSource(values, left, top - h / TILE_SIZE, left + wd / TILE_SIZE, top)
+    features = [{"type": "Feature", "properties": {"cell": c}, "geometry": {
+        "type": "Polygon", "coordinates": [[[lo + 360 if lo < 0 else lo, la] for la, lo in
+                                            [*h3.cell_to_boundary(c),
+                                             h3.cell_to_boundary(c)[0]]]]}}
+                for c in actual]
+    assert_same(actual, reference(src, list(actual), STATS, features=features), STATS)
+    shown = cli("--project", proj, "runs", "show", "latest").stdout
+    assert east.stem in shown and west.stem in shown
