@@ -346,3 +346,43 @@ def test_plan_says_how_many_features_partitions_and_batches(scene, tmp_path, cli
     first, second, third = plan["stages"]
     assert first["tasks"] == second["tasks"] == third["tasks"] == vector["batches"]
     assert not (proj / ".h3pipe").exists()
+
+
+def _scattered(box, n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Small squares and points scattered over a lon/lat ``box`` (west > east: across ±180)."""
+    west, south, east, north = box
+    rng = np.random.default_rng(seed)
+    width = (east - west) % 360
+    x = (west + rng.uniform(0, width, n) + 180) % 360 - 180
+    y = rng.uniform(south, north, n)
+    half = rng.uniform(2.5, 20, n) / 111_320
+    half = np.minimum(half, 180 - np.abs(x))  # none drawn across ±180 itself
+    geoms = list(shapely.box(x - half, y - half, x + half, y + half))
+    geoms[::5] = list(shapely.points(x[::5], y[::5]))
+    return [f"f{i}" for i in range(n)], np.array(geoms, dtype=object)
+
+
+@pytest.mark.parametrize("kind, suffix", [("covered", "parquet"), ("GPKG", "gpkg")])
+@pytest.mark.parametrize("box, res", [((179.8, -16.95, -179.8, -16.75), 8),
+                                      ((-180.0, 84.0, 180.0, 90.0), 4)])
+def test_features_across_the_antimeridian_and_near_a_pole_are_each_read_once(
+        tmp_path, kind, suffix, box, res):
+    from h3pipe.engine.scope import box_geometry
+
+    ids, geoms = _scattered(box, 3000, seed=25)
+    path = tmp_path / f"b.{suffix}"
+    _write(path, ids, geoms, kind)
+    scope = box_geometry(*box)
+    info = vector_info("b", str(path), tmp_path, id_field="bid")
+    planner = Planner("r", scope_cells(Scope("aoi", "aoi=t", "t", scope), res), res, 100, {},
+                      {"b": info}, None, row_batch=lambda n: 200)
+    batches = planner.batches(StepSpec("s", "h3_assign", input="b", output="intermediate"))
+    assert len(batches) > 1
+    seen = [f for b in batches for f in fed(b).rows.column("feature_id").to_pylist()]
+    assert len(seen) == len(set(seen)), "a feature was read by two batches"
+    expected = _expected(ids, geoms, scope=scope, res=res)
+    assert set(seen) == expected
+    lng = [shapely.get_coordinates(g)[0, 0] for f, g in zip(ids, geoms, strict=True)
+           if f in expected]
+    if box[0] > box[2]:
+        assert min(lng) < -179.8 and max(lng) > 179.8  # both sides were found
