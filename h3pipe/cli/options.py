@@ -12,7 +12,8 @@ Pipeline = Annotated[str, typer.Argument(help="Pipeline id (its 'id:' in pipelin
 Iso3 = Annotated[str | None, typer.Option(help="Country by ISO 3166-1 alpha-3 code; for run, "
                                                 "several (RWA,BDI) or a group of h3pipe.yaml "
                                                 "(@eac).")]
-Bbox = Annotated[str | None, typer.Option(help="minx,miny,maxx,maxy in lon/lat.")]
+Bbox = Annotated[str | None, typer.Option(help="west,south,east,north in lon/lat (west > east "
+                                            "crosses the antimeridian), or 'world'.")]
 Aoi = Annotated[Path | None, typer.Option(help="GeoJSON or GeoPackage with the area.",
                                           dir_okay=False)]
 Resolution = Annotated[int | None, typer.Option("--resolution", "-r",
