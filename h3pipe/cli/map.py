@@ -47,7 +47,9 @@ def map_(
     units (or a legend of a categorical source's classes), the scope's outline, degree
     ticks and a scale bar; cells without a value and cells whose every pixel was nodata
     get colours of their own, counted in the legend. Cells are rasterised at the picture's
-    pixel size, so a million cells draw in about a second.
+    pixel size, so a million cells draw in about a second. A scope across the antimeridian
+    is drawn continuous across 180; one wider than half the world in Equal Earth (on its
+    pole for a polar cap).
 
     Example:
 

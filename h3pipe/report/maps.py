@@ -5,7 +5,9 @@ colour of the cell its centre lies in (one H3 lookup per pixel, then a binary se
 the cells), so the cost is the picture's, not the scope's: a million cells draw as fast as a
 hundred. A cell smaller than a pixel shows only where a pixel centre falls in it, as any
 raster view of fine data does. The frame is plate carree stretched by 1/cos of the middle
-latitude, so shapes near the map's centre are true and the scale bar holds there.
+latitude, so shapes near the map's centre are true and the scale bar holds there; a scope
+across the antimeridian is drawn with its longitudes continuous across 180, and one wider
+than half the world in Equal Earth (:mod:`h3pipe.report.projection`).
 
 matplotlib draws the frame, colour bar, legend and text: it writes PNG, SVG and PDF from one
 figure, its colour maps are perceptually uniform (viridis) or made for the purpose (RdBu,
@@ -25,6 +27,7 @@ import numpy as np
 from h3pipe import grid
 from h3pipe.config.schemas import suggest
 from h3pipe.errors import UsageError
+from h3pipe.report.projection import LONLAT, WORLD, View, view_for
 
 FORMATS = (".png", ".svg", ".pdf")
 NULL_COLOUR = "#c8c8c8"    # a cell without a value
@@ -74,14 +77,16 @@ class Frame:
     top: int
     width: int
     height: int
-    extent: tuple[float, float, float, float]  # west, east, south, north
+    extent: tuple[float, float, float, float]  # west, east, south, north (in the view's units)
+    view: View = View()
 
     def lonlat(self) -> tuple[np.ndarray, np.ndarray]:
-        """Longitude and latitude of every pixel centre, row by row from the top."""
+        """Longitude and latitude of every pixel centre, row by row from the top (NaN where
+        the pixel shows no place on Earth)."""
         west, east, south, north = self.extent
-        lon = west + (np.arange(self.width) + 0.5) * (east - west) / self.width
-        lat = north - (np.arange(self.height) + 0.5) * (north - south) / self.height
-        return np.tile(lon, self.height), np.repeat(lat, self.width)
+        x = west + (np.arange(self.width) + 0.5) * (east - west) / self.width
+        y = north - (np.arange(self.height) + 0.5) * (north - south) / self.height
+        return self.view.inverse(np.tile(x, self.height), np.repeat(y, self.width))
 
 
 def check_format(out: Path) -> str:
@@ -119,11 +124,15 @@ def figure(data: CellMap, style: Style, size: tuple[int, int]) -> tuple[Any, dic
               interpolation="nearest", aspect="auto", zorder=1)
     ax.set_xlim(frame.extent[0], frame.extent[1])
     ax.set_ylim(frame.extent[2], frame.extent[3])
-    _outline(ax, data.outline)
-    _graticule(ax)
-    _scale_bar(ax, frame)
+    _outline(ax, data.outline, frame.view)
+    if frame.view.projected:
+        _projected_graticule(ax, frame.view)
+    else:
+        _graticule(ax, frame.view)
+        _scale_bar(ax, frame)
     facts: dict[str, Any] = {"axes": [frame.left, frame.top, frame.width, frame.height],
-                             "extent": list(frame.extent), "kind": style.kind,
+                             "extent": list(frame.extent), "crs": frame.view.crs,
+                             "kind": style.kind,
                              "null_colour": NULL_COLOUR, "nodata_colour": NODATA_COLOUR}
     facts |= _key(fig, size, style, legend, colours)
     fig.text(frame.left / width, 1 - 22 / height, data.title, fontsize=15, weight="bold")
@@ -141,12 +150,17 @@ MARGIN = {"left": 70, "right": 250, "top": 64, "bottom": 48}
 def _frame(data: CellMap, width: int, height: int) -> Frame:
     """The map frame, as large as the margins allow, with the cells' (and the outline's)
     extent widened on one side so that a degree of latitude is true to a degree of
-    longitude times cos(middle latitude)."""
-    west, south, east, north = _bounds(data)
+    longitude times cos(middle latitude) (projected, a metre to a metre)."""
+    # Every cell's centre is inside the scope: its outline bounds them, and costs nothing
+    # where the cells' centres would cost a second per ten million.
+    centres = None if _has_outline(data) else grid.centres(data.cells)
+    view = view_for(_boxes(data, centres))
+    west, south, east, north = (_bounds(data, centres) if view.kind == LONLAT
+                                else _view_bounds(data, view, centres))
     aw = width - MARGIN["left"] - MARGIN["right"]
     ah = height - MARGIN["top"] - MARGIN["bottom"]
     mid = (south + north) / 2
-    k = max(math.cos(math.radians(mid)), 0.05)
+    k = 1.0 if view.projected else max(math.cos(math.radians(mid)), 0.05)
     w, h = max((east - west) * k, 1e-6), max(north - south, 1e-6)
     if w / h > aw / ah:
         h = w * ah / aw
@@ -154,24 +168,61 @@ def _frame(data: CellMap, width: int, height: int) -> Frame:
         w = h * aw / ah
     cx, cy = (west + east) / 2, mid
     extent = (cx - w / 2 / k, cx + w / 2 / k, cy - h / 2, cy + h / 2)
-    return Frame(MARGIN["left"], MARGIN["top"], aw, ah, extent)
+    return Frame(MARGIN["left"], MARGIN["top"], aw, ah, extent, view)
 
 
-def _bounds(data: CellMap) -> tuple[float, float, float, float]:
-    """West, south, east, north of the cells and the outline, with a margin of a cell."""
+Centres = tuple[np.ndarray, np.ndarray] | None
+
+
+def _has_outline(data: CellMap) -> bool:
+    return data.outline is not None and not data.outline.is_empty
+
+
+def _bounds(data: CellMap, centres: Centres) -> tuple[float, float, float, float]:
+    """West, south, east, north of the outline (or the cells' centres), with a margin of a
+    cell."""
     boxes = []
     if data.outline is not None and not data.outline.is_empty:
-        # Every cell's centre is inside the scope: its outline bounds them, and costs
-        # nothing where the cells' centres would cost a second per ten million.
         boxes.append(data.outline.bounds)
-    elif len(data.cells):
-        lng, lat = grid.centres(data.cells)
+    elif centres is not None and len(centres[0]):
+        lng, lat = centres
         boxes.append((lng.min(), lat.min(), lng.max(), lat.max()))
     if not boxes:
         return (-1.0, -1.0, 1.0, 1.0)
     west, south = min(b[0] for b in boxes), min(b[1] for b in boxes)
     east, north = max(b[2] for b in boxes), max(b[3] for b in boxes)
     pad = 2 * _edge_degrees(data.resolution) + 0.02 * max(east - west, north - south)
+    return west - pad, south - pad, east + pad, north + pad
+
+
+def _boxes(data: CellMap, centres: Centres) -> np.ndarray:
+    """Lon/lat boxes of the outline's parts (or of the cells' centres, a box per degree of
+    longitude they occupy), to choose the view by."""
+    import shapely
+
+    if _has_outline(data):
+        return np.asarray(shapely.bounds(shapely.get_parts(data.outline)))
+    if centres is None or not len(centres[0]):
+        return np.zeros((0, 4))
+    lng, lat = centres
+    degree = np.flatnonzero(np.bincount(np.clip(np.floor(lng) + 180, 0, 359).astype(np.int64),
+                                        minlength=360)) - 180.0
+    return np.column_stack([degree, np.full(len(degree), lat.min()), degree + 1,
+                            np.full(len(degree), lat.max())])
+
+
+def _view_bounds(data: CellMap, view: View, centres: Centres
+                 ) -> tuple[float, float, float, float]:
+    """Like :func:`_bounds`, in the view's units: the outline (or the cells' centres)
+    carried into the view, with a margin of a cell."""
+    if _has_outline(data):
+        x, y = view.points(data.outline).T
+    else:
+        assert centres is not None
+        x, y = view.forward(*centres)
+    west, south, east, north = float(x.min()), float(y.min()), float(x.max()), float(y.max())
+    edge = _edge_degrees(data.resolution) * (KM_PER_DEGREE * 1000 if view.projected else 1)
+    pad = 2 * edge + 0.02 * max(east - west, north - south)
     return west - pad, south - pad, east + pad, north + pad
 
 
@@ -276,9 +327,10 @@ def _class_legend(values: np.ndarray, classes: tuple[tuple[float, str], ...]
 
 def _raster(data: CellMap, frame: Frame, colours: Colours) -> np.ndarray:
     """The frame's pixels: the colour of the cell under each pixel centre, transparent
-    where no cell of the map is."""
+    where no cell of the map is (or no place on Earth: past a pole, outside the world)."""
     lon, lat = frame.lonlat()
-    under = grid.cells_at(lon, lat, data.resolution)
+    on_earth = np.flatnonzero(~np.isnan(lat))
+    under = grid.cells_at(lon[on_earth], lat[on_earth], data.resolution)
     order = np.argsort(data.cells, kind="stable")
     ranked = data.cells[order]
     at = np.clip(np.searchsorted(ranked, under), 0, max(len(ranked) - 1, 0))
@@ -286,40 +338,71 @@ def _raster(data: CellMap, frame: Frame, colours: Colours) -> np.ndarray:
     if len(ranked):
         hit = ranked[at] == under
         shown, where = np.unique(order[at[hit]], return_inverse=True)
-        image[hit] = colours.of(shown)[where]
+        image[on_earth[hit]] = colours.of(shown)[where]
     return image.reshape(frame.height, frame.width, 4)
 
 
 # -- decoration -------------------------------------------------------------------------------
 
-def _outline(ax: Any, outline: Any | None) -> None:
+def _outline(ax: Any, outline: Any | None, view: View) -> None:
     """The scope's boundary, every part of it, above the cells."""
     if outline is None or outline.is_empty:
         return
-    import shapely
-
-    for line in shapely.get_parts(shapely.boundary(outline)):
-        for part in shapely.get_parts(line):
-            x, y = np.asarray(part.coords).T
-            # Dark on a light halo: readable over any colour map and any class colour.
-            ax.plot(x, y, color="white", linewidth=2.6, alpha=0.8, zorder=3)
-            ax.plot(x, y, color=EDGE_COLOUR, linewidth=1.0, zorder=3)
+    for x, y in (line.T for line in view.lines(outline)):
+        # Dark on a light halo: readable over any colour map and any class colour.
+        ax.plot(x, y, color="white", linewidth=2.6, alpha=0.8, zorder=3)
+        ax.plot(x, y, color=EDGE_COLOUR, linewidth=1.0, zorder=3)
 
 
-def _graticule(ax: Any) -> None:
+def _degrees(hemispheres: str, *, wrap: bool = False) -> Any:
+    """Tick labels in degrees; ``wrap``: longitudes past 180 named as those they show."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(v: float, _: Any) -> str:
+        if wrap:
+            v = (v + 180) % 360 - 180
+            if v == -180:
+                return "180°"
+        return f"{abs(v):g}°{hemispheres[int(v < 0)]}" if v else "0°"
+
+    return FuncFormatter(label)
+
+
+def _graticule(ax: Any, view: View) -> None:
     """Degree ticks on the frame and faint lines across it."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    def degrees(hemispheres: str) -> FuncFormatter:
-        return FuncFormatter(lambda v, _: f"{abs(v):g}°{hemispheres[int(v < 0)]}" if v else "0°")
+    from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(7))
     ax.yaxis.set_major_locator(MaxNLocator(7))
-    ax.xaxis.set_major_formatter(degrees("EW"))
-    ax.yaxis.set_major_formatter(degrees("NS"))
+    ax.xaxis.set_major_formatter(_degrees("EW", wrap=view.kind != LONLAT))
+    ax.yaxis.set_major_formatter(_degrees("NS"))
     ax.tick_params(labelsize=8, colors="#444444")
     ax.grid(True, color="#999999", linewidth=0.4, alpha=0.5, zorder=2)
     ax.set_axisbelow(False)
+
+
+WORLD_GRATICULE = 30.0  # degrees between the lines of a world map's graticule
+
+
+def _projected_graticule(ax: Any, view: View) -> None:
+    """Faint meridians and parallels every 30 degrees over the latitudes the view shows, and
+    the world's edge on a world map; no ticks (a projected frame has no degree scale along
+    its sides)."""
+    import shapely
+
+    ax.set_xticks([])
+    ax.set_yticks([])
+    south, north = view.latitudes
+    meridians = np.arange(-180.0, 180.0, WORLD_GRATICULE)
+    parallels = np.arange(-90.0 + WORLD_GRATICULE, 90.0, WORLD_GRATICULE)
+    faint = [shapely.LineString([(x, south), (x, north)]) for x in meridians]
+    faint += [shapely.LineString([(-180.0, y), (180.0, y)]) for y in parallels
+              if south <= y <= north]
+    edge = [shapely.box(*grid.WORLD).exterior] if view.kind == WORLD else []
+    for lines, colour, width in ((faint, "#999999", 0.4), (edge, "#555555", 0.8)):
+        for line in shapely.segmentize(np.asarray(lines, dtype=object), 1.0):
+            x, y = view.forward(*np.asarray(line.coords).T)
+            ax.plot(x, y, color=colour, linewidth=width, alpha=0.6, zorder=2)
 
 
 def nice_length(km: float) -> float:
