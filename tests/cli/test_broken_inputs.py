@@ -299,8 +299,10 @@ CASES: list = [
     ("bbox-empty", lambda c: ("run", "p", "--bbox", "", "--workers", "1"), 2, "bbox", "error"),
     ("bbox-nan", lambda c: ("run", "p", "--bbox", "nan,-2.1,29.1,-2.0", "--workers", "1"), 2,
      "bbox", "error"),
-    ("bbox-antimeridian", lambda c: ("run", "p", "--bbox", "179.5,-2.1,-179.5,-2.0", "--workers",
-                                     "1"), 2, "bbox", "error"),
+    # A valid scope across the antimeridian, far from the project's raster.
+    ("bbox-antimeridian-no-data", lambda c: ("run", "p", "--bbox", "179.5,-2.1,-179.5,-2.0",
+                                             "--workers", "1"), 2, "does not overlap scope bbox",
+     "error"),
     ("unknown-iso3", lambda c: ("run", "p", "--iso3", "XYZ", "--workers", "1"), 2, "XYZ",
      "error"),
     ("aoi-missing", _aoi(None, "nowhere.geojson"), 2, "nowhere.geojson", "error"),
