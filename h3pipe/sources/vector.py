@@ -437,10 +437,20 @@ def _feature_table(info: VectorInfo, ids: Any, attributes: dict[str, Any],
 
 
 def centroid_xy(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lon and lat of each geometry's centroid (NaN for an empty or missing one)."""
+    """Lon and lat of each geometry's centroid (NaN for an empty or missing one). A feature
+    split at the antimeridian (parts by +180 and by -180, RFC 7946's way) has its centroid
+    there, not halfway round the world: its western parts are moved by +360 first."""
     import shapely
 
     c = shapely.centroid(geoms)
+    box = shapely.bounds(geoms).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        split = np.flatnonzero(box[:, 2] - box[:, 0] > 180)
+    if len(split):
+        east = shapely.transform(geoms[split], lambda xy: np.where(
+            xy[:, :1] < 0, xy + np.array([360.0, 0.0]), xy))
+        c[split] = shapely.transform(shapely.centroid(east), lambda xy: np.column_stack(
+            [(xy[:, 0] + 180) % 360 - 180, xy[:, 1]]))
     there = ~(shapely.is_missing(c) | shapely.is_empty(c))
     x = np.full(len(geoms), np.nan)
     y = np.full(len(geoms), np.nan)
