@@ -124,6 +124,13 @@ class ConservationError(OperationError):
     nothing is published."""
 
 
+class TooManyNulls(H3PipeError):
+    """``run --strict``: a published dataset has more null cells (no valid pixel) than
+    ``max_null_share`` allows. Raised after the data is published; it stays published."""
+
+    exit_code = 65  # EX_DATAERR: the run worked, the data does not cover the scope
+
+
 class RunFailed(H3PipeError):
     """A run ended with a failed task; the run record holds the details."""
 

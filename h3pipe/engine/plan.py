@@ -37,6 +37,7 @@ class PlanReport:
                 "scope": p.scope.to_json(), "resolution": p.resolution,
                 "workers": p.workers, "batch_size": p.batch_size, "store": self.store,
                 **self.outlook.to_json(), "sources": [s.to_json() for s in self.sources],
+                "footprints": dict(p.footprints),
                 "estimate": self.estimate.to_json()}
 
 

@@ -15,11 +15,12 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from h3pipe.config.dag import StepGraph
 from h3pipe.config.project import Project, suggest
+from h3pipe.engine.coverage import DEFAULT_MAX_NULL_SHARE, Coverage, footprint_share
 from h3pipe.engine.executors import Retry
 from h3pipe.engine.scope import Scope, ScopeCells, scope_cells
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS
@@ -59,6 +60,8 @@ class RunOptions:
     from_step: str | None = None
     wait: bool = False
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    max_null_share: float | None = None  # above it, a published dataset warns
+    strict: bool = False  # ... and the run's result is an error (after publishing)
 
     def reports_done(self, row: dict[str, Any] | None) -> bool:
         """Whether the run recorded as ``row`` is reported as done, not run again."""
@@ -72,6 +75,9 @@ class RunOptions:
             raise UsageError(f"--grace {self.grace_seconds:g} must be 0 or more seconds")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.max_null_share is not None and not 0 <= self.max_null_share <= 1:
+            raise UsageError(f"--max-null-share {self.max_null_share:g} must be a share "
+                             "from 0 to 1")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,9 @@ class RunPlan:
     options: RunOptions
     store_location: str
     sweep: Sweep | None = None
+    # Each raster source's share of the scope its tiles cover (see engine.coverage).
+    footprints: Mapping[str, float] = field(default_factory=dict)
+    max_null_share: float = DEFAULT_MAX_NULL_SHARE
 
     def output_columns(self, step: StepSpec) -> list[str]:
         """The columns a published step adds to the dataset: a sweep's keys, then its
@@ -206,6 +215,7 @@ class RunPlan:
             out["missing_scenarios"] = {k: list(v) for k, v in self.sweep.missing.items() if v}
             out["carried_scenarios"] = list(self.sweep.carried)
         out["inputs"] = self.inputs()
+        out["coverage"] = Coverage.of_plan(self).to_json()
         return out
 
     def _grids(self, source_id: str) -> list[RasterInfo]:
@@ -293,13 +303,16 @@ def prepare(project: Project, pipeline_id: str, scope: Scope,
     rasters, vectors, items, sweep = _describe(used, project, scope, pipeline.matrix)
     cells = scope_cells(scope, resolution)
     size = options.batch_size or defaults.get("batch_size") or default_batch_size(len(cells))
+    nulls = options.max_null_share if options.max_null_share is not None else \
+        defaults.get("max_null_share", DEFAULT_MAX_NULL_SHARE)
     return RunPlan(
         run_id=run_identity(pipeline, scope, resolution, used, rasters, vectors, sweep),
         pipeline=pipeline, scope=scope, resolution=resolution, cells=cells,
         stages=tuple(tuple(s) for s in StepGraph(pipeline.steps).stages()),
         batch_size=balanced_batch_size(len(cells), size, workers), max_batch_size=size,
         workers=workers, sources=used, rasters=rasters, vectors=vectors, items=items,
-        options=options, store_location=project.store_location(), sweep=sweep)
+        options=options, store_location=project.store_location(), sweep=sweep,
+        footprints=_footprints(rasters, sweep, scope), max_null_share=float(nulls))
 
 
 def _pipeline(pipelines: dict[str, PipelineSpec], pipeline_id: str) -> PipelineSpec:
@@ -466,6 +479,14 @@ def _raster(source: SourceSpec, project: Project, scope: Scope) -> tuple[RasterI
             hint="choose a scope inside the raster, or check the source's path",
         )
     return info, items
+
+
+def _footprints(rasters: Mapping[str, RasterInfo], sweep: Sweep | None, scope: Scope
+                ) -> dict[str, float]:
+    """Each raster source's share of the scope (a sweep's: all its scenarios' tiles)."""
+    swept = sweep.rasters if sweep else {}
+    return {sid: footprint_share([i for _, i in swept[sid]] if sid in swept else [info],
+                                 scope.geometry) for sid, info in rasters.items()}
 
 
 def bounds_wgs84(info: RasterInfo) -> tuple[float, float, float, float]:

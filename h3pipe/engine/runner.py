@@ -21,6 +21,7 @@ from h3pipe.config.project import Project
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
 from h3pipe.engine.costs import settle_workers
+from h3pipe.engine.coverage import Coverage
 from h3pipe.engine.executors import Executor, make_executor
 from h3pipe.engine.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.engine.outlook import Outlook, outlook
@@ -63,6 +64,9 @@ class RunResult:
     seconds: float
     store: str
     state: str = "completed"  # completed | resumed | already (nothing recomputed)
+    # What its rasters cover of the scope; ``coverage.check()`` raises for a strict run
+    # with too many null cells. None for a run recorded before coverage was.
+    coverage: Coverage | None = None
 
 
 def run_pipeline(project: Project, pipeline_id: str, scope: Scope,
@@ -125,7 +129,8 @@ def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executo
         row = wait_or_refuse(log, plan.run_id, wait=plan.options.wait, on_wait=reporter.message)
         if plan.options.reports_done(row):
             assert row is not None  # reported done: there is a row
-            return _result(plan, store, row["cells"] or 0, 0.0, "already")
+            return _result(plan, store, row["cells"] or 0, 0.0, "already",
+                           recorded_coverage(plan, row))
         plan = carry_over(plan.resuming(row), store, row)  # the batches it started with
         claim_run(log, plan, row, store)
         with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
@@ -177,9 +182,18 @@ def claim_run(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Sto
             "ttl_hours": s.cleanup.get("ttl_hours"), "created_at": now()} for s in p.steps])
 
 
-def _result(plan: RunPlan, store: Store, rows: int, seconds: float, state: str) -> RunResult:
+def _result(plan: RunPlan, store: Store, rows: int, seconds: float, state: str,
+            coverage: Coverage | None) -> RunResult:
     return RunResult(plan.run_id, plan.pipeline.id, plan.pipeline.dataset, plan.scope.label,
-                     plan.resolution, len(plan.cells), rows, seconds, store.location, state)
+                     plan.resolution, len(plan.cells), rows, seconds, store.location, state,
+                     coverage)
+
+
+def recorded_coverage(plan: RunPlan, row: dict[str, Any]) -> Coverage | None:
+    """What the run recorded in ``row`` found, judged by this plan's threshold (a run
+    reported done is held to the options given now)."""
+    found = Coverage.recorded(json.loads(row["params"]))
+    return found.judged_by(plan.max_null_share, plan.options.strict) if found else None
 
 
 class _Run:
@@ -215,8 +229,8 @@ class _Run:
             raise
         beat.stop()
         seconds = time.perf_counter() - started
-        complete_run(plan, self.store, log, rows, seconds)
-        return _result(plan, self.store, rows, seconds, state)
+        coverage = complete_run(plan, self.store, log, rows, seconds)
+        return _result(plan, self.store, rows, seconds, state, coverage)
 
     def _stages_and_publish(self, stop: StopRequest) -> int:
         plan, outputs = self.plan, self.planner.outputs
@@ -279,14 +293,20 @@ def publish_outputs(plan: RunPlan, store: Store, outputs: dict[str, dict[int, st
         keep=list(plan.sweep.carried) if plan.sweep else [])
 
 
-def complete_run(plan: RunPlan, store: Store, log: RunLog, rows: int, seconds: float) -> None:
-    """Record a published run as completed, with what it measured, and let go of what its
-    steps' cleanup policies allow."""
+def complete_run(plan: RunPlan, store: Store, log: RunLog, rows: int, seconds: float
+                 ) -> Coverage:
+    """Record a published run as completed, with what it measured and what its rasters
+    covered (its tasks' null rows summed), and let go of what its steps' cleanup policies
+    allow. Returns the coverage recorded."""
     faults.point("published")
-    log.add_params(plan.run_id, measured=measured(plan, seconds))
+    coverage = Coverage.of_plan(plan).counted(log.null_rows(plan.run_id))
+    log.add_params(plan.run_id, measured=measured(plan, seconds), coverage=coverage.to_json())
+    for line in coverage.warnings():
+        log.event(plan.run_id, "run", plan.run_id, "warning", line)
     log.finish(plan.run_id, "completed")
     log.event(plan.run_id, "run", plan.run_id, "completed", f"{rows} rows published")
     release(store, plan.run_id, succeeded=True)
+    return coverage
 
 
 _STOPPED = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "interrupted (SIGTERM)",
@@ -315,4 +335,4 @@ def _no_rows(plan: RunPlan, step: StepSpec) -> Any:
 __all__ = ["Reporter", "RunResult", "carry_over", "check_and_record_balance", "claim_run",
            "complete_run", "execute",
            "publish_outputs",
-           "recorded_run", "resume_run", "run_pipeline"]
+           "recorded_coverage", "recorded_run", "resume_run", "run_pipeline"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from h3pipe import faults
+from h3pipe.engine.coverage import null_rows
 from h3pipe.engine.executors import Executor, Outcome, Retry, Stopping
 from h3pipe.engine.stopping import StopRequest
 from h3pipe.operations import Batch
@@ -111,6 +112,7 @@ class StageRun:
             raise outcome.error
         table = outcome.table
         assert table is not None  # an outcome carries either a table or an error
+        nulls = null_rows(b, table)  # counted here, batch by batch; the run sums them
         ref = self.store.write_task_output(self.run_id, b.step_id, b.number, table,
                                            self.storage[b.step_id])
         faults.point("task-output-written")
@@ -118,7 +120,7 @@ class StageRun:
         self.sizes.setdefault(b.step_id, {})[b.number] = table.num_rows
         self.log.task_completed(key, seconds=outcome.seconds, rows=table.num_rows, output=ref,
                                 tile_seconds=outcome.tile_seconds, started=outcome.started,
-                                worker=outcome.worker_name)
+                                worker=outcome.worker_name, null_rows=nulls)
         self.done[b.step_id] += 1
         self.rows[b.step_id] += table.num_rows
         self.log.step_progress(self.run_id, b.step_id, tasks_done=self.done[b.step_id],

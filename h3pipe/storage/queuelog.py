@@ -168,16 +168,17 @@ class QueueLog:
 
     @staticmethod
     def complete_in(tx: Tx, key: TaskKey, *, seconds: float, rows: int, output: str,
-                    tile_seconds: str | None) -> bool:
+                    tile_seconds: str | None, null_rows: int | None = None) -> bool:
         """Within the transaction that wrote the task's output: mark it completed; False
         when another delivery completed it first (then the caller rolls back)."""
         return tx.execute(
             "UPDATE tasks SET status = 'completed', finished_at = :t, seconds = :sec, "
-            "rows_out = :rows, output_path = :out, tile_seconds = :tiles, error = NULL "
+            "rows_out = :rows, output_path = :out, tile_seconds = :tiles, "
+            "null_rows = :nulls, error = NULL "
             "WHERE run_id = :run_id AND step_id = :step_id AND task_no = :task_no AND "
             "status NOT IN ('completed', 'failed')",
             key.where() | {"t": now(), "sec": seconds, "rows": rows, "out": output,
-                           "tiles": tile_seconds}) == 1
+                           "tiles": tile_seconds, "nulls": null_rows}) == 1
 
     def step_totals(self, run_id: str, step_id: str) -> tuple[int, int]:
         """Tasks done and rows out of a step, counted from its tasks."""

@@ -168,14 +168,25 @@ class RunLog:
 
     def task_completed(self, key: TaskKey, *, seconds: float, rows: int, output: str,
                        tile_seconds: dict[str, float] | None, started: float | None = None,
-                       worker: str | None = None) -> None:
-        """The task's output is written; ``started`` and ``worker`` as in :meth:`task_failed`."""
+                       worker: str | None = None, null_rows: int | None = None) -> None:
+        """The task's output is written; ``started`` and ``worker`` as in :meth:`task_failed`;
+        ``null_rows``: its rows with no valid pixel (None: not counted)."""
         self.catalog.update("tasks", key.where(), status="completed", finished_at=now(),
                             seconds=seconds, rows_out=rows, output_path=output,
                             tile_seconds=json.dumps(tile_seconds) if tile_seconds else None,
-                            **_ran(started, worker))
+                            null_rows=null_rows, **_ran(started, worker))
         self.event(key.run_id, "task", key.label, "completed",
                    f"{rows} rows in {seconds:.2f} s")
+
+    def null_rows(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """Per step whose every completed task counted them: (rows with no valid pixel,
+        rows), summed over its tasks."""
+        rows = self.catalog.query(
+            "SELECT step_id, SUM(null_rows) AS nulls, SUM(rows_out) AS rows_out, "
+            "COUNT(null_rows) AS counted, COUNT(*) AS tasks FROM tasks "
+            "WHERE run_id = :id AND status = 'completed' GROUP BY step_id", {"id": run_id})
+        return {r["step_id"]: (int(r["nulls"]), int(r["rows_out"] or 0)) for r in rows
+                if r["counted"] == r["tasks"]}
 
     def tasks_left(self, run_id: str) -> int:
         with self.catalog.transaction(readonly=True) as tx:

@@ -22,7 +22,7 @@ from h3pipe.config.project import Project
 from h3pipe.engine.lock import wait_or_refuse
 from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
 from h3pipe.engine.queue.settings import QueueSettings
-from h3pipe.engine.runner import Reporter, RunResult, carry_over, claim_run
+from h3pipe.engine.runner import Reporter, RunResult, carry_over, claim_run, recorded_coverage
 from h3pipe.engine.scope import Scope
 from h3pipe.engine.stopping import StopRequest, graceful
 from h3pipe.errors import Cancelled, ConfigError, RunFailed, UsageError
@@ -245,7 +245,7 @@ def _result(plan: RunPlan, run: dict[str, Any], store: Store, state: str
     rows = int(entries[0]["rows"]) if entries else 0
     return RunResult(plan.run_id, plan.pipeline.id, plan.pipeline.dataset, plan.scope.label,
                      plan.resolution, len(plan.cells), rows, float(measured.get("wall_s", 0.0)),
-                     store.location, state)
+                     store.location, state, recorded_coverage(plan, run))
 
 
 __all__ = ["Submitted", "follow_run", "judge", "run_queued", "wait_run"]

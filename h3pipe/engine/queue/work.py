@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from h3pipe import faults
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
+from h3pipe.engine.coverage import null_rows
 from h3pipe.engine.executors.base import Finished, Retry, compute
 from h3pipe.engine.runner import Reporter, check_and_record_balance, complete_run, publish_outputs
 from h3pipe.engine.stage import StageRun, kept_tasks
@@ -163,10 +164,11 @@ def _compute_and_commit(ctx: Context, key: TaskKey, soft_limit: float) -> None:
         return
     assert done.result is not None  # a finished batch has a result or an error
     table, tiles = done.result.table, done.result.tile_seconds
+    nulls = null_rows(batch, table)
 
     def record(tx: Any, ref: str) -> bool:
         return QueueLog.complete_in(tx, key, seconds=done.seconds, rows=table.num_rows,
-                                    output=ref, tile_seconds=_json(tiles))
+                                    output=ref, tile_seconds=_json(tiles), null_rows=nulls)
 
     if ctx.store.commit_task_output(key.run_id, key.step_id, key.task_no, table, storage,
                                     record) is None:

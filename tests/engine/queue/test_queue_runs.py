@@ -86,6 +86,11 @@ def test_a_queue_run_equals_a_local_run(tmp_path, workers, local):
     assert "completed" in r.stdout
     got = _rows(workers, _run_id(r.stdout), tmp_path / "queue.parquet")
     assert got == local
+    # The workers counted each batch's cells with no valid pixel (count 0) as they wrote it.
+    with psycopg.connect(workers.store) as db:
+        counted = db.execute("SELECT count(null_rows), count(*), sum(null_rows) FROM "
+                             "h3pipe.tasks WHERE run_id = %s", (_run_id(r.stdout),)).fetchone()
+    assert counted == (30, 30, sum(row["count"] == 0 for row in local.values()))
     # One line per batch in the worker's log, none of Celery's chatter per task.
     assert workers.log(0).count(" cells -> ") == 30
     # Done already: reported, not recomputed.
