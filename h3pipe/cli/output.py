@@ -6,7 +6,10 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from h3pipe.engine.coverage import Coverage
 
 _quiet = False
 _log: TextIO | None = None
@@ -48,6 +51,28 @@ def info(text: str, *, stamped: bool = False) -> None:
     if not _quiet:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}" if stamped else text
         print(line, file=sys.stderr, flush=True)
+
+
+def warn(text: str) -> None:
+    """A warning: one yellow line on stderr (plain when it is not a terminal), unless
+    quiet; always the log."""
+    _to_log(f"warning: {text}")
+    if not _quiet:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"warning: {text}", style="yellow", markup=False)
+
+
+def coverage(found: Coverage | None) -> None:
+    """What a finished run's rasters covered of its scope: a line per source that misses
+    part of it, and a warning per published dataset with too many null cells."""
+    if found is None:
+        return
+    for line in found.notes():
+        say(f"coverage: {line}")
+    for line in found.warnings():
+        warn(line)
 
 
 def error(text: str) -> None:

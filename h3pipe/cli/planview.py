@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from h3pipe.engine.coverage import Coverage
+
 if TYPE_CHECKING:
     from h3pipe.engine.outlook import Outlook
     from h3pipe.engine.plan import PlanReport
@@ -12,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def heading(plan: RunPlan, view: Outlook) -> list[str]:
-    """The run, its status, its cells and each stage's steps, tasks and rows."""
+    """The run, its status, its cells, the sources that miss part of the scope, and each
+    stage's steps, tasks and rows."""
     p = plan.pipeline
     lines = [f"run {plan.run_id}: {view.detail}",
              f"  pipeline {p.id} -> dataset {p.dataset}, {plan.scope.label}, resolution "
@@ -20,6 +23,7 @@ def heading(plan: RunPlan, view: Outlook) -> list[str]:
              f"  {view.cells:,} cells, {plan.workers} worker(s), batches of up to "
              f"{plan.batch_size:,} cells"]
     lines += sweep_lines(plan)
+    lines += [f"  coverage: {line}" for line in Coverage.of_plan(plan).notes()]
     for s in view.stages:
         mark = "~" if s.estimate else ""
         line = (f"  stage {s.number} [{', '.join(s.steps)}]: {mark}{s.tasks:,} task(s), "

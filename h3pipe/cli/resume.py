@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from h3pipe.cli import options as opt
+from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
 
@@ -37,4 +38,5 @@ def resume(
              "resumed": "completed (resumed)", "completed": "completed"}[result.state]
     typer.echo(f"run {result.run_id} {state}: {result.cells} cells of {result.scope_label} "
                f"at resolution {result.resolution} -> dataset {result.dataset}")
+    output.coverage(result.coverage)
     return 0

@@ -36,6 +36,13 @@ def run(
     queue: opt.Queue = None,
     detach: Annotated[bool, typer.Option("--detach", help="With a queue: submit the run, "
                                          "print its id and exit 0; workers advance it.")] = False,
+    max_null_share: Annotated[float | None, typer.Option(
+        "--max-null-share", min=0.0, max=1.0,
+        help="Warn when more than this share of a published dataset's cells have no valid "
+             "pixel (default: defaults.max_null_share, else 0.5).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 65 after publishing when a dataset has more null cells than "
+                         "--max-null-share allows (for CI).")] = False,
 ) -> int:
     """Compute a pipeline for the H3 cells whose centres lie in the scope.
 
@@ -64,6 +71,12 @@ def run(
 
     With --queue (or H3PIPE_QUEUE), batches go to 'h3pipe worker' processes on any machine;
     this command follows the run (Ctrl-C cancels it) unless --detach.
+
+        h3pipe run elevation_terrain --iso3 BDI -r 5 --strict --max-null-share 0.2
+
+    A raster that covers only part of the scope is named, with its share of the scope and
+    the cells with no valid pixel; a published dataset with more null cells than
+    --max-null-share warns, and with --strict exits 65 (the data is published all the same).
     """
     from h3pipe.engine import pyramid
     from h3pipe.engine.prepare import RunOptions
@@ -74,7 +87,8 @@ def run(
     given = pyramid.parse(resolution) if resolution is not None else None
     options = RunOptions(resolution=given[0] if given and len(given) == 1 else None,
                          batch_size=batch_size, workers=workers, force=force,
-                         from_step=from_step, wait=wait, grace_seconds=grace)
+                         from_step=from_step, wait=wait, grace_seconds=grace,
+                         max_null_share=max_null_share, strict=strict)
     settings = QueueSettings.find(queue, project.read_settings())
     if settings is None and detach:
         raise UsageError("--detach needs a queue", hint="pass --queue amqp://... or set "
@@ -120,6 +134,8 @@ def _run_one(project: Project, pipeline: str, options: RunOptions,
             return f"run {done.run_id} {'submitted' if done.state != 'already' else 'done'}"
         result = done
     _say(result, scope_of.get("iso3"))
+    if result.coverage is not None:
+        result.coverage.check()  # --strict: too many null cells exit 65, data published
     return f"run {result.run_id} {result.state}: {result.rows} rows"
 
 
@@ -190,6 +206,7 @@ def _say(result: RunResult, iso3: str | None) -> None:
         output.say(f"run {result.run_id} already completed: {result.cells} cells of "
                    f"{result.scope_label} at resolution {result.resolution} -> dataset "
                    f"{result.dataset}; nothing recomputed (--force to recompute)")
+        output.coverage(result.coverage)
         return
     output.say(
         f"run {result.run_id} completed{' (resumed)' if result.state == 'resumed' else ''}: "
@@ -197,6 +214,7 @@ def _say(result: RunResult, iso3: str | None) -> None:
         f"resolution {result.resolution} -> dataset {result.dataset} ({result.rows} rows) "
         f"in {result.seconds:.1f} s"
     )
+    output.coverage(result.coverage)
     # The export of exactly this result: by country when given one, else by the run.
     scope_opt = (f"--iso3 {iso3.upper()} --resolution {result.resolution}" if iso3
                  else f"--run {result.run_id}")

@@ -45,8 +45,9 @@ def show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or 'latest'.")],
 ) -> int:
-    """Show one run: its steps, timings, rows in and out, and any error. Exits 1 when the
-    run failed, was interrupted, or is recorded as running but its process is gone.
+    """Show one run: its steps, timings, rows in and out, any error, and what its rasters
+    cover of the scope (cells with no valid pixel). Exits 1 when the run failed, was
+    interrupted, or is recorded as running but its process is gone.
 
     Example:
 
@@ -71,6 +72,7 @@ def show(
     if r["error"]:
         echo(f"error:      {r['error']}")
     _scenarios(r["params"])
+    _coverage(r["params"])
     _conservation(r["params"])
     if r["items"]:
         by_source: dict[str, list[str]] = {}
@@ -121,6 +123,19 @@ def _scenarios(params: dict[str, Any]) -> None:
     typer.echo(f"scenarios:  {', '.join(ids[:4])}{more}")
     for source, missing in params.get("missing_scenarios", {}).items():
         typer.echo(f"skipped:    {source}: {', '.join(missing)} (no data in the scope)")
+
+
+def _coverage(params: dict[str, Any]) -> None:
+    """Sources that miss part of the scope, cells with no valid pixel, sparse datasets."""
+    from h3pipe.engine.coverage import Coverage
+
+    found = Coverage.recorded(params)
+    if found is None:
+        return
+    for line in found.notes():
+        typer.echo(f"coverage:   {line}")
+    for line in found.warnings():
+        typer.echo(f"warning:    {line}")
 
 
 def _conservation(params: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from h3pipe.config.project import Project
 from h3pipe.engine import records
+from h3pipe.engine.coverage import Coverage
 from h3pipe.engine.formats import atomic
 from h3pipe.errors import H3PipeError
 from h3pipe.report import html, svg
@@ -69,9 +70,13 @@ def _heading(r: Row) -> Iterator[str]:
 
 
 def exit_code(r: Row) -> int | None:
-    """What 'h3pipe run' exited with, as README's table says: 143 for SIGTERM."""
+    """What 'h3pipe run' exited with, as README's table says: 143 for SIGTERM, 65 for a
+    strict run with too many null cells."""
     if r["status"] == "interrupted" and "SIGTERM" in (r["error"] or ""):
         return 143
+    found = Coverage.recorded(r["params"])
+    if r["status"] == "completed" and found is not None and found.exit_code:
+        return found.exit_code
     return EXIT_CODES.get(r["status"])
 
 
@@ -215,6 +220,7 @@ def _checks(r: Row) -> str:
     lines = [f"Configuration: every source and pipeline file passed its JSON Schema and the "
              f"semantic checks before the run started (pipeline {r['pipeline_hash']})."]
     lines += [f"Conservation: {line}" for line in describe(params.get("conservation", {}))]
+    lines += _coverage(Coverage.recorded(params))
     if "scenarios" in params:
         lines.append(f"Scenarios computed: {len(params['scenarios'])}")
         for source, missing in params.get("missing_scenarios", {}).items():
@@ -222,6 +228,18 @@ def _checks(r: Row) -> str:
     if not params.get("conservation"):
         lines.append("Conservation: no extensive sum was published, so none was checked.")
     return html.section("Checks", "".join(html.para(line) for line in lines), anchor="checks")
+
+
+def _coverage(found: Coverage | None) -> list[str]:
+    """What the rasters cover of the scope: the sources that miss part of it, the cells
+    with no valid pixel, and the datasets with more null cells than allowed."""
+    if found is None or not found.footprints:
+        return []
+    counted = bool(found.steps) and all(s.null is not None for s in found.steps)
+    notes = [f"Coverage: {line}" for line in found.notes()] or [
+        f"Coverage: every raster source covers all of {found.scope}"
+        + (f", and every one of its {found.unit} has a valid pixel." if counted else ".")]
+    return notes + [f"Warning: {line}" for line in found.warnings()]
 
 
 def _events(r: Row) -> str:

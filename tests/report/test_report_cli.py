@@ -114,6 +114,38 @@ def test_report_of_a_failed_run_says_what_failed_and_what_a_resume_redoes(
     assert "r.tif" in shown.text  # the error names the file
 
 
+def test_report_of_a_partly_covered_run_shows_its_coverage(tmp_path, cli, chromium):
+    """The raster covers the western half of the scope: the page names the share (by area,
+    from pyproj.Geod), the cells with no valid pixel (from h3-py), and the exit code of
+    --strict."""
+    import h3
+    import shapely
+    from pyproj import Geod
+
+    data = np.random.default_rng(6).normal(1500, 200, (200, 100)).astype("float32")
+    tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
+    root = _project(tmp_path / "p", tif)
+    r = cli("--project", root, "run", "p", "--bbox", BBOX, "--workers", "1", "--strict",
+            "--max-null-share", "0.3")
+    assert r.exit_code == 65, r.stderr
+    scope = shapely.box(*map(float, BBOX.split(",")))
+    raster = shapely.box(29.0, -2.1, 29.1, -1.9)
+    geod = Geod(ellps="WGS84")
+    share = (abs(geod.geometry_area_perimeter(scope & raster)[0])
+             / abs(geod.geometry_area_perimeter(scope)[0]))
+    cells = h3.geo_to_cells(scope, 7)
+    null = sum(not shapely.Polygon([(x, y) for y, x in h3.cell_to_boundary(c)]
+                                   ).intersects(raster) for c in cells)
+    out = tmp_path / "partial.html"
+    assert cli("--project", root, "runs", "report", "latest", "-o", out).exit_code == 0
+    shown = open_page(chromium, out, tmp_path / "partial.png")
+    assert shown.problems == []
+    assert (f"covers {share:.0%} of bbox" in shown.text
+            and f"{null} of {len(cells)} cells have no valid pixel (step stats)" in shown.text)
+    assert "Warning: dataset ds (step stats)" in shown.text
+    assert re.search(r"<th>exit code</th><td[^>]*>65</td>", out.read_text())
+
+
 def test_an_unwritable_report_is_one_line(completed, cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
