@@ -218,12 +218,6 @@ def _u32(data: np.ndarray, at: np.ndarray) -> np.ndarray:
     return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
 
 
-def scaled_outlines(cells: np.ndarray, scale: float) -> np.ndarray:
-    """The cells' outlines scaled by ``scale`` about their centres, as shapely geometries
-    that are true on the lon/lat plane (see :func:`shapes`)."""
-    return shapes(cells, scale)
-
-
 # The lon/lat plane's edges: a shape is cut here and its pieces beyond moved back in.
 WORLD = (-180.0, -90.0, 180.0, 90.0)
 
@@ -391,7 +385,7 @@ class CellBlock:
 
         res = int((int(self.parents[0]) >> 52) & 0xF)
         west, south, east, north = arc_bounds(shapely.bounds(
-            scaled_outlines(self.parents, descendant_scale(res))))
+            shapes(self.parents, descendant_scale(res))))
         return (west, south, east + 360 if east < west else east, north)
 
 
@@ -455,5 +449,5 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 __all__ = ["DESCENDANT_SCALE", "WORLD", "CellBlock", "arc_bounds", "base_cells", "centres",
            "children",
            "children_count", "descendant_scale", "ids", "is_pentagon", "on_plane",
-           "outlines", "parents", "plane_polygon", "plane_rings", "scaled_outlines", "shapes",
+           "outlines", "parents", "plane_polygon", "plane_rings", "shapes",
            "split_box", "strings"]

@@ -76,8 +76,8 @@ def test_descendant_centres_lie_in_the_grown_outline():
     """What descendant_scale promises, on random parents of resolutions 0 to 7 up to 85
     degrees of latitude (with some room to spare: 1.3 for resolution 2 and finer)."""
     for res, parent in _parents(12, 150, 7, 85):
-        grown = grid.scaled_outlines(_ids([parent]), grid.descendant_scale(res))[0]
-        tight = grid.scaled_outlines(_ids([parent]), 1.3 if res >= 2 else 2.5)[0]
+        grown = grid.shapes(_ids([parent]), grid.descendant_scale(res))[0]
+        tight = grid.shapes(_ids([parent]), 1.3 if res >= 2 else 2.5)[0]
         for depth in (1, 3, 5):
             kids = grid.children(_ids([parent]), h3.get_resolution(parent) + depth)
             lng, lat = grid.centres(kids)
@@ -91,9 +91,9 @@ def test_descendant_boxes_lie_in_the_grown_box():
     resolutions 0 to 8 up to 88 degrees of latitude, with room to spare: 1.26 for
     resolution 2 and finer, the descendants' outlines from h3-py."""
     for res, parent in _parents(13, 200, 8, 88):
-        grown = shapely.bounds(grid.scaled_outlines(_ids([parent]),
+        grown = shapely.bounds(grid.shapes(_ids([parent]),
                                                     grid.descendant_box_scale(res))[0])
-        tight = shapely.bounds(grid.scaled_outlines(_ids([parent]),
+        tight = shapely.bounds(grid.shapes(_ids([parent]),
                                                     1.26 if res >= 2 else 2.5)[0])
         for depth in (1, 2, 4):
             kids = h3.cell_to_children(parent, res + depth)
@@ -105,7 +105,7 @@ def test_descendant_boxes_lie_in_the_grown_box():
             # The grown outline itself holds them too up to 80 degrees (a batch's bins are
             # marked by it there; nearer the poles, by its box).
             if res >= 2 and abs(h3.cell_to_latlng(parent)[0]) <= 80:
-                outline = grid.scaled_outlines(_ids([parent]), 1.26)[0]
+                outline = grid.shapes(_ids([parent]), 1.26)[0]
                 assert shapely.contains_xy(outline, lng, lat).all()
 
 

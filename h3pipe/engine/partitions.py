@@ -298,9 +298,9 @@ def reach(cells: np.ndarray, resolution: int) -> np.ndarray:
         mine = res == r
         polar = np.abs(lat[mine]) > grid.OUTLINE_SAFE_LATITUDE
         own = r == resolution and r >= 2
-        grown = grid.scaled_outlines(cells[mine], grid.descendant_box_scale(r))
+        grown = grid.shapes(cells[mine], grid.descendant_box_scale(r))
         if own:
-            grown[~polar] = grid.scaled_outlines(cells[mine][~polar], _OWN_SCALE)
+            grown[~polar] = grid.shapes(cells[mine][~polar], _OWN_SCALE)
         if r < 2 or polar.any():
             boxy = polar | (r < 2)
             grown[boxy] = shapely.box(*shapely.bounds(grown[boxy]).T)

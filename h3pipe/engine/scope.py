@@ -325,7 +325,7 @@ def _parents_in(geometry: Any, parents: np.ndarray, resolution: int
     import shapely
 
     parent_res = int(grid.resolutions(parents[:1])[0]) if len(parents) else 0
-    grown = grid.scaled_outlines(parents, grid.descendant_scale(parent_res))
+    grown = grid.shapes(parents, grid.descendant_scale(parent_res))
     near = shapely.intersects(geometry, grown)
     parents, grown = parents[near], grown[near]
     # Coarse parents are distorted too much to trust their grown outline with 'every
