@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import h3
 import pytest
+import shapely
+import shapely.affinity
 from exactextract import exact_extract
 
 from tests.conftest import cell_feature
@@ -49,3 +52,22 @@ def assert_same(actual: dict[str, dict[str, Any]], expected: dict[str, dict[str,
                 assert a is None, f"{cell} {s}: expected null, got {a}"
             else:
                 assert a == pytest.approx(e, rel=REL, abs=ABS), f"{cell} {s}: {a} != {e}"
+
+
+def cell_on_plane(cell: str) -> Any:
+    """The cell as the plane holds it, built here from h3's vertices: cut at ±180, or, for
+    the cell on a pole, the area between its ring and the pole."""
+    pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
+    lons = [x for x, _ in pts]
+    if max(lons) - min(lons) <= 180:
+        return shapely.Polygon(pts)
+    res = h3.get_resolution(cell)
+    for pole in (90.0, -90.0):
+        if h3.latlng_to_cell(pole, 0.0, res) == cell:
+            ring = sorted(pts)  # round the pole: by longitude, west to east
+            (x1, y1), (xn, yn) = ring[0], ring[-1]
+            at = yn + (180 - xn) / (x1 + 360 - xn) * (y1 - yn)  # where it meets ±180
+            return shapely.Polygon([(-180, at), *ring, (180, at), (180, pole), (-180, pole)])
+    east = shapely.Polygon([(x + 360 if x < 0 else x, y) for x, y in pts])
+    west = shapely.affinity.translate(east.intersection(shapely.box(180, -90, 540, 90)), -360)
+    return shapely.union_all([east.intersection(shapely.box(-180, -90, 180, 90)), west])

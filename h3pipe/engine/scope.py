@@ -361,28 +361,19 @@ def _candidates(geometry: Any, parent_res: int) -> np.ndarray:
 # resolution 8 (692 M cells, 2 M parents) lists in 17 s and 480 MB; at 9 it would be seven
 # times that.
 MAX_CELLS = 1_000_000_000
-_EARTH_RADIUS_KM = 6371.0088
 
 
 def _check_size(scope: Scope, resolution: int) -> None:
     """Refuse a scope with more cells than :data:`MAX_CELLS` before listing any."""
     import h3
 
-    estimate = area_km2(scope.geometry) / h3.average_hexagon_area(resolution, "km^2")
+    from h3pipe.engine.coverage import equal_area
+
+    estimate = equal_area(scope.geometry) / 1e6 / h3.average_hexagon_area(resolution, "km^2")
     if estimate > MAX_CELLS:
         raise ScopeError(f"scope {scope.label} holds about {estimate:,.0f} cells at resolution "
                          f"{resolution}, more than the {MAX_CELLS:,} a run can take",
                          hint="use a coarser resolution or a smaller scope")
-
-
-def area_km2(geometry: Any) -> float:
-    """A lon/lat geometry's area on the sphere, through Lambert's cylindrical equal-area
-    projection (exact for boxes; edges are taken straight in lon/lat)."""
-    import shapely
-
-    flat = shapely.transform(geometry, lambda xy: np.column_stack(
-        [np.radians(xy[:, 0]), np.sin(np.radians(xy[:, 1]))]))
-    return float(flat.area) * _EARTH_RADIUS_KM ** 2
 
 
 def _near(geometry: Any, reach: float) -> Any:

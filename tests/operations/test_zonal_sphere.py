@@ -16,7 +16,7 @@ from shapely.geometry import mapping
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 from tests.engine.test_run_correctness import export, run
-from tests.zonal_reference import ALL_STATS, assert_same, reference
+from tests.zonal_reference import ALL_STATS, assert_same, cell_on_plane, reference
 
 PX = 0.25  # a quarter-degree world: 1440 x 720 pixels
 
@@ -29,27 +29,8 @@ def _world_raster(path: Path) -> Path:
     return write_raster(path, data, west=-180.0, north=90.0, res=PX, nodata=-9999.0)
 
 
-def _cut(cell: str) -> Any:
-    """The cell as the plane holds it, built here from h3's vertices: cut at ±180, or, for
-    the cell on a pole, the area between its ring and the pole."""
-    pts = [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
-    lons = [x for x, _ in pts]
-    if max(lons) - min(lons) <= 180:
-        return shapely.Polygon(pts)
-    res = h3.get_resolution(cell)
-    for pole in (90.0, -90.0):
-        if h3.latlng_to_cell(pole, 0.0, res) == cell:
-            ring = sorted(pts)  # round the pole: by longitude, west to east
-            (x1, y1), (xn, yn) = ring[0], ring[-1]
-            at = yn + (180 - xn) / (x1 + 360 - xn) * (y1 - yn)  # where it meets ±180
-            return shapely.Polygon([(-180, at), *ring, (180, at), (180, pole), (-180, pole)])
-    east = shapely.Polygon([(x + 360 if x < 0 else x, y) for x, y in pts])
-    west = shapely.affinity.translate(east.intersection(shapely.box(180, -90, 540, 90)), -360)
-    return shapely.union_all([east.intersection(shapely.box(-180, -90, 180, 90)), west])
-
-
 def _features(cells: set[str]) -> list[dict[str, Any]]:
-    return [{"type": "Feature", "properties": {"cell": c}, "geometry": mapping(_cut(c))}
+    return [{"type": "Feature", "properties": {"cell": c}, "geometry": mapping(cell_on_plane(c))}
             for c in sorted(cells)]
 
 
