@@ -7,7 +7,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint demo demo-flood demo-fathom bench bench-scale bench-vector clean
+.PHONY: install test lint demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere clean
 
 install: $(VENV)/.installed
 
@@ -108,6 +108,13 @@ bench: install
 bench-scale: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/scale.py $(SCALE_ARGS)
+
+# Scopes on the sphere (issue 25): the world's cells listed at res 6 and 8, countries
+# across the antimeridian and round a pole, and a world run at res 4 checked cell by cell
+# against exactextract (benchmarks/results/sphere.md).
+bench-sphere: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/sphere.py
 
 # The vector targets of issue 24: building_flood_exposure and flood_risk_weighted over
 # Rwanda on 1, 4, 16 and 64 M stand-in footprints placed where people live (GeoParquet 1.1,

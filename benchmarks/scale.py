@@ -145,7 +145,9 @@ def list_cells(iso3: str, res: int) -> None:
     spec = os.environ.get("H3PIPE_SCALE_LISTER", "h3pipe.engine.scope:scope_cells")
     module, _, name = spec.partition(":")
     fn = getattr(importlib.import_module(module), name)
-    scope = resolve_scope(iso3=iso3)
+    # A country code, or a box (with commas, or 'world') as --bbox takes it.
+    scope = (resolve_scope(bbox=iso3) if "," in iso3 or iso3 == "world"
+             else resolve_scope(iso3=iso3))
     t0 = time.perf_counter()
     got = fn(scope, res)
     called = time.perf_counter() - t0
