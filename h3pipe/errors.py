@@ -115,6 +115,18 @@ class StoreError(H3PipeError, OSError):
     """The store (catalog or result files) cannot be read or written."""
 
 
+class StoreUnavailable(StoreError, ConnectionError):
+    """The database store cannot be reached (down, restarting past the retry bound):
+    the same command works once it is up; a run it cut short resumes."""
+
+    exit_code = 69  # EX_UNAVAILABLE, as for the queue's broker
+    transient = True
+
+    def __init__(self, message: str, *, where: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.where = where
+
+
 class OperationError(H3PipeError, RuntimeError):
     """An operation failed while computing a batch."""
 
