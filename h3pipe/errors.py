@@ -127,6 +127,13 @@ class StoreUnavailable(StoreError, ConnectionError):
         self.where = where
 
 
+class StoreFull(StoreError):
+    """A write to the store failed for lack of space (ENOSPC, SQLite's SQLITE_FULL): what
+    was being written is removed, the catalog is as before; read commands still work."""
+
+    exit_code = 74  # EX_IOERR: free space on the store's disk, then run (or resume) again
+
+
 class OperationError(H3PipeError, RuntimeError):
     """An operation failed while computing a batch."""
 
