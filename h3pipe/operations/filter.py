@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from h3pipe.operations.base import Batch, Operation
-from h3pipe.operations.tabular import SQL, input_rows, run_sql
+from h3pipe.operations.tabular import SQL, checked, input_rows, run_sql
 
 
 class Filter(Operation):
@@ -39,5 +39,6 @@ class Filter(Operation):
         return rows_in, "at most the input's rows (a filter)"
 
     def run_batch(self, batch: Batch) -> pa.Table:
+        where = checked(batch, batch.params["where"])
         return run_sql(batch, input_rows(batch),
-                       f"SELECT * FROM rows WHERE coalesce(({batch.params['where']}), false)")
+                       f"SELECT * FROM rows WHERE coalesce({where}, false)")

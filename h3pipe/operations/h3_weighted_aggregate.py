@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch, Operation
-from h3pipe.operations.tabular import NAME, SQL, ident, input_rows, run_sql
+from h3pipe.operations.tabular import NAME, SQL, checked, ident, input_rows, run_sql
 from h3pipe.sources.raster import band_column
 
 AGGREGATE_FUNCTIONS = ("sum", "count", "mean", "min", "max", "weighted_mean", "share")
@@ -122,7 +122,7 @@ class H3WeightedAggregate(Operation):
         if "h3_index" not in table.column_names:
             raise OperationError(f"step '{batch.step_id}': rows without h3_index reached "
                                  "the aggregation")
-        selects = [_aggregate_sql(a) for a in batch.params["aggregations"]]
+        selects = [_aggregate_sql(batch, a) for a in batch.params["aggregations"]]
         # Rows of a sweep group within their scenario.
         by = ", ".join(ident(c) for c in ("h3_index", *batch.keys))
         sql = (f"SELECT {by}, {', '.join(selects)} FROM rows WHERE h3_index IS NOT NULL "
@@ -165,9 +165,9 @@ def _for_band(agg: dict[str, Any], band: str, named: set[str]) -> dict[str, Any]
 _WORD = re.compile(r"(?<![\w.'\"])[A-Za-z_][A-Za-z0-9_]*(?![\w'\"])")
 
 
-def _aggregate_sql(agg: dict[str, Any]) -> str:
+def _aggregate_sql(batch: Batch, agg: dict[str, Any]) -> str:
     fn, name = agg["function"], ident(agg["name"])
-    cond = f"coalesce(({agg['where']}), false)" if "where" in agg else "true"
+    cond = f"coalesce({checked(batch, agg['where'])}, false)" if "where" in agg else "true"
     col = ident(agg["column"]) if "column" in agg else None
     if fn == "count":
         return f"count(*) FILTER (WHERE {cond}) AS {name}"

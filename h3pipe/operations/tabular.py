@@ -1,7 +1,8 @@
 """SQL over a batch's rows, shared by ``filter``, ``transform`` and
-``h3_weighted_aggregate``: :func:`run_sql` runs it with DuckDB on the batch's Arrow table;
-:func:`expression_problems` checks an expression before any run (one expression, no
-subquery, known columns).
+``h3_weighted_aggregate``: :func:`run_sql` runs it with DuckDB on the batch's Arrow table,
+on a bounded and locked connection (:func:`connect`); :func:`expression_problems` checks an
+expression before any run (one expression of the row: no subquery, aggregate, table or
+file function; known columns), and :func:`checked` again in the worker.
 
 Expressions are DuckDB SQL on every store, so a pipeline computes the same numbers on the
 embedded store and on PostgreSQL; ordinary expressions (arithmetic, comparisons, CASE,
@@ -28,35 +29,78 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-@cache
-def _parser() -> Any:
-    """One in-memory DuckDB for parsing: a connection costs 20-50 ms, and validation parses
-    every expression of every pipeline (``h3pipe plan`` and ``run`` validate first)."""
+# Functions a row expression may not call although DuckDB lists them as scalar: those whose
+# output grows with an argument rather than with the row (a 1.5 GB string from one literal
+# escapes DuckDB's memory limit), and those that read the session or change its state.
+_SIZED = ("repeat", "range", "generate_series", "lpad", "rpad", "bar", "bitstring",
+          "list_resize", "array_resize", "printf", "format")
+_SESSION = ("current_setting", "getvariable", "getenv", "nextval", "currval", "setval",
+            "setseed", "random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7")
+_DENIED = {**{n: "an argument sets the size of its output" for n in _SIZED},
+           **{n: "it reads the environment or the session, or changes it" for n in _SESSION}}
+_KINDS = {"aggregate": "an aggregate", "window": "a window function",
+          "table": "a table function", "table_macro": "a table function",
+          "pragma": "a pragma"}
+# Per process: the largest share of memory and the one thread DuckDB takes for a batch's SQL.
+MEMORY_LIMIT = "1GB"
+
+
+def connect() -> Any:
+    """A DuckDB connection for SQL written in pipelines: bounded memory (``MEMORY_LIMIT``,
+    or ``$H3PIPE_SQL_MEMORY``), one thread, spill files in a private temporary folder, no
+    access to files, the network or extensions, and its configuration locked so no
+    statement can undo that."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
     import duckdb
 
-    return duckdb.connect()
+    spill = tempfile.mkdtemp(prefix="h3pipe-duckdb-")
+    atexit.register(shutil.rmtree, spill, ignore_errors=True)
+    con = duckdb.connect(config={
+        "memory_limit": os.environ.get("H3PIPE_SQL_MEMORY") or MEMORY_LIMIT, "threads": 1,
+        "temp_directory": spill, "max_temp_directory_size": "1GB",
+        "autoload_known_extensions": False, "autoinstall_known_extensions": False})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
 
 
-def expression_problems(expr: str, columns: list[str] | None) -> list[str]:
+@cache
+def _parser() -> Any:
+    """One locked connection for parsing: a connection costs 20-50 ms, and validation parses
+    every expression of every pipeline (``h3pipe plan`` and ``run`` validate first)."""
+    return connect()
+
+
+@cache
+def _function_kinds() -> dict[str, str]:
+    """DuckDB's functions by name and kind; a scalar kind wins over a table one
+    (``range`` is both)."""
+    rows = _parser().execute("SELECT DISTINCT function_name, function_type "
+                             "FROM duckdb_functions()").fetchall()
+    kinds: dict[str, str] = {}
+    for name, kind in rows:
+        if kinds.get(name) not in ("scalar", "macro"):
+            kinds[name] = kind
+    return kinds
+
+
+def row_sql(expr: str) -> str:
+    """``expr`` in the place every row statement gives it: one parenthesised item of a
+    SELECT list over ``rows``. The check parses this very text."""
+    return f"SELECT ({expr}) AS __value FROM rows"
+
+
+def expression_problems(expr: str, columns: list[str] | None = None) -> list[str]:
     """What is wrong with ``expr`` as a row expression over ``columns`` (None: unknown)."""
-    text = _parser().execute("SELECT json_serialize_sql(?)",
-                             [f"SELECT ({expr}) FROM __rows"]).fetchone()
-    tree = json.loads(text[0] if text else "{}")
-    if tree.get("error"):
-        return [f"SQL expression '{expr}': {tree.get('error_message', 'cannot be parsed')}"]
-    statements = tree.get("statements", [])
-    node = statements[0]["node"] if len(statements) == 1 else {}
-    from_table = (node.get("from_table") or {}).get("table_name")
-    if (len(statements) != 1 or node.get("type") != "SELECT_NODE"
-            or len(node.get("select_list", [])) != 1 or from_table != "__rows"
-            or node.get("where_clause") or node.get("group_expressions")):
-        return [f"SQL expression '{expr}' must be one expression over the row's columns"]
-    found: list[str] = []
-    refs: list[str] = []
-    _walk(node["select_list"][0], refs, found)
-    problems = [f"SQL expression '{expr}': {f}" for f in dict.fromkeys(found)]
-    if columns is not None:
-        for name in dict.fromkeys(refs):
+    found, refs = _parsed(expr)
+    expr = expr.replace("\r", "\\r").replace("\n", "\\n")  # the message stays one line
+    problems = [f"SQL expression '{expr}': {f}" for f in found]
+    if columns is not None and not found:
+        for name in refs:
             if name not in columns:
                 from difflib import get_close_matches
 
@@ -65,6 +109,43 @@ def expression_problems(expr: str, columns: list[str] | None) -> list[str]:
                                 + (f" (did you mean '{close[0]}'?)" if close else "")
                                 + f"; the input has {', '.join(columns)}")
     return problems
+
+
+@cache
+def _parsed(expr: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What is wrong with ``expr`` whatever the columns, and the columns it names.
+
+    DuckDB parses :func:`row_sql` of it. Without comments, an expression that parses there
+    as the one item of the SELECT list, over ``rows`` alone, is balanced, so it stays one
+    expression wherever the operations put it in parentheses."""
+    import duckdb
+
+    try:
+        tokens = duckdb.tokenize(expr)
+    except duckdb.Error as exc:
+        return (" ".join(str(exc).split()),), ()
+    if any(kind == duckdb.token_type.comment for _, kind in tokens):
+        return ("comments are not allowed",), ()
+    text = _parser().execute("SELECT json_serialize_sql(?)", [row_sql(expr)]).fetchone()
+    tree = json.loads(text[0] if text else "{}")
+    if tree.get("error"):
+        return (tree.get("error_message", "cannot be parsed"),), ()
+    statements = tree.get("statements", [])
+    node = statements[0]["node"] if len(statements) == 1 else {}
+    source = node.get("from_table") or {}
+    items = node.get("select_list") or []
+    if (len(statements) != 1 or node.get("type") != "SELECT_NODE"
+            or [item.get("alias") for item in items] != ["__value"]
+            or (source.get("type"), source.get("table_name"), source.get("alias"))
+            != ("BASE_TABLE", "rows", "")
+            or any(node.get(k) for k in ("where_clause", "group_expressions", "having",
+                                         "qualify", "modifiers", "sample"))
+            or (node.get("cte_map") or {}).get("map")):
+        return ("must be one expression over the row's columns",), ()
+    found: list[str] = []
+    refs: list[str] = []
+    _walk(items[0], refs, found)
+    return tuple(dict.fromkeys(found)), tuple(dict.fromkeys(refs))
 
 
 def _walk(node: Any, refs: list[str], found: list[str]) -> None:
@@ -76,11 +157,44 @@ def _walk(node: Any, refs: list[str], found: list[str]) -> None:
             found.append("subqueries are not allowed")
         elif cls == "WINDOW":
             found.append("window functions are not allowed")
+        elif cls == "PARAMETER":
+            found.append("parameters ($1, ?) are not allowed")
+        elif cls == "FUNCTION":
+            found += _function_problem(node)
+        elif cls == "LAMBDA":
+            inner: list[str] = []
+            params: list[str] = []
+            _walk(node.get("lhs"), params, found)
+            _walk(node.get("expr"), inner, found)
+            refs += [r for r in inner if r not in params]
+            return
         for value in node.values():
             _walk(value, refs, found)
     elif isinstance(node, list):
         for value in node:
             _walk(value, refs, found)
+
+
+def _function_problem(node: dict[str, Any]) -> list[str]:
+    name = node.get("function_name", "")
+    if node.get("schema") or node.get("catalog"):
+        return [f"function '{node.get('schema')}.{name}' names a schema; call '{name}'"]
+    kind = _function_kinds().get(name)
+    why = _DENIED.get(name) or _KINDS.get(kind or "")
+    if why is None:
+        return [] if kind else [f"unknown function '{name}'"]
+    return [f"function '{name}' is not allowed in a row expression ({why}); a row "
+            "expression computes one value from the row's own columns"]
+
+
+def checked(batch: Batch, expr: str) -> str:
+    """``expr`` once it passes the check ``validate`` makes: a worker runs only what
+    validate accepts, whatever reached it."""
+    problems = expression_problems(expr)
+    if problems:
+        raise OperationError(f"step '{batch.step_id}' batch {batch.number}: {problems[0]}",
+                             hint="run 'h3pipe validate' and fix the expression")
+    return f"({expr})"
 
 
 def run_sql(batch: Batch, table: pa.Table, sql: str) -> pa.Table:
@@ -95,7 +209,8 @@ def run_sql(batch: Batch, table: pa.Table, sql: str) -> pa.Table:
         raise OperationError(f"step '{batch.step_id}' batch {batch.number}: "
                              f"{' '.join(str(exc).split())}",
                              hint="check the step's SQL expressions against its input "
-                             "columns") from exc
+                             "columns, or raise $H3PIPE_SQL_MEMORY if it ran out of "
+                             "memory") from exc
     finally:
         con.unregister("rows")
 
@@ -108,12 +223,10 @@ def _connection() -> Any:
     about 2. One thread: a worker process is one of several, each on its own core."""
     import os
 
-    import duckdb
-
     pid = os.getpid()
     if pid not in _CONNECTIONS:
         _CONNECTIONS.clear()  # a forked child's inherited one is not its own
-        _CONNECTIONS[pid] = duckdb.connect(config={"threads": 1})
+        _CONNECTIONS[pid] = connect()
     return _CONNECTIONS[pid]
 
 
@@ -125,4 +238,5 @@ def input_rows(batch: Batch) -> pa.Table:
 
 
 
-__all__ = ["NAME", "SQL", "expression_problems", "ident", "input_rows", "run_sql"]
+__all__ = ["MEMORY_LIMIT", "NAME", "SQL", "checked", "connect", "expression_problems", "ident",
+           "input_rows", "row_sql", "run_sql"]

@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from h3pipe.operations.base import Batch, Operation
-from h3pipe.operations.tabular import NAME, SQL, ident, input_rows, run_sql
+from h3pipe.operations.tabular import NAME, SQL, checked, ident, input_rows, run_sql
 
 
 class Transform(Operation):
@@ -48,5 +48,5 @@ class Transform(Operation):
         table = input_rows(batch)
         new = batch.params["columns"]
         keep = [ident(c) for c in table.column_names if c not in new]
-        computed = [f"({expr}) AS {ident(name)}" for name, expr in new.items()]
+        computed = [f"{checked(batch, expr)} AS {ident(name)}" for name, expr in new.items()]
         return run_sql(batch, table, f"SELECT {', '.join(keep + computed)} FROM rows")
