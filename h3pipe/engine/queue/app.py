@@ -48,9 +48,13 @@ def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
         # the channel of a worker still computing a late-acknowledged message.
         task_time_limit=settings.task_seconds,
         task_soft_time_limit=max(1, settings.task_seconds - 30),
-        # JSON only: a message carries a task's key; the batch itself is in the store.
+        # JSON only: a message carries a task's key; the batch itself is in the store (as
+        # data too: engine.codec). A pickled message is refused, never unpickled: whoever
+        # can publish to the queue must not be able to run code in a worker.
         task_serializer="json",
+        result_serializer="json",
         accept_content=["json"],
+        result_accept_content=["json"],
         task_default_queue=settings.name,
         task_create_missing_queues=True,
         # A pool process warms up (libraries, the compiled kernel: seconds) before it says

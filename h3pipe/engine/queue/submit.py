@@ -12,13 +12,13 @@ period, and the run ends 'interrupted', to be resumed by the same command.
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from h3pipe import storage
 from h3pipe.config.project import Project
+from h3pipe.engine.codec import encode_plan
 from h3pipe.engine.lock import wait_or_refuse
 from h3pipe.engine.prepare import RunOptions, RunPlan, prepare
 from h3pipe.engine.queue.settings import QueueSettings
@@ -91,7 +91,7 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
     plan = carry_over(plan.resuming(row), store, row)
     claim_run(log, plan, row, store)
     queue.mark_queued(plan.run_id, settings.shown)
-    queue.save_run(plan.run_id, pickle.dumps(plan), queue_name=settings.name,
+    queue.save_run(plan.run_id, encode_plan(plan), queue_name=settings.name,
                    max_deliveries=settings.max_deliveries)
     log.event(plan.run_id, "run", plan.run_id, "queued",
               f"{plan.scope.label}, resolution {plan.resolution}, {len(plan.cells)} cells, "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import socket
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from h3pipe import faults
+from h3pipe.engine import codec
 from h3pipe.engine.batching import Planner
 from h3pipe.engine.cleanup import release
 from h3pipe.engine.coverage import null_rows
@@ -156,7 +156,7 @@ def _compute_and_commit(ctx: Context, key: TaskKey, soft_limit: float) -> None:
     payload = ctx.queue.batch(key)
     if payload is None:
         raise OperationError(f"task {key.label} of run {key.run_id} has no batch in the store")
-    batch, retry, storage = pickle.loads(payload)
+    batch, retry, storage = codec.decode_batch(payload, f"{key.label} of run {key.run_id}")
     faults.point(f"task.{key.label}")
     done = _attempts(ctx, key, batch, retry, soft_limit)
     if done.error is not None:
@@ -295,7 +295,7 @@ def advance(app: Celery, store: Store, run_id: str, stage: int,
         end(store, run_id, "failed", f"stage {stage} was delivered {counted - 1} time(s) "
             "for planning or publishing and never finished (its worker was lost each time)")
         return
-    plan = plan or pickle.loads(queue.plan(run_id))
+    plan = plan or codec.decode_plan(queue.plan(run_id), run_id)
     outputs, sizes = _outputs(runs, store, run_id)
     if stage > len(plan.stages):
         _publish(plan, store, runs, outputs, run)
@@ -309,8 +309,8 @@ def advance(app: Celery, store: Store, run_id: str, stage: int,
     batches = [b for s in steps for b in planner.batches(s)]
     todo = StageRun(run_id, stage, steps, store, runs, Reporter(), outputs, sizes
                     ).start(batches)
-    queue.save_batches(run_id, [(b.step_id, b.number, pickle.dumps(
-        (b, plan.retry(plan.pipeline.step(b.step_id)), plan.pipeline.step(b.step_id).storage)))
+    queue.save_batches(run_id, [(b.step_id, b.number, codec.encode_batch(
+        b, plan.retry(plan.pipeline.step(b.step_id)), plan.pipeline.step(b.step_id).storage))
         for b in todo])
     from h3pipe.engine.queue.app import BATCH_TASK, send
 
