@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from h3pipe.errors import Locked, StoreError
+from h3pipe.storage import retry
 from h3pipe.storage.catalog import now
 from h3pipe.storage.runlog import RunLog
 
@@ -123,6 +124,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self._every):
             try:
-                self._log.beat(self._run_id)
+                with retry.once():  # a beat that cannot wait: the next one tries again
+                    self._log.beat(self._run_id)
             except StoreError:
-                pass  # a missed beat only makes the run look older; the next one retries
+                pass  # a missed beat only makes the run look older

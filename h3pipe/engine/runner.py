@@ -30,8 +30,17 @@ from h3pipe.engine.records import project_store
 from h3pipe.engine.scope import Scope, resolve_scope
 from h3pipe.engine.stage import StageRun
 from h3pipe.engine.stopping import DEFAULT_GRACE_SECONDS, StopRequest, graceful
-from h3pipe.errors import Cancelled, ConfigError, H3PipeError, RunFailed, Terminated
+from h3pipe.errors import (
+    Cancelled,
+    ConfigError,
+    H3PipeError,
+    RunFailed,
+    StoreError,
+    StoreUnavailable,
+    Terminated,
+)
 from h3pipe.spec import StepSpec
+from h3pipe.storage import retry
 from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import now
 from h3pipe.storage.runlog import RunLog
@@ -221,6 +230,8 @@ class _Run:
                 rows = self._stages_and_publish(stop)
         except BaseException as exc:
             beat.stop()
+            if isinstance(exc, StoreUnavailable):
+                raise self._lost_store(exc) from exc
             self._record_end(exc)
             release(self.store, plan.run_id, succeeded=False)
             if isinstance(exc, H3PipeError) and not isinstance(exc, RunFailed):
@@ -245,6 +256,19 @@ class _Run:
         check_and_record_balance(plan, self.store, self.log, outputs)
         stop.check()
         return publish_outputs(plan, self.store, outputs, self.reporter.message)
+
+    def _lost_store(self, exc: StoreUnavailable) -> StoreUnavailable:
+        """The store stayed out of reach past the retry bound: the run is recorded failed
+        if the store is back (one try), and the error says how to resume it."""
+        run_id = self.plan.run_id
+        try:
+            with retry.once():
+                self._record_end(exc)
+        except StoreError:
+            pass  # still down: the row says running, with a pid every command finds gone
+        return StoreUnavailable(f"run {run_id} stopped: {exc.message}", where=exc.where,
+                                hint=f"once the database is up, 'h3pipe resume {run_id}' "
+                                "continues it (its completed tasks are kept)")
 
     def _record_end(self, exc: BaseException) -> None:
         """Record how a run that did not complete ended: 'interrupted' when it was stopped

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from h3pipe.errors import ConfigError, StoreError
+from h3pipe.errors import ConfigError, StoreError, StoreUnavailable
+from h3pipe.storage.retry import transient, unit
 
 # Package data: one folder of ordered SQL files per dialect, shipped inside the wheel.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -192,6 +193,11 @@ class Catalog:
             if migrate:
                 self.migrate()
         except errors as exc:
+            if transient(exc):  # no server there (now): the same command works once it is
+                raise StoreUnavailable(f"cannot reach the database store at {self.where}: "
+                                       f"{_reason(exc)}", where=self.where,
+                                       hint="check the store setting and that the database "
+                                       "is up") from exc
             raise StoreError(f"cannot open the catalog at {self.where}: {_reason(exc)}",
                              hint="check the store setting and that the database is up"
                              ) from exc
@@ -200,6 +206,12 @@ class Catalog:
         if self._sqlite is not None:
             self._sqlite.close()
         else:
+            self.engine.dispose()
+
+    def lost(self) -> None:
+        """After a connection fault: the pool's connections are all suspect (a restarted
+        server ended them all), so the next transaction opens a new one."""
+        if self._sqlite is None:
             self.engine.dispose()
 
     @contextmanager
@@ -225,6 +237,7 @@ class Catalog:
     def _migration_files(self) -> list[Path]:
         return sorted(MIGRATIONS_DIR.joinpath(self.dialect).glob("*.sql"))
 
+    @unit
     def applied(self) -> list[str]:
         if self._sqlite is not None:
             if not self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND "
@@ -242,6 +255,7 @@ class Catalog:
         done = set(self.applied())
         return [f.stem for f in self._migration_files() if f.stem not in done]
 
+    @unit
     def migrate(self) -> list[str]:
         """Apply pending migrations in order, each in its own transaction; return them."""
         done = set(self.applied())
@@ -293,6 +307,7 @@ class Catalog:
     def insert(self, table: str, **values: Any) -> None:
         self.insert_many(table, [values])
 
+    @unit
     def insert_many(self, table: str, rows: list[dict[str, Any]], *,
                     keep_existing: bool = False) -> None:
         """Insert rows; with ``keep_existing``, rows whose key is already there are skipped."""
@@ -305,6 +320,7 @@ class Catalog:
         with self.transaction() as tx:
             tx.many(sql, rows)
 
+    @unit
     def update(self, table: str, key: dict[str, Any], **values: Any) -> None:
         sets = ", ".join(f"{k} = :v_{k}" for k in values)
         where = " AND ".join(f"{k} = :k_{k}" for k in key)
@@ -322,10 +338,12 @@ class Catalog:
         self.insert("events", run_id=run_id, at=now(), kind=kind, subject=subject,
                     status=status, detail=detail)
 
+    @unit
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.transaction(readonly=True) as tx:
             return tx.rows(sql, params)
 
+    @unit
     def result_entries(self, dataset: str | None = None, resolution: int | None = None,
                        scope_key: str | None = None) -> list[dict[str, Any]]:
         """The published results, filtered by whichever of the three are given."""
@@ -337,6 +355,7 @@ class Catalog:
                 params[col] = val
         return self.query(sql + " ORDER BY dataset, resolution, scope_key", params)
 
+    @unit
     def publish_result(self, *, dataset: str, resolution: int, scope_key: str, scope_label: str,
                        theme: str, run_id: str, path: str, columns: list[str], rows: int,
                        layout: dict[str, Any] | None = None, tx: Tx | None = None

@@ -26,6 +26,7 @@ from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage import pgcopy
 from h3pipe.storage.base import Closing
 from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys, safe_url
+from h3pipe.storage.retry import retried
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
 _PG_TYPES = {pa.float64(): "double precision", pa.float32(): "double precision",
@@ -57,6 +58,7 @@ def _short(name: str, limit: int = 60) -> str:
     return name[: limit - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
+@retried
 class PostgresStore(Closing):
     def __init__(self, url: str, *, create: bool = True, scratch: Path | None = None) -> None:
         self.url = url

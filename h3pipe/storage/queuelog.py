@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from h3pipe.storage.catalog import Catalog, Tx, now
+from h3pipe.storage.retry import retried
 from h3pipe.storage.runlog import TaskKey
 
 
@@ -37,6 +38,7 @@ class StageCount:
         return self.completed + self.failed == self.total
 
 
+@retried
 class QueueLog:
     """The queue's records in one catalog: PostgreSQL, or SQLite for workers on the
     machine that holds it."""

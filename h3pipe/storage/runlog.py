@@ -14,6 +14,7 @@ from typing import Any
 
 from h3pipe.errors import StoreError
 from h3pipe.storage.catalog import Catalog, now, stamp_of
+from h3pipe.storage.retry import retried
 
 Row = dict[str, Any]
 
@@ -32,6 +33,7 @@ class TaskKey:
         return f"{self.step_id}#{self.task_no}"
 
 
+@retried
 class RunLog:
     """The run records of one catalog."""
 

@@ -25,7 +25,7 @@ from h3pipe.engine.queue.settings import QueueSettings
 from h3pipe.engine.runner import Reporter, RunResult, carry_over, claim_run, recorded_coverage
 from h3pipe.engine.scope import Scope
 from h3pipe.engine.stopping import StopRequest, graceful
-from h3pipe.errors import Cancelled, ConfigError, RunFailed, UsageError
+from h3pipe.errors import Cancelled, ConfigError, RunFailed, StoreUnavailable, UsageError
 from h3pipe.storage.base import Store
 from h3pipe.storage.history import request_cancel
 from h3pipe.storage.queuelog import QueueLog
@@ -59,7 +59,13 @@ def run_queued(project: Project, pipeline_id: str, scope: Scope, options: RunOpt
         state = _submit(app, plan, store, settings, reporter)
         if state == "already" or detach:
             return Submitted(plan.run_id, state)
-        run = wait_run(store, plan.run_id, reporter, plan.options.grace_seconds)
+        try:
+            run = wait_run(store, plan.run_id, reporter, plan.options.grace_seconds)
+        except StoreUnavailable as exc:  # the workers may well carry on: say how to look
+            raise StoreUnavailable(f"lost sight of run {plan.run_id}: {exc.message}",
+                                   where=exc.where, hint="once the database is up, "
+                                   f"'h3pipe runs wait {plan.run_id}' follows it again"
+                                   ) from exc
         return _result(plan, run, store, "completed" if state == "submitted" else "resumed")
 
 
@@ -187,8 +193,10 @@ def _interrupt(store: Store, run_id: str, stop: StopRequest) -> None:
     recorded interrupted now; tasks that finish later are kept for the resume."""
     from h3pipe.engine.queue.work import end
 
+    if not stop.requested:  # the follower failed (the store out of reach): not the run
+        return
     row = RunLog(store.catalog).run(run_id)
-    if row is None or row["status"] != "running" or not stop.requested:
+    if row is None or row["status"] != "running":
         return
     if not row["cancel_requested_at"]:
         request_cancel(store.catalog, run_id)
