@@ -104,8 +104,10 @@ def _class_problems(doc: Document) -> list[Problem]:
     return found
 
 
-# Names a key column may not take: the ones every result has.
-_RESERVED = {SCENARIO, "h3_index", "resolution", "feature_id", "geometry"}
+# The columns a published result carries besides a pipeline's own: no output may take them.
+_RESULT_KEYS = (SCENARIO, "h3_index", "resolution", "geometry")
+# Names a key column may not take: the ones every result or feature has.
+_RESERVED = {*_RESULT_KEYS, "feature_id"}
 
 
 def _sweep_problems(doc: Document) -> list[Problem]:
@@ -257,8 +259,18 @@ def check_pipeline(doc: Document, loaded: Loaded, *, valid: bool) -> list[Proble
             problems += _matrix_problems(doc, steps, loaded)
     if not problems and valid:
         spec = pipeline_spec(doc, flow.params if flow else None)
+        problems += _owner_problems(doc, spec, loaded)
         loaded.pipelines[spec.id] = (doc, spec)
     return problems
+
+
+def _owner_problems(doc: Document, spec: PipelineSpec, loaded: Loaded) -> list[Problem]:
+    """One pipeline per dataset: a second one's runs would replace the first's columns."""
+    return [doc.problem(["output", "dataset"], f"dataset '{spec.dataset}' is also written "
+                        f"by pipeline '{other.id}' ({other_doc.file}); give each pipeline "
+                        "a dataset of its own")
+            for other_doc, other in loaded.pipelines.values()
+            if other.dataset == spec.dataset and other.id != spec.id]
 
 
 def _swept(steps: list[tuple[int, dict[str, Any]]], loaded: Loaded
@@ -471,7 +483,11 @@ def _params_problems(doc: Document, at: PathList, step: dict[str, Any], op: Oper
         out.append(doc.problem(at + ["params", *sub], message))
     if step.get("output", "h3_stats") == "h3_stats":
         for col, sub in op.output_column_paths(params):
-            if col in columns:
+            if col in _RESULT_KEYS:
+                out.append(doc.problem(at + ["params", *sub], f"output column '{col}' is "
+                                       f"a name every result has ({', '.join(_RESULT_KEYS)})"
+                                       "; name the column otherwise"))
+            elif col in columns:
                 out.append(doc.problem(at + ["params", *sub], f"output column '{col}' "
                                        f"is also produced by step '{columns[col]}'"))
             columns[col] = step["id"]
@@ -588,6 +604,11 @@ class _Flow:
         result = (op.produces or kind, self._columns(step, op, params, columns))
         if step.get("output", "h3_stats") == "h3_stats":
             self.out += self._publish_problems(at, step, op, params, result[0])
+            self.out += [doc.problem(at + ["params", *sub], f"output column '{col}' is a "
+                                     "key of the sweep this step reads; name the column "
+                                     "otherwise")
+                         for col, sub in op.output_column_paths(params)
+                         if col in self.keys[step["id"]] and col not in _RESULT_KEYS]
         return result
 
     def _raster_source(self, step: dict[str, Any]) -> SourceSpec | None:
