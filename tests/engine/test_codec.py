@@ -22,6 +22,7 @@ from h3pipe.engine.batching import Planner
 from h3pipe.engine.executors.base import Retry
 from h3pipe.engine.prepare import UsedItem, prepare
 from h3pipe.engine.scope import resolve_scope
+from h3pipe.errors import OperationError
 from h3pipe.sources.dimensions import Dimensions, Scenario
 from h3pipe.sources.raster import RasterInfo, TileInfo
 from h3pipe.spec import StacSpec
@@ -202,3 +203,20 @@ def test_what_the_format_has_no_place_for_is_not_written():
         codec.encode({"x": b"raw"}, "batch")
     with pytest.raises(TypeError, match="numeric arrays, not object"):
         codec.encode(np.array([object()]), "batch")
+
+
+def test_a_queue_batch_naming_another_store_is_refused(project):
+    """The queue plans later stages to read the worker's own store; a batch that names
+    another (a tampered row) is refused before anything is read."""
+    from h3pipe.engine.queue.work import own_store
+    from h3pipe.storage.runlog import TaskKey
+
+    plan = prepare(project, "e", resolve_scope(bbox=BBOX))
+    later = [b for b in _batches(plan) if b[0].step_id == "exposure"]
+    assert later and own_store(later[0], TaskKey("r", "exposure", 1)) == later[0]
+    batch, retry, storage = later[0]
+    other = dataclasses.replace(batch, feed=dataclasses.replace(
+        batch.feed, store="postgresql://evil.example.org/x"))
+    with pytest.raises(OperationError, match="names a store of its own") as err:
+        own_store((other, retry, storage), TaskKey("r", "exposure", 1))
+    assert "evil.example.org" not in str(err.value)

@@ -156,7 +156,8 @@ def _compute_and_commit(ctx: Context, key: TaskKey, soft_limit: float) -> None:
     payload = ctx.queue.batch(key)
     if payload is None:
         raise OperationError(f"task {key.label} of run {key.run_id} has no batch in the store")
-    batch, retry, storage = codec.decode_batch(payload, f"{key.label} of run {key.run_id}")
+    batch, retry, storage = own_store(
+        codec.decode_batch(payload, f"{key.label} of run {key.run_id}"), key)
     faults.point(f"task.{key.label}")
     done = _attempts(ctx, key, batch, retry, soft_limit)
     if done.error is not None:
@@ -181,6 +182,21 @@ def _compute_and_commit(ctx: Context, key: TaskKey, soft_limit: float) -> None:
     ctx.runs.step_progress(key.run_id, key.step_id, tasks_done=tasks_done, rows_out=rows)
     log.info("%s %s: %d %s -> %d rows in %.2f s", key.run_id, key.label, batch.size,
              "cells" if batch.block is not None else "rows", table.num_rows, done.seconds)
+
+
+def own_store(held: tuple[Batch, Retry, str], key: TaskKey) -> tuple[Batch, Retry, str]:
+    """A batch as sent, if it reads earlier rows from this worker's own store: the queue
+    plans them so (``OutputFeed.store`` empty), and a row of the store that names another
+    database or folder was not written by h3pipe."""
+    from h3pipe.engine.feeds import OutputFeed
+
+    feed = held[0].feed
+    if isinstance(feed, OutputFeed) and feed.store:
+        raise OperationError(f"the batch of task {key.label} of run {key.run_id} names a "
+                             "store of its own to read; a queue worker reads earlier steps' "
+                             "rows only from the store it was started with",
+                             hint="check who can write the store, and run it again")
+    return held
 
 
 def _attempts(ctx: Context, key: TaskKey, batch: Batch, retry: Retry,
