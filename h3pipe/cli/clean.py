@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,15 +18,23 @@ def clean(
                                                "whatever its policies.")] = None,
     older_than: Annotated[float, typer.Option(
         help="Hours after which a failed run's on_success outputs may go.")] = 24.0,
+    outputs: Annotated[list[Path] | None, typer.Option(
+        "--outputs", help="Also remove what interrupted exports and maps left in this "
+        "folder (besides the project folder's); repeat for several.")] = None,
 ) -> int:
     """Apply the cleanup policies of every run's intermediates. Runs recorded as running
-    whose process is gone (on this host) are marked failed first.
+    whose process is gone (on this host) are marked failed first. Temporary files that a
+    killed export, map or report left (.NAME.h3pipe-tmp-PID-...) in the project folder, its
+    sub-folders and each --outputs folder are removed too.
 
     Example:
 
         h3pipe clean --dry-run
+
+        h3pipe clean --outputs /data/exports
     """
     from h3pipe.engine.cleanup import clean as clean_store
+    from h3pipe.engine.outputs import sweep_tree
 
     dead, removals = clean_store(project_of(ctx), dry_run=dry_run, run_id=run_id,
                                  older_than_hours=older_than)
@@ -35,6 +44,10 @@ def clean(
                                                           "marked") + " it failed")
     for r in removals:
         typer.echo(f"{verb} {r.location} (run {r.run_id}, step {r.step_id}): {r.reason}")
-    if not removals:
+    leftovers = [p for root in (project_of(ctx).root, *(outputs or []))
+                 for p in sweep_tree(root, dry_run=dry_run)]
+    for path in leftovers:
+        typer.echo(f"{verb} {path}: left by an interrupted export or map")
+    if not removals and not leftovers:
         typer.echo("nothing to remove")
     return 0

@@ -3,7 +3,6 @@ GeoPackage or FlatGeobuf."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,8 +15,10 @@ from h3pipe.cli.app import app, project_of
 def export(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Dataset id (the pipeline's output.dataset).")],
-    output: Annotated[Path, typer.Option(
-        "--output", "-o", help="File to write (a folder with --partition-resolution).")],
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="File to write (a folder with --partition-resolution); - for "
+        "standard output (csv, the default there, geojson, parquet, geoparquet). A symlink "
+        "is written through; a device, FIFO or folder is refused.")],
     iso3: options.ResultIso3 = None,
     bbox: options.ResultBbox = None,
     aoi: options.ResultAoi = None,
@@ -26,7 +27,7 @@ def export(
                                                    help="Only this resolution.")] = None,
     fmt: Annotated[str | None, typer.Option(
         "--format", help="parquet, geoparquet, csv, geojson, gpkg or fgb (default: from the "
-        "file extension, else parquet).")] = None,
+        "file extension; an unknown one is refused).")] = None,
     geometry: Annotated[str | None, typer.Option(
         help="polygon (the cell's outline) or point (its centre) for geoparquet, gpkg, fgb "
         "and geojson (default polygon); none for parquet and csv (the default there).")
@@ -73,11 +74,14 @@ def export(
         h3pipe export elevation_copdem30 --iso3 COD -r 9 -o cod9.geoparquet --partition-resolution 4
     """
     from h3pipe.engine.formats import format_for
+    from h3pipe.engine.outputs import describe, is_stdout, target
     from h3pipe.engine.records import export_dataset
 
-    fmt = fmt or format_for(output)
+    if not is_stdout(output):
+        target(output, folder=partition_resolution is not None)  # refused before reading
+    fmt = fmt or format_for(output, folder=partition_resolution is not None)
     rows = export_dataset(project_of(ctx), dataset, output, fmt, iso3=iso3, bbox=bbox, aoi=aoi,
                           run_id=run_id, resolution=resolution, where=where, layout=layout,
                           geometry=geometry, h3=h3, partition_resolution=partition_resolution)
-    typer.echo(f"wrote {rows} rows to {output} ({fmt})")
+    typer.echo(f"wrote {rows} rows to {describe(output)} ({fmt})", err=is_stdout(output))
     return 0

@@ -12,15 +12,14 @@ FlatGeobuf are written by GDAL through pyogrio's Arrow API.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +33,8 @@ GEOMETRIES = ("polygon", "point", "none")
 H3_TYPES = ("text", "uint64")
 _GEO_FORMATS = ("geoparquet", "geojson", "gpkg", "fgb")
 _PARTITIONED = ("parquet", "geoparquet")
+# Formats written front to back, with no seeking back: these can go to a pipe.
+_STREAMS = ("csv", "geojson", "parquet", "geoparquet")
 _BY_SUFFIX = {"parquet": "parquet", "pq": "parquet", "geoparquet": "geoparquet",
               "csv": "csv", "geojson": "geojson", "json": "geojson", "gpkg": "gpkg",
               "fgb": "fgb"}
@@ -45,9 +46,22 @@ _GEO_ROW_GROUP = 65_536
 PARTITION_KEY = "h3_parent"
 
 
-def format_for(path: Path) -> str:
-    """The format a file name asks for by its extension; Parquet when it names none."""
-    return _BY_SUFFIX.get(path.suffix.lower().lstrip("."), "parquet")
+def format_for(path: Path | str, *, folder: bool = False) -> str:
+    """The format a file name asks for by its extension (csv for ``-``, standard output;
+    parquet for a folder without one, ``folder`` being a partitioned export); an unknown
+    or missing extension is a :class:`UsageError` listing the known ones."""
+    from h3pipe.engine.outputs import is_stdout
+
+    if is_stdout(path):
+        return "csv"
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in _BY_SUFFIX:
+        return _BY_SUFFIX[suffix]
+    if folder and not suffix:
+        return "parquet"
+    known = ", ".join(f".{s}" for s in _BY_SUFFIX)
+    raise UsageError(f"cannot tell the format of '{Path(path).name}' from its extension: "
+                     f"give a file ending in {known}, or --format")
 
 
 @dataclass(frozen=True)
@@ -97,17 +111,31 @@ def _one_of(option: str, value: str, allowed: tuple[str, ...]) -> None:
         raise UsageError(f"{option} '{value}' is not one of {', '.join(allowed)}")
 
 
-def write(table: pa.Table, out: Path, spec: ExportSpec) -> None:
+def write(table: pa.Table, out: Path | str, spec: ExportSpec) -> None:
     """Write ``table`` (an ``h3_index`` text column, then any others) to ``out`` as ``spec``
-    says. The output appears whole or not at all: it is written beside ``out`` and renamed."""
-    out = out.expanduser()
+    says; ``-`` is standard output (csv, geojson, parquet and geoparquet). A file appears
+    whole or not at all: it is written beside ``out`` and renamed."""
+    from h3pipe.engine.outputs import is_stdout
+
     cells = grid.ids(table.column("h3_index"))
-    if spec.partition_resolution is not None:
+    if is_stdout(out):
+        _check_streams(spec)
+        sys.stdout.flush()
+        _WRITERS[spec.fmt](_prepared(table, cells, spec), sys.stdout.buffer, spec)
+        sys.stdout.buffer.flush()
+    elif spec.partition_resolution is not None:
         _check_partition(cells, spec.partition_resolution)
-        atomic(out, None, lambda tmp: _write_partitions(table, cells, tmp, spec))
+        atomic(Path(out), None, lambda tmp: _write_partitions(table, cells, tmp, spec))
     else:
-        atomic(out, spec.fmt, lambda tmp: _WRITERS[spec.fmt](_prepared(table, cells, spec),
-                                                               tmp, spec))
+        atomic(Path(out), spec.fmt, lambda tmp: _WRITERS[spec.fmt](
+            _prepared(table, cells, spec), tmp, spec))
+
+
+def _check_streams(spec: ExportSpec) -> None:
+    if spec.fmt not in _STREAMS or spec.partition_resolution is not None:
+        what = "a folder" if spec.partition_resolution is not None else spec.fmt
+        raise UsageError(f"-o -: {what} cannot be written to standard output (only "
+                         f"{', '.join(_STREAMS)})", hint="give a file name")
 
 
 # -- the rows: ids and geometry -----------------------------------------------------------------
@@ -173,7 +201,7 @@ def _bbox_column(bounds: np.ndarray) -> pa.StructArray:
 
 # -- the writers -------------------------------------------------------------------------------
 
-def _write_parquet(rows: _Prepared, path: Path, spec: ExportSpec) -> None:
+def _write_parquet(rows: _Prepared, path: Path | BinaryIO, spec: ExportSpec) -> None:
     import pyarrow.parquet as pq
 
     from h3pipe.storage.embedded import dictionary_columns
@@ -212,13 +240,13 @@ def _geo_metadata(kind: str, bounds: np.ndarray) -> dict[str, Any]:
     return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
 
 
-def _write_csv(rows: _Prepared, path: Path, spec: ExportSpec) -> None:
+def _write_csv(rows: _Prepared, path: Path | BinaryIO, spec: ExportSpec) -> None:
     import pyarrow.csv as pcsv
 
     pcsv.write_csv(rows.table, path)
 
 
-def _write_ogr(rows: _Prepared, path: Path, spec: ExportSpec) -> None:
+def _write_ogr(rows: _Prepared, path: Path | BinaryIO, spec: ExportSpec) -> None:
     import pyogrio
 
     assert rows.geometry is not None
@@ -230,11 +258,11 @@ def _write_ogr(rows: _Prepared, path: Path, spec: ExportSpec) -> None:
                         geometry_type="Polygon" if spec.geometry == "polygon" else "Point")
 
 
-def _write_geojson(rows: _Prepared, path: Path, spec: ExportSpec) -> None:
+def _write_geojson(rows: _Prepared, path: Path | BinaryIO, spec: ExportSpec) -> None:
     assert rows.geometry is not None
     cols = rows.table.column_names
     shapes = shapely.to_geojson(rows.geometry)
-    with path.open("w", encoding="utf-8") as f:
+    with _text(path) as f:
         f.write('{"type": "FeatureCollection", "features": [\n')
         for i, (row, shape) in enumerate(zip(rows.table.to_pylist(), shapes, strict=True)):
             properties = json.dumps({c: row[c] for c in cols}, allow_nan=False)
@@ -243,7 +271,22 @@ def _write_geojson(rows: _Prepared, path: Path, spec: ExportSpec) -> None:
         f.write("]}\n")
 
 
-_WRITERS: dict[str, Callable[[_Prepared, Path, ExportSpec], None]] = {
+@contextmanager
+def _text(dest: Path | BinaryIO) -> Iterator[TextIO]:
+    """``dest`` opened for UTF-8 text; a stream (standard output) is left open."""
+    if isinstance(dest, Path):
+        with dest.open("w", encoding="utf-8") as f:
+            yield f
+        return
+    text = io.TextIOWrapper(dest, encoding="utf-8")  # type: ignore[arg-type]
+    try:
+        yield text
+    finally:
+        text.flush()
+        text.detach()
+
+
+_WRITERS: dict[str, Callable[[_Prepared, Any, ExportSpec], None]] = {
     "parquet": _write_parquet, "geoparquet": _write_parquet, "csv": _write_csv,
     "geojson": _write_geojson, "gpkg": _write_ogr, "fgb": _write_ogr,
 }
@@ -293,54 +336,18 @@ def _write_partitions(table: pa.Table, cells: np.ndarray, folder: Path,
 def atomic(out: Path, fmt: str | None, write_to: Callable[[Path], object]) -> None:
     """Run ``write_to`` on a temporary path beside ``out`` (a file of format ``fmt``, or a
     folder when None), then move it to ``out``; on any failure, remove what was written and
-    leave ``out`` as it was."""
+    leave ``out`` as it was. ``out`` is checked first (:func:`h3pipe.engine.outputs.target`):
+    a device, FIFO, socket or folder is refused, a symlink is written through."""
     import pyogrio.errors
 
+    from h3pipe.engine import outputs
+
+    real = outputs.target(out, folder=fmt is None)
     # GDAL warns when a GeoPackage's name does not end in .gpkg: the temporary one does.
     ending = f".{fmt}" if fmt in _OGR_DRIVERS else ""
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp{ending}")
     try:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if fmt is None:
-                tmp.mkdir()
-            write_to(tmp)
-            if fmt is None:
-                _replace_folder(tmp, out)
-            else:
-                os.replace(tmp, out)
-        except BaseException:
-            _remove(tmp)
-            raise
+        outputs.atomic(real, write_to, ending=ending, folder=fmt is None)
     except (OSError, pyogrio.errors.DataSourceError) as exc:
         # The output path is the user's to choose: a bad one is bad input (exit 2).
         raise ConfigError(f"cannot write {out}: {exc}",
                           hint="check the folder exists, is a folder and is writable") from exc
-
-
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Move the folder ``tmp`` to ``out``, replacing an earlier partitioned export there,
-    and nothing else: a folder holding other files is the user's, not ours to delete."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    if not out.is_dir() or any(not (p.is_dir() and p.name.startswith(f"{PARTITION_KEY}="))
-                               for p in out.iterdir()):
-        raise ConfigError(f"cannot write {out}: it exists and is not an earlier partitioned "
-                          "export", hint="give a new folder, or remove it first")
-    old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove(path: Path) -> None:
-    """Remove a temporary output, and the journal GDAL may leave beside a GeoPackage."""
-    with contextlib.suppress(OSError):  # e.g. the folder is really a file
-        if path.is_dir():
-            shutil.rmtree(path)
-        for leftover in (path, *(path.with_name(path.name + e) for e in _JOURNALS)):
-            leftover.unlink(missing_ok=True)
-
-
-_JOURNALS = ("-journal", "-wal", "-shm")

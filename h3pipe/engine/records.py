@@ -161,15 +161,16 @@ def cancel_run(project: Project, run_id: str) -> str:
 
 # -- exports ----------------------------------------------------------------------------------
 
-def export_dataset(project: Project, dataset: str, out: Path, fmt: str, *,
+def export_dataset(project: Project, dataset: str, out: Path | str, fmt: str, *,
                    iso3: str | None = None, bbox: str | None = None, aoi: Path | None = None,
                    run_id: str | None = None, resolution: int | None = None,
                    where: list[str] | None = None, layout: str = "wide",
                    geometry: str | None = None, h3: str = "text",
                    partition_resolution: int | None = None) -> int:
-    """Write one row per cell (and scenario, for a sweep) of ``dataset`` to ``out``; return
-    the number of rows. The rows are :func:`read_dataset`'s; ``fmt``, ``geometry``, ``h3``
-    and ``partition_resolution``: see :class:`h3pipe.engine.formats.ExportSpec`."""
+    """Write one row per cell (and scenario, for a sweep) of ``dataset`` to ``out`` (``-``:
+    standard output); return the number of rows. The rows are :func:`read_dataset`'s;
+    ``fmt``, ``geometry``, ``h3`` and ``partition_resolution``: see
+    :class:`h3pipe.engine.formats.ExportSpec`."""
     from h3pipe.engine import formats
 
     spec = formats.ExportSpec.parse(fmt, geometry=geometry, h3=h3, layer=dataset,

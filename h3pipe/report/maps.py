@@ -90,6 +90,14 @@ class Frame:
 
 
 def check_format(out: Path) -> str:
+    """The picture format ``out`` asks for; refused when it is none of :data:`FORMATS`, or
+    when ``out`` cannot be written (:func:`h3pipe.engine.outputs.target`)."""
+    from h3pipe.engine.outputs import is_stdout, target
+
+    if is_stdout(out):
+        raise UsageError("map -o -: a map is written to a file, not to standard output",
+                         hint="give a file ending in " + ", ".join(FORMATS))
+    target(out)
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise UsageError(f"cannot draw a map as '{out.name}': give a file ending in "

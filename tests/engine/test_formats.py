@@ -157,6 +157,13 @@ def test_a_column_the_geometry_would_replace_is_refused(tmp_path):
 @pytest.mark.parametrize("name, fmt", [
     ("a.parquet", "parquet"), ("a.PQ", "parquet"), ("a.geoparquet", "geoparquet"),
     ("a.csv", "csv"), ("a.json", "geojson"), ("a.geojson", "geojson"), ("a.gpkg", "gpkg"),
-    ("a.fgb", "fgb"), ("folder", "parquet"), ("a.txt", "parquet")])
+    ("a.fgb", "fgb"), ("-", "csv")])
 def test_format_by_file_name(name, fmt):
     assert formats.format_for(Path(name)) == fmt
+
+
+def test_a_folder_without_extension_is_parquet_only_when_partitioned():
+    assert formats.format_for(Path("folder"), folder=True) == "parquet"
+    for name in ("folder", "a.txt"):
+        with pytest.raises(UsageError, match="cannot tell the format"):
+            formats.format_for(Path(name))
