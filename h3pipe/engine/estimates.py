@@ -14,7 +14,7 @@ from typing import Any
 
 from h3pipe.engine.partitions import Partitions
 from h3pipe.engine.prepare import RunPlan, UsedItem
-from h3pipe.sources.raster import RasterInfo, TileInfo
+from h3pipe.sources.raster import RasterInfo, TileInfo, window_budget
 
 # Remote tiles whose size is asked with HEAD at most (the rest extrapolated from them).
 HEAD_SAMPLE = 16
@@ -89,8 +89,31 @@ def _raster_facts(plan: RunPlan, info: RasterInfo, kind: str) -> SourceFacts:
             "than a cell keeps; a coarser version of the data (an overview or a "
             f"lower-resolution product) would give nearly the same numbers for less reading, "
             f"or resolution {min(15, plan.resolution + 2)} keeps more of the detail")
+    window = largest_window(info, plan, pixel_m)
+    if window > window_budget():
+        warnings.append(
+            f"a batch may read windows of up to about {window / 1e6:,.0f} M pixels, over the "
+            f"budget of {window_budget() / 1e6:,.0f} M per read: the run would stop there; "
+            "read a coarser version of the data, or raise H3PIPE_MAX_WINDOW_PIXELS")
     return SourceFacts(info.source_id, kind, len(touched), size, how, pixels,
                        per_cell, pixel_m, warnings=tuple(warnings))
+
+
+def largest_window(info: RasterInfo, plan: RunPlan, pixel_m: float) -> float:
+    """About the most pixels (times bands) one window read takes: zonal_stats reads the
+    cells of a quarter-degree square together, so a window spans that square (or the
+    scope, if smaller) and a cell beyond it."""
+    import math
+
+    import h3
+
+    minx, miny, maxx, maxy = plan.scope.geometry.bounds
+    lat = (miny + maxy) / 2
+    across = 111_320 * max(0.01, math.cos(math.radians(lat)))
+    edge = 2 * h3.average_hexagon_edge_length(plan.resolution, "m")
+    width = min(0.25, maxx - minx) * across + edge
+    height = min(0.25, maxy - miny) * 110_574 + edge
+    return width * height / pixel_m ** 2 * len(info.indexes)
 
 
 def tiles_touched(info: RasterInfo, geometry: Any) -> list[TileInfo]:

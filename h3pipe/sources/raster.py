@@ -359,6 +359,37 @@ def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
                           hint="check the source's band or bands")
 
 
+# The most pixels (times bands) one window read may hold: 256 M float32 values are 1 GB in
+# memory; a source declaring more (a VRT of 1e8 x 5e7 pixels) is refused, not allocated.
+MAX_WINDOW_PIXELS = 256_000_000
+
+
+def window_budget() -> int:
+    """The pixel budget of one window read: ``$H3PIPE_MAX_WINDOW_PIXELS``, else
+    :data:`MAX_WINDOW_PIXELS`."""
+    text = os.environ.get("H3PIPE_MAX_WINDOW_PIXELS", "").replace("_", "")
+    try:
+        return int(float(text)) if text else MAX_WINDOW_PIXELS
+    except ValueError:
+        raise SourceError(f"H3PIPE_MAX_WINDOW_PIXELS='{text}' is not a number",
+                          hint="give a pixel count, e.g. 512000000 or 5e8") from None
+
+
+def check_window(info: RasterInfo, c0: int, r0: int, c1: int, r1: int) -> None:
+    """Refuse a window over the budget before allocating anything for it."""
+    pixels = (c1 - c0) * (r1 - r0) * len(info.indexes)
+    budget = window_budget()
+    if pixels > budget:
+        bands = f" x {len(info.indexes)} bands" if len(info.indexes) > 1 else ""
+        raise SourceError(f"source '{info.source_id}': a window of {c1 - c0:,} x {r1 - r0:,} "
+                          f"pixels{bands} ({pixels / 1e6:,.0f} M) is over the budget of "
+                          f"{budget / 1e6:,.0f} M pixels per read",
+                          hint="read a coarser version of the source (an overview or a "
+                          "resampled copy), use smaller batches (--batch-size) if a batch "
+                          "spans more than a quarter degree, or raise the budget with "
+                          "H3PIPE_MAX_WINDOW_PIXELS if the memory is there")
+
+
 class MosaicReader:
     """Reads windows of a :class:`RasterInfo` grid across its tiles, NaN where no data."""
 
@@ -375,6 +406,7 @@ class MosaicReader:
         wanted: dict[TileInfo, list[tuple[int, int, int, int]]] = {}
         for bounds in windows:
             c0, r0, c1, r1 = info.pixel_window(bounds)
+            check_window(info, c0, r0, c1, r1)
             for t, k in info.placed(c0, r0, c1, r1):
                 if remote.is_http(t.path):
                     wanted.setdefault(t, []).append(_in_tile(t, c0 - k, r0, c1 - k, r1))
@@ -464,6 +496,7 @@ class MosaicReader:
 
         info = self.info
         c0, r0, c1, r1 = info.pixel_window(bounds)
+        check_window(info, c0, r0, c1, r1)
         out = np.full((len(info.indexes), r1 - r0, c1 - c0), np.nan, dtype=info.value_dtype)
         for t, shift in info.placed(c0, r0, c1, r1):
             col_off = t.col_off + shift  # where the tile lies in this window's frame
