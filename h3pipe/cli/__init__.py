@@ -31,6 +31,7 @@ from h3pipe.cli import (  # noqa: F401  (registers the commands)
     worker,
 )
 from h3pipe.errors import Cancelled, H3PipeError, Terminated
+from h3pipe.masking import scrub
 
 app = _app_module.app
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except H3PipeError as exc:
         if verbose:
-            traceback.print_exc()
+            _traceback()
         _err(f"error: {exc}")
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         if verbose:
-            traceback.print_exc()
+            _traceback()
         text = " ".join(str(exc).split())
         _err(f"internal error: {type(exc).__name__}: {text} (rerun with -v for the traceback, "
              "and please report it)")
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _terminated(signum: int, frame: object) -> None:
     raise Terminated()
+
+
+def _traceback() -> None:
+    """The traceback -v asks for; a library's message in it may quote a password."""
+    print(scrub(traceback.format_exc()), end="", file=sys.stderr, flush=True)
 
 
 def _err(message: str) -> None:

@@ -1,5 +1,6 @@
 """Where the CLI's words go: the terminal, and with ``--log-file`` a log too; ``--quiet``
-keeps the terminal for errors only, so a cron line needs no wrapper script."""
+keeps the terminal for errors only, so a cron line needs no wrapper script. Every line
+passes :func:`h3pipe.masking.scrub` on its way out: no password reaches either."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+from h3pipe.masking import scrub
 
 if TYPE_CHECKING:
     from h3pipe.engine.coverage import Coverage
@@ -41,16 +44,17 @@ def say(text: str) -> None:
     """A result line: stdout, unless quiet; always the log."""
     _to_log(text)
     if not _quiet:
-        print(text, file=sys.stdout, flush=True)
+        print(scrub(text), file=sys.stdout, flush=True)
 
 
 def info(text: str, *, stamped: bool = False) -> None:
     """Progress and notes: stderr (timestamped when ``stamped``), unless quiet; always the
+        text = scrub(text)
     log."""
     _to_log(text)
     if not _quiet:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}" if stamped else text
-        print(line, file=sys.stderr, flush=True)
+        print(scrub(line), file=sys.stderr, flush=True)
 
 
 def warn(text: str) -> None:
@@ -61,7 +65,7 @@ def warn(text: str) -> None:
         from rich.console import Console
 
         Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"warning: {text}", style="yellow", markup=False)
+            f"warning: {scrub(text)}", style="yellow", markup=False)
 
 
 def coverage(found: Coverage | None) -> None:
@@ -78,7 +82,7 @@ def coverage(found: Coverage | None) -> None:
 def error(text: str) -> None:
     """Errors: always stderr, and the log."""
     _to_log(text)
-    print(text, file=sys.stderr, flush=True)
+    print(scrub(text), file=sys.stderr, flush=True)
 
 
 def quiet() -> bool:

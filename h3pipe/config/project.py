@@ -36,7 +36,8 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def expand_env(value: str) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an
+    error."""
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
@@ -50,20 +51,44 @@ def expand_env(value: str) -> str:
     return _ENV.sub(sub, value)
 
 
-def _expand_tree(node: Any, path: list[str | int]) -> list[tuple[list[str | int], str]]:
-    """Expand ${VAR} in every string of ``node`` in place; return (path, name) of unset ones."""
-    unset: list[tuple[list[str | int], str]] = []
+# Where ${VAR} is expanded: where a site's data, store and broker are (paths, URLs,
+# connection strings), so one file serves many sites. Nowhere else: a title, licence or
+# description lands in reports that are mailed around, and must not carry a token.
+EXPANDED = {
+    "source": {("path",), ("layer",), ("table",), ("stac", "url"), ("stac", "collection"),
+               ("stac", "asset"), ("stac", "signer")},
+    "project": {("store",), ("queue",), ("queue", "url")},
+}
+
+
+def _expand_tree(node: Any, kind: str, path: list[str | int] | None = None
+                 ) -> list[tuple[list[str | int], str]]:
+    """Expand ${VAR} in place in the fields of ``node`` that allow it (:data:`EXPANDED`);
+    return (path, problem) for an unset variable and for ${VAR} where it is not allowed."""
+    path = path or []
+    found: list[tuple[list[str | int], str]] = []
     items = node.items() if isinstance(node, dict) else enumerate(node) \
         if isinstance(node, list) else []
     for key, value in list(items):
-        if isinstance(value, str) and "${" in value:
+        here = path + [key]
+        if isinstance(value, str) and _ENV.search(value):
+            if tuple(here) not in EXPANDED.get(kind, set()):
+                found.append((here, _not_here(kind)))
+                continue
             try:
                 node[key] = expand_env(value)
             except KeyError as exc:
-                unset.append((path + [key], exc.args[0]))
+                found.append((here, f"environment variable {exc.args[0]} is not set; set "
+                                    "it or write ${VAR:-default}"))
         elif isinstance(value, dict | list):
-            unset += _expand_tree(value, path + [key])
-    return unset
+            found += _expand_tree(value, kind, here)
+    return found
+
+
+def _not_here(kind: str) -> str:
+    fields = ", ".join(".".join(map(str, f)) for f in sorted(EXPANDED.get(kind, set())))
+    return (f"${{VAR}} is expanded only in {fields}: write the value itself here "
+            "(this text may be shown in reports)")
 
 
 @dataclass
@@ -202,7 +227,7 @@ class Project:
                 continue  # the project's own file is the working copy
             data = json.loads(row["document"])
             label = f"{CATALOG}{sid}@v{row['version']}"
-            if _expand_tree(data, []) or list(schemas.validator("source").iter_errors(data)):
+            if _expand_tree(data, "source") or list(schemas.validator("source").iter_errors(data)):
                 loaded.broken_sources[sid] = f"{label} (register it again)"
                 continue
             loaded.sources[sid] = (Document(label, data), source_spec(data, label))
@@ -227,15 +252,14 @@ class Project:
         report.problems += problems
         if doc is None:
             return
-        if kind == "source":
-            # Values may come from the environment (a mirror, a signer): expand them first,
-            # so the schema checks what will actually be used.
-            unset = _expand_tree(doc.data, [])
-            report.problems += [doc.problem(path, f"environment variable {name} is not set; "
-                                            "set it or write ${VAR:-default}")
-                                for path, name in unset]
-            if unset:
-                if isinstance(doc.data, dict) and isinstance(doc.data.get("id"), str):
+        if kind in EXPANDED:
+            # Values may come from the environment (a mirror, a signer, the store's
+            # address): expand them first, so the schema checks what will be used.
+            expanded = _expand_tree(doc.data, kind)
+            report.problems += [doc.problem(path, message) for path, message in expanded]
+            if expanded:
+                if (kind == "source" and isinstance(doc.data, dict)
+                        and isinstance(doc.data.get("id"), str)):
                     loaded.broken_sources[doc.data["id"]] = doc.file
                 return
         schema_problems = schemas.problems(doc, schemas.validator(kind))

@@ -227,16 +227,16 @@ class RunPlan:
     def inputs(self, most: int = 200) -> list[dict[str, Any]]:
         """What the run reads, as its report shows it: each source with its licence and
         provenance, and its files (at most ``most`` listed; hrefs unsigned, no password)."""
-        from h3pipe.storage.catalog import safe_url
+        from h3pipe.masking import shown
 
         out = []
         for sid in sorted({s.source for s in self.pipeline.steps if s.source}):
             src = self.sources[sid]
             if sid in self.vectors:
                 v = self.vectors[sid]
-                files = [safe_url(v.location) if v.is_postgis else v.location]
+                files = [shown(v.location)]
             else:
-                files = [t.path for info in self._grids(sid) for t in info.tiles]
+                files = [shown(t.path) for info in self._grids(sid) for t in info.tiles]
             out.append({"source": sid, "kind": src.kind, "title": src.title,
                         "license": src.license, "provenance": src.provenance,
                         "files": files[:most], "file_count": len(files)})

@@ -9,23 +9,48 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from h3pipe import masking
 from h3pipe.errors import ConfigError
 from h3pipe.storage.base import Store
-from h3pipe.storage.catalog import Catalog, safe_url
+from h3pipe.storage.catalog import Catalog
 from h3pipe.storage.embedded import CATALOG_FILE, EmbeddedStore
 
 
 def is_database(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+    """A PostgreSQL URL or a libpq keyword string (``host=db dbname=h3``), not a folder."""
+    return (location.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+            or masking.is_keyword_dsn(location))
+
+
+def database_url(location: str) -> str:
+    """The URL of the database at ``location``: a keyword string becomes a URL whose query
+    holds its keywords (psycopg hands them to libpq as they are)."""
+    masking.remember(location)
+    if not masking.is_keyword_dsn(location):
+        return location
+    import psycopg
+    from sqlalchemy.engine import URL
+
+    try:
+        keywords = psycopg.conninfo.conninfo_to_dict(location)
+    except psycopg.Error as exc:
+        raise ConfigError(f"the store '{masking.shown(location)}' is not a valid libpq "
+                          f"connection string: {masking.scrub(str(exc))}",
+                          hint="write it as host=HOST dbname=DB user=USER, or as a "
+                          "postgresql:// URL") from None
+    query = {k: str(v) for k, v in keywords.items()}
+    return URL.create("postgresql+psycopg", query=query).render_as_string(hide_password=False)
 
 
 def open_store(location: str, base: Path, *, create: bool = True) -> Store:
-    """The store at ``location``: a database URL, or a folder (relative to ``base``)."""
+    """The store at ``location``: a database URL or keyword string, or a folder (relative
+    to ``base``)."""
     if is_database(location):
         from h3pipe.storage.postgis import PostgresStore
 
         # Steps with 'storage: parquet' keep their intermediates beside the project.
-        return PostgresStore(location, create=create, scratch=base / ".h3pipe")
+        return PostgresStore(database_url(location), create=create,
+                             scratch=base / ".h3pipe")
     return EmbeddedStore(_folder(location, base), create=create)
 
 
@@ -61,7 +86,7 @@ def open_catalog(location: str, base: Path) -> tuple[Catalog, str]:
     where opening the store would refuse a database that needs migrating), and where the
     store is, as it may be shown."""
     if is_database(location):
-        return Catalog(location, migrate=False), safe_url(location)
+        return Catalog(database_url(location), migrate=False), masking.shown(location)
     folder = _folder(location, base)
     return Catalog(f"sqlite:///{folder / CATALOG_FILE}", migrate=False), str(folder)
 
@@ -71,5 +96,5 @@ def _folder(location: str, base: Path) -> Path:
     return root if root.is_absolute() else base / root
 
 
-__all__ = ["EmbeddedStore", "Store", "is_database", "open_catalog", "open_store",
+__all__ = ["EmbeddedStore", "Store", "database_url", "is_database", "open_catalog", "open_store",
            "output_reader", "read_outputs_with"]

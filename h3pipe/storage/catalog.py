@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from h3pipe import masking
 from h3pipe.errors import ConfigError, StoreError, StoreUnavailable
 from h3pipe.storage.retry import transient, unit
 
@@ -36,16 +37,6 @@ def now() -> str:
 def stamp_of(epoch_seconds: float) -> str:
     """A moment measured elsewhere (``time.time()`` in a worker) as :func:`now` writes it."""
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
-
-
-def safe_url(url: str) -> str:
-    """A database URL as it may be shown: never with its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database url>"
 
 
 class Tx:
@@ -181,7 +172,7 @@ class Catalog:
             event.listen(self.engine, "connect", _pg_connect)
             event.listen(self.engine, "checkin", _pg_checkin)
             event.listen(self.engine, "checkout", _pg_checkout)
-            self.where = safe_url(url)
+            self.where = masking.shown(masking.remember(url))
             errors = (SQLAlchemyError,)
         try:
             if self._sqlite is not None:
@@ -464,7 +455,8 @@ def _psycopg(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
-    return " ".join(str(orig or exc).split())[:300]
+    # A driver's message may quote the connection string it was given.
+    return masking.scrub(" ".join(str(orig or exc).split()))[:300]
 
 
 def _statements(sql: str) -> list[str]:

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from h3pipe import faults
+from h3pipe import faults, masking
 from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage import pgcopy
 from h3pipe.storage.base import Closing
-from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys, safe_url
+from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys
 from h3pipe.storage.retry import retried
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
@@ -63,7 +63,7 @@ class PostgresStore(Closing):
     def __init__(self, url: str, *, create: bool = True, scratch: Path | None = None) -> None:
         self.url = url
         self.scratch = scratch or Path(".h3pipe")
-        self.location = safe_url(url)
+        self.location = masking.shown(url)
         self.catalog = Catalog(url, migrate=False)
         pending = self.catalog.pending()
         if pending:

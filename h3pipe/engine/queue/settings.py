@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from h3pipe import masking
 from h3pipe.errors import ConfigError, UsageError
 
 DEFAULT_NAME = "h3pipe"
@@ -37,6 +38,7 @@ class QueueSettings:
     shared_store: bool = False
 
     def __post_init__(self) -> None:
+        masking.remember(self.url)
         if not self.url.startswith(("amqp://", "amqps://", "pyamqp://")):
             raise UsageError(f"queue '{self.shown}' is not an amqp:// URL",
                              hint="pass --queue amqp://USER:PASSWORD@HOST:5672//")
@@ -50,12 +52,7 @@ class QueueSettings:
     @property
     def shown(self) -> str:
         """The URL without its password, as it may be printed or recorded."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return parts._replace(netloc=f"{parts.username}@{host}{port}").geturl()
+        return masking.shown(self.url)
 
     @property
     def host(self) -> str:

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from h3pipe import masking
 from h3pipe.engine.queue.settings import QueueSettings
 from h3pipe.errors import ConfigError
 
@@ -41,10 +42,9 @@ def start_worker(settings: QueueSettings, store_location: str, root: Path, *,
     _log_lines(loglevel)
     _warm_pool_processes()
     _grace_on_shutdown(grace_seconds)
-    shown = (storage.safe_url(store_location) if storage.is_database(store_location)
-             else store_location)
     log.info("worker %s:%d: queue %s on %s, store %s, %d process(es)", socket.gethostname(),
-             os.getpid(), settings.name, settings.shown, shown, concurrency)
+             os.getpid(), settings.name, settings.shown, masking.shown(store_location),
+             concurrency)
     argv = ["--quiet", "worker", f"--concurrency={concurrency}", "--pool=prefork",
             f"--hostname=h3pipe-{os.getpid()}@%h", f"--queues={settings.name}",
             "--without-gossip", "--without-mingle", f"--loglevel={loglevel}"]
@@ -58,13 +58,21 @@ def start_worker(settings: QueueSettings, store_location: str, root: Path, *,
 def _log_lines(level: str) -> None:
     """One line per batch, ours, on stderr; Celery's own only when they matter."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(_Scrubbed("%(asctime)s %(levelname)s %(message)s"))
     ours = logging.getLogger("h3pipe")
     ours.addHandler(handler)
     ours.setLevel(level)
     ours.propagate = False
     for name in ("celery", "kombu", "amqp"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _Scrubbed(logging.Formatter):
+    """A log line, traceback included, with every password masked (a batch's error may
+    quote a connection string)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return masking.scrub(super().format(record))
 
 
 def _warm_pool_processes() -> None:

@@ -73,7 +73,7 @@ def test_settings_from_the_flag_the_environment_or_the_project(monkeypatch):
     s = QueueSettings.find(None, declared)
     assert (s.url, s.name, s.max_deliveries, s.task_seconds) == (
         "amqp://u:pw@mq:5672//", "nightly", 5, 600)
-    assert s.shown == "amqp://u@mq:5672//" and s.host == "mq:5672"
+    assert s.shown == "amqp://u:***@mq:5672//" and s.host == "mq:5672"
     monkeypatch.setenv("H3PIPE_QUEUE", "amqp://env@mq2//")
     monkeypatch.setenv("H3PIPE_QUEUE_NAME", "other")
     s = QueueSettings.find(None, declared)
