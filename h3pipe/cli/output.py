@@ -35,6 +35,7 @@ def reset() -> None:
 
 def _to_log(text: str) -> None:
     if _log is not None:
+        text = scrub(text)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         for line in text.splitlines() or [""]:
             _log.write(f"{stamp} {line}\n")
@@ -49,7 +50,6 @@ def say(text: str) -> None:
 
 def info(text: str, *, stamped: bool = False) -> None:
     """Progress and notes: stderr (timestamped when ``stamped``), unless quiet; always the
-        text = scrub(text)
     log."""
     _to_log(text)
     if not _quiet:
