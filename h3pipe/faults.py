@@ -5,6 +5,8 @@
 - ``NAME:kill@N`` -- the process kills itself with SIGKILL the Nth time it reaches NAME
   (counted per process), as a power cut or the OOM killer would;
 - ``NAME:sleep=S`` -- it pauses S seconds there each time (a slow task, a slow write);
+- ``NAME:busy=S`` -- it says so on stderr, then computes for about S seconds in one C
+  call each time, where no signal handler runs (a long GDAL read);
 - ``NAME:fail@N`` -- the Nth time, it raises a permanent error (a step that fails).
 
 The points are declared once, in :data:`POINTS`. Unset, as it always is outside tests, a
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 from h3pipe.errors import ConfigError, OperationError
@@ -44,9 +47,10 @@ def _parse(spec: str) -> dict[str, tuple[str, float]]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, action = part.partition(":")
         kind, _, arg = action.replace("@", "=").partition("=")
-        if kind not in ("kill", "sleep", "fail") or not arg:
+        if kind not in ("kill", "sleep", "busy", "fail") or not arg:
             raise ConfigError(f"H3PIPE_FAULTS: cannot read '{part}'",
-                              hint="use NAME:kill@N, NAME:fail@N or NAME:sleep=SECONDS")
+                              hint="use NAME:kill@N, NAME:fail@N, NAME:sleep=SECONDS or "
+                              "NAME:busy=SECONDS")
         if not declared(name):
             # A misspelt point would otherwise never fire, and the crash test pass blindly.
             known = ", ".join([*POINTS, *(f"{f}STEP_ID" for f in FAMILIES)])
@@ -71,7 +75,20 @@ def point(name: str) -> None:
     _REACHED[name] = _REACHED.get(name, 0) + 1
     if kind == "sleep":
         time.sleep(arg)
+    elif kind == "busy":
+        print(f"fault: busy for {arg:g} s at {name}", file=sys.stderr, flush=True)
+        _busy(arg)
     elif _REACHED[name] == int(arg) and kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif _REACHED[name] == int(arg):
         raise OperationError(f"fault injected at {name} (H3PIPE_FAULTS)")
+
+
+def _busy(seconds: float) -> None:
+    """About ``seconds`` of work in one C call (key stretching, measured first)."""
+    import hashlib
+
+    start = time.perf_counter()
+    hashlib.pbkdf2_hmac("sha256", b"h3pipe", b"busy", 20_000)
+    rate = 20_000 / max(time.perf_counter() - start, 1e-6)
+    hashlib.pbkdf2_hmac("sha256", b"h3pipe", b"busy", max(1, int(rate * seconds)))
