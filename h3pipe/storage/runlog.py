@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from h3pipe import masking
 from h3pipe.errors import StoreError
 from h3pipe.storage.catalog import Catalog, now, stamp_of
 from h3pipe.storage.retry import retried
@@ -88,7 +89,7 @@ class RunLog:
 
     def finish(self, run_id: str, status: str, error: str | None = None) -> None:
         self.catalog.update("runs", {"run_id": run_id}, status=status, finished_at=now(),
-                            error=error)
+                            error=_scrubbed(error))
 
     def add_params(self, run_id: str, **values: Any) -> None:
         """Merge ``values`` into the run's recorded parameters (what was measured)."""
@@ -153,6 +154,7 @@ class RunLog:
             for s, n, r in tasks], keep_existing=True)
 
     def task_retrying(self, key: TaskKey, attempt: int, error: str) -> None:
+        error = masking.scrub(error)
         self.catalog.update("tasks", key.where(), attempts=attempt + 1, error=error)
         self.event(key.run_id, "task", key.label, "retrying",
                    f"attempt {attempt} failed: {error}")
@@ -161,6 +163,7 @@ class RunLog:
                     started: float | None = None, worker: str | None = None) -> None:
         """The task failed for good; ``started`` (epoch seconds) and ``worker`` are its last
         attempt's (None: as the row says, e.g. a queue delivery's)."""
+        error = masking.scrub(error)
         self.catalog.update("tasks", key.where(), status="failed", finished_at=now(),
                             seconds=seconds, error=error, **_ran(started, worker))
         self.catalog.update("steps", {"run_id": key.run_id, "step_id": key.step_id},
@@ -221,7 +224,7 @@ class RunLog:
 
     def event(self, run_id: str, kind: str, subject: str, status: str,
               detail: str | None = None) -> None:
-        self.catalog.event(run_id, kind, subject, status, detail)
+        self.catalog.event(run_id, kind, subject, status, _scrubbed(detail))
 
     def open_intermediates(self, run_id: str | None = None) -> list[Row]:
         """Intermediates not dropped yet: of one run, or of every run."""
@@ -248,6 +251,12 @@ class RunLog:
             "AND t.status = 'completed' AND t.seconds IS NOT NULL "
             "GROUP BY s.run_id, s.step_id, s.operation, r.params, r.cells "
             "ORDER BY MAX(r.created_at) DESC LIMIT 200")
+
+
+def _scrubbed(text: str | None) -> str | None:
+    """An error as the store keeps it: a library's message may quote a password, and
+    'runs show' prints what is kept."""
+    return None if text is None else masking.scrub(text)
 
 
 def _ran(started: float | None, worker: str | None) -> Row:

@@ -108,6 +108,7 @@ def test_no_output_shows_the_store_password(form, cli, pg_url, tmp_path, monkeyp
     files = {p.name: p.read_bytes().decode("utf-8", "replace") for p in (log, html)}
     files["ds.parquet"] = out.read_bytes().decode("latin-1")
     assert html.stat().st_size > 1000 and "Elevation" in files["report.html"]
+    files["the store's tables"] = _dump(pg_url)
     leaks = {k: _leaks(v) for k, v in {**seen, **files}.items() if _leaks(v)}
     assert not leaks, leaks
 
@@ -125,32 +126,94 @@ def test_a_connection_error_does_not_show_the_password(form, cli, pg_url, tmp_pa
         assert not _leaks(r.stdout + r.stderr + log.read_text()), r.stderr
 
 
-def test_a_worker_banner_masks_both_passwords(pg_url, tmp_path):
-    """A real worker: the store's sentinel and the broker's password (guest, which
-    RabbitMQ needs right) are masked in its start-up lines."""
+def test_a_queue_run_and_its_worker_never_show_the_passwords(pg_url, tmp_path):
+    """A real worker and a real queue run: the store's sentinel and the broker's password
+    (guest, which RabbitMQ needs right) are masked in the worker's lines and the run's
+    output, and the store's own tables do not hold the sentinel either."""
     broker_up()
     location = _forms(_db(pg_url))["query"][0]
     project = _project(tmp_path, None)
     logfile = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("H3PIPE_")}
     env |= {"PYTHONPATH": str(REPO), "H3PIPE_QUEUE_NAME": f"h3pipe-secrets-{os.getpid()}"}
-    subprocess.run([sys.executable, "-m", "h3pipe", "--project", project, "--store",
-                    location, "db", "upgrade"], env=env, check=True, capture_output=True)
+    h3pipe = [sys.executable, "-m", "h3pipe", "--project", str(project), "--store", location]
+    subprocess.run([*h3pipe, "db", "upgrade"], env=env, check=True, capture_output=True)
     with logfile.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "h3pipe", "--project", project,
-                                 "--store", location, "-v", "worker", "--queue", BROKER,
-                                 "--concurrency", "1"], stdout=sink, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen([*h3pipe, "-v", "worker", "--queue", BROKER, "--concurrency",
+                                 "1"], stdout=sink, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while ": ready" not in logfile.read_text():
             assert proc.poll() is None, logfile.read_text()
             assert time.monotonic() < deadline, logfile.read_text()
             time.sleep(0.2)
+        run = subprocess.run([*h3pipe, "-v", "run", "p", "--bbox", BBOX, "--queue", BROKER],
+                             env=env, capture_output=True, text=True, timeout=300)
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", env["H3PIPE_QUEUE_NAME"]],
+                       capture_output=True, timeout=30)
+    assert run.returncode == 0, run.stderr
     text = logfile.read_text()
-    assert "queue h3pipe-secrets" in text and "amqp://guest:***@127.0.0.1:5672//" in text
-    assert "guest:guest" not in text and not _leaks(text), text
-    assert "password=***" in text
+    assert "amqp://guest:***@127.0.0.1:5672//" in text and "password=***" in text
+    assert "guest:guest" not in text + run.stdout + run.stderr
+    assert not _leaks(text + run.stdout + run.stderr), text + run.stderr
+    assert not _leaks(_dump(pg_url))
+
+
+def _dump(url: str) -> str:
+    """Every row of the store's catalog tables, as text."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'h3pipe'")]
+        assert "queue_runs" in tables
+        return "\n".join(str(row) for t in tables
+                         for row in conn.execute(f'SELECT * FROM h3pipe."{t}"'))
+
+
+def test_a_registered_source_is_listed_without_its_password(cli, tmp_path):
+    """A PostGIS source written with its password: the catalog's location column (what
+    'sources list' shows) holds it masked."""
+    project = write_project(tmp_path / "proj", sources={"b": f"""\
+        id: b
+        kind: vector
+        path: postgresql://postgres:{SENTINEL}@127.0.0.1:5432/gis
+        table: public.buildings
+        id_field: bid
+        theme: infrastructure
+        """})
+    r = cli("--project", project, "sources", "register", project / "sources" / "b.yaml")
+    assert r.exit_code == 0, r.stderr
+    listing = cli("--project", project, "sources", "list")
+    assert "postgresql://postgres:***@127.0.0.1:5432/gis" in listing.stdout, listing.stdout
+    assert not _leaks(r.stdout + r.stderr + listing.stdout + listing.stderr)
+
+
+def test_a_recorded_error_is_kept_and_shown_without_its_password(cli, tmp_path):
+    """What a run records of an error (a library's message may quote a connection string)
+    is scrubbed before the store keeps it, so 'runs show' cannot print it."""
+    from h3pipe.storage import open_store
+    from h3pipe.storage.runlog import RunLog
+
+    project = _project(tmp_path, None)
+    assert cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "1"
+               ).exit_code == 0
+    quoted = f"could not reach postgresql://u@db/x?password={SENTINEL} (password='{ODD}')"
+    with open_store(".h3pipe", project) as store:
+        log = RunLog(store.catalog)
+        [row] = store.catalog.query("SELECT run_id FROM runs")
+        log.event(row["run_id"], "run", row["run_id"], "failed", quoted)
+        log.finish(row["run_id"], "failed", quoted)
+        kept = str(store.catalog.query("SELECT * FROM runs")) + str(
+            store.catalog.query("SELECT * FROM events"))
+    shown = cli("--project", project, "runs", "show", "latest")
+    assert "password=***" in shown.stdout, shown.stdout
+    assert not _leaks(kept + shown.stdout + shown.stderr)
