@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from h3pipe import masking
 from h3pipe.config.project import Project, suggest
 from h3pipe.config.yamlio import load_document
 from h3pipe.engine.records import project_store
@@ -48,7 +49,8 @@ def _record(project: Project, file: Path) -> registry.SourceRecord:
         f"{data['stac']['url']}#collection={data['stac']['collection']}")
     return registry.SourceRecord(
         id=data["id"], kind=data["kind"], theme=data["theme"], title=data.get("title"),
-        location=location, document=json.dumps(data, sort_keys=True, default=str),
+        location=masking.shown(location),  # the document keeps ${VAR} unexpanded
+        document=json.dumps(data, sort_keys=True, default=str),
         file=doc.file)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from h3pipe import storage
@@ -97,8 +97,9 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
     plan = carry_over(plan.resuming(row), store, row)
     claim_run(log, plan, row, store)
     queue.mark_queued(plan.run_id, settings.shown)
-    queue.save_run(plan.run_id, encode_plan(plan), queue_name=settings.name,
-                   max_deliveries=settings.max_deliveries)
+    # The store's address may hold its password; workers use their own address of it.
+    queue.save_run(plan.run_id, encode_plan(replace(plan, store_location="")),
+                   queue_name=settings.name, max_deliveries=settings.max_deliveries)
     log.event(plan.run_id, "run", plan.run_id, "queued",
               f"{plan.scope.label}, resolution {plan.resolution}, {len(plan.cells)} cells, "
               f"on {settings.shown} (queue {settings.name})")
