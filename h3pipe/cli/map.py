@@ -57,7 +57,7 @@ def map_(
 
         h3pipe map building_flood_exposure share_flooded --run latest -o flooded.svg
 
-        h3pipe map building_flood_exposure_fathom flooded_buildings --iso3 RWA
+        h3pipe map building_flood_exposure_fathom rp100_flooded_buildings --iso3 RWA
         --where flood_type=fluvial_undefended --where year=2050 --where ssp=ssp245
         --where return_period=rp100 -o fluvial.pdf
     """

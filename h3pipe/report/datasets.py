@@ -175,6 +175,7 @@ def map_dataset(project: Project, dataset: str, column: str | None, out: Path, *
     """``h3pipe map``: draw one column of the dataset over one scope to ``out``; returns
     the column drawn and the facts :func:`h3pipe.report.maps.draw` reports."""
     maps.check_format(out)
+    maps.check_request(size, (style or {}).get("vmin"), (style or {}).get("vmax"))
     selection = select(project, dataset, **scope)
     if not selection.columns:
         raise ConfigError(f"dataset '{dataset}' has no statistic column to draw")

@@ -30,6 +30,8 @@ from h3pipe.errors import UsageError
 from h3pipe.report.projection import LONLAT, WORLD, View, view_for
 
 FORMATS = (".png", ".svg", ".pdf")
+# The largest picture side, in pixels: 10,000 x 10,000 is 400 MB of RGBA while drawing.
+MAX_SIDE = 10_000
 NULL_COLOUR = "#c8c8c8"    # a cell without a value
 NODATA_COLOUR = "#5a5a5a"  # a cell whose every pixel was the raster's nodata
 EDGE_COLOUR = "#1a1a1a"    # the scope's outline
@@ -103,6 +105,23 @@ def check_format(out: Path) -> str:
         raise UsageError(f"cannot draw a map as '{out.name}': give a file ending in "
                          + ", ".join(FORMATS))
     return suffix
+
+
+def check_request(size: tuple[int, int], vmin: float | None, vmax: float | None) -> None:
+    """Refuse a picture too large to draw in bounded memory, and a colour scale that is
+    empty or runs backwards, before any data is read."""
+    for name, side in zip(("--width", "--height"), size, strict=True):
+        if side > MAX_SIDE:
+            raise UsageError(f"{name} {side}: a picture side is at most {MAX_SIDE:,} pixels",
+                             hint="draw a smaller picture, or a PDF or SVG, which scale")
+    bad = [(n, v) for n, v in (("--vmin", vmin), ("--vmax", vmax))
+           if v is not None and not math.isfinite(v)]
+    if bad:
+        raise UsageError(f"{bad[0][0]} {bad[0][1]} is not a finite number")
+    if vmin is not None and vmax is not None and vmin >= vmax:
+        raise UsageError(f"--vmin {vmin:g} is not below --vmax {vmax:g}",
+                         hint="give the colour scale's low end as --vmin, its high end as "
+                         "--vmax")
 
 
 def draw(data: CellMap, style: Style, out: Path, *, size: tuple[int, int] = (1200, 900)
