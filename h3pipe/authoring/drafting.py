@@ -29,6 +29,20 @@ def suggest_source_id(insp: Inspection) -> str:
     return slug or "source"
 
 
+def check_source_id(source_id: str) -> None:
+    """Refuse an id source.v1.json would refuse (before anything is read or written), with
+    one it would take."""
+    from h3pipe.config.schemas import schema
+    from h3pipe.errors import UsageError
+
+    pattern = schema("source")["properties"]["id"]["pattern"]
+    if not re.fullmatch(pattern, source_id):
+        fixed = re.sub(r"[^a-z0-9_.-]+", "-", source_id.lower()).strip("-_.")[:100]
+        raise UsageError(f"--id '{source_id}' is not a valid source id: lower case letters, "
+                         "digits, '-', '_' and '.', starting with a letter or digit, at "
+                         "most 100", hint=f"e.g. --id {fixed}" if fixed else None)
+
+
 def to_source_yaml(insp: Inspection, *, source_id: str, location: str) -> str:
     """A source file for ``insp``, with ``# inferred:`` comments on every guessed value."""
     where = (_stac_lines if insp.kind == "stac" else _raster_lines)(insp, location)

@@ -25,8 +25,22 @@ def configure(*, quiet: bool = False, log_file: Path | None = None) -> None:
         _log.close()
         _log = None
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        _log = log_file.open("a", encoding="utf-8", buffering=1)
+        _log = _open_log(log_file)
+
+
+def _open_log(path: Path) -> TextIO:
+    """The log, appended to. A missing folder is more likely a typo than a wish: say so
+    rather than create it (a cron line run as root would make folders anywhere)."""
+    from h3pipe.errors import UsageError
+
+    if not path.parent.is_dir():
+        raise UsageError(f"--log-file {path}: the folder {path.parent} does not exist",
+                         hint="create it first, or give a file in an existing folder")
+    try:
+        return path.open("a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        raise UsageError(f"--log-file {path}: cannot append to it ({exc.strerror})",
+                         hint="give a file this user may write") from None
 
 
 def reset() -> None:

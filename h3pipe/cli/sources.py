@@ -123,11 +123,13 @@ def inspect(
     """
     import math
 
-    from h3pipe.authoring.drafting import suggest_source_id, to_source_yaml
+    from h3pipe.authoring.drafting import check_source_id, suggest_source_id, to_source_yaml
     from h3pipe.authoring.inspect import inspect_location
 
     if fmt not in ("yaml", "json"):
         raise typer.BadParameter(f"'{fmt}' is not one of yaml, json", param_hint="--format")
+    if source_id is not None:
+        check_source_id(source_id)
     project = project_of(ctx)
     found = inspect_location(location, project.root)
     if fmt == "json":

@@ -153,6 +153,8 @@ class Project:
         """Validate the project, or only ``paths`` (sources are always read for references);
         ``as_kind`` forces the kind of the given paths; ``data``: also look for the files of
         every scenario of a dimensioned source (see ``scenario_data_problems``)."""
+        if paths is None:
+            self.require_layout()
         report = Report()
         loaded = Loaded()
         if self.settings_file.exists():
@@ -187,6 +189,16 @@ class Project:
             report.files = [f for f in report.files if f in wanted]
         self._loaded = loaded
         return report
+
+    def require_layout(self) -> None:
+        """Refuse a folder with none of a project's parts: a wrong --project or current
+        folder, which would otherwise check as "0 file(s) valid"."""
+        parts = (self.root / "sources", self.root / "pipelines", self.settings_file)
+        if not any(p.exists() for p in parts):
+            raise ConfigError(f"{self.root} is not an h3pipe project: it has no sources/, "
+                              f"pipelines/ or {PROJECT_FILE}",
+                              hint="pass --project DIR or set H3PIPE_PROJECT, or create "
+                              "sources/ and pipelines/ here")
 
     def read_settings(self) -> dict[str, Any]:
         """h3pipe.yaml alone, validated (sources and pipelines are not read)."""

@@ -92,6 +92,12 @@ def open_catalog(location: str, base: Path) -> tuple[Catalog, str]:
 
 
 def _folder(location: str, base: Path) -> Path:
+    scheme, sep, _ = location.partition("://")
+    if sep and scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme):
+        # Only the scheme is shown: the rest may hold a password.
+        raise ConfigError(f"the store '{scheme}://...' is not supported",
+                          hint="give a folder, or a PostgreSQL database as postgresql://, "
+                          "postgres:// or postgresql+psycopg://")
     root = Path(location).expanduser()
     return root if root.is_absolute() else base / root
 
