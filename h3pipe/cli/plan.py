@@ -19,7 +19,7 @@ def plan(
     iso3: opt.Iso3 = None,
     bbox: opt.Bbox = None,
     aoi: opt.Aoi = None,
-    resolution: opt.Resolution = None,
+    resolution: opt.Resolutions = None,
     batch_size: opt.BatchSize = None,
     workers: opt.Workers = None,
     force: opt.Force = False,
@@ -31,14 +31,19 @@ def plan(
     tasks and rows; per source the tiles or items touched, bytes to read, pixels in the
     scope and per cell; and an estimated wall time and peak memory for this machine, from
     what earlier runs in this store measured. Exit codes as 'run' (2 for bad input).
+    Several resolutions (-r 4-9, or the pipeline's defaults.resolutions) are planned one
+    after another, as 'run' runs them; --format json then gives a list of plans.
 
     Example:
 
         h3pipe plan elevation_terrain --iso3 RWA -r 8
 
         h3pipe plan flood_risk_weighted --bbox 29.0,-2.5,30.0,-1.5 --format json
+
+        h3pipe plan population --iso3 RWA -r 4-6
     """
     from h3pipe.cli.planview import report
+    from h3pipe.engine import pyramid
     from h3pipe.engine.plan import plan_run
     from h3pipe.engine.prepare import RunOptions
     from h3pipe.engine.scope import resolve_scope
@@ -46,13 +51,20 @@ def plan(
 
     if fmt not in ("text", "json"):
         raise UsageError(f"--format '{fmt}' is not one of text, json")
+    if resolution is not None:
+        pyramid.parse(resolution)  # a bad -r is refused before the project is read
+    project = project_of(ctx)
     scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
-    rep = plan_run(project_of(ctx), pipeline, scope, RunOptions(
-        resolution=resolution, batch_size=batch_size, workers=workers, force=force,
-        from_step=from_step))
+    reports = [plan_run(project, pipeline, scope, RunOptions(
+        resolution=res, batch_size=batch_size, workers=workers, force=force,
+        from_step=from_step)) for res in pyramid.of_pipeline(project, pipeline, resolution)]
     if fmt == "json":
-        output.say(json.dumps(rep.to_json(), indent=2))
-    else:
+        shown = [rep.to_json() for rep in reports]
+        output.say(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2))
+        return 0
+    for i, rep in enumerate(reports):
+        if i:
+            output.say("")
         for line in report(rep):
             output.say(line)
     return 0

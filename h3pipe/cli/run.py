@@ -96,21 +96,12 @@ def run(
     several = bool(iso3 and ("," in iso3 or iso3.strip().startswith("@"))
                    and not (bbox or aoi))
     levels: list[int | None] = [options.resolution] if options.resolution is not None \
-        else _levels(project, pipeline, resolution)
+        else pyramid.of_pipeline(project, pipeline, resolution)
     if several or len(levels) > 1:
         return _run_many(project, pipeline, levels, options, settings, detach,
                          iso3=iso3, several=several, bbox=bbox, aoi=aoi)
     _run_one(project, pipeline, options, settings, detach, iso3=iso3, bbox=bbox, aoi=aoi)
     return 0
-
-
-def _levels(project: Project, pipeline: str, given: str | None) -> list[int | None]:
-    """The resolutions to run: given, or the pipeline's defaults.resolutions."""
-    from h3pipe.engine import pyramid
-
-    pipelines = project.load()[1]
-    defaults = pipelines[pipeline].defaults if pipeline in pipelines else {}
-    return pyramid.resolutions(given, defaults)
 
 
 def _run_one(project: Project, pipeline: str, options: RunOptions,

@@ -10,9 +10,12 @@ its own, as for several countries (:mod:`h3pipe.engine.many`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from h3pipe.resolutions import parse
+
+if TYPE_CHECKING:
+    from h3pipe.config.project import Project
 
 
 def resolutions(given: str | None, defaults: dict[str, Any]) -> list[int | None]:
@@ -28,4 +31,12 @@ def resolutions(given: str | None, defaults: dict[str, Any]) -> list[int | None]
     return sorted(set(declared))
 
 
-__all__ = ["parse", "resolutions"]
+def of_pipeline(project: Project, pipeline: str, given: str | None) -> list[int | None]:
+    """:func:`resolutions` for a pipeline of ``project`` (what 'run' runs and 'plan'
+    plans); an unknown pipeline gives [None] here and its error where it is loaded."""
+    pipelines = project.load()[1]
+    defaults = pipelines[pipeline].defaults if pipeline in pipelines else {}
+    return resolutions(given, defaults)
+
+
+__all__ = ["of_pipeline", "parse", "resolutions"]

@@ -129,7 +129,7 @@ def test_plan_warns_when_cells_hold_very_many_pixels(tmp_path, cli):
 @pytest.mark.parametrize("args, message", [
     (["nope", "--bbox", BBOX_ARG], "unknown pipeline 'nope'"),
     (["p", "--bbox", BBOX_ARG, "--format", "yaml"], "--format 'yaml'"),
-    (["p", "--bbox", BBOX_ARG, "-r", "16"], "--resolution 16 is outside 0..15"),
+    (["p", "--bbox", BBOX_ARG, "-r", "16"], "resolution 16 is outside 0..15"),
     (["p", "--bbox", BBOX_ARG, "--from-step", "stat"], "not a step of pipeline 'p'"),
     (["p"], "give exactly one of --iso3, --bbox or --aoi"),
 ])
