@@ -17,7 +17,8 @@ def clean(
     run_id: Annotated[str | None, typer.Option("--run", help="Everything of this run, "
                                                "whatever its policies.")] = None,
     older_than: Annotated[float, typer.Option(
-        help="Hours after which a failed run's on_success outputs may go.")] = 24.0,
+        help="Hours after which a failed run's on_success outputs may go (0: at once; "
+        "never negative).")] = 24.0,
     outputs: Annotated[list[Path] | None, typer.Option(
         "--outputs", help="Also remove what interrupted exports and maps left in this "
         "folder (besides the project folder's); repeat for several.")] = None,

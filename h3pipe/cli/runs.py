@@ -180,7 +180,8 @@ def report(
 @runs_app.command("cancel")
 def cancel(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="The running run to stop.")],
+    run_id: Annotated[str, typer.Argument(
+        help="The running run to stop: its id, a unique prefix of it, or 'latest'.")],
 ) -> int:
     """Stop a run started elsewhere: it takes no new task, lets running ones finish within
     its grace period, is recorded as interrupted, and can be resumed later.
@@ -188,6 +189,8 @@ def cancel(
     Example:
 
         h3pipe runs cancel elevation_terrain-r6-1a2b3c4d5e6f
+
+        h3pipe runs cancel latest
     """
     from h3pipe.engine.records import cancel_run
 

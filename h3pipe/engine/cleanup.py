@@ -17,6 +17,7 @@ from typing import Any
 from h3pipe import storage
 from h3pipe.config.project import Project
 from h3pipe.engine.lock import pid_alive
+from h3pipe.errors import ConfigError, UsageError
 from h3pipe.storage.base import Store
 from h3pipe.storage.runlog import RunLog
 
@@ -47,9 +48,17 @@ def _age_hours(stamp: str) -> float:
 def clean(project: Project, *, dry_run: bool = False, run_id: str | None = None,
           older_than_hours: float = 24.0) -> tuple[list[str], list[Removal]]:
     """Apply the policies; return (runs found dead, what was or would be removed)."""
+    # 0 is "whatever its age"; a negative age, NaN or infinity is a typo.
+    if not 0 <= older_than_hours < float("inf"):
+        raise UsageError(f"--older-than {older_than_hours:g}: give a number of hours, 0 or "
+                         "more", hint="e.g. --older-than 24")
     project.read_settings()
     with storage.open_store(project.store_location(), project.root, create=False) as store:
         log = RunLog(store.catalog)
+        if run_id is not None and run_id not in log.statuses() \
+                and run_id not in store.scratch_runs():
+            raise ConfigError(f"no run '{run_id}' in the store",
+                              hint="list runs with 'h3pipe runs list'")
         host = socket.gethostname()
         dead = [r["run_id"] for r in log.running_runs()
                 if r["host"] == host and not pid_alive(r["pid"])]

@@ -65,6 +65,9 @@ def list_runs(project: Project, limit: int = 20, pipeline: str | None = None) ->
 
 def find_run(catalog: Catalog, ref: str) -> Row:
     """The run named by its id, a unique prefix of it, or 'latest'."""
+    if not ref.strip():  # the prefix of every run, not a choice of one
+        raise UsageError("give a run id, a unique prefix of it, or 'latest'",
+                         hint="list runs with 'h3pipe runs list'")
     if ref == "latest":
         run = history.latest_run(catalog)
         if run is None:
@@ -136,9 +139,8 @@ def cancel_run(project: Project, run_id: str) -> str:
     import signal
 
     with project_store(project) as store:
-        run = history.find_run(store.catalog, run_id)
-        if run is None:
-            raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
+        run = find_run(store.catalog, run_id)
+        run_id = run["run_id"]  # 'latest' or a prefix, as the other 'runs' commands take
         if not holder_alive(run):
             dead = why_dead(run)
             raise ConfigError(f"run '{run_id}' is not running "
