@@ -255,6 +255,8 @@ class Catalog:
         with self.transaction() as tx:
             tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                        "(version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        if self.dialect == "postgresql" and "0001_initial" not in done:
+            self._ensure_postgis()
         applied = []
         for sql_file in self._migration_files():
             if sql_file.stem in done:
@@ -277,6 +279,25 @@ class Catalog:
                                          f"{len(broken)} reference(s), first {broken[0]}")
             applied.append(sql_file.stem)
         return applied
+
+    def _ensure_postgis(self) -> None:
+        """PostGIS, which the first migration needs: left alone when there, created when
+        this role may; else what a database administrator must run, said in one line."""
+        with self.transaction(readonly=True) as tx:
+            if tx.one("SELECT 1 AS found FROM pg_extension WHERE extname = 'postgis'"):
+                return
+        try:
+            with self.transaction() as tx:
+                tx.execute("CREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public")
+        except StoreError as exc:
+            if getattr(getattr(exc.__cause__, "orig", None), "sqlstate", None) != "42501":
+                raise
+            db = self.engine.url.database
+            raise ConfigError(f"the database store at {self.where} has no PostGIS, and user "
+                              f"'{self.engine.url.username}' may not add it",
+                              hint=f"ask a database administrator to run 'CREATE EXTENSION "
+                              f"postgis;' in database {db} (psql -d {db}), then 'h3pipe db "
+                              "upgrade' again") from None
 
     @contextmanager
     def _migration_transaction(self) -> Iterator[Tx]:

@@ -7,9 +7,10 @@ Each setting below is there for a failure the system before us met; the docs
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from h3pipe.engine.queue.settings import QueueSettings
-from h3pipe.errors import QueueError
+from h3pipe.errors import ConfigError, QueueError
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -76,9 +77,16 @@ def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
 
 def check_broker(app: Celery, settings: QueueSettings) -> None:
     """Fail now, in one line naming the broker, if it cannot be reached."""
+    from amqp.exceptions import AccessRefused
+
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=5)
+    except AccessRefused as exc:  # the broker is up: waiting or starting it will not help
+        user = urlsplit(settings.url).username or "guest"
+        raise ConfigError(f"the queue at {settings.host} refused the login of user '{user}'",
+                          hint="check the user and password in --queue / H3PIPE_QUEUE / "
+                          "'queue:' of h3pipe.yaml") from exc
     except Exception as exc:
         raise QueueError(f"cannot reach the queue at {settings.shown}: "
                          f"{' '.join(str(exc).split())[:200]}",
