@@ -27,6 +27,7 @@ from h3pipe.sources.vector import (
     GEOMETRY,
     VectorInfo,
     centroid_xy,
+    geometries,
     iter_features,
 )
 
@@ -73,10 +74,7 @@ class FeatureFeed:
     def _own(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
         """The rows whose centroid cell is this batch's, with their centroids, and those
         cells."""
-        import shapely
-
-        x, y = centroid_xy(shapely.from_wkb(table.column(GEOMETRY).to_numpy(
-            zero_copy_only=False)))
+        x, y = centroid_xy(geometries(table, self.vector))
         ok = np.isfinite(x) & np.isfinite(y)
         cells = np.zeros(len(x), dtype=np.uint64)
         cells[ok] = grid.cells_at(x[ok], y[ok], self.resolution)

@@ -142,11 +142,11 @@ class GeoParquet:
         wanted = list(dict.fromkeys([*columns, *self._box_columns()]))
         if not columns:  # a pass over boxes alone (planning): read once, not kept
             table = self.file.read_row_group(group, columns=wanted)
-            return table, self._boxes(table)
+            return table, self._boxes(table, group)
         key = (self.path, self._stamp, group, tuple(wanted))
         if key not in _RECENT:
             table = self.file.read_row_group(group, columns=wanted)
-            _RECENT[key] = (table, self._boxes(table))
+            _RECENT[key] = (table, self._boxes(table, group))
             while len(_RECENT) > _KEEP:
                 _RECENT.pop(next(iter(_RECENT)))
         return _RECENT[key]
@@ -162,7 +162,7 @@ class GeoParquet:
             return [next(iter(self.covering)).split(".")[0]]
         return [self.geometry]
 
-    def _boxes(self, table: pa.Table) -> np.ndarray:
+    def _boxes(self, table: pa.Table, group: int) -> np.ndarray:
         """Every feature's box in a row group: from the covering, else from geometries."""
         if self.covering is not None:
             top = self._box_columns()[0]
@@ -174,8 +174,28 @@ class GeoParquet:
                 for s in _SIDES])
         import shapely
 
-        wkb = table.column(self.geometry)
-        return shapely.bounds(shapely.from_wkb(wkb.to_numpy(zero_copy_only=False)))
+        wkb = table.column(self.geometry).to_numpy(zero_copy_only=False)
+        return shapely.bounds(from_wkb(wkb, int(self.offsets[group]), group))
+
+
+def from_wkb(wkb: np.ndarray, first_row: int, group: int) -> np.ndarray:
+    """Shapely geometries of a row group's WKB values (its first row ``first_row`` of the
+    file); a value that is not WKB is a SourceError naming its row and row group."""
+    import shapely
+    from shapely.errors import GEOSException
+
+    from h3pipe.errors import SourceError
+
+    try:
+        return shapely.from_wkb(wkb)
+    except GEOSException as exc:
+        parsed = shapely.from_wkb(wkb, on_invalid="ignore")
+        bad = next(i for i, (v, g) in enumerate(zip(wkb, parsed, strict=True))
+                   if g is None and v is not None)
+        raise SourceError(f"row {first_row + bad} (row group {group}) holds no valid WKB "
+                          f"geometry ({' '.join(str(exc).split())})",
+                          hint="write the file again from its origin, or drop that row"
+                          ) from None
 
 
 def forget() -> None:

@@ -245,8 +245,10 @@ def _geoparquet(info: VectorInfo) -> GeoParquet:
 
 
 def _not_geoparquet(info: VectorInfo, exc: Exception) -> SourceError:
+    said = getattr(exc, "message", None) or str(exc)  # ours: its hint comes apart
     return SourceError(f"source '{info.source_id}': cannot read '{info.location}': "
-                       f"{' '.join(str(exc).split())}", hint="check that the file is GeoParquet")
+                       f"{' '.join(said.split())}",
+                       hint=getattr(exc, "hint", None) or "check that the file is GeoParquet")
 
 
 def _iter_geoparquet(info: VectorInfo, bounds: Bounds, within: np.ndarray | None
@@ -458,8 +460,20 @@ def centroid_xy(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def geometries(table: pa.Table) -> np.ndarray:
-    """The shapely geometries of a feature table."""
+def geometries(table: pa.Table, info: VectorInfo | None = None) -> np.ndarray:
+    """The shapely geometries of a feature table; a value that is not WKB (a GeoParquet
+    file whose covering let its rows pass unparsed) is a SourceError naming the feature."""
     import shapely
+    from shapely.errors import GEOSException
 
-    return shapely.from_wkb(table.column(GEOMETRY).to_numpy(zero_copy_only=False))
+    wkb = table.column(GEOMETRY).to_numpy(zero_copy_only=False)
+    try:
+        return shapely.from_wkb(wkb)
+    except GEOSException as exc:
+        parsed = shapely.from_wkb(wkb, on_invalid="ignore")
+        bad = next(i for i, g in enumerate(parsed) if g is None and wkb[i] is not None)
+        where = f"source '{info.source_id}': '{info.location}': " if info else ""
+        raise SourceError(f"{where}feature '{table.column(FEATURE_ID)[bad]}' holds no valid "
+                          f"WKB geometry ({' '.join(str(exc).split())})",
+                          hint="write its file again from its origin, or drop that row"
+                          ) from None
