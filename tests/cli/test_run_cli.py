@@ -174,6 +174,7 @@ def test_help_of_every_command_has_an_example(cli):
 
 def test_quiet_with_a_log_file_is_silent_on_success_and_loud_on_error(project, cli, tmp_path):
     log = tmp_path / "logs" / "h3pipe.log"
+    log.parent.mkdir()  # a missing folder is refused (test_hostile_inputs)
     r = cli("-q", "--log-file", log, "--project", project, "run", "p", "--bbox", BBOX,
             "--workers", "1")
     assert r.exit_code == 0 and r.stdout == "" and r.stderr == ""
