@@ -51,7 +51,7 @@ def show(
 
     Example:
 
-        h3pipe runs show elevation_terrain-20261122T010203Z-a1b2c3
+        h3pipe runs show elevation_terrain-r6-1a2b3c4d5e6f
     """
     from h3pipe.engine.records import show_run
 

@@ -95,7 +95,7 @@ def deactivate(
 
     Example:
 
-        h3pipe sources deactivate worldpop-2020
+        h3pipe sources deactivate worldpop
     """
     from h3pipe.engine.source_catalog import deactivate as deactivate_source
 
