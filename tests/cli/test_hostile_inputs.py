@@ -254,6 +254,13 @@ CASES: list[tuple[str, Setup, int, tuple[str, ...], str]] = [
     ("yaml-python-tag", src("id: !!python/object/apply:os.system ['true']\n"), 2, ("x.yaml",),
      "error"),
     ("yaml-bom-pipeline-ok", pipe("\ufeff" + P), 0, ("completed",), "ok"),
+    ("yaml-bom-unknown-key", pipe("\ufeff" + P + "frobnicate: 1\n"), 2,
+     (f"p.yaml:{P.count(chr(10)) + 1}", "frobnicate"), "error"),
+    ("yaml-crlf-pipeline-ok", pipe(P.replace("\n", "\r\n")), 0, ("completed",), "ok"),
+    ("yaml-crlf-bad-resolution", pipe(P.replace("resolution: 7", "resolution: 99")
+                                      .replace("\n", "\r\n")), 2, ("p.yaml:3", "99"),
+     "error"),
+    ("yaml-nul-byte", src(b"id: x\x00\nkind: raster\n"), 2, ("x.yaml",), "error"),
     ("sources-register-laughs", lambda w: (w.file("bomb.yaml", _laughs()), ("sources", "register",
                                         str(w.tmp / "bomb.yaml")))[1], 2,
      ("bomb.yaml", "more than 10000 values"), "error"),
