@@ -36,6 +36,7 @@ from h3pipe.errors import (
     H3PipeError,
     RunFailed,
     StoreError,
+    StoreFull,
     StoreUnavailable,
     Terminated,
 )
@@ -232,6 +233,8 @@ class _Run:
             beat.stop()
             if isinstance(exc, StoreUnavailable):
                 raise self._lost_store(exc) from exc
+            if isinstance(exc, StoreFull):
+                raise self._out_of_space(exc) from exc
             self._record_end(exc)
             release(self.store, plan.run_id, succeeded=False)
             if isinstance(exc, H3PipeError) and not isinstance(exc, RunFailed):
@@ -269,6 +272,17 @@ class _Run:
         return StoreUnavailable(f"run {run_id} stopped: {exc.message}", where=exc.where,
                                 hint=f"once the database is up, 'h3pipe resume {run_id}' "
                                 "continues it (its completed tasks are kept)")
+
+    def _out_of_space(self, exc: StoreFull) -> StoreFull:
+        """The run's end recorded if there is room for that (a full disk may leave none:
+        then it stays 'running' with its pid gone, which the next run, 'resume' or 'clean'
+        settles), and the error naming the run, keeping StoreFull's exit code."""
+        run_id = self.plan.run_id
+        with contextlib.suppress(StoreFull):
+            self._record_end(exc)
+        return StoreFull(f"run {run_id} stopped: {exc.message}",
+                         hint=f"free some space there, then 'h3pipe resume {run_id}'; "
+                         "'runs', 'export' and 'map' work meanwhile")
 
     def _record_end(self, exc: BaseException) -> None:
         """Record how a run that did not complete ended: 'interrupted' when it was stopped

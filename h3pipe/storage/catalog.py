@@ -92,10 +92,21 @@ class _Sqlite:
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
-    def _take(self) -> sqlite3.Connection:
+    def _take(self, write: bool) -> tuple[sqlite3.Connection, bool]:
+        """A connection, and whether it may go back to the pool. On a full disk SQLite
+        cannot size its shared-memory file to open the database at all: a reader then
+        gets a read-only one that needs no file of its own (:meth:`_frozen`)."""
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), True
+        try:
+            return self._connect(), True
+        except sqlite3.Error as exc:
+            if write or not self._frozen_ok(exc):
+                raise
+            return self._frozen(), False
+
+    def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions begin where we say, as BEGIN IMMEDIATE for writes.
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                check_same_thread=False)
@@ -105,6 +116,22 @@ class _Sqlite:
             conn.close()
             raise
         return conn
+
+    def _frozen_ok(self, exc: sqlite3.Error) -> bool:
+        """Whether a reader may open the file as it is on disk: the disk is full (so no
+        writer gets far either) and the WAL holds nothing the file lacks."""
+        from h3pipe.storage import space
+
+        wal = self.path.with_name(self.path.name + "-wal")
+        return space.is_full(exc, self.path.parent) and (
+            not wal.exists() or wal.stat().st_size == 0)
+
+    def _frozen(self) -> sqlite3.Connection:
+        """The database opened read-only and immutable: no lock, journal or shared-memory
+        file is created, nothing is written."""
+        uri = self.path.resolve().as_uri() + "?mode=ro&immutable=1"
+        return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
+                               check_same_thread=False)
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
         with self._lock:
@@ -116,7 +143,7 @@ class _Sqlite:
         rather than deadlock (readers never wait for a writer in WAL mode). Without
         ``foreign_keys`` the constraint checks are off for it (a pragma that only works
         outside a transaction)."""
-        conn = self._take()
+        conn, pooled = self._take(write)
         reusable = False
         try:
             if not foreign_keys:
@@ -125,11 +152,12 @@ class _Sqlite:
             try:
                 yield _SqliteTx(conn)
             except Exception:
-                conn.execute("ROLLBACK")
-                reusable = foreign_keys
+                # A full disk may have ended the transaction already: then the connection
+                # is closed, and the error that matters is the first one.
+                reusable = _rolled_back(conn) and foreign_keys and pooled
                 raise
             conn.execute("COMMIT")
-            reusable = foreign_keys
+            reusable = foreign_keys and pooled
         finally:
             if reusable:
                 self._give_back(conn)
@@ -184,6 +212,8 @@ class Catalog:
             if migrate:
                 self.migrate()
         except errors as exc:
+            if isinstance(exc, sqlite3.Error):
+                self._full(exc)
             if transient(exc):  # no server there (now): the same command works once it is
                 raise StoreUnavailable(f"cannot reach the database store at {self.where}: "
                                        f"{_reason(exc)}", where=self.where,
@@ -212,6 +242,7 @@ class Catalog:
                 with self._sqlite.transaction(write=not readonly) as tx:
                     yield tx
             except sqlite3.Error as exc:
+                self._full(exc)
                 raise StoreError(f"catalog {self.where}: {_reason(exc)}") from exc
             return
         from sqlalchemy.exc import SQLAlchemyError
@@ -312,7 +343,17 @@ class Catalog:
             with self._sqlite.transaction(write=True, foreign_keys=False) as tx:
                 yield tx
         except sqlite3.Error as exc:
+            self._full(exc)
             raise StoreError(f"catalog {self.where}: {_reason(exc)}") from exc
+
+    def _full(self, exc: sqlite3.Error) -> None:
+        """Raise :class:`~h3pipe.errors.StoreFull` when ``exc`` says the store's disk is
+        full (SQLite rolled the transaction back: the catalog is as it was)."""
+        from h3pipe.storage import space
+
+        assert self._sqlite is not None
+        if space.is_full(exc, self._sqlite.path.parent):
+            raise space.no_space(self._sqlite.path.parent) from exc
 
     # -- rows -----------------------------------------------------------------------------------
 
@@ -413,6 +454,18 @@ def result_columns(entries: list[dict[str, Any]]) -> list[str]:
     return columns
 
 
+# SQLITE_BUSY and SQLITE_LOCKED, the primary codes of another connection's lock.
+_SQLITE_BUSY = (5, 6)
+
+
+def _rolled_back(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        return False
+    return True
+
+
 def _sqlite_connect(conn: sqlite3.Connection) -> None:
     import time
 
@@ -423,8 +476,9 @@ def _sqlite_connect(conn: sqlite3.Connection) -> None:
         try:
             cur.execute("PRAGMA journal_mode=WAL")
             break
-        except sqlite3.OperationalError:
-            if attempt == 199:
+        except sqlite3.OperationalError as exc:
+            # Only the lock is worth waiting for; an I/O error (a full disk) stays one.
+            if attempt == 199 or exc.sqlite_errorcode & 0xFF not in _SQLITE_BUSY:
                 raise
             time.sleep(0.05)
     cur.execute("PRAGMA synchronous=NORMAL")

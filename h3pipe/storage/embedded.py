@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from h3pipe import faults
 from h3pipe.errors import StoreError
+from h3pipe.storage import space
 from h3pipe.storage.base import Closing
 from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys
 
@@ -58,7 +59,7 @@ class EmbeddedStore(Closing):
 
     def write_table(self, table: pa.Table, path: Path) -> None:
         # Scratch, read once by the next stage: quick to write over small.
-        write_parquet(table, path, compression="snappy")
+        write_parquet(table, path, compression="snappy", store=self.root)
 
     def write_task_output(self, run_id: str, step_id: str, number: int, table: pa.Table,
                           storage: str = "parquet") -> str:
@@ -179,8 +180,7 @@ class EmbeddedStore(Closing):
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {target}: {exc}", hint="check free disk space"
-                             ) from exc
+            raise space.store_error(exc, self.root, f"cannot write {target}") from exc
         return rows
 
     def _join_to_file(self, run_id: str, resolution: int,
@@ -219,8 +219,8 @@ class EmbeddedStore(Closing):
             os.replace(tmp, target)
         except (duckdb.Error, OSError) as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot assemble results of run {run_id}: {exc}",
-                             hint="check free disk space") from exc
+            raise space.store_error(exc, self.root,
+                                    f"cannot assemble results of run {run_id}") from exc
         finally:
             con.close()
             shutil.rmtree(spill, ignore_errors=True)
@@ -314,8 +314,11 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if f.name != "h3_index"]
 
 
-def write_parquet(table: pa.Table, path: Path, compression: str = "zstd") -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+def write_parquet(table: pa.Table, path: Path, compression: str = "zstd",
+                  store: Path | None = None) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one.
+    A full disk is :class:`~h3pipe.errors.StoreFull`, naming ``store`` (the store's
+    folder; by default the file's)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,4 +329,4 @@ def write_parquet(table: pa.Table, path: Path, compression: str = "zstd") -> Non
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {path}: {exc}", hint="check free disk space") from exc
+        raise space.store_error(exc, store or path.parent, f"cannot write {path}") from exc
