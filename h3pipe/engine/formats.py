@@ -341,6 +341,7 @@ def atomic(out: Path, fmt: str | None, write_to: Callable[[Path], object]) -> No
     import pyogrio.errors
 
     from h3pipe.engine import outputs
+    from h3pipe.storage.space import is_full, low
 
     real = outputs.target(out, folder=fmt is None)
     # GDAL warns when a GeoPackage's name does not end in .gpkg: the temporary one does.
@@ -349,5 +350,10 @@ def atomic(out: Path, fmt: str | None, write_to: Callable[[Path], object]) -> No
         outputs.atomic(real, write_to, ending=ending, folder=fmt is None)
     except (OSError, pyogrio.errors.DataSourceError) as exc:
         # The output path is the user's to choose: a bad one is bad input (exit 2).
+        # GDAL's errors carry no errno: then the free space decides.
+        if is_full(exc, real.parent) or (isinstance(exc, pyogrio.errors.DataSourceError)
+                                         and low(real.parent)):
+            raise ConfigError(f"cannot write {out}: no space left on its disk",
+                              hint="free some space there, or write elsewhere") from exc
         raise ConfigError(f"cannot write {out}: {exc}",
                           hint="check the folder exists, is a folder and is writable") from exc

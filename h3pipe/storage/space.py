@@ -34,7 +34,8 @@ def free_bytes(path: Path) -> int | None:
     return None
 
 
-def _low(path: Path) -> bool:
+def low(path: Path) -> bool:
+    """Whether ``path``'s file system has under :data:`LOW_BYTES` free."""
     free = free_bytes(path)
     return free is not None and free < LOW_BYTES
 
@@ -50,11 +51,11 @@ def is_full(exc: BaseException, path: Path) -> bool:
             return True
         if isinstance(seen, sqlite3.Error):
             code = getattr(seen, "sqlite_errorcode", 0) & 0xFF
-            if code == _SQLITE_FULL or (code == _SQLITE_IOERR and _low(path)):
+            if code == _SQLITE_FULL or (code == _SQLITE_IOERR and low(path)):
                 return True
-        if type(seen).__module__.startswith(("duckdb", "_duckdb")) and _low(path):
+        if type(seen).__module__.startswith(("duckdb", "_duckdb")) and low(path):
             return True
-        if isinstance(seen, OSError) and seen.errno is None and _low(path):
+        if isinstance(seen, OSError) and seen.errno is None and low(path):
             return True  # pyarrow's IOError: the errno is in the message only
         seen = seen.__cause__ or seen.__context__
     return False
@@ -74,4 +75,4 @@ def store_error(exc: BaseException, store: Path, message: str) -> StoreError:
     return StoreError(f"{message}: {exc}")
 
 
-__all__ = ["LOW_BYTES", "free_bytes", "is_full", "no_space", "store_error"]
+__all__ = ["LOW_BYTES", "free_bytes", "is_full", "low", "no_space", "store_error"]

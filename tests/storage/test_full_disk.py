@@ -153,3 +153,15 @@ def test_a_run_on_a_full_disk_says_so_and_completes_once_space_is_freed(
     assert r.returncode == 0, r.stderr
     cells = pcsv.read_csv(disk.parent / "nine.csv").column("h3_index").to_pylist()
     assert sorted(cells) == sorted(_box_cells(9, BOX))
+
+
+@pytest.mark.parametrize("name", ["x.parquet", "x.gpkg", "x.csv"])
+def test_an_export_to_a_full_disk_says_so_and_leaves_nothing(project, disk, name):
+    # The resolution-9 rows: an export of some hundred kB, more than a page of any format.
+    r = _run(project)
+    assert r.returncode == 0, r.stderr
+    _fill(disk)
+    r = h3pipe_(project, "export", "ds", "-r", "9", "-o", disk / name)
+    assert r.returncode == 2, r.stderr
+    assert f"cannot write {disk / name}: no space left on its disk" in r.stderr
+    assert sorted(p.name for p in disk.iterdir()) == ["filler", "store"]
