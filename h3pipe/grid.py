@@ -157,6 +157,14 @@ def outlines(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _rings_of_wkb(wkb)
 
 
+def crossing(xy: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Whether each ring of :func:`outlines` (rings ``xy[starts[i]:starts[i + 1]]``, at
+    least one) jumps across ±180 as H3 gives it: its longitudes span more than 180
+    degrees."""
+    lon = xy[:, 0]
+    return (np.maximum.reduceat(lon, starts[:-1]) - np.minimum.reduceat(lon, starts[:-1])) > 180
+
+
 def plane_rings(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The cells' outlines as :func:`outlines` gives them, but each one closed ring on the
     lon/lat plane: a cell across the antimeridian keeps its vertices continuous (past ±180
@@ -165,9 +173,7 @@ def plane_rings(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     xy, starts = outlines(cells)
     if not len(cells):
         return xy, starts
-    lon = xy[:, 0]
-    odd = np.flatnonzero((np.maximum.reduceat(lon, starts[:-1])
-                          - np.minimum.reduceat(lon, starts[:-1])) > 180)
+    odd = np.flatnonzero(crossing(xy, starts))
     if not len(odd):
         return xy, starts
     lng, lat = centres(cells[odd])
@@ -240,17 +246,15 @@ def shapes(cells: np.ndarray, scale: float = 1.0) -> np.ndarray:
     grown = np.column_stack([cx + scale * (xy[:, 0] - cx), cy + scale * (xy[:, 1] - cy)])
     rings = shapely.linearrings(grown, indices=np.repeat(np.arange(len(cells)), counts))
     out = shapely.polygons(rings)
-    lon = xy[:, 0]
-    crossing = (np.maximum.reduceat(lon, starts[:-1])
-                - np.minimum.reduceat(lon, starts[:-1])) > 180
+    across = crossing(xy, starts)
     capped = (np.abs(lat) > POLE_CAP_LATITUDE) & (scale > 1)
-    for i in np.flatnonzero(crossing | capped).tolist():
+    for i in np.flatnonzero(across | capped).tolist():
         ring = xy[starts[i]:starts[i + 1]]
         out[i] = (_cap(ring, lat[i], scale) if capped[i]
                   else _unwrapped_shape(ring, lng[i], lat[i], scale))
     box = shapely.bounds(out)
     outside = ((box[:, 0] < WORLD[0]) | (box[:, 1] < WORLD[1]) | (box[:, 2] > WORLD[2])
-               | (box[:, 3] > WORLD[3])) & ~crossing & ~capped
+               | (box[:, 3] > WORLD[3])) & ~across & ~capped
     for i in np.flatnonzero(outside).tolist():
         out[i] = on_plane(out[i])
     return out
@@ -447,7 +451,6 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["DESCENDANT_SCALE", "WORLD", "CellBlock", "arc_bounds", "base_cells", "centres",
-           "children",
-           "children_count", "descendant_scale", "ids", "is_pentagon", "on_plane",
-           "outlines", "parents", "plane_polygon", "plane_rings", "shapes",
+           "children", "children_count", "crossing", "descendant_scale", "ids", "is_pentagon",
+           "on_plane", "outlines", "parents", "plane_polygon", "plane_rings", "shapes",
            "split_box", "strings"]

@@ -188,9 +188,7 @@ def _unwrap_antimeridian(xy: np.ndarray, starts: np.ndarray) -> None:
     which GIS software draws where it belongs; splitting it would make it a MultiPolygon.
     """
     x = xy[:, 0]
-    span = np.maximum.reduceat(x, starts[:-1]) - np.minimum.reduceat(x, starts[:-1])
-    crossing = np.repeat(span > 180, np.diff(starts)) & (x < 0)
-    x[crossing] += 360
+    x[np.repeat(grid.crossing(xy, starts), np.diff(starts)) & (x < 0)] += 360
 
 
 def _bbox_column(bounds: np.ndarray) -> pa.StructArray:
