@@ -198,22 +198,32 @@ def _cell_boxes(cells: np.ndarray, info: RasterInfo) -> np.ndarray:
     import shapely
 
     xy, starts = grid.outlines(cells)
-    if info.crs_is_wgs84:
+    if info.crs_is_wgs84 and not grid.crossing(xy, starts).any():
         lo = np.column_stack([np.minimum.reduceat(xy[:, 0], starts[:-1]),
                               np.minimum.reduceat(xy[:, 1], starts[:-1])])
         hi = np.column_stack([np.maximum.reduceat(xy[:, 0], starts[:-1]),
                               np.maximum.reduceat(xy[:, 1], starts[:-1])])
         return np.hstack([lo, hi])
-    owner = np.repeat(np.arange(len(cells)), np.diff(starts))
-    polys = shapely.polygons(shapely.linearrings(xy, indices=owner))
-    return shapely.bounds(_to_raster(polys, info))
+    # Across ±180 or round a pole H3's rings are not polygons of the plane: its shapes are.
+    return shapely.bounds(_to_raster(grid.shapes(cells), info))
+
+
+_SNAP_DEGREES = 1e-9
 
 
 def _outline(cells: np.ndarray, info: RasterInfo) -> Any:
-    """The union of ``cells`` (H3's own outline of the set) in the raster's CRS."""
+    """The union of ``cells`` (H3's own outline of the set) in the raster's CRS. A set with
+    a cell across ±180 or round a pole is the union of the cells' shapes on the plane
+    (:func:`h3pipe.grid.shapes`): H3's outline of it would jump across the map."""
     import h3
     import shapely.geometry
 
+    xy, starts = grid.outlines(cells)
+    if grid.crossing(xy, starts).any():
+        # Snapped to 1e-9 degrees (0.1 mm): unioned exactly, GEOS dropped whole cells of
+        # such sets (the world at res 2 came out 25 square degrees short).
+        return _to_raster(shapely.union_all(grid.shapes(cells), grid_size=_SNAP_DEGREES),
+                          info)
     shape = h3.cells_to_h3shape([h3.int_to_str(int(c)) for c in cells])
     return _to_raster(shapely.geometry.shape(shape.__geo_interface__), info)
 
