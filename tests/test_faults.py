@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from h3pipe import faults
-from h3pipe.errors import ConfigError
+from h3pipe.errors import ConfigError, OperationError
 
 PACKAGE = Path(faults.__file__).resolve().parent
 
@@ -39,9 +39,29 @@ def test_an_undeclared_point_in_the_code_is_a_bug() -> None:
         faults.point("no-such-moment")
 
 
-def test_a_declared_point_without_an_action_does_nothing() -> None:
+def test_a_declared_point_without_an_action_does_nothing(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    # Armed at other points (one of them the same family), so a lookup by the wrong name
+    # would act; every action's effect is recorded instead of happening.
+    monkeypatch.setattr(faults, "_ACTIONS", faults._parse(
+        "batch:fail@1,batch.other_step:fail@1,published:sleep=30,task-recorded:kill@1"))
+    monkeypatch.setattr(faults, "_REACHED", {})
+    acted: list[str] = []
+    monkeypatch.setattr(faults.time, "sleep", lambda s: acted.append(f"sleep {s}"))
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: acted.append(f"kill {sig}"))
+    monkeypatch.setattr(faults, "_busy", lambda s: acted.append(f"busy {s}"))
+
+    assert faults.point("result-written") is None
+    assert faults.point("batch.some_step") is None
+    assert faults.point("stage-completed") is None
+
+    assert acted == [] and faults._REACHED == {}  # nothing done, nothing even counted
+    # The same set-up acts where it is armed: the points above were truly passed over.
     faults.point("published")
-    faults.point("batch.some_step")
+    with pytest.raises(OperationError, match="fault injected at batch.other_step"):
+        faults.point("batch.other_step")
+    assert acted == ["sleep 30.0"]
+    assert faults._REACHED == {"published": 1, "batch.other_step": 1}
 
 
 def test_every_point_the_code_reaches_is_declared() -> None:

@@ -38,8 +38,59 @@ def test_examples_in_docs_validate(tmp_path):
         assert f"`{stat}`" in text, f"statistic {stat} is undocumented"
 
 
-def test_warm_up_runs_cleanly():
-    # Workers call it first thing; a failure there would only cost time, silently.
-    from h3pipe.operations import warm_up
+# A fresh interpreter, as a worker is: the kernels before and after warm_up(), then after
+# zonal_stats batches over rasters of several types (means, a median, a histogram).
+_WORKER = """
+import json, sys
+from pathlib import Path
+import h3, numpy as np, shapely
+from h3pipe.operations import coverage, get_operation, warm_up
+from h3pipe.operations.base import Batch
+from h3pipe.sources.raster import describe_raster
+from tests.conftest import write_raster
 
-    warm_up()
+def kernels():
+    return {k: sorted(map(str, getattr(coverage, k).signatures))
+            for k in ("polygon_moments", "polygon_bins")}
+
+root = Path(sys.argv[1])
+before = kernels()
+warm_up()
+warm = kernels()
+loaded = "rasterio" in sys.modules
+cells = tuple(sorted(h3.geo_to_cells(shapely.box(29.05, -2.05, 29.15, -1.95), 7)))
+rows = {}
+for dtype in ("float32", "float64", "int16"):
+    data = np.random.default_rng(1).uniform(0, 10, (200, 200)).astype(dtype)
+    tif = write_raster(root / f"{dtype}.tif", data, west=29.0, north=-1.9, res=0.001)
+    batch = Batch("r", "s", 1, "zonal_stats", {"stats": ["mean", "median", "histogram"],
+                  "bins": [0, 5, 10]}, cells=cells, resolution=7, source_id="s",
+                  raster=describe_raster("s", str(tif), root))
+    rows[dtype] = get_operation("zonal_stats").run_batch(batch).num_rows
+print(json.dumps({"before": before, "warm": warm, "loaded": loaded, "cells": len(cells),
+                  "rows": rows, "batches": kernels()}))
+"""
+
+
+def test_warm_up_runs_cleanly(tmp_path):
+    # Workers call it first thing so that no batch waits for a library or a compilation;
+    # a warm-up that missed a kernel would only cost time, silently. So: in a fresh
+    # process it says nothing, loads the kernels batches use, and batches over float,
+    # double and integer rasters compile nothing more.
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _WORKER, str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # cleanly: not a warning
+    found = json.loads(done.stdout)
+    assert found["before"] == {"polygon_moments": [], "polygon_bins": []}
+    assert len(found["warm"]["polygon_moments"]) == 2  # float32 and float64 windows
+    assert len(found["warm"]["polygon_bins"]) == 1
+    assert found["loaded"]
+    assert found["rows"] == dict.fromkeys(("float32", "float64", "int16"), found["cells"])
+    assert found["cells"] > 10
+    assert found["batches"] == found["warm"]
