@@ -132,7 +132,7 @@ def say(text: str) -> None:
 
 # Run as its own process (``scale.py list-cells ISO3 RES``): resolve the scope as --iso3
 # does, then list its cells and consume them, timing the listing only. The function is
-# h3pipe.engine.scope.scope_cells(scope, resolution) unless H3PIPE_SCALE_LISTER names
+# h3pipe.planning.scope.scope_cells(scope, resolution) unless H3PIPE_SCALE_LISTER names
 # another ("module:function", same arguments). What it returns is consumed by shape, not
 # by type, so the probe outlives a change of representation: a list or array is counted;
 # an object with blocks(size) (cells streamed per batch) or any other iterable is walked
@@ -140,9 +140,9 @@ def say(text: str) -> None:
 def list_cells(iso3: str, res: int) -> None:
     import importlib
 
-    from h3pipe.engine.scope import resolve_scope
+    from h3pipe.planning.scope import resolve_scope
 
-    spec = os.environ.get("H3PIPE_SCALE_LISTER", "h3pipe.engine.scope:scope_cells")
+    spec = os.environ.get("H3PIPE_SCALE_LISTER", "h3pipe.planning.scope:scope_cells")
     module, _, name = spec.partition(":")
     fn = getattr(importlib.import_module(module), name)
     # A country code, or a box (with commas, or 'world') as --bbox takes it.
@@ -160,7 +160,7 @@ def list_cells(iso3: str, res: int) -> None:
         # In the blocks a run cuts by default (prepare.default_batch_size), every cell
         # expanded to its id as the workers do.
         try:
-            from h3pipe.engine.prepare import default_batch_size
+            from h3pipe.planning.prepare import default_batch_size
             size = default_batch_size(len(got))
         except ImportError:
             size = 500

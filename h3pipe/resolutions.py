@@ -1,7 +1,7 @@
 """Resolutions as people write them: :func:`parse` reads ``6``, ``4-9`` or ``4,6,9``.
 
 Shared by the configuration (a pipeline's ``defaults.resolutions``) and the engine
-(``run --resolution``, see :mod:`h3pipe.engine.pyramid`).
+(``run --resolution``, see :mod:`h3pipe.planning.pyramid`).
 """
 
 from __future__ import annotations

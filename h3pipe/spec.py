@@ -7,6 +7,7 @@ point trusts them.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,3 +131,19 @@ class PipelineSpec:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+
+# How long a requested stop waits for the tasks already running (run option --grace).
+DEFAULT_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How many further attempts a transient failure earns, and the first wait (doubled
+    each time, with up to 50% jitter so retries of many tasks do not arrive together)."""
+
+    retries: int = 2
+    backoff: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        return self.backoff * (2 ** (attempt - 1)) * (1 + 0.5 * random.random())

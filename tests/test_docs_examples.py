@@ -166,10 +166,10 @@ def _buildings(path: Path, rng: np.random.Generator) -> None:
 
 
 def _latest_run(root: Path) -> str:
-    from h3pipe.config.project import Project
-    from h3pipe.engine.records import list_runs
+    from h3pipe.config.project import ProjectConfig
+    from h3pipe.results.runs import list_runs
 
-    return str(list_runs(Project(root), pipeline="elevation_terrain")[0]["run_id"])
+    return str(list_runs(ProjectConfig(root), pipeline="elevation_terrain")[0]["run_id"])
 
 
 @pytest.mark.parametrize("example", [pytest.param(e, id=e.id) for e in RUN])

@@ -62,9 +62,9 @@ def _root(
 
 
 def project_of(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from h3pipe.config.project import Project
+    from h3pipe.config.project import ProjectConfig
 
-    return Project.locate(ctx.obj.project if ctx.obj else None,
+    return ProjectConfig.locate(ctx.obj.project if ctx.obj else None,
                           ctx.obj.store if ctx.obj else None)
 
 

@@ -34,8 +34,8 @@ def clean(
 
         h3pipe clean --outputs /data/exports
     """
-    from h3pipe.engine.cleanup import clean as clean_store
-    from h3pipe.engine.outputs import sweep_tree
+    from h3pipe.execution.cleanup import clean as clean_store
+    from h3pipe.results.outputs import sweep_tree
 
     dead, removals = clean_store(project_of(ctx), dry_run=dry_run, run_id=run_id,
                                  older_than_hours=older_than)

@@ -20,7 +20,7 @@ def status(ctx: typer.Context) -> int:
 
         h3pipe --store postgresql://localhost/h3 db status
     """
-    from h3pipe.engine.records import migrations
+    from h3pipe.results.runs import migrations
 
     where, applied, pending = migrations(project_of(ctx), upgrade=False)
     typer.echo(f"store: {where}")
@@ -37,7 +37,7 @@ def upgrade(ctx: typer.Context) -> int:
 
         h3pipe --store postgresql://localhost/h3 db upgrade
     """
-    from h3pipe.engine.records import migrations
+    from h3pipe.results.runs import migrations
 
     where, applied, _ = migrations(project_of(ctx), upgrade=True)
     typer.echo(f"store: {where}")

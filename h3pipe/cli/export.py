@@ -73,9 +73,9 @@ def export(
 
         h3pipe export elevation_copdem30 --iso3 COD -r 9 -o cod9.geoparquet --partition-resolution 4
     """
-    from h3pipe.engine.formats import format_for
-    from h3pipe.engine.outputs import describe, is_stdout, target
-    from h3pipe.engine.records import export_dataset
+    from h3pipe.results.formats import format_for
+    from h3pipe.results.outputs import describe, is_stdout, target
+    from h3pipe.results.runs import export_dataset
 
     if not is_stdout(output):
         target(output, folder=partition_resolution is not None)  # refused before reading

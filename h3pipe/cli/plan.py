@@ -43,11 +43,11 @@ def plan(
         h3pipe plan population --iso3 RWA -r 4-6
     """
     from h3pipe.cli.planview import report
-    from h3pipe.engine import pyramid
-    from h3pipe.engine.plan import plan_run
-    from h3pipe.engine.prepare import RunOptions
-    from h3pipe.engine.scope import resolve_scope
     from h3pipe.errors import UsageError
+    from h3pipe.forecast.plan import plan_run
+    from h3pipe.planning import pyramid
+    from h3pipe.planning.prepare import RunOptions
+    from h3pipe.planning.scope import resolve_scope
 
     if fmt not in ("text", "json"):
         raise UsageError(f"--format '{fmt}' is not one of text, json")

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from h3pipe.cli.planview import heading
-from h3pipe.engine.outlook import Outlook
-from h3pipe.engine.prepare import RunPlan
-from h3pipe.engine.runner import Reporter
+from h3pipe.execution.runner import Reporter
+from h3pipe.forecast.outlook import Outlook
+from h3pipe.planning.prepare import RunPlan
 
 
 def make_reporter() -> Reporter:

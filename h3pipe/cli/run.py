@@ -11,11 +11,11 @@ from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
 if TYPE_CHECKING:
-    from h3pipe.config.project import Project
-    from h3pipe.engine.prepare import RunOptions
-    from h3pipe.engine.queue.settings import QueueSettings
-    from h3pipe.engine.queue.submit import Submitted
-    from h3pipe.engine.runner import RunResult
+    from h3pipe.config.project import ProjectConfig
+    from h3pipe.execution.runner import RunResult
+    from h3pipe.planning.prepare import RunOptions
+    from h3pipe.queue.settings import QueueSettings
+    from h3pipe.queue.submit import Submitted
 
 
 @app.command("run")
@@ -78,10 +78,10 @@ def run(
     the cells with no valid pixel; a published dataset with more null cells than
     --max-null-share warns, and with --strict exits 65 (the data is published all the same).
     """
-    from h3pipe.engine import pyramid
-    from h3pipe.engine.prepare import RunOptions
-    from h3pipe.engine.queue.settings import QueueSettings
     from h3pipe.errors import UsageError
+    from h3pipe.planning import pyramid
+    from h3pipe.planning.prepare import RunOptions
+    from h3pipe.queue.settings import QueueSettings
 
     project = project_of(ctx)
     given = pyramid.parse(resolution) if resolution is not None else None
@@ -104,19 +104,19 @@ def run(
     return 0
 
 
-def _run_one(project: Project, pipeline: str, options: RunOptions,
+def _run_one(project: ProjectConfig, pipeline: str, options: RunOptions,
              settings: QueueSettings | None, detach: bool, **scope_of: Any) -> str:
     """One scope: run it here or through the queue, say how it went, and return that in
     a few words."""
     from h3pipe.cli.progress import make_reporter
-    from h3pipe.engine.runner import run_pipeline
-    from h3pipe.engine.scope import resolve_scope
+    from h3pipe.execution.runner import run_pipeline
+    from h3pipe.planning.scope import resolve_scope
 
     scope = resolve_scope(**scope_of)
     if settings is None:
         result = run_pipeline(project, pipeline, scope, options, make_reporter())
     else:
-        from h3pipe.engine.queue.submit import Submitted, run_queued
+        from h3pipe.queue.submit import Submitted, run_queued
 
         done = run_queued(project, pipeline, scope, options, settings, make_reporter(),
                           detach=detach)
@@ -130,14 +130,14 @@ def _run_one(project: Project, pipeline: str, options: RunOptions,
     return f"run {result.run_id} {result.state}: {result.rows} rows"
 
 
-def _run_many(project: Project, pipeline: str, levels: list[int | None],
+def _run_many(project: ProjectConfig, pipeline: str, levels: list[int | None],
               options: RunOptions, settings: QueueSettings | None, detach: bool, *,
               iso3: str | None, several: bool, **scope_of: Any) -> int:
     """Each country and resolution as its own run, on past failures; a summary table;
     the worst exit code."""
     from dataclasses import replace
 
-    from h3pipe.engine import many
+    from h3pipe.planning import many
 
     codes: list[str | None] = list(many.countries(iso3, project.read_settings())) \
         if several and iso3 else [iso3]

@@ -27,7 +27,7 @@ def list_(
 
         h3pipe runs list --pipeline elevation_terrain
     """
-    from h3pipe.engine.records import list_runs
+    from h3pipe.results.runs import list_runs
 
     rows = list_runs(project_of(ctx), limit=limit, pipeline=pipeline)
     if not rows:
@@ -53,7 +53,7 @@ def show(
 
         h3pipe runs show elevation_terrain-r6-1a2b3c4d5e6f
     """
-    from h3pipe.engine.records import show_run
+    from h3pipe.results.runs import show_run
 
     r = show_run(project_of(ctx), run_id)
     echo = typer.echo
@@ -127,7 +127,7 @@ def _scenarios(params: dict[str, Any]) -> None:
 
 def _coverage(params: dict[str, Any]) -> None:
     """Sources that miss part of the scope, cells with no valid pixel, sparse datasets."""
-    from h3pipe.engine.coverage import Coverage
+    from h3pipe.planning.coverage import Coverage
 
     found = Coverage.recorded(params)
     if found is None:
@@ -139,8 +139,8 @@ def _coverage(params: dict[str, Any]) -> None:
 
 
 def _conservation(params: dict[str, Any]) -> None:
-    """An extensive variable's sums, against the raster's (h3pipe.engine.balance)."""
-    from h3pipe.engine.balance import describe
+    """An extensive variable's sums, against the raster's (h3pipe.execution.balance)."""
+    from h3pipe.execution.balance import describe
 
     for line in describe(params.get("conservation", {})):
         typer.echo(f"conservation: {line}")
@@ -192,7 +192,7 @@ def cancel(
 
         h3pipe runs cancel latest
     """
-    from h3pipe.engine.records import cancel_run
+    from h3pipe.api import cancel_run
 
     typer.echo(cancel_run(project_of(ctx), run_id))
     return 0
@@ -213,7 +213,7 @@ def wait(
     """
     from h3pipe.cli import output
     from h3pipe.cli.progress import make_reporter
-    from h3pipe.engine.queue.submit import follow_run
+    from h3pipe.queue.submit import follow_run
 
     row = follow_run(project_of(ctx), run_id, make_reporter())
     output.say(f"run {row['run_id']} completed: {row['cells']} cells of {row['scope_label']} "

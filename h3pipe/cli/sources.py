@@ -28,7 +28,7 @@ def register(
 
         h3pipe sources register sources/cop-dem-glo-30.yaml
     """
-    from h3pipe.engine.source_catalog import register_sources
+    from h3pipe.results.sources import register_sources
 
     for r in register_sources(project_of(ctx), [f.resolve() for f in files]):
         typer.echo(f"{r['id']}: {r['action']} (version {r['version']})")
@@ -47,7 +47,7 @@ def list_(
 
         h3pipe sources list --theme terrain
     """
-    from h3pipe.engine.source_catalog import list_sources
+    from h3pipe.results.sources import list_sources
 
     rows = list_sources(project_of(ctx), theme=theme, include_inactive=all_)
     if not rows:
@@ -74,7 +74,7 @@ def show(
     """
     import yaml
 
-    from h3pipe.engine.source_catalog import show_source
+    from h3pipe.results.sources import show_source
 
     r = show_source(project_of(ctx), source_id)
     state = "active" if r["is_active"] else "deactivated"
@@ -97,7 +97,7 @@ def deactivate(
 
         h3pipe sources deactivate worldpop
     """
-    from h3pipe.engine.source_catalog import deactivate as deactivate_source
+    from h3pipe.results.sources import deactivate as deactivate_source
 
     version = deactivate_source(project_of(ctx), source_id)
     typer.echo(f"{source_id}: deactivated (version {version}); register it again to restore")

@@ -31,11 +31,11 @@ def worker(
         h3pipe --store postgresql://h3@db/h3 worker --queue amqp://h3:secret@mq:5672// -c 2
     """
     # Read by Celery's process pool when it is first imported, so set before: SIGTERM is
-    # then Celery's warm shutdown with our grace timer (h3pipe.engine.queue.worker).
+    # then Celery's warm shutdown with our grace timer (h3pipe.queue.worker).
     os.environ.pop("REMAP_SIGTERM", None)
-    from h3pipe.engine.queue.settings import QueueSettings
-    from h3pipe.engine.queue.worker import start_worker
     from h3pipe.errors import UsageError
+    from h3pipe.queue.settings import QueueSettings
+    from h3pipe.queue.worker import start_worker
 
     project = project_of(ctx)
     settings = QueueSettings.find(queue, project.read_settings())

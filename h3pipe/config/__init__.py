@@ -1,2 +1,3 @@
 """What a project declares: its files found, parsed, validated and turned into specs
-(:class:`~h3pipe.config.project.Project`), the JSON Schemas they follow, and the step graph."""
+(:class:`~h3pipe.config.project.ProjectConfig`), the JSON Schemas they follow, and the step
+graph."""

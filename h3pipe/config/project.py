@@ -1,8 +1,8 @@
-"""A project folder and everything in it, loaded and validated: :class:`Project`.
+"""A project folder and everything in it, loaded and validated: :class:`ProjectConfig`.
 
 A project is a folder with ``sources/``, ``pipelines/`` and an optional ``h3pipe.yaml``.
-:meth:`Project.check` reports every problem of every file in one pass;
-:meth:`Project.load` returns validated specs or raises :class:`ValidationFailed`.
+:meth:`ProjectConfig.check` reports every problem of every file in one pass;
+:meth:`ProjectConfig.load` returns validated specs or raises :class:`ValidationFailed`.
 The checks of one document past its schema live in :mod:`h3pipe.config.checks`.
 """
 
@@ -29,7 +29,7 @@ from h3pipe.config.yamlio import Document, load_document
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 from h3pipe.spec import PipelineSpec, SourceSpec
 
-__all__ = ["PROJECT_FILE", "Project", "Report", "expand_env", "source_spec", "suggest"]
+__all__ = ["PROJECT_FILE", "ProjectConfig", "Report", "expand_env", "source_spec", "suggest"]
 
 PROJECT_FILE = "h3pipe.yaml"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -104,7 +104,7 @@ class Report:
         return not self.problems
 
 
-class Project:
+class ProjectConfig:
     def __init__(self, root: Path, store: str | None = None) -> None:
         self.root = root.resolve()
         self.settings: dict[str, Any] = {}
@@ -116,7 +116,7 @@ class Project:
                 or self.settings.get("store") or ".h3pipe")
 
     @classmethod
-    def locate(cls, project: Path | str | None = None, store: str | None = None) -> Project:
+    def locate(cls, project: Path | str | None = None, store: str | None = None) -> ProjectConfig:
         chosen = project or os.environ.get("H3PIPE_PROJECT") or "."
         root = Path(chosen).expanduser()
         if not root.is_dir():

@@ -47,7 +47,7 @@ class Batch:
     wide: bool = False  # give feature rows wide: new columns once per scenario
     melt: tuple[Scenario, ...] = ()  # the rows are wide over these scenarios
     # Where the rows are, when the batch does not carry them: read by the process that
-    # computes it (see h3pipe.engine.feeds), with how they are placed in cells.
+    # computes it (see h3pipe.planning.feeds), with how they are placed in cells.
     feed: Any = field(default=None, compare=False)
     grouping: Any = field(default=None, compare=False)
     # Columns of its rows no later step reads, left out of its output (a geometry).

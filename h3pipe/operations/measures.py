@@ -7,7 +7,7 @@ A source (or one of its bands) declares ``measure:``
   and quantiles make sense; a plain sum depends on the pixel size and does not.
   With ``weights: area`` the sum is the area integral (depth x m2 = m3), which does.
 * ``extensive``: an amount per pixel (people, tonnes). Sums are what count; they must add
-  up (see h3pipe.engine.balance), and a mean or quantile of amounts per pixel changes with
+  up (see h3pipe.execution.balance), and a mean or quantile of amounts per pixel changes with
   the pixel size, so they are refused; ``density`` (sum per km2) is the intensive view.
 * ``categorical``: class codes (land cover). Only counts, shares and modes mean anything.
 

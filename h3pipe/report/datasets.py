@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe.config.project import Project, suggest
-from h3pipe.engine import layouts, records
+from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, H3PipeError, UsageError
 from h3pipe.report import maps
 from h3pipe.report.meaning import Meaning, meaning
+from h3pipe.results import layouts
+from h3pipe.results import runs as records
 
 Row = dict[str, Any]
 
@@ -51,7 +52,7 @@ class Selection:
         return f"{scopes} · resolution {self.resolution} · run {runs}"
 
 
-def select(project: Project, dataset: str, *, iso3: str | None = None,
+def select(project: ProjectConfig, dataset: str, *, iso3: str | None = None,
            bbox: str | None = None, aoi: Path | None = None, run_id: str | None = None,
            resolution: int | None = None, where: list[str] | None = None) -> Selection:
     """The rows a map draws: one scope given as to 'h3pipe run' (or a run's result), one
@@ -88,10 +89,10 @@ def _one_row_per_cell(table: Any, entries: list[Row]) -> None:
 
 
 def _outline(*, iso3: str | None, bbox: str | None, aoi: Path | None, runs: list[str],
-             project: Project) -> Any | None:
+             project: ProjectConfig) -> Any | None:
     """The scope's polygon: as given, or as the run recorded it; None when it cannot be
     had again (an area file since moved)."""
-    from h3pipe.engine.scope import resolve_scope
+    from h3pipe.planning.scope import resolve_scope
 
     try:
         if iso3 or bbox or aoi:
@@ -110,7 +111,7 @@ def _outline(*, iso3: str | None, bbox: str | None, aoi: Path | None, runs: list
 def run_scope(params: Row) -> Any | None:
     """The polygon of the scope a run recorded in its parameters, resolved again; None
     when it cannot be (an area file since moved)."""
-    from h3pipe.engine.scope import resolve_scope
+    from h3pipe.planning.scope import resolve_scope
 
     scope = params.get("scope", {})
     kind, argument = scope.get("kind"), scope.get("argument")
@@ -169,7 +170,7 @@ def style_for(what: Meaning, *, diverging: bool = False, center: float = 0.0,
     return maps.Style(kind, what.label, what.classes, vmin, vmax, center, cmap)
 
 
-def map_dataset(project: Project, dataset: str, column: str | None, out: Path, *,
+def map_dataset(project: ProjectConfig, dataset: str, column: str | None, out: Path, *,
                 size: tuple[int, int] = (1200, 900), style: dict[str, Any] | None = None,
                 **scope: Any) -> tuple[str, dict[str, Any]]:
     """``h3pipe map``: draw one column of the dataset over one scope to ``out``; returns

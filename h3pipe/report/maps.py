@@ -93,8 +93,8 @@ class Frame:
 
 def check_format(out: Path) -> str:
     """The picture format ``out`` asks for; refused when it is none of :data:`FORMATS`, or
-    when ``out`` cannot be written (:func:`h3pipe.engine.outputs.target`)."""
-    from h3pipe.engine.outputs import is_stdout, target
+    when ``out`` cannot be written (:func:`h3pipe.results.outputs.target`)."""
+    from h3pipe.results.outputs import is_stdout, target
 
     if is_stdout(out):
         raise UsageError("map -o -: a map is written to a file, not to standard output",
@@ -128,7 +128,7 @@ def draw(data: CellMap, style: Style, out: Path, *, size: tuple[int, int] = (120
          ) -> dict[str, Any]:
     """Write the map to ``out`` (by its extension) and return where its parts are (the
     same facts a PNG carries in its ``h3pipe`` text chunk)."""
-    from h3pipe.engine.formats import atomic
+    from h3pipe.results.formats import atomic
 
     suffix = check_format(out)
     fig, facts = figure(data, style, size)

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe.config.project import Project
-from h3pipe.engine import records
-from h3pipe.engine.coverage import Coverage
-from h3pipe.engine.formats import atomic
+from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import H3PipeError
+from h3pipe.planning.coverage import Coverage
 from h3pipe.report import html, svg
 from h3pipe.report.datasets import Selection, map_column, numbers, run_scope, style_for
 from h3pipe.report.meaning import Meaning, meanings
+from h3pipe.results import runs as records
+from h3pipe.results.formats import atomic
 from h3pipe.spec import StepSpec
 
 Row = dict[str, Any]
@@ -30,7 +30,7 @@ EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
 MAP_SIZE = (960, 720)
 
 
-def write_report(project: Project, run_ref: str, out: Path, *, max_maps: int = 12) -> Row:
+def write_report(project: ProjectConfig, run_ref: str, out: Path, *, max_maps: int = 12) -> Row:
     """Write the run's report to ``out`` (atomically); return its run row."""
     r = records.run_report(project, run_ref)
     body = [*_heading(r), *_failure(r), _steps(r), _timeline(r), _slowest(r), _inputs(r),
@@ -214,7 +214,7 @@ def _inputs(r: Row) -> str:
 
 
 def _checks(r: Row) -> str:
-    from h3pipe.engine.balance import describe
+    from h3pipe.execution.balance import describe
 
     params = r["params"]
     lines = [f"Configuration: every source and pipeline file passed its JSON Schema and the "
@@ -252,7 +252,7 @@ def _events(r: Row) -> str:
 
 # -- what it published ------------------------------------------------------------------------
 
-def _results(project: Project, r: Row, max_maps: int) -> Iterator[str]:
+def _results(project: ProjectConfig, r: Row, max_maps: int) -> Iterator[str]:
     if not r["published"]:
         yield html.section("Results", html.para(
             "This run holds no published result (it did not complete, or a later run of the "

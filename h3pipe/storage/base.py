@@ -93,3 +93,10 @@ class Closing:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def kept_tasks(store: Store, completed: list[dict[str, Any]]
+               ) -> dict[tuple[str, int], dict[str, Any]]:
+    """Of a run's completed tasks, those whose outputs are still there, by (step, number)."""
+    return {(t["step_id"], t["task_no"]): t for t in completed
+            if store.output_exists(t["output_path"])}

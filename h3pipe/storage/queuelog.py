@@ -121,7 +121,7 @@ class QueueLog:
 
     def save_batches(self, run_id: str, batches: list[tuple[str, int, bytes]]) -> None:
         """The batches of a stage as sent: (step id, task number, encoded batch: see
-        h3pipe.engine.codec; never a pickle)."""
+        h3pipe.queue.codec; never a pickle)."""
         with self.catalog.transaction() as tx:
             tx.many("INSERT INTO queue_batches (run_id, step_id, task_no, payload) VALUES "
                     "(:r, :s, :n, :p) ON CONFLICT (run_id, step_id, task_no) DO UPDATE SET "

@@ -219,7 +219,7 @@ def test_runs_show_ranks_the_tiles_by_the_time_spent_reading_them(tmp_path, cli)
 
 
 def test_small_work_runs_in_process_unless_workers_are_asked_for(project, cli, monkeypatch):
-    from h3pipe.engine.executors import local
+    from h3pipe.execution.executors import local
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     started: list[int] = []
@@ -241,7 +241,7 @@ def test_small_work_runs_in_process_unless_workers_are_asked_for(project, cli, m
     assert "2 worker(s)" in r.stderr and started == [2]
     assert _workers_recorded(project) == [2]  # the same run, forced
     # Work that would pay for a pool, but the run is done already: no worker starts.
-    monkeypatch.setattr("h3pipe.engine.costs.POOL_START_S", -1.0)
+    monkeypatch.setattr("h3pipe.forecast.costs.POOL_START_S", -1.0)
     r = cli("--project", project, "run", "p", "--bbox", BBOX)
     assert r.exit_code == 0, r.stderr
     assert "already completed" in r.stdout and started == [2]

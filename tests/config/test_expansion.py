@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from h3pipe.config.project import Project
-from h3pipe.engine.queue.settings import QueueSettings
+from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import ValidationFailed
+from h3pipe.queue.settings import QueueSettings
 from tests.conftest import raster_source, write_project
 
 SECRET = "S3ntinel-pw-7f3a"
@@ -28,7 +28,7 @@ def test_the_store_and_queue_urls_of_h3pipe_yaml_are_expanded(tmp_path: Path) ->
         queue:
           url: amqp://h3:${H3PIPE_TEST_SECRET}@mq.internal:5672//
         """)
-    project = Project(root)
+    project = ProjectConfig(root)
     settings = project.read_settings()
     assert project.store_location() == f"postgresql://h3:{SECRET}@db.internal/h3"
     queue = QueueSettings.find(None, settings)
@@ -46,17 +46,17 @@ def test_a_variable_where_reports_show_text_is_refused(tmp_path: Path, field: st
                                                        text: str) -> None:
     root = write_project(tmp_path / "p", sources={
         "dem": raster_source("dem", "${H3PIPE_TEST_DATA}/dem.tif") + text + "\n"})
-    [problem] = Project(root).check().problems
+    [problem] = ProjectConfig(root).check().problems
     assert problem.path == field and "expanded only in" in problem.message
     assert "path" in problem.message and SECRET not in problem.message
     with pytest.raises(ValidationFailed):
-        Project(root).load()
+        ProjectConfig(root).load()
 
 
 def test_a_variable_in_h3pipe_yaml_outside_store_and_queue_is_refused(tmp_path: Path) -> None:
     root = write_project(tmp_path / "p", settings="name: ${H3PIPE_TEST_SECRET}\n")
     with pytest.raises(ValidationFailed) as caught:
-        Project(root).read_settings()
+        ProjectConfig(root).read_settings()
     [problem] = caught.value.problems
     assert problem.path == "name" and "expanded only in queue, queue.url, store" in \
         problem.message
@@ -65,5 +65,5 @@ def test_a_variable_in_h3pipe_yaml_outside_store_and_queue_is_refused(tmp_path: 
 def test_a_source_path_is_still_expanded(tmp_path: Path) -> None:
     root = write_project(tmp_path / "p", sources={
         "dem": raster_source("dem", "${H3PIPE_TEST_DATA}/dem.tif", title="'Elevation'")})
-    sources, _, _ = Project(root).load()
+    sources, _, _ = ProjectConfig(root).load()
     assert sources["dem"].location == "/data/dem.tif" and sources["dem"].title == "Elevation"

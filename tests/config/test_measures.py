@@ -1,5 +1,5 @@
 """A source's ``measure`` and ``classes`` against the zonal_stats steps that read it
-(h3pipe.operations.measures, checked by ``Project.check`` / ``h3pipe validate``).
+(h3pipe.operations.measures, checked by ``ProjectConfig.check`` / ``h3pipe validate``).
 
 Every expected line is written here from the YAML of the test and the rule it breaks.
 """
@@ -14,7 +14,7 @@ import pyogrio
 import pytest
 import shapely
 
-from h3pipe.config.project import Project
+from h3pipe.config.project import ProjectConfig
 from tests.conftest import write_project, write_raster
 
 INTENSIVE_SUM = ("'sum' of intensive source 'src': the sum of an intensive variable grows "
@@ -54,7 +54,7 @@ def _zonal(params: str) -> str:
 
 
 def _problems(root: Path) -> list[str]:
-    return [p.format() for p in Project(root).check().problems]
+    return [p.format() for p in ProjectConfig(root).check().problems]
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_fractions_take_the_sources_classes_and_later_steps_see_their_columns(tm
         """)
     root = _project(tmp_path / "p", LANDCOVER, steps)
     assert _problems(root) == []
-    _, pipelines, _ = Project(root).load()
+    _, pipelines, _ = ProjectConfig(root).load()
     # The run gets the classes validate filled in from the source.
     assert pipelines["p"].steps[0].params["classes"] == [{"value": 1.0, "name": "water"},
                                                          {"value": 2.0, "name": "forest"}]

@@ -1,4 +1,4 @@
-"""Project.check / Project.load: the corpus of broken files, and the report's guarantees.
+"""ProjectConfig.check and .load: the corpus of broken files, and the report's guarantees.
 
 Every expected line in ``tests/corpus`` was written by hand from the YAML text of its file
 (see ``tests/corpus/corpus_cases.py`` for the header format and the matcher).
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import raster_source, write_project
 
-from h3pipe.config.project import Project
+from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
@@ -51,7 +51,7 @@ def test_invalid_corpus_file_reports_exactly_the_expected_lines(
     if case.hashseeds:
         runs = _check_in_fresh_interpreters(root, case.hashseeds)
     else:
-        report = Project(root).check()
+        report = ProjectConfig(root).check()
         runs = {"in process": (report.files, report.problems)}
 
     for seed, (files, problems) in runs.items():
@@ -85,7 +85,7 @@ def test_valid_corpus_file_has_no_problem(case: corpus.Case, tmp_path: Path,
     root = _project(tmp_path / "proj")
     case.install(root, monkeypatch)
 
-    report = Project(root).check()
+    report = ProjectConfig(root).check()
 
     assert [p.format() for p in report.problems] == []
     assert case.dest in report.files
@@ -97,7 +97,7 @@ def test_all_valid_corpus_files_together_load(tmp_path: Path,
     for case in corpus.cases(corpus.VALID):
         case.install(root, monkeypatch)
 
-    sources, pipelines, _ = Project(root).load()
+    sources, pipelines, _ = ProjectConfig(root).load()
 
     assert set(sources) == {"dem", "dem-full.v2", "env-set"}
     # ${VAR:-default} with VAR unset takes the default; ${VAR} takes the value.
@@ -118,7 +118,7 @@ def test_cycle_message_names_every_member_once(tmp_path: Path) -> None:
     root = _project(tmp_path / "proj")
     (root / case.dest).write_text(case.path.read_text())
 
-    [problem] = Project(root).check().problems
+    [problem] = ProjectConfig(root).check().problems
 
     assert problem.kind == "semantic"
     loop = problem.message.split("dependency cycle: ", 1)[1].split(";")[0].split(" -> ")
@@ -144,7 +144,7 @@ def test_duplicate_pipeline_id_across_files_is_reported_on_the_second_file(
         """
     root = _project(tmp_path / "proj", pipelines={"a": text, "b": text})
 
-    problems = Project(root).check().problems
+    problems = ProjectConfig(root).check().problems
 
     assert [p.format() for p in problems] == [
         "pipelines/b.yaml:1: id: pipeline id 'same' is already defined in pipelines/a.yaml; "
@@ -155,7 +155,7 @@ def test_zero_byte_file_is_reported_as_empty(tmp_path: Path) -> None:
     root = _project(tmp_path / "proj")
     (root / "pipelines" / "blank.yaml").write_bytes(b"")
 
-    problems = Project(root).check().problems
+    problems = ProjectConfig(root).check().problems
 
     assert [(p.file, p.line, p.path, p.message, p.kind) for p in problems] == [
         ("pipelines/blank.yaml", 1, "", "file is empty", "yaml")]
@@ -165,7 +165,7 @@ def test_project_settings_file_is_validated(tmp_path: Path) -> None:
     root = _project(tmp_path / "proj")
     (root / "h3pipe.yaml").write_text("name: demo\nstore: .h3pipe\ndefaults:\n  worker: 4\n")
 
-    report = Project(root).check()
+    report = ProjectConfig(root).check()
 
     assert "h3pipe.yaml" in report.files
     assert [p.format() for p in report.problems] == [
@@ -182,7 +182,7 @@ def test_problems_in_several_files_are_reported_in_one_pass(tmp_path: Path) -> N
             "two": "id: two\noutput: {dataset: ds, theme: terrain\n",
         })
 
-    report = Project(root).check()
+    report = ProjectConfig(root).check()
 
     assert sorted(p.file for p in report.problems) == [
         "pipelines/one.yaml", "pipelines/two.yaml", "sources/bad.yaml"]
@@ -205,8 +205,8 @@ def test_check_of_one_file_still_resolves_sources_and_reports_only_that_file(
         tmp_path: Path) -> None:
     root = _two_pipelines(tmp_path / "proj")
 
-    good = Project(root).check([root / "pipelines" / "good.yaml"])
-    bad = Project(root).check([root / "pipelines" / "bad.yaml"])
+    good = ProjectConfig(root).check([root / "pipelines" / "good.yaml"])
+    bad = ProjectConfig(root).check([root / "pipelines" / "bad.yaml"])
 
     assert good.ok and good.files == ["pipelines/good.yaml"]
     assert bad.files == ["pipelines/bad.yaml"]
@@ -219,7 +219,7 @@ def test_check_of_a_source_file_reports_its_problems(tmp_path: Path) -> None:
     root = _project(tmp_path / "proj",
                     sources={"bad": "id: bad\nkind: raster\npath: x.tif\ntheme: elevation\n"})
 
-    report = Project(root).check([root / "sources" / "bad.yaml"])
+    report = ProjectConfig(root).check([root / "sources" / "bad.yaml"])
 
     assert report.files == ["sources/bad.yaml"]
     assert [(p.file, p.line, p.path) for p in report.problems] == [
@@ -233,7 +233,7 @@ def test_load_raises_validation_failed_with_every_problem(tmp_path: Path) -> Non
     (root / "pipelines" / "worse.yaml").write_text("id: worse\n")
 
     with pytest.raises(ValidationFailed) as info:
-        Project(root).load()
+        ProjectConfig(root).load()
 
     err = info.value
     assert isinstance(err, ConfigError) and err.exit_code == 2
@@ -247,7 +247,7 @@ def test_load_of_a_valid_project_returns_specs(tmp_path: Path) -> None:
     root = _two_pipelines(tmp_path / "proj")
     (root / "pipelines" / "bad.yaml").unlink()
 
-    sources, pipelines, settings = Project(root).load()
+    sources, pipelines, settings = ProjectConfig(root).load()
 
     assert list(sources) == ["dem"] and sources["dem"].location == "dem.tif"
     assert list(pipelines) == ["good"]

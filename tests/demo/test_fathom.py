@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from h3pipe.config.project import Project
+from h3pipe.config.project import ProjectConfig
 from h3pipe.demo import fathom
-from h3pipe.engine.prepare import scenario_source
+from h3pipe.planning.prepare import scenario_source
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def test_the_stand_in_has_every_scenario_the_source_declares(tmp_path, monkeypat
     paths = fathom.generate(tmp_path / "fathom", (28.86, -2.84, 30.90, -1.05))
     assert len(paths) == 39 * 6 and all(p.exists() for p in paths)
     monkeypatch.setenv("FATHOM", str(tmp_path / "fathom"))
-    sources, _, _ = Project(ROOT).load()
+    sources, _, _ = ProjectConfig(ROOT).load()
     source = sources["fathom-flood"]
     scenarios = source.dimensions.scenarios()
     assert len(scenarios) == 39

@@ -1,5 +1,5 @@
-"""Conservation of extensive sums (h3pipe.engine.balance) and runs at several resolutions
-(h3pipe.engine.pyramid), end to end through the CLI.
+"""Conservation of extensive sums (h3pipe.execution.balance) and runs at several resolutions
+(h3pipe.planning.pyramid), end to end through the CLI.
 
 The expected sums come from exactextract called here on the raster file: over the union
 of the run's cells made with shapely from ``h3.cell_to_boundary`` (not H3's outline, which

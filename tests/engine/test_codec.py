@@ -1,4 +1,4 @@
-"""Plans and batches as the store keeps them (h3pipe.engine.codec): real plans built by
+"""Plans and batches as the store keeps them (h3pipe.queue.codec): real plans built by
 prepare() on a small sweep project, and their batches, come back field for field, arrays
 and geometries to the byte; a tampered payload (a pickle, an unknown type or field,
 another format) is refused by name, and nothing in it runs."""
@@ -16,16 +16,15 @@ import pytest
 import shapely
 
 from h3pipe import __version__
-from h3pipe.config.project import Project
-from h3pipe.engine import codec
-from h3pipe.engine.batching import Planner
-from h3pipe.engine.executors.base import Retry
-from h3pipe.engine.prepare import UsedItem, prepare
-from h3pipe.engine.scope import resolve_scope
+from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import OperationError
+from h3pipe.planning.batching import Planner
+from h3pipe.planning.prepare import UsedItem, prepare
+from h3pipe.planning.scope import resolve_scope
+from h3pipe.queue import codec
 from h3pipe.sources.dimensions import Dimensions, Scenario
 from h3pipe.sources.raster import RasterInfo, TileInfo
-from h3pipe.spec import StacSpec
+from h3pipe.spec import Retry, StacSpec
 from tests.conftest import write_project
 from tests.engine.test_sweep import BBOX, BUILDINGS, EXPOSURE, SOURCE, ZONAL, make_scene
 
@@ -61,7 +60,7 @@ def project(tmp_path_factory):
     root = make_scene(tmp_path_factory.mktemp("codec"))
     write_project(root, sources={"hz": SOURCE, "b": BUILDINGS},
                   pipelines={"e": EXPOSURE, "z": ZONAL})
-    return Project(root)
+    return ProjectConfig(root)
 
 
 def _batches(plan):
@@ -208,7 +207,7 @@ def test_what_the_format_has_no_place_for_is_not_written():
 def test_a_queue_batch_naming_another_store_is_refused(project):
     """The queue plans later stages to read the worker's own store; a batch that names
     another (a tampered row) is refused before anything is read."""
-    from h3pipe.engine.queue.work import own_store
+    from h3pipe.queue.work import own_store
     from h3pipe.storage.runlog import TaskKey
 
     plan = prepare(project, "e", resolve_scope(bbox=BBOX))

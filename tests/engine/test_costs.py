@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from h3pipe.config.project import Project
-from h3pipe.engine import costs
-from h3pipe.engine.outlook import Outlook, StageView
-from h3pipe.engine.prepare import RunOptions, prepare
-from h3pipe.engine.scope import resolve_scope
+from h3pipe.config.project import ProjectConfig
+from h3pipe.forecast import costs
+from h3pipe.forecast.outlook import Outlook, StageView
+from h3pipe.planning.prepare import RunOptions, prepare
+from h3pipe.planning.scope import resolve_scope
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 
 
@@ -23,7 +23,7 @@ def plan(tmp_path: Path):
                  north=-2.0, res=0.001)
     root = write_project(tmp_path / "p", sources={"s": raster_source("s", str(tmp_path / "r.tif"))},
                          pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=8)})
-    return prepare(Project(root), "p", resolve_scope(bbox="29.0,-2.1,29.1,-2.0"),
+    return prepare(ProjectConfig(root), "p", resolve_scope(bbox="29.0,-2.1,29.1,-2.0"),
                    RunOptions(workers=2))
 
 
@@ -68,7 +68,7 @@ def _prepared(tmp_path: Path, monkeypatch, *, settings: str | None = None,
     text = zonal_pipeline("p", "s", ["mean"], resolution=8)
     if pipeline_workers is not None:
         text = text.replace("batch_size: 50}", f"batch_size: 50, workers: {pipeline_workers}}}")
-    project = Project(write_project(
+    project = ProjectConfig(write_project(
         tmp_path / "p", sources={"s": raster_source("s", str(tmp_path / "r.tif"))},
         pipelines={"p": text}, settings=settings))
     plan = prepare(project, "p", resolve_scope(bbox="29.0,-2.1,29.1,-2.0"),

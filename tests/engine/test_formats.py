@@ -1,4 +1,4 @@
-"""h3pipe.engine.formats on tables made here: cells no small run gives (pentagons, the
+"""h3pipe.results.formats on tables made here: cells no small run gives (pentagons, the
 antimeridian, several resolutions, several rows per cell, none at all), and writes that
 fail half way. Geometry is checked against h3-py."""
 
@@ -15,8 +15,8 @@ import pyogrio
 import pytest
 import shapely
 
-from h3pipe.engine import formats
 from h3pipe.errors import ConfigError, UsageError
+from h3pipe.results import formats
 
 
 def _table(cells, **columns):

@@ -16,7 +16,7 @@ import pytest
 import shapely
 from pyproj import Geod, Transformer
 
-from h3pipe.engine.scope import resolve_scope
+from h3pipe.planning.scope import resolve_scope
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 
 # 1 x 20 degrees at high latitude, where a share of the area is far from a share of the
@@ -178,7 +178,7 @@ def test_coverage_on_the_postgresql_store(project, cli, pg_url):
 
 def test_the_footprint_of_a_projected_raster_is_taken_on_the_ellipsoid(tmp_path):
     """A UTM raster over part of a lon/lat scope: its outline bends in lon/lat."""
-    from h3pipe.engine.coverage import footprint_share
+    from h3pipe.planning.coverage import footprint_share
     from h3pipe.sources.raster import describe_raster
 
     # UTM 32N, 100 km x 200 km, south-west corner at (500 km, 6,600 km): about 9-10.7 E,

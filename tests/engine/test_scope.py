@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import shapely
 
-from h3pipe.engine.scope import resolve_scope, scope_cells
 from h3pipe.errors import ScopeError, UsageError
+from h3pipe.planning.scope import resolve_scope, scope_cells
 from tests.conftest import SHARED_DATA
 
 

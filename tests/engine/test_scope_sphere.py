@@ -14,9 +14,9 @@ import pytest
 import shapely
 
 from h3pipe import grid
-from h3pipe.engine import scope as scopes
-from h3pipe.engine.scope import Scope, resolve_scope, scope_cells
 from h3pipe.errors import ScopeError
+from h3pipe.planning import scope as scopes
+from h3pipe.planning.scope import Scope, resolve_scope, scope_cells
 
 _STRIPS = [shapely.box(x, -90, x + 90, 90) for x in (-180, -90, 0, 90)]
 

@@ -23,9 +23,9 @@ import pyogrio
 import pytest
 import shapely
 
-from h3pipe.engine.batching import Planner
-from h3pipe.engine.feeds import fed
-from h3pipe.engine.scope import Scope, scope_cells
+from h3pipe.planning.batching import Planner
+from h3pipe.planning.feeds import fed
+from h3pipe.planning.scope import Scope, scope_cells
 from h3pipe.sources.vector import vector_info
 from h3pipe.spec import StepSpec
 from tests.conftest import raster_source, write_project, write_raster
@@ -367,7 +367,7 @@ def _scattered(box, n: int, seed: int) -> tuple[list[str], np.ndarray]:
                                       ((-180.0, 84.0, 180.0, 90.0), 4)])
 def test_features_across_the_antimeridian_and_near_a_pole_are_each_read_once(
         tmp_path, kind, suffix, box, res):
-    from h3pipe.engine.scope import box_geometry
+    from h3pipe.planning.scope import box_geometry
 
     ids, geoms = _scattered(box, 3000, seed=25)
     # Buildings cut by 180 itself, stored as their two sides (RFC 7946): their centroid is

@@ -1,4 +1,4 @@
-"""The shared loop of the executors (h3pipe/engine/executors/base.py), driven through a
+"""The shared loop of the executors (h3pipe/execution/executors/base.py), driven through a
 scripted transport: who gets which batch, retries, the first permanent failure, stops and
 dead workers; then the in-process executor, which is that loop over this process."""
 
@@ -10,11 +10,12 @@ from collections import deque
 import pyarrow as pa
 import pytest
 
-from h3pipe.engine.executors import Retry, Stopping, make_executor
-from h3pipe.engine.executors.base import Finished, key_of, run_batches, split
-from h3pipe.engine.stopping import StopRequest
 from h3pipe.errors import OperationError, SourceError, Terminated
+from h3pipe.execution.executors import Stopping, make_executor
+from h3pipe.execution.executors.base import Finished, key_of, run_batches, split
+from h3pipe.execution.stopping import StopRequest
 from h3pipe.operations import Batch, BatchResult
+from h3pipe.spec import Retry
 
 
 class _Flaky(SourceError):
@@ -150,7 +151,7 @@ def test_a_dead_worker_fails_the_run_naming_its_batch():
 
 
 def test_the_in_process_executor_runs_retries_and_stops_between_batches(monkeypatch):
-    import h3pipe.engine.executors.base as base
+    import h3pipe.execution.executors.base as base
 
     ran: list[int] = []
     failures = {1: 1}  # batch 1 fails once, transiently
@@ -180,7 +181,7 @@ def test_the_in_process_executor_runs_retries_and_stops_between_batches(monkeypa
 
 
 def test_a_python_error_in_a_batch_becomes_an_operation_error_naming_it(monkeypatch):
-    import h3pipe.engine.executors.base as base
+    import h3pipe.execution.executors.base as base
 
     def run_batch(batch: Batch) -> BatchResult:
         raise ZeroDivisionError("division by zero")
@@ -201,8 +202,8 @@ def test_retry_waits_double_with_up_to_half_again_of_jitter(attempt, low):
 
 def test_in_process_the_operations_warm_up_before_the_first_batch_and_off_its_clock(
         monkeypatch):
-    import h3pipe.engine.executors.base as base
-    import h3pipe.engine.executors.sequential as sequential
+    import h3pipe.execution.executors.base as base
+    import h3pipe.execution.executors.sequential as sequential
 
     events: list[str] = []
     monkeypatch.setattr(sequential, "warm_up", lambda names: (

@@ -1,4 +1,4 @@
-"""The process-pool executor (h3pipe/engine/executors/local.py) with real worker
+"""The process-pool executor (h3pipe/execution/executors/local.py) with real worker
 processes: row batches are shared by rows, results come back whole, and a batch that
 cannot be sent is refused before anything starts."""
 
@@ -9,10 +9,10 @@ import threading
 import pyarrow as pa
 import pytest
 
-from h3pipe.engine.executors import PoolExecutor, make_executor
-from h3pipe.engine.executors.base import run_batches
-from h3pipe.engine.executors.local import ProcessPool
 from h3pipe.errors import OperationError
+from h3pipe.execution.executors import PoolExecutor, make_executor
+from h3pipe.execution.executors.base import run_batches
+from h3pipe.execution.executors.local import ProcessPool
 from h3pipe.operations import Batch
 
 

@@ -106,7 +106,7 @@ def test_workers_holding_unread_results_exit_with_their_parent(tmp_path, reap):
 
 _LEAVES_WITHOUT_CLOSING = """
 import sys
-from h3pipe.engine.executors.local import PoolExecutor
+from h3pipe.execution.executors.local import PoolExecutor
 if __name__ == "__main__":
     ex = PoolExecutor(2)
     print(" ".join(str(p.pid) for p in ex._pool._procs), flush=True)

@@ -8,8 +8,8 @@ import socket
 import numpy as np
 import pytest
 
-from h3pipe.engine.queue.settings import QueueSettings
 from h3pipe.errors import ConfigError, UsageError
+from h3pipe.queue.settings import QueueSettings
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 
 BBOX = "29.0,-2.1,29.2,-1.9"

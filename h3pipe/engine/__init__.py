@@ -1,1 +1,0 @@
-"""Load, validate, plan, execute and record: between the CLI and operations/storage."""

@@ -1,0 +1,356 @@
+"""Execute a prepared run: :func:`run_pipeline`, :func:`resume_run` and :func:`execute`.
+
+The runner claims the run, records it before any work starts, runs its stages one barrier
+at a time, records every step and task as it changes state, and publishes only after every
+stage has finished, so a failed run never replaces good results with partial ones. What
+the run *is* was decided by :func:`h3pipe.planning.prepare.prepare`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from h3pipe import faults, storage
+from h3pipe.config.project import ProjectConfig
+from h3pipe.errors import (
+    Cancelled,
+    ConfigError,
+    H3PipeError,
+    RunFailed,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+    Terminated,
+)
+from h3pipe.execution.cleanup import release
+from h3pipe.execution.executors import Executor, make_executor
+from h3pipe.execution.lock import Heartbeat, claim, wait_or_refuse
+from h3pipe.execution.stage import StageRun
+from h3pipe.execution.stopping import StopRequest, graceful
+from h3pipe.forecast.costs import settle_workers
+from h3pipe.forecast.outlook import Outlook, outlook
+from h3pipe.planning.batching import Planner
+from h3pipe.planning.coverage import Coverage
+from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
+from h3pipe.planning.scope import Scope, resolve_scope
+from h3pipe.results.runs import project_store
+from h3pipe.spec import DEFAULT_GRACE_SECONDS, StepSpec
+from h3pipe.storage import retry
+from h3pipe.storage.base import Store
+from h3pipe.storage.catalog import now
+from h3pipe.storage.runlog import RunLog
+
+
+class Reporter:
+    """Receives progress; the CLI draws it, tests may record it. Methods default to no-ops."""
+
+    def run_started(self, plan: RunPlan, view: Outlook) -> None: ...
+
+    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
+                      unit: str = "cells") -> None: ...
+
+    def task_finished(self, step_id: str, cells: int) -> None: ...
+
+    def stage_finished(self, number: int) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    pipeline_id: str
+    dataset: str
+    scope_label: str
+    resolution: int
+    cells: int
+    rows: int
+    seconds: float
+    store: str
+    state: str = "completed"  # completed | resumed | already (nothing recomputed)
+    # What its rasters cover of the scope; ``coverage.check()`` raises for a strict run
+    # with too many null cells. None for a run recorded before coverage was.
+    coverage: Coverage | None = None
+
+
+def run_pipeline(project: ProjectConfig, pipeline_id: str, scope: Scope,
+                 options: RunOptions | None = None, reporter: Reporter | None = None
+                 ) -> RunResult:
+    """Run a pipeline over a scope. The same inputs give the same run id: a completed run
+    is reported, not recomputed (unless ``force``); a failed or interrupted one resumes,
+    keeping its completed tasks (from ``from_step`` on, everything is recomputed).
+
+    On SIGINT/SIGTERM (or a cancel request) the run takes no new task, gives the running
+    ones ``grace_seconds`` to finish, and ends as 'interrupted'."""
+    options = options or RunOptions()
+    options.check()
+    reporter = reporter or Reporter()
+    # Asked for a pool (--workers N): start it now, so it warms up (imports, the compiled
+    # kernel) while the project is validated and the run prepared.
+    asked = options.workers or 1
+    early = make_executor(asked) if asked > 1 else None
+    with early or contextlib.nullcontext():
+        plan = settle_workers(prepare(project, pipeline_id, scope, options), project)
+        if early is not None and early.workers == plan.workers:
+            return execute(plan, project.root, early, reporter)
+    used = {s.operation for s in plan.pipeline.steps}
+    return execute(plan, project.root, lambda: make_executor(plan.workers, warm=used), reporter)
+
+
+def resume_run(project: ProjectConfig, run_id: str, *, from_step: str | None = None,
+               workers: int | None = None, reporter: Reporter | None = None,
+               grace_seconds: float = DEFAULT_GRACE_SECONDS) -> RunResult:
+    """Run again what ``run_id`` was run with (pipeline, scope, resolution); its completed
+    tasks are kept when its inputs are unchanged."""
+    pipeline_id, scope, resolution = recorded_run(project, run_id)
+    return run_pipeline(project, pipeline_id, scope,
+                        RunOptions(resolution=resolution, workers=workers, from_step=from_step,
+                                   grace_seconds=grace_seconds), reporter)
+
+
+def recorded_run(project: ProjectConfig, run_id: str) -> tuple[str, Scope, int]:
+    """The pipeline, scope (resolved again from how it was given) and resolution of a
+    recorded run."""
+    with project_store(project) as store:
+        run = RunLog(store.catalog).run(run_id)
+    if run is None:
+        raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
+    given = json.loads(run["params"]).get("scope", {})
+    if not given.get("argument"):
+        raise ConfigError(f"run '{run_id}' does not record how its scope was given",
+                          hint="run it again with 'h3pipe run'")
+    argument: Any = Path(given["argument"]) if given["kind"] == "aoi" else given["argument"]
+    return run["pipeline_id"], resolve_scope(**{given["kind"]: argument}), run["resolution"]
+
+
+def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executor],
+            reporter: Reporter) -> RunResult:
+    """Claim the plan's run in its store, run it and publish; or report it done.
+    ``executor`` may be a function that makes one (and this closes it): it is called only
+    once the run is claimed, so a run reported done, or held elsewhere, starts no worker."""
+    with storage.open_store(plan.store_location, root) as store:
+        log = RunLog(store.catalog)
+        row = wait_or_refuse(log, plan.run_id, wait=plan.options.wait, on_wait=reporter.message)
+        if plan.options.reports_done(row):
+            assert row is not None  # reported done: there is a row
+            return _result(plan, store, row["cells"] or 0, 0.0, "already",
+                           recorded_coverage(plan, row))
+        plan = carry_over(plan.resuming(row), store, row)  # the batches it started with
+        claim_run(log, plan, row, store)
+        with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
+            return _Run(plan, store, log, ex, reporter, root).go(row)
+
+
+def claim_run(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Store
+              ) -> None:
+    """Become the run's holder, forget what is to be recomputed, and record what the run
+    is made of before anything is written."""
+    p = plan.pipeline
+    claim(log, plan.run_id, row, {
+        "run_id": plan.run_id, "pipeline_id": p.id, "pipeline_version": p.version,
+        "pipeline_hash": p.content_hash, "dataset": p.dataset, "scope_key": plan.scope.key,
+        "scope_label": plan.scope.label, "resolution": plan.resolution,
+        "params": json.dumps(plan.params()), "cells": len(plan.cells), "created_at": now()})
+    if row is not None:
+        log.forget(plan.run_id, everything=plan.options.force, steps=plan.redo_steps())
+    log.record_setup(
+        plan.run_id,
+        steps=[{"step_id": sid, "stage": n, "operation": p.step(sid).operation,
+                "status": "pending"} for n, stage in enumerate(plan.stages, 1) for sid in stage],
+        items=[{"source_id": i.source_id, "item_id": i.item_id, "href": i.href}
+               for i in plan.items],
+        pipeline={"id": p.id, "hash": p.content_hash, "version": p.version, "file": p.file,
+                  "document": json.dumps(p.document, default=str)},
+        intermediates=[{"step_id": s.id, "location": store.intermediate_location(
+            plan.run_id, s.id, s.storage), "policy": s.cleanup["policy"],
+            "ttl_hours": s.cleanup.get("ttl_hours"), "created_at": now()} for s in p.steps])
+
+
+def _result(plan: RunPlan, store: Store, rows: int, seconds: float, state: str,
+            coverage: Coverage | None) -> RunResult:
+    return RunResult(plan.run_id, plan.pipeline.id, plan.pipeline.dataset, plan.scope.label,
+                     plan.resolution, len(plan.cells), rows, seconds, store.location, state,
+                     coverage)
+
+
+def recorded_coverage(plan: RunPlan, row: dict[str, Any]) -> Coverage | None:
+    """What the run recorded in ``row`` found, judged by this plan's threshold (a run
+    reported done is held to the options given now)."""
+    found = Coverage.recorded(json.loads(row["params"]))
+    return found.judged_by(plan.max_null_share, plan.options.strict) if found else None
+
+
+class _Run:
+    """One claimed run: its stages, its publication and how it ended."""
+
+    def __init__(self, plan: RunPlan, store: Store, log: RunLog, executor: Executor,
+                 reporter: Reporter, root: Path) -> None:
+        self.plan, self.store, self.log = plan, store, log
+        self.executor, self.reporter = executor, reporter
+        self.planner = Planner.of(plan, store, root)
+
+    def go(self, row: dict[str, Any] | None) -> RunResult:
+        """Run the claimed plan; ``row`` is the run's row as it was before the claim."""
+        plan, log = self.plan, self.log
+        state = "resumed" if row is not None and not plan.options.force else "completed"
+        started = time.perf_counter()
+        log.event(plan.run_id, "run", plan.run_id, "running" if state == "completed"
+                  else "resumed", f"{plan.scope.label}, resolution {plan.resolution}, "
+                  f"{len(plan.cells)} cells")
+        self.reporter.run_started(plan, outlook(plan, self.planner, self.store, row))
+        beat = Heartbeat(log, plan.run_id).start()
+        stop = StopRequest(plan.options.grace_seconds)
+        try:
+            with graceful(stop):
+                rows = self._stages_and_publish(stop)
+        except BaseException as exc:
+            beat.stop()
+            if isinstance(exc, StoreUnavailable):
+                raise self._lost_store(exc) from exc
+            if isinstance(exc, StoreFull):
+                raise self._out_of_space(exc) from exc
+            self._record_end(exc)
+            release(self.store, plan.run_id, succeeded=False)
+            if isinstance(exc, H3PipeError) and not isinstance(exc, RunFailed):
+                raise RunFailed(f"run {plan.run_id} failed: {exc}", run_id=plan.run_id,
+                                hint=f"see 'h3pipe runs show {plan.run_id}'") from exc
+            raise
+        beat.stop()
+        seconds = time.perf_counter() - started
+        coverage = complete_run(plan, self.store, log, rows, seconds)
+        return _result(plan, self.store, rows, seconds, state, coverage)
+
+    def _stages_and_publish(self, stop: StopRequest) -> int:
+        plan, outputs = self.plan, self.planner.outputs
+        for n, stage in enumerate(plan.stages, 1):
+            stop.check()
+            steps = [plan.pipeline.step(sid) for sid in stage]
+            batches = [b for s in steps for b in self.planner.batches(s)]
+            StageRun(plan.run_id, n, steps, self.store, self.log, self.reporter, outputs,
+                     self.planner.sizes).run(self.executor, batches,
+                                             {s.id: plan.retry(s) for s in steps}, stop)
+        stop.check()
+        check_and_record_balance(plan, self.store, self.log, outputs)
+        stop.check()
+        return publish_outputs(plan, self.store, outputs, self.reporter.message)
+
+    def _lost_store(self, exc: StoreUnavailable) -> StoreUnavailable:
+        """The store stayed out of reach past the retry bound: the run is recorded failed
+        if the store is back (one try), and the error says how to resume it."""
+        run_id = self.plan.run_id
+        try:
+            with retry.once():
+                self._record_end(exc)
+        except StoreError:
+            pass  # still down: the row says running, with a pid every command finds gone
+        return StoreUnavailable(f"run {run_id} stopped: {exc.message}", where=exc.where,
+                                hint=f"once the database is up, 'h3pipe resume {run_id}' "
+                                "continues it (its completed tasks are kept)")
+
+    def _out_of_space(self, exc: StoreFull) -> StoreFull:
+        """The run's end recorded if there is room for that (a full disk may leave none:
+        then it stays 'running' with its pid gone, which the next run, 'resume' or 'clean'
+        settles), and the error naming the run, keeping StoreFull's exit code."""
+        run_id = self.plan.run_id
+        with contextlib.suppress(StoreFull):
+            self._record_end(exc)
+        return StoreFull(f"run {run_id} stopped: {exc.message}",
+                         hint=f"free some space there, then 'h3pipe resume {run_id}'; "
+                         "'runs', 'export' and 'map' work meanwhile")
+
+    def _record_end(self, exc: BaseException) -> None:
+        """Record how a run that did not complete ended: 'interrupted' when it was stopped
+        (its running steps too), 'failed' otherwise."""
+        run_id = self.plan.run_id
+        reason = next((text for kind, text in _STOPPED.items() if isinstance(exc, kind)), None)
+        status = "interrupted" if reason else "failed"
+        reason = reason or str(exc)
+        left = self.log.tasks_left(run_id)
+        self.log.steps_interrupted(run_id)
+        if status == "interrupted" and left:
+            reason += f"; {left} task(s) left for the resume"
+        self.log.finish(run_id, status, reason)
+        self.log.event(run_id, "run", run_id, status, reason)
+
+
+def check_and_record_balance(plan: RunPlan, store: Store, log: RunLog,
+                             outputs: dict[str, dict[int, str]]) -> None:
+    """Check that extensive sums add up (see :mod:`h3pipe.execution.balance`) and record the
+    figures on the run; raises before anything is published when they do not."""
+    from h3pipe.execution.balance import check_balance, checked_steps
+
+    if not checked_steps(plan):
+        return
+    log.event(plan.run_id, "run", plan.run_id, "note", "checking conservation")
+    log.add_params(plan.run_id, conservation=check_balance(plan, store, outputs))
+
+
+def publish_outputs(plan: RunPlan, store: Store, outputs: dict[str, dict[int, str]],
+                    say: Callable[[str], None]) -> int:
+    """Every published step's columns, joined on h3_index into the scope's one result;
+    ``outputs``: step id -> task number -> output reference. Returns the cells published."""
+    published = [s for s in plan.pipeline.steps if s.output == "h3_stats"]
+    for step in published:
+        if not outputs.get(step.id):
+            say(f"step '{step.id}' has no rows in {plan.scope.label}; its dataset is empty "
+                "there")
+            outputs[step.id] = {1: store.write_task_output(
+                plan.run_id, step.id, 1, _no_rows(plan, step), step.storage)}
+    return store.publish(
+        run_id=plan.run_id, dataset=plan.pipeline.dataset, theme=plan.pipeline.theme,
+        resolution=plan.resolution, scope_key=plan.scope.key, scope_label=plan.scope.label,
+        step_outputs=[([outputs[s.id][k] for k in sorted(outputs[s.id])],
+                       plan.output_columns(s))
+                      for s in published], layout=plan.layout(published[0]),
+        keep=list(plan.sweep.carried) if plan.sweep else [])
+
+
+def complete_run(plan: RunPlan, store: Store, log: RunLog, rows: int, seconds: float
+                 ) -> Coverage:
+    """Record a published run as completed, with what it measured and what its rasters
+    covered (its tasks' null rows summed), and let go of what its steps' cleanup policies
+    allow. Returns the coverage recorded."""
+    faults.point("published")
+    coverage = Coverage.of_plan(plan).counted(log.null_rows(plan.run_id))
+    log.add_params(plan.run_id, measured=measured(plan, seconds), coverage=coverage.to_json())
+    for line in coverage.warnings():
+        log.event(plan.run_id, "run", plan.run_id, "warning", line)
+    log.finish(plan.run_id, "completed")
+    log.event(plan.run_id, "run", plan.run_id, "completed", f"{rows} rows published")
+    release(store, plan.run_id, succeeded=True)
+    return coverage
+
+
+_STOPPED = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "interrupted (SIGTERM)",
+            Cancelled: "interrupted (cancelled)"}
+
+
+def measured(plan: RunPlan, seconds: float) -> dict[str, Any]:
+    """What a completed run measured, for the estimates of later plans: wall seconds,
+    peak memory of its processes, and the pixels each raster step covered."""
+    from h3pipe.forecast.costs import peak_rss_mb, step_pixels
+
+    return {"wall_s": round(seconds, 3), "peak_rss_mb": peak_rss_mb(),
+            "pixels": step_pixels(plan)}
+
+
+def _no_rows(plan: RunPlan, step: StepSpec) -> Any:
+    """An empty output of a published step (its input had no rows in the scope)."""
+    import pyarrow as pa
+
+    keys = plan.sweep.keys if plan.sweep else ()
+    return pa.table({"h3_index": pa.array([], pa.string()),
+                     **{c: pa.array([], pa.string() if c in keys else pa.float64())
+                        for c in plan.output_columns(step)}})
+
+
+__all__ = ["Reporter", "RunResult", "check_and_record_balance", "claim_run",
+           "complete_run", "execute",
+           "publish_outputs",
+           "recorded_coverage", "recorded_run", "resume_run", "run_pipeline"]
