@@ -1,5 +1,8 @@
 """The Celery application of the queue backend: :func:`make_app`, and :func:`check_broker`.
 
+The application names its task module by string (``include``): it never imports the work,
+so a process that only sends messages loads none of it.
+
 Each setting below is there for a failure the system before us met; the docs
 (``docs/queue.md``) give the same reasons to whoever runs the broker.
 """
@@ -15,11 +18,8 @@ from h3pipe.queue.settings import QueueSettings
 if TYPE_CHECKING:
     from celery import Celery
 
-BATCH_TASK = "h3pipe.batch"
-ADVANCE_TASK = "h3pipe.advance"
-# A message published while the broker restarts is tried again for about a minute.
-PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.5, "interval_step": 0.5,
-                 "interval_max": 2.0}
+# The module whose import registers the functions behind the task names: a worker's.
+TASKS_MODULE = "h3pipe.queue.tasks"
 
 
 def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
@@ -27,9 +27,8 @@ def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
     their store is), kept in the app's configuration under ``h3pipe_*`` keys."""
     from celery import Celery
 
-    from h3pipe.queue import work
-
-    app = Celery("h3pipe", broker=settings.url, set_as_current=False)
+    app = Celery("h3pipe", broker=settings.url, set_as_current=False,
+                 include=[TASKS_MODULE])
     app.conf.update(
         # Acknowledge a message only when its task has returned: a worker lost mid-batch
         # (killed, out of memory, its machine gone) leaves the message unacknowledged, and
@@ -50,7 +49,7 @@ def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
         task_time_limit=settings.task_seconds,
         task_soft_time_limit=max(1, settings.task_seconds - 30),
         # JSON only: a message carries a task's key; the batch itself is in the store (as
-        # data too: engine.codec). A pickled message is refused, never unpickled: whoever
+        # data too: queue.codec). A pickled message is refused, never unpickled: whoever
         # can publish to the queue must not be able to run code in a worker.
         task_serializer="json",
         result_serializer="json",
@@ -70,8 +69,6 @@ def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
         worker_redirect_stdouts=False,
         **{f"h3pipe_{k}": v for k, v in worker_conf.items()},
     )
-    app.task(name=BATCH_TASK, bind=True)(work.batch_task)
-    app.task(name=ADVANCE_TASK, bind=True)(work.advance_task)
     return app
 
 
@@ -94,14 +91,4 @@ def check_broker(app: Celery, settings: QueueSettings) -> None:
                          "-detached') or check --queue / H3PIPE_QUEUE") from exc
 
 
-def send(app: Celery, task: str, args: list[Any], queue: str) -> None:
-    """Publish one message, riding out a broker restart."""
-    try:
-        app.send_task(task, args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY)
-    except Exception as exc:
-        raise QueueError(f"cannot send {task} {args} to the queue: "
-                         f"{' '.join(str(exc).split())[:200]}",
-                         hint="check that the broker is up") from exc
-
-
-__all__ = ["ADVANCE_TASK", "BATCH_TASK", "check_broker", "make_app", "send"]
+__all__ = ["TASKS_MODULE", "check_broker", "make_app"]

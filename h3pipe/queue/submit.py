@@ -24,10 +24,14 @@ from h3pipe.execution.runner import Reporter, RunResult, claim_run, recorded_cov
 from h3pipe.execution.stopping import StopRequest, graceful
 from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
 from h3pipe.planning.scope import Scope
+from h3pipe.queue.app import check_broker, make_app
 from h3pipe.queue.codec import encode_plan
 from h3pipe.queue.settings import QueueSettings
+from h3pipe.queue.work import advance, end, settle_cancel
+from h3pipe.results.runs import find_run
 from h3pipe.storage.base import Store
 from h3pipe.storage.history import request_cancel
+from h3pipe.storage.holders import holder_alive, why_dead
 from h3pipe.storage.queuelog import QueueLog
 from h3pipe.storage.runlog import RunLog
 
@@ -51,8 +55,6 @@ def run_queued(project: ProjectConfig, pipeline_id: str, scope: Scope, options: 
                          "'h3pipe worker' processes (--concurrency N each)")
     plan = prepare(project, pipeline_id, scope, options)
     _check_store(plan, settings)
-    from h3pipe.queue.app import check_broker, make_app
-
     app = make_app(settings)
     check_broker(app, settings)
     with storage.open_store(plan.store_location, project.root) as store:
@@ -82,8 +84,6 @@ def _check_store(plan: RunPlan, settings: QueueSettings) -> None:
 
 def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
             reporter: Reporter) -> str:
-    from h3pipe.queue.work import advance
-
     log, queue = RunLog(store.catalog), QueueLog(store.catalog)
     row = log.run(plan.run_id)
     opts = plan.options
@@ -108,8 +108,6 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
     except BaseException as exc:
         # Some of the stage's tasks may not have been sent: a run left 'running' would
         # wait for them for ever. Failed, the same command resumes it and sends them.
-        from h3pipe.queue.work import end
-
         end(store, plan.run_id, "failed", f"submitting stage 1: {exc or type(exc).__name__}")
         raise
     return "resumed" if row is not None and not opts.force else "submitted"
@@ -134,9 +132,6 @@ def follow_run(project: ProjectConfig, run_id: str, reporter: Reporter) -> dict[
     """``h3pipe runs wait``: the row of a run once it has ended (a queue run, or one
     running in a process here or elsewhere), judged as :func:`wait_run` does. Stopping
     the wait changes nothing about the run."""
-    from h3pipe.results.runs import find_run
-    from h3pipe.storage.holders import holder_alive, why_dead
-
     with storage.open_store(project.store_location(), project.root, create=False) as store:
         row = find_run(store.catalog, run_id)
         if row.get("queue"):
@@ -183,8 +178,6 @@ def _follow(store: Store, run_id: str, reporter: Reporter, stop: StopRequest
 
 
 def _cancel(store: Store, run_id: str) -> None:
-    from h3pipe.queue.work import settle_cancel
-
     request_cancel(store.catalog, run_id)
     settle_cancel(store, run_id)
 
@@ -192,8 +185,6 @@ def _cancel(store: Store, run_id: str) -> None:
 def _interrupt(store: Store, run_id: str, stop: StopRequest) -> None:
     """The follower stops for good (grace over, second signal): a run still running is
     recorded interrupted now; tasks that finish later are kept for the resume."""
-    from h3pipe.queue.work import end
-
     if not stop.requested:  # the follower failed (the store out of reach): not the run
         return
     row = RunLog(store.catalog).run(run_id)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from h3pipe import faults
+from h3pipe import faults, storage
 from h3pipe.errors import OperationError
 from h3pipe.execution.cleanup import release
 from h3pipe.execution.executors.base import Finished, compute
@@ -36,7 +36,9 @@ from h3pipe.execution.runner import (
 from h3pipe.execution.stage import StageRun
 from h3pipe.planning.batching import Planner
 from h3pipe.planning.coverage import null_rows
+from h3pipe.planning.feeds import OutputFeed
 from h3pipe.queue import codec
+from h3pipe.queue.messages import ADVANCE_TASK, BATCH_TASK, send
 from h3pipe.spec import Retry
 from h3pipe.storage.base import Store, kept_tasks
 from h3pipe.storage.queuelog import QueueLog
@@ -66,8 +68,6 @@ class Context:
 
     @classmethod
     def open(cls, app: Celery) -> Context:
-        from h3pipe import storage
-
         store = storage.open_store(app.conf.h3pipe_store, app.conf.h3pipe_root)
         storage.read_outputs_with(store)  # batches of later stages read their rows here
         return cls(app, store, RunLog(store.catalog), QueueLog(store.catalog),
@@ -194,8 +194,6 @@ def own_store(held: tuple[Batch, Retry, str], key: TaskKey) -> tuple[Batch, Retr
     """A batch as sent, if it reads earlier rows from this worker's own store: the queue
     plans them so (``OutputFeed.store`` empty), and a row of the store that names another
     database or folder was not written by h3pipe."""
-    from h3pipe.planning.feeds import OutputFeed
-
     feed = held[0].feed
     if isinstance(feed, OutputFeed) and feed.store:
         raise OperationError(f"the batch of task {key.label} of run {key.run_id} names a "
@@ -267,8 +265,6 @@ def close_stage(app: Celery, store: Store, run_id: str, stage: int) -> None:
     runs.event(run_id, "stage", str(stage), "completed")
     qrun = queue.run(run_id)
     assert qrun is not None  # a queue run's row outlives its stages
-    from h3pipe.queue.app import ADVANCE_TASK, send
-
     send(app, ADVANCE_TASK, [run_id, stage + 1], qrun["queue_name"])
 
 
@@ -334,8 +330,6 @@ def advance(app: Celery, store: Store, run_id: str, stage: int,
     queue.save_batches(run_id, [(b.step_id, b.number, codec.encode_batch(
         b, plan.retry(plan.pipeline.step(b.step_id)), plan.pipeline.step(b.step_id).storage))
         for b in todo])
-    from h3pipe.queue.app import BATCH_TASK, send
-
     pending = queue.pending_tasks(run_id, stage)
     for key in pending:
         send(app, BATCH_TASK, [run_id, stage, key.step_id, key.task_no], qrun["queue_name"])

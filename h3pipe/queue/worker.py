@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from h3pipe import masking
+from h3pipe import masking, storage
 from h3pipe.errors import ConfigError
+from h3pipe.queue.app import check_broker, make_app
 from h3pipe.queue.settings import QueueSettings
 
 log = logging.getLogger("h3pipe.worker")
@@ -27,9 +28,6 @@ log = logging.getLogger("h3pipe.worker")
 def start_worker(settings: QueueSettings, store_location: str, root: Path, *,
                  concurrency: int, grace_seconds: float, loglevel: str = "INFO") -> int:
     """Run a worker until it is stopped; returns its exit code."""
-    from h3pipe import storage
-    from h3pipe.queue.app import check_broker, make_app
-
     if not storage.is_database(store_location) and not settings.shared_store:
         raise ConfigError(f"a worker needs the PostgreSQL store, not the folder "
                           f"{store_location}", hint="pass --store postgresql://... or set "
