@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 
 from h3pipe.cli import main
 
-pytest_plugins = ["tests.stac_server", "tests.pg", "tests.workers", "tests.browser"]
+pytest_plugins = ["tests.stac_server", "tests.pg", "tests.stores", "tests.workers", "tests.browser"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -73,18 +73,35 @@ class EmbeddedStore(Closing):
                            storage: str = "parquet",
                            record: Callable[[Tx, str], bool] | None = None) -> str | None:
         """Write one task's rows, then ``record`` them in a catalog transaction (a queue
-        worker marks its task completed); None when ``record`` says no. Every delivery of
-        a task writes the same rows to the same file (atomically), so one that loses the
-        race leaves nothing wrong behind."""
-        ref = self.write_task_output(run_id, step_id, number, table, storage)
+        worker marks its task completed); None when ``record`` says no, and then neither
+        the rows nor what ``record`` wrote are kept (another delivery's output stays as it
+        was). The rows wait under a name of their own, renamed into place inside the
+        transaction."""
         if record is None:
-            return ref
-        with self.catalog.transaction() as tx:
-            return ref if record(tx, ref) else None
+            return self.write_task_output(run_id, step_id, number, table, storage)
+        path = self.task_output_path(run_id, step_id, number)
+        ref = str(path.relative_to(self.root))
+        staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.staged")
+        self.write_table(table, staged)
+        try:
+            with self.catalog.transaction() as tx:
+                if not record(tx, ref):
+                    raise _Refused  # rolls back what record wrote
+                os.replace(staged, path)
+        except _Refused:
+            return None
+        finally:
+            staged.unlink(missing_ok=True)
+        return ref
 
     def read_outputs(self, refs: list[str], skip: tuple[str, ...] = ()) -> pa.Table:
         """The rows of task outputs, in the order of ``refs``, without ``skip``."""
-        parts = [read_parquet(self.root / ref, skip) for ref in refs]
+        parts = []
+        for ref in refs:
+            try:
+                parts.append(read_parquet(self.root / ref, skip))
+            except FileNotFoundError as exc:
+                raise output_gone(ref, self.location) from exc
         if not parts:
             return pa.table({})
         return pa.concat_tables(parts, promote_options="permissive")
@@ -234,6 +251,9 @@ class EmbeddedStore(Closing):
         """Rows of the given result files; a cell in several scopes keeps its newest row."""
         import duckdb
 
+        if not entries:
+            return pa.table({"h3_index": pa.array([], pa.string()),
+                             "resolution": pa.array([], pa.int8())})
         columns = result_columns(entries)
         keys = result_keys(entries)
         newest_first = sorted(entries, key=lambda e: e["updated_at"], reverse=True)
@@ -254,6 +274,16 @@ class EmbeddedStore(Closing):
             raise StoreError(f"cannot read results: {exc}") from exc
         finally:
             con.close()
+
+
+class _Refused(Exception):
+    """A commit's record said no: the catalog transaction rolls back."""
+
+
+def output_gone(ref: str, where: str) -> StoreError:
+    """A task output that is not there any more (cleaned, or deleted by hand)."""
+    return StoreError(f"the output of task {ref} is gone from the store at {where}",
+                      hint="resume the run: a task whose output is gone is computed again")
 
 
 # Rows per row group of a published result: task files are concatenated up to this.

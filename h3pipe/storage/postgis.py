@@ -26,6 +26,7 @@ from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage import pgcopy
 from h3pipe.storage.base import Closing
 from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys
+from h3pipe.storage.embedded import output_gone
 from h3pipe.storage.retry import retried
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
@@ -38,6 +39,7 @@ _PG_TYPES = {pa.float64(): "double precision", pa.float32(): "double precision",
 _KEYS = {"resolution", "scope_key", "h3_index", "run_id", "task_no", "row_no"}
 _NUMERIC = {"double precision", "bigint", "integer", "smallint", "real"}
 _CELL_CHUNK = 50_000  # cells whose outlines are built at once
+_EMPTY = -1  # the row_no of the row that marks a task output without rows
 
 
 def _pg_type(t: pa.DataType) -> str:
@@ -111,7 +113,7 @@ class PostgresStore(Closing):
         try:
             with self.catalog.engine.connect() as conn:
                 work = conn.begin()
-                self._copy_task(conn, name, number, table)
+                self._copy_task(conn, name, number, table, run_id)
                 if record is not None and not record(Tx(conn), ref):
                     work.rollback()
                     return None
@@ -121,12 +123,13 @@ class PostgresStore(Closing):
                              f"{' '.join(str(exc).split())[:300]}") from exc
         return ref
 
-    def _create_output_table(self, name: str, ddl: str) -> None:
+    def _create_output_table(self, name: str, ddl: str, run_id: str) -> None:
         """The step's output table, created in a transaction of its own under an advisory
         lock on its name: workers on several machines write a step's first tasks at the
         same moment, and concurrent CREATE ... IF NOT EXISTS statements collide (on the
         table's row type, or its name). Not cached: another process may drop the table
-        (a run's cleanup) and a later run make it again."""
+        (a run's cleanup) and a later run make it again. Its comment is the run's id,
+        which a long one's name no longer holds whole (:func:`_short`)."""
         with self.catalog.engine.begin() as conn:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(n)s))", {"n": name})
             # The key lets a retried task find its old rows without reading the whole
@@ -134,9 +137,12 @@ class PostgresStore(Closing):
             conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
                                  f"(task_no integer NOT NULL, row_no integer NOT NULL, "
                                  f"{ddl}, PRIMARY KEY (task_no, row_no))")
+            conn.exec_driver_sql(f"COMMENT ON TABLE {name} IS {_literal(run_id)}")
 
-    def _copy_task(self, conn: Any, name: str, number: int, table: pa.Table) -> None:
-        """Replace task ``number``'s rows in table ``name`` by binary COPY."""
+    def _copy_task(self, conn: Any, name: str, number: int, table: pa.Table,
+                   run_id: str) -> None:
+        """Replace task ``number``'s rows in table ``name`` by binary COPY; a task without
+        rows leaves a marker row (row_no -1, every column null), so its output exists."""
         cols = list(table.schema)
         types = [_pg_type(f.type) for f in cols]
         ddl = ", ".join(f"{_ident(f.name)} {t}" for f, t in zip(cols, types, strict=True))
@@ -147,7 +153,7 @@ class PostgresStore(Closing):
              (pa.array(np.arange(n, dtype=np.int32)), "integer"),
              *((table.column(i), t) for i, t in enumerate(types))])
         half = starts[n // 2]  # a crash test stops the COPY half way through
-        self._create_output_table(name, ddl)
+        self._create_output_table(name, ddl, run_id)
         raw = conn.connection.driver_connection
         assert raw is not None  # a checked-out connection always has one
         with raw.cursor() as cur:
@@ -156,6 +162,9 @@ class PostgresStore(Closing):
                 copy.write(payload[:half])
                 faults.point("write-partial")
                 copy.write(payload[half:])
+            if n == 0:
+                cur.execute(f"INSERT INTO {name} (task_no, row_no) VALUES ({int(number)}, "
+                            f"{_EMPTY})")
 
     def read_outputs(self, refs: list[str], skip: tuple[str, ...] = ()) -> pa.Table:
         """The rows of task outputs, in the order of ``refs``, without ``skip``: one COPY
@@ -166,7 +175,10 @@ class PostgresStore(Closing):
         i = 0
         while i < len(refs):
             if refs[i].startswith(_FILE):
-                parts.append(read_parquet(refs[i][len(_FILE):], skip))
+                try:
+                    parts.append(read_parquet(refs[i][len(_FILE):], skip))
+                except FileNotFoundError as exc:
+                    raise output_gone(refs[i], self.location) from exc
                 i += 1
                 continue
             table = refs[i].partition("#")[0]
@@ -179,6 +191,13 @@ class PostgresStore(Closing):
 
     def _read_tasks(self, table: str, numbers: list[int], skip: tuple[str, ...] = ()
                     ) -> pa.Table:
+        order = ",".join(str(n) for n in numbers)
+        exists = self.catalog.query("SELECT to_regclass(:t) IS NOT NULL AS ok", {"t": table})
+        missing = [int(r["n"]) for r in self.catalog.query(
+            f"SELECT u.n FROM unnest('{{{order}}}'::integer[]) AS u(n) WHERE NOT EXISTS "
+            f"(SELECT FROM {table} t WHERE t.task_no = u.n)")] if exists[0]["ok"] else numbers
+        if missing:
+            raise output_gone(f"{table}#{missing[0]}", self.location)
         schema, _, name = table.partition(".")
         columns = [(r["column_name"], r["data_type"]) for r in self.catalog.query(
             "SELECT column_name, data_type FROM information_schema.columns WHERE "
@@ -188,10 +207,9 @@ class PostgresStore(Closing):
             if r["column_name"] not in skip]
         select = ", ".join(f"encode(t.{_ident(c)}, 'hex')" if pg == "bytea" else
                            f"t.{_ident(c)}" for c, pg in columns)
-        order = ",".join(str(n) for n in numbers)
         sql = (f"COPY (SELECT {select} FROM unnest('{{{order}}}'::integer[]) WITH ORDINALITY "
-               f"AS r(task_no, ord) JOIN {table} t USING (task_no) ORDER BY r.ord, t.row_no) "
-               "TO STDOUT (FORMAT csv)")
+               f"AS r(task_no, ord) JOIN {table} t USING (task_no) WHERE t.row_no >= 0 "
+               "ORDER BY r.ord, t.row_no) TO STDOUT (FORMAT csv)")
         return self._copy_out(sql, columns)
 
     def _copy_out(self, sql: str, columns: list[tuple[str, str]]) -> pa.Table:
@@ -231,23 +249,32 @@ class PostgresStore(Closing):
             tx.execute(f"DROP TABLE IF EXISTS {location}")
 
     def scratch_runs(self) -> dict[str, list[str]]:
-        """Run id -> tables left in h3_temp (named '<run_id>__<step>')."""
+        """Run id -> tables left in h3_temp and Parquet steps' folders in the scratch."""
         out: dict[str, list[str]] = {}
-        for r in self.catalog.query("SELECT tablename FROM pg_tables "
-                                    "WHERE schemaname = 'h3_temp'"):
-            run_id = r["tablename"].split("__", 1)[0]
-            out.setdefault(run_id, []).append("h3_temp." + _ident(r["tablename"]))
+        for run_id, table in self._temp_tables():
+            out.setdefault(run_id, []).append(table)
         runs = self.scratch / "runs"
         if runs.exists():
             for d in runs.iterdir():
                 out.setdefault(d.name, []).extend(_FILE + str(p) for p in d.iterdir())
         return out
 
+    def _temp_tables(self) -> list[tuple[str, str]]:
+        """(run id, table) of every table in h3_temp. The run is the table's comment; a
+        table made before comments named its run in its name ('<run_id>__<step>')."""
+        return [(r["run"] or r["relname"].split("__", 1)[0], "h3_temp." + _ident(r["relname"]))
+                for r in self.catalog.query(
+                    "SELECT c.relname, obj_description(c.oid, 'pg_class') AS run FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'h3_temp' "
+                    "AND c.relkind IN ('r', 'p')")]
+
     def drop_scratch(self, run_id: str) -> None:
+        """Everything the run left in the scratch: its tables, its Parquet steps' files."""
         with self.catalog.transaction() as tx:
-            for r in tx.rows("SELECT tablename FROM pg_tables WHERE schemaname = 'h3_temp' "
-                             "AND tablename LIKE :p", {"p": _short(run_id)[:40] + "%"}):
-                tx.execute(f"DROP TABLE IF EXISTS h3_temp.{_ident(r['tablename'])}")
+            for run, table in self._temp_tables():
+                if run == run_id:
+                    tx.execute(f"DROP TABLE IF EXISTS {table}")
+        shutil.rmtree(self.scratch / "runs" / run_id, ignore_errors=True)
 
     # -- results ---------------------------------------------------------------------------
 
@@ -278,8 +305,10 @@ class PostgresStore(Closing):
             tx.execute(f"DELETE FROM {table} WHERE resolution = :r AND scope_key = :s{kept}",
                        key | ({"keep": list(keep)} if keep else {}))
             first = "s0"
-            source = f"{temps[0]} s0" + "".join(
-                f" FULL OUTER JOIN {t} s{i} USING (h3_index)" for i, t in enumerate(temps[1:], 1))
+            # Rows only: not the marker of a task without any (see _copy_task).
+            rows_of = [f"(SELECT * FROM {t} WHERE row_no >= 0)" for t in temps]
+            source = f"{rows_of[0]} s0" + "".join(
+                f" FULL OUTER JOIN {t} s{i} USING (h3_index)" for i, t in enumerate(rows_of[1:], 1))
             picked = ", ".join(f"s{i}.{_ident(c)}" for i, (_, cols) in enumerate(step_outputs)
                                for c in cols)
             cell = "h3_index" if len(temps) > 1 else f"{first}.h3_index"
