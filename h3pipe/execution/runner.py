@@ -38,7 +38,7 @@ from h3pipe.forecast.outlook import Outlook, outlook
 from h3pipe.planning.batching import Planner
 from h3pipe.planning.coverage import Coverage
 from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
-from h3pipe.planning.scope import Scope, resolve_scope
+from h3pipe.planning.scope import Scope, ScopeRef
 from h3pipe.results.runs import project_store
 from h3pipe.spec import DEFAULT_GRACE_SECONDS, StepSpec
 from h3pipe.storage import retry
@@ -121,12 +121,8 @@ def recorded_run(project: ProjectConfig, run_id: str) -> tuple[str, Scope, int]:
         run = RunLog(store.catalog).run(run_id)
     if run is None:
         raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
-    given = json.loads(run["params"]).get("scope", {})
-    if not given.get("argument"):
-        raise ConfigError(f"run '{run_id}' does not record how its scope was given",
-                          hint="run it again with 'h3pipe run'")
-    argument: Any = Path(given["argument"]) if given["kind"] == "aoi" else given["argument"]
-    return run["pipeline_id"], resolve_scope(**{given["kind"]: argument}), run["resolution"]
+    scope = ScopeRef.recorded(json.loads(run["params"]), run_id).resolve()
+    return run["pipeline_id"], scope, run["resolution"]
 
 
 def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executor],

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from h3pipe import grid
-from h3pipe.errors import ScopeError, UsageError
+from h3pipe.errors import ConfigError, ScopeError, UsageError
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,72 @@ class Scope:
                 "argument": self.argument, "bounds": list(self.geometry.bounds)}
 
 
+@dataclass(frozen=True)
+class ScopeRef:
+    """A scope as it is given, before anything is read: ``kind`` (iso3, bbox or aoi) and
+    its ``argument`` (``RWA``, ``28.8,-2.9,30.9,-1.0``, a file's path). It is what runs
+    record and commands, the API and reports pass around; :meth:`resolve` makes the
+    :class:`Scope` (the polygon), :attr:`key` the key results are kept under."""
+
+    kind: str
+    argument: str
+
+    @classmethod
+    def given(cls, *, iso3: str | None = None, bbox: str | None = None,
+              aoi: Path | str | None = None) -> ScopeRef:
+        """Exactly one of the three, as the command line takes them."""
+        given = [(n, v) for n, v in (("iso3", iso3), ("bbox", bbox), ("aoi", aoi)) if v]
+        if len(given) != 1:
+            raise UsageError("give exactly one of --iso3, --bbox or --aoi"
+                             + (f" (got {', '.join('--' + n for n, _ in given)})"
+                                if given else ""))
+        kind, value = given[0]
+        return cls(kind, str(value).strip().upper() if kind == "iso3" else str(value))
+
+    @classmethod
+    def parse(cls, text: str) -> ScopeRef:
+        """``iso3:RWA``, ``bbox:28.8,-2.9,30.9,-1.0``, ``aoi:area.geojson``, or a bare
+        three-letter country code; what the API takes as a string."""
+        kind, sep, argument = text.partition(":")
+        if sep and kind in SCOPE_KINDS:
+            return cls.given(**{kind: argument})
+        if len(text.strip()) == 3 and text.strip().isalpha():
+            return cls.given(iso3=text)
+        raise UsageError(f"scope '{text}' is not iso3:CODE, bbox:W,S,E,N or aoi:PATH")
+
+    @classmethod
+    def recorded(cls, params: dict[str, Any], run_id: str) -> ScopeRef:
+        """How run ``run_id`` was given its scope, from its recorded parameters."""
+        scope = params.get("scope") or {}
+        if scope.get("kind") not in SCOPE_KINDS or not scope.get("argument"):
+            raise ConfigError(f"run '{run_id}' does not record how its scope was given",
+                              hint="run it again with 'h3pipe run'")
+        return cls(scope["kind"], str(scope["argument"]))
+
+    @property
+    def key(self) -> str:
+        """The key results are kept under; a country's without reading its boundary."""
+        if self.kind == "iso3":
+            return f"iso3={self.argument}"
+        return self.resolve().key
+
+    def resolve(self) -> Scope:
+        if self.kind == "iso3":
+            return _country(self.argument)
+        if self.kind == "bbox":
+            return _bbox(self.argument)
+        return _aoi(Path(self.argument))
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.argument}"
+
+
+SCOPE_KINDS = ("iso3", "bbox", "aoi")
+
+
 def resolve_scope(*, iso3: str | None = None, bbox: str | None = None,
                   aoi: Path | None = None) -> Scope:
-    given = [n for n, v in (("--iso3", iso3), ("--bbox", bbox), ("--aoi", aoi)) if v]
-    if len(given) != 1:
-        raise UsageError("give exactly one of --iso3, --bbox or --aoi"
-                         + (f" (got {', '.join(given)})" if given else ""))
-    if iso3:
-        return _country(iso3)
-    if bbox:
-        return _bbox(bbox)
-    assert aoi is not None
-    return _aoi(aoi)
+    return ScopeRef.given(iso3=iso3, bbox=bbox, aoi=aoi).resolve()
 
 
 # ``--bbox world``: every cell on Earth (the same scope as ``--bbox -180,-90,180,90``).

@@ -15,6 +15,7 @@ import numpy as np
 
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, H3PipeError, UsageError
+from h3pipe.planning.scope import ScopeRef
 from h3pipe.report import maps
 from h3pipe.report.meaning import Meaning, meaning
 from h3pipe.results import layouts
@@ -92,11 +93,9 @@ def _outline(*, iso3: str | None, bbox: str | None, aoi: Path | None, runs: list
              project: ProjectConfig) -> Any | None:
     """The scope's polygon: as given, or as the run recorded it; None when it cannot be
     had again (an area file since moved)."""
-    from h3pipe.planning.scope import resolve_scope
-
     try:
         if iso3 or bbox or aoi:
-            return resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi).geometry
+            return ScopeRef.given(iso3=iso3, bbox=bbox, aoi=aoi).resolve().geometry
         shapes = [run_scope(records.run_params(project, r)) for r in dict.fromkeys(runs)]
     except H3PipeError:
         return None
@@ -111,20 +110,10 @@ def _outline(*, iso3: str | None, bbox: str | None, aoi: Path | None, runs: list
 def run_scope(params: Row) -> Any | None:
     """The polygon of the scope a run recorded in its parameters, resolved again; None
     when it cannot be (an area file since moved)."""
-    from h3pipe.planning.scope import resolve_scope
-
-    scope = params.get("scope", {})
-    kind, argument = scope.get("kind"), scope.get("argument")
     try:
-        if kind == "aoi" and argument:
-            return resolve_scope(aoi=Path(argument)).geometry
-        if kind == "bbox" and argument:
-            return resolve_scope(bbox=str(argument)).geometry
-        if kind == "iso3" and argument:
-            return resolve_scope(iso3=str(argument)).geometry
+        return ScopeRef.recorded(params, "").resolve().geometry
     except H3PipeError:
-        pass
-    return None
+        return None
 
 
 def map_column(selection: Selection, column: str, what: Meaning) -> maps.CellMap:

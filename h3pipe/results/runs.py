@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, UsageError
+from h3pipe.planning.scope import ScopeRef
 from h3pipe.storage import Store, history, open_catalog, open_store
 from h3pipe.storage.holders import holder_alive, why_dead
 
@@ -194,18 +195,13 @@ def read_dataset(project: ProjectConfig, dataset: str, *, iso3: str | None = Non
 def _scope_key(*, iso3: str | None, bbox: str | None, aoi: Path | None,
                run_id: str | None) -> str | None:
     """The key the run recorded for the scope given, or None when none is."""
-    from h3pipe.planning.scope import resolve_scope
-
     given = [n for n, v in (("--iso3", iso3), ("--bbox", bbox), ("--aoi", aoi),
                             ("--run", run_id)) if v]
     if len(given) > 1:
         raise UsageError(f"give at most one of --iso3, --bbox, --aoi or --run "
                          f"(got {', '.join(given)})")
-    if iso3:
-        # The key resolve_scope makes, without reading the world's boundaries to make it.
-        return f"iso3={iso3.strip().upper()}"
-    if bbox or aoi:
-        return resolve_scope(bbox=bbox, aoi=aoi).key
+    if iso3 or bbox or aoi:
+        return ScopeRef.given(iso3=iso3, bbox=bbox, aoi=aoi).key
     return None
 
 
