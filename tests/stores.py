@@ -50,10 +50,11 @@ class Backend:
 
     def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the catalog (placeholders '?'; tables unqualified) and
-        return its rows, committed."""
+        return its rows, committed. A catalog not made yet is an error (sqlite3's or
+        psycopg's), never made here."""
         if self.name == "embedded":
-            with contextlib.closing(sqlite3.connect(Path(self.location) / "catalog.sqlite",
-                                                    timeout=30)) as db:
+            uri = (Path(self.location) / "catalog.sqlite").as_uri() + "?mode=rw"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
                 rows = db.execute(statement, params).fetchall()
                 db.commit()
                 return rows
