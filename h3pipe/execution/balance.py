@@ -2,7 +2,9 @@
 
 A published ``zonal_stats`` sum of a source declared ``measure: extensive`` (people per
 pixel) must add up: the sum over the run's cells equals the raster's sum over the union of
-those cells' polygons, since cells do not overlap and coverage is exact. The check
+those cells' polygons, since cells do not overlap and coverage is exact. The union is of
+the run's cells as planned, not of the cells its rows hold: a batch whose rows were lost
+takes its cells' people out of the sum but not out of the raster, and is caught. The check
 recomputes that union sum independently (H3's own outline of the cell set, exactextract's
 coverage) and the raster's sum inside the scope polygon, block by block, so memory stays
 bounded; a relative gap above the step's ``conservation_tolerance`` (default 1e-6) fails
@@ -107,8 +109,7 @@ def _check(plan: RunPlan, step: StepSpec, info: RasterInfo, rows: Any, bands: di
            scenario: str) -> list[dict[str, Any]]:
     import pyarrow.compute as pc
 
-    cells = grid.ids(rows["h3_index"])
-    union, scope = raster_sums(info, cells, plan.scope.geometry)
+    union, scope = raster_sums(info, plan.cells.ids(), plan.scope.geometry)
     tolerance = step.params.get("conservation_tolerance", DEFAULT_TOLERANCE)
     found = []
     for k, band in enumerate(info.band_names or ("",)):
@@ -120,7 +121,7 @@ def _check(plan: RunPlan, step: StepSpec, info: RasterInfo, rows: Any, bands: di
         if b.relative_error > tolerance:
             raise ConservationError(
                 f"step '{step.id}'{where}: the cells' {b.column} is {b.cells_sum:.10g} but "
-                f"the raster holds {b.union_sum:.10g} over those cells (relative error "
+                f"the raster holds {b.union_sum:.10g} over the run's cells (relative error "
                 f"{b.relative_error:.2e} > {tolerance:g}); nothing was published",
                 hint="check the source's nodata and that its tiles share one grid; raise "
                      "params.conservation_tolerance only if the gap is understood")

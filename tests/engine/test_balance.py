@@ -9,6 +9,7 @@ h3pipe uses), and over the scope box; the cells are listed by ``h3.geo_to_cells`
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -104,6 +105,61 @@ def test_sums_that_do_not_add_up_fail_the_run_and_publish_nothing(cli, tmp_path)
     e = cli("--project", project, "export", "people", "-o", tmp_path / "x.parquet")
     assert e.exit_code == 2 and "no results for dataset 'people'" in e.stderr
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_batch_whose_rows_are_lost_fails_the_run_and_publishes_nothing(
+        cli, tmp_path, monkeypatch, store_backend):
+    """A really dropped batch, on either store: once the stage is done, task 2's rows are
+    replaced by none through the store (a lost write, a bug in a step), as the check
+    runs. The people of its cells are then missing from the sum, not from the raster."""
+    from h3pipe import faults
+
+    project = _people(tmp_path)
+    lost = []
+    point = faults.point
+
+    def lose_a_batch(name: str) -> None:
+        point(name)
+        if name != "stage-completed":
+            return
+        [(run_id, ref)] = store_backend.sql(
+            "SELECT run_id, output_path FROM tasks WHERE step_id = 'stats' AND task_no = 2")
+        with store_backend.open() as store:
+            lost.append(store.read_outputs([ref]))
+            assert store.write_task_output(run_id, "stats", 2, lost[0].slice(0, 0)) == ref
+
+    monkeypatch.setattr(faults, "point", lose_a_batch)
+    r = cli(*store_backend.args, "--project", project, "run", "people", "--bbox", BOX,
+            "--workers", "1")
+    assert r.exit_code == 1, r.stderr
+    [table] = lost
+    assert table.num_rows > 10  # a batch of cells with people in it was lost
+    error = r.stderr.strip().splitlines()[-1]
+    assert "step 'stats': the cells' sum is" in error and "nothing was published" in error
+    assert "Traceback" not in r.stderr
+
+    # The figures in the message, against exactextract here: the raster over every cell of
+    # the run, the cells' sum short of it by the people of the lost batch's cells.
+    cells = sorted(h3.geo_to_cells(shapely.box(*BBOX), 7))
+    with rasterio.open(tmp_path / "pop.tif") as ds:
+        def people(ids: list[str]) -> float:
+            union = shapely.union_all([shape(cell_feature(c)["geometry"]) for c in ids])
+            return exact_extract(ds, [{"type": "Feature", "properties": {}, "geometry":
+                                       shapely.geometry.mapping(union)}], "sum"
+                                 )[0]["properties"]["sum"]
+        everyone, missing = people(cells), people(table["h3_index"].to_pylist())
+    said = re.search(r"the cells' sum is (\S+) but the raster holds (\S+) over", error)
+    assert said, error
+    cells_sum, union_sum = float(said[1]), float(said[2])
+    assert union_sum == pytest.approx(everyone, rel=1e-6)
+    assert cells_sum == pytest.approx(everyone - missing, rel=1e-6)
+    assert missing > 0.01 * everyone
+
+    e = cli(*store_backend.args, "--project", project, "export", "people", "-o",
+            tmp_path / "x.parquet")
+    assert e.exit_code == 2 and "no results for dataset 'people'" in e.stderr
+    assert store_backend.sql("SELECT status FROM runs") == [("failed",)]
+    assert store_backend.sql("SELECT count(*) FROM results") == [(0,)]
 
 
 def test_an_intensive_source_is_not_checked(cli, tmp_path):
