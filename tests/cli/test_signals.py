@@ -3,17 +3,18 @@ and the exit code says what happened."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psutil
 import pytest
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+from tests.waiting import wait_until
 
 BBOX = "29.0,-2.2,29.2,-2.0"
 
@@ -39,35 +40,45 @@ def _start(project, *extra, faults=""):
         [sys.executable, "-m", "h3pipe", "--project", str(project), "run", "p", "--bbox", BBOX,
          "--workers", "2", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "H3PIPE_FAULTS": faults})
-    deadline = time.time() + 30
-    workers: list[psutil.Process] = []
-    while time.time() < deadline and len(workers) < 2:
-        time.sleep(0.2)
-        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                   if "spawn_main" in " ".join(c.cmdline())]  # not the resource tracker
-    _wait_for_a_completed_task(project, proc, deadline)
-    assert proc.poll() is None, proc.communicate()
+    try:
+        workers = wait_until(lambda: _alive(proc) and _workers(proc), 60, "two workers")
+        # Into the stage: a signal must not land before the run is even recorded.
+        _wait_for_completed(project, proc, 1)
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=30)
+        raise
     return proc, workers
 
 
-def _wait_for_a_completed_task(project, proc, deadline):
-    """Into the stage: a fixed sleep is not enough on a loaded machine, where a signal
-    could land before the run is even recorded."""
+def _alive(proc) -> bool:
+    assert proc.poll() is None, proc.communicate(timeout=30)
+    return True
+
+
+def _workers(proc) -> list[psutil.Process] | None:
+    """Its two pool workers (not the resource tracker), once both are there."""
+    found = [c for c in psutil.Process(proc.pid).children(recursive=True)
+             if "spawn_main" in " ".join(c.cmdline())]
+    return found if len(found) == 2 else None
+
+
+def _completed(project) -> int:
     import sqlite3
 
-    path = project / ".h3pipe" / "catalog.sqlite"
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        if not path.exists():
-            continue
-        try:
-            with sqlite3.connect(path, timeout=5) as db:
-                done = db.execute("SELECT count(*) FROM tasks WHERE status = 'completed'"
-                                  ).fetchone()[0]
-        except sqlite3.OperationalError:  # not migrated yet
-            continue
-        if done:
-            return
+    try:
+        with contextlib.closing(sqlite3.connect(
+                (project / ".h3pipe" / "catalog.sqlite").as_uri() + "?mode=rw", uri=True,
+                timeout=5)) as db:
+            return int(db.execute("SELECT count(*) FROM tasks WHERE status = 'completed'"
+                                  ).fetchone()[0])
+    except sqlite3.OperationalError:  # no catalog, or not migrated yet
+        return 0
+
+
+def _wait_for_completed(project, proc, n: int) -> None:
+    wait_until(lambda: _alive(proc) and _completed(project) >= n, 60,
+               f"{n} completed task(s)")
 
 
 def _run_status(project):
@@ -86,8 +97,8 @@ def test_signal_ends_the_run_cleanly(slow_project, sig, code, word):
     assert proc.returncode == code
     assert err.strip().splitlines()[-1] == word
     assert "Traceback" not in err
-    time.sleep(0.3)
-    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not [w for w in alive if w.status() != psutil.STATUS_ZOMBIE]
     status, error = _run_status(slow_project)
     assert status == "interrupted"
     assert error.startswith(f"interrupted ({sig.name})") and "left for the resume" in error
@@ -160,26 +171,8 @@ def _timeline(project):
     return db.execute("SELECT kind, status, detail FROM events ORDER BY id").fetchall()
 
 
-def _wait_for_first_task(project, proc):
-    import sqlite3
-
-    db = project / ".h3pipe" / "catalog.sqlite"
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            done = sqlite3.connect(db).execute(
-                "SELECT count(*) FROM tasks WHERE status = 'completed'").fetchone()[0]
-        except sqlite3.OperationalError:
-            done = 0
-        if done:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no task completed")
-
-
 def test_sigterm_lets_running_tasks_finish_within_the_grace_period(long_tasks, cli):
     proc, _ = _start(long_tasks, "--grace", "60", faults=SLOW_TASKS)
-    _wait_for_first_task(long_tasks, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 143, err
@@ -204,14 +197,14 @@ def test_sigterm_lets_running_tasks_finish_within_the_grace_period(long_tasks, c
 @pytest.mark.parametrize("how", ["grace over", "second signal"])
 def test_the_stop_is_immediate_once_the_grace_period_is_over(long_tasks, how):
     grace = "0.8" if how == "grace over" else "60"
-    # Tasks of 4 s; signalled half a second into the second round, the running tasks have
-    # over 3 s to go, past the grace period and the second signal.
+    # Tasks of 4 s; signalled once the first round's two are recorded, the second round's
+    # have just started: almost 4 s to go, past the grace period and the second signal.
     proc, _ = _start(long_tasks, "--grace", grace, faults="batch:sleep=4")
-    _wait_for_first_task(long_tasks, proc)
-    time.sleep(0.5)
+    _wait_for_completed(long_tasks, proc, 2)
     proc.send_signal(signal.SIGINT)
-    if how == "second signal":
-        time.sleep(0.3)
+    if how == "second signal":  # once the first is taken (two pending SIGINTs are one)
+        wait_until(lambda: _alive(proc) and any(e[1] == "stopping" for e in _timeline(
+            long_tasks)), 30, "the run to record its stop")
         proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
