@@ -19,6 +19,7 @@ from h3pipe.errors import Locked, StoreError
 from h3pipe.storage import retry
 from h3pipe.storage.catalog import now
 from h3pipe.storage.holders import describe, holder_alive
+from h3pipe.storage.records import RunRecord
 from h3pipe.storage.runlog import RunLog
 
 HEARTBEAT_SECONDS = 15.0
@@ -26,7 +27,7 @@ WAIT_POLL_SECONDS = 2.0
 
 
 def wait_or_refuse(log: RunLog, run_id: str, *, wait: bool,
-                   on_wait: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+                   on_wait: Callable[[str], None] | None = None) -> RunRecord | None:
     """The run's row once no live process holds it (None when there is no row yet)."""
     told = False
     while True:

@@ -44,6 +44,7 @@ from h3pipe.spec import DEFAULT_GRACE_SECONDS, StepSpec
 from h3pipe.storage import retry
 from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import now
+from h3pipe.storage.records import RunRecord
 from h3pipe.storage.runlog import RunLog
 
 
@@ -121,7 +122,7 @@ def recorded_run(project: ProjectConfig, run_id: str) -> tuple[str, Scope, int]:
         run = RunLog(store.catalog).run(run_id)
     if run is None:
         raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
-    scope = ScopeRef.recorded(json.loads(run["params"]), run_id).resolve()
+    scope = ScopeRef.recorded(run.params.raw, run_id).resolve()
     return run["pipeline_id"], scope, run["resolution"]
 
 
@@ -175,10 +176,10 @@ def _result(plan: RunPlan, store: Store, rows: int, seconds: float, state: str,
                      coverage)
 
 
-def recorded_coverage(plan: RunPlan, row: dict[str, Any]) -> Coverage | None:
+def recorded_coverage(plan: RunPlan, row: RunRecord) -> Coverage | None:
     """What the run recorded in ``row`` found, judged by this plan's threshold (a run
     reported done is held to the options given now)."""
-    found = Coverage.recorded(json.loads(row["params"]))
+    found = Coverage.recorded(row.params.raw)
     return found.judged_by(plan.max_null_share, plan.options.strict) if found else None
 
 

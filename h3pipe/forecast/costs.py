@@ -10,7 +10,6 @@ defaults (about half of what ``make bench`` measures on two cores) stand in, and
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 from dataclasses import asdict, dataclass, replace
@@ -105,7 +104,7 @@ def _rates(history: list[dict[str, Any]], workers: int) -> _Rates:
     busy: dict[str, float] = {}
     runs: dict[str, dict[str, Any]] = {}
     for h in history:
-        params = json.loads(h["params"] or "{}")
+        params = h["params"]
         seconds = float(h["seconds"] or 0.0)
         if seconds <= 0 or "measured" not in params:
             continue

@@ -30,6 +30,7 @@ from h3pipe.sources.stac import describe_stac
 from h3pipe.sources.vector import VectorInfo, vector_info
 from h3pipe.spec import DEFAULT_GRACE_SECONDS, PipelineSpec, Retry, SourceSpec, StepSpec
 from h3pipe.storage.base import Store
+from h3pipe.storage.records import RunRecord
 
 DEFAULT_BATCH_SIZE = 500
 # Without a batch size from the command line, the pipeline or the project, batches grow past
@@ -247,12 +248,12 @@ class RunPlan:
                        max_batch_size=params.get("max_batch_size", self.max_batch_size),
                        workers=params.get("workers", self.workers))
 
-    def resuming(self, row: dict[str, Any] | None) -> RunPlan:
+    def resuming(self, row: RunRecord | None) -> RunPlan:
         """This plan as the run recorded in ``row`` started it (its batches), unless there
         is no such run or it is recomputed from scratch (``force``)."""
         if row is None or self.options.force:
             return self
-        return self.as_started(json.loads(row["params"]))
+        return self.as_started(row.params.raw)
 
     def row_batch(self, rows: int) -> int:
         """Rows per batch of a feature step with ``rows`` rows: at most the batch size, but
@@ -520,7 +521,7 @@ __all__ = ["RunOptions", "RunPlan", "Sweep", "UsedItem", "balanced_batch_size", 
            "run_identity", "used_sources"]
 
 
-def carry_over(plan: RunPlan, store: Store, row: dict[str, Any] | None) -> RunPlan:
+def carry_over(plan: RunPlan, store: Store, row: RunRecord | None) -> RunPlan:
     """A sweep computing only the scenarios that the scope's current result does not
     already hold from the same inputs (a value added to a dimension: only its scenarios).
     A resumed run keeps what it started with; ``--force`` recomputes every scenario. Used
@@ -528,7 +529,7 @@ def carry_over(plan: RunPlan, store: Store, row: dict[str, Any] | None) -> RunPl
     if plan.sweep is None or plan.options.force:
         return plan
     if row is not None:
-        return plan.carrying(json.loads(row["params"]).get("carried_scenarios", []))
+        return plan.carrying(row.params.carried_scenarios)
     entries = store.result_entries(plan.pipeline.dataset, plan.resolution, plan.scope.key)
     if not entries:
         return plan

@@ -11,7 +11,6 @@ period, and the run ends 'interrupted', to be resumed by the same command.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +32,7 @@ from h3pipe.storage.base import Store
 from h3pipe.storage.history import request_cancel
 from h3pipe.storage.holders import holder_alive, why_dead
 from h3pipe.storage.queuelog import QueueLog
+from h3pipe.storage.records import RunRecord
 from h3pipe.storage.runlog import RunLog
 
 POLL_SECONDS = 0.5
@@ -114,7 +114,7 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
 
 
 def wait_run(store: Store, run_id: str, reporter: Reporter,
-             grace_seconds: float) -> dict[str, Any]:
+             grace_seconds: float) -> RunRecord:
     """Follow a queue run to its end and return its row; a stop (SIGINT, SIGTERM) cancels
     it and lets its running tasks finish within ``grace_seconds``. Raises like a local
     run: :class:`RunFailed` when it failed, the stop when it was interrupted."""
@@ -128,7 +128,7 @@ def wait_run(store: Store, run_id: str, reporter: Reporter,
     return judge(row, stop)
 
 
-def follow_run(project: ProjectConfig, run_id: str, reporter: Reporter) -> dict[str, Any]:
+def follow_run(project: ProjectConfig, run_id: str, reporter: Reporter) -> RunRecord:
     """``h3pipe runs wait``: the row of a run once it has ended (a queue run, or one
     running in a process here or elsewhere), judged as :func:`wait_run` does. Stopping
     the wait changes nothing about the run."""
@@ -148,7 +148,7 @@ def follow_run(project: ProjectConfig, run_id: str, reporter: Reporter) -> dict[
     return judge(row, StopRequest())
 
 
-def judge(row: dict[str, Any], stop: StopRequest) -> dict[str, Any]:
+def judge(row: RunRecord, stop: StopRequest) -> RunRecord:
     """A run's ended row, or the exception a local run would have ended with."""
     run_id = row["run_id"]
     if row["status"] == "completed":
@@ -160,7 +160,7 @@ def judge(row: dict[str, Any], stop: StopRequest) -> dict[str, Any]:
 
 
 def _follow(store: Store, run_id: str, reporter: Reporter, stop: StopRequest
-            ) -> dict[str, Any]:
+            ) -> RunRecord:
     """Poll the store until the run is no longer running; on a stop, cancel it."""
     log, queue = RunLog(store.catalog), QueueLog(store.catalog)
     progress = _Progress(reporter)
@@ -238,9 +238,8 @@ class _Progress:
             self.stage = None
 
 
-def _result(plan: RunPlan, run: dict[str, Any], store: Store, state: str
-            ) -> RunResult:
-    measured = json.loads(run["params"]).get("measured", {})
+def _result(plan: RunPlan, run: RunRecord, store: Store, state: str) -> RunResult:
+    measured = run.params.measured
     entries = store.result_entries(plan.pipeline.dataset, plan.resolution, plan.scope.key)
     rows = int(entries[0]["rows"]) if entries else 0
     return RunResult(plan.run_id, plan.pipeline.id, plan.pipeline.dataset, plan.scope.label,

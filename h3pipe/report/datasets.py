@@ -20,8 +20,7 @@ from h3pipe.report import maps
 from h3pipe.report.meaning import Meaning, meaning
 from h3pipe.results import layouts
 from h3pipe.results import runs as records
-
-Row = dict[str, Any]
+from h3pipe.storage.records import Row
 
 
 @dataclass(frozen=True)

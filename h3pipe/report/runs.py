@@ -24,8 +24,8 @@ from h3pipe.report.meaning import Meaning, meanings
 from h3pipe.results import runs as records
 from h3pipe.results.formats import atomic
 from h3pipe.spec import StepSpec
+from h3pipe.storage.records import Row
 
-Row = dict[str, Any]
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
 MAP_SIZE = (960, 720)
 

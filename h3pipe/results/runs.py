@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, UsageError
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from h3pipe.storage.catalog import Catalog
 
-Row = dict[str, Any]
+from h3pipe.storage.records import Row, RunRecord
 
 
 def project_store(project: ProjectConfig, *, create: bool = False) -> Store:
@@ -62,7 +62,7 @@ def list_runs(project: ProjectConfig, limit: int = 20, pipeline: str | None = No
                                                          pipeline=pipeline)]
 
 
-def find_run(catalog: Catalog, ref: str) -> Row:
+def find_run(catalog: Catalog, ref: str) -> RunRecord:
     """The run named by its id, a unique prefix of it, or 'latest'."""
     if not ref.strip():  # the prefix of every run, not a choice of one
         raise UsageError("give a run id, a unique prefix of it, or 'latest'",
@@ -89,13 +89,13 @@ def show_run(project: ProjectConfig, run_id: str) -> Row:
         return _shown(store, find_run(store.catalog, run_id))
 
 
-def _shown(store: Store, run: Row) -> Row:
+def _shown(store: Store, run: RunRecord) -> Row:
     past = history.run_history(store.catalog, run["run_id"])
     return _judged(run) | {
         "steps": past.steps, "failed_tasks": past.failed_tasks,
         "slowest_tasks": past.slowest_tasks, "slowest_tiles": _slowest_tiles(past.tile_seconds),
         "items": past.items, "events": past.events, "task_events": past.task_events,
-        "params": json.loads(run["params"]),
+        "params": run.params.raw,
     }
 
 
@@ -117,7 +117,7 @@ def run_report(project: ProjectConfig, run_id: str) -> Row:
 def run_params(project: ProjectConfig, run_id: str) -> Row:
     """What the run recorded of itself: its settings, scope, inputs and checks."""
     with project_store(project) as store:
-        return dict(json.loads(find_run(store.catalog, run_id)["params"]))
+        return find_run(store.catalog, run_id).params.raw
 
 
 def _slowest_tiles(tile_seconds: list[str], limit: int = 5) -> list[Row]:

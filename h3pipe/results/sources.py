@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from h3pipe import masking
 from h3pipe.config.project import ProjectConfig, suggest
@@ -20,8 +19,7 @@ from h3pipe.config.yamlio import load_document
 from h3pipe.errors import ConfigError, ValidationFailed
 from h3pipe.results.runs import project_store
 from h3pipe.storage import open_store, registry
-
-Row = dict[str, Any]
+from h3pipe.storage.records import Row
 
 
 def register_sources(project: ProjectConfig, files: list[Path]) -> list[Row]:

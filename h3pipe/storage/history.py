@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from h3pipe.storage.catalog import Catalog, now
-
-Row = dict[str, Any]
+from h3pipe.storage.records import Row, RunRecord
 
 
 @dataclass(frozen=True)
@@ -31,32 +30,35 @@ class RunHistory:
     task_events: int
 
 
-def recent_runs(catalog: Catalog, *, limit: int, pipeline: str | None = None) -> list[Row]:
+def recent_runs(catalog: Catalog, *, limit: int, pipeline: str | None = None
+                ) -> list[RunRecord]:
     """Run rows, newest first."""
     sql, params = "SELECT * FROM runs", dict[str, Any](limit=limit)
     if pipeline:
         sql += " WHERE pipeline_id = :pipeline"
         params["pipeline"] = pipeline
-    return catalog.query(sql + " ORDER BY created_at DESC LIMIT :limit", params)
+    return [RunRecord(r) for r in
+            catalog.query(sql + " ORDER BY created_at DESC LIMIT :limit", params)]
 
 
-def find_run(catalog: Catalog, run_id: str) -> Row | None:
+def find_run(catalog: Catalog, run_id: str) -> RunRecord | None:
     """The run row with exactly this id."""
     rows = catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
-    return rows[0] if rows else None
+    return RunRecord(rows[0]) if rows else None
 
 
-def latest_run(catalog: Catalog) -> Row | None:
+def latest_run(catalog: Catalog) -> RunRecord | None:
     rows = recent_runs(catalog, limit=1)
     return rows[0] if rows else None
 
 
-def runs_with_prefix(catalog: Catalog, prefix: str) -> list[Row]:
+def runs_with_prefix(catalog: Catalog, prefix: str) -> list[RunRecord]:
     """Runs whose id starts with ``prefix``, newest first."""
     # Run ids hold '_' (pipeline ids do), which LIKE would take for any character.
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return catalog.query("SELECT * FROM runs WHERE run_id LIKE :p ESCAPE '\\' "
-                         "ORDER BY created_at DESC", {"p": escaped + "%"})
+    return [RunRecord(r) for r in catalog.query(
+        "SELECT * FROM runs WHERE run_id LIKE :p ESCAPE '\\' ORDER BY created_at DESC",
+        {"p": escaped + "%"})]
 
 
 def run_history(catalog: Catalog, run_id: str) -> RunHistory:

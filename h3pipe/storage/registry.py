@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from h3pipe.storage.catalog import Catalog, now
-
-Row = dict[str, Any]
+from h3pipe.storage.records import Row
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from typing import Any
 from h3pipe import masking
 from h3pipe.errors import StoreError
 from h3pipe.storage.catalog import Catalog, now, stamp_of
+from h3pipe.storage.records import Row, RunParams, RunRecord
 from h3pipe.storage.retry import retried
-
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -43,9 +42,9 @@ class RunLog:
 
     # -- the run row (the lock) -----------------------------------------------------------
 
-    def run(self, run_id: str) -> Row | None:
+    def run(self, run_id: str) -> RunRecord | None:
         rows = self.catalog.query("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
-        return rows[0] if rows else None
+        return RunRecord(rows[0]) if rows else None
 
     def insert_run(self, values: Row) -> bool:
         """Insert the run row; False when a row with that id appeared first."""
@@ -96,7 +95,7 @@ class RunLog:
         run = self.run(run_id)
         if run is None:
             raise StoreError(f"catalog: no run {run_id} to record parameters on")
-        params = json.loads(run["params"]) | values
+        params = run.params.raw | values
         self.catalog.update("runs", {"run_id": run_id}, params=json.dumps(params))
 
     # -- what a run is made of --------------------------------------------------------------
@@ -242,7 +241,7 @@ class RunLog:
     def throughput(self) -> list[Row]:
         """Per operation, over the completed steps of completed runs: tasks' seconds and
         rows in, with each run's recorded parameters (where pixels and workers are)."""
-        return self.catalog.query(
+        return [r | {"params": RunParams.parse(r["params"]).raw} for r in self.catalog.query(
             "SELECT s.run_id, s.step_id, s.operation, r.params, r.cells, "
             "SUM(t.seconds) AS seconds, SUM(t.rows_in) AS rows_in, COUNT(*) AS tasks "
             "FROM steps s JOIN runs r ON r.run_id = s.run_id "
@@ -250,7 +249,7 @@ class RunLog:
             "WHERE r.status = 'completed' AND s.status = 'completed' "
             "AND t.status = 'completed' AND t.seconds IS NOT NULL "
             "GROUP BY s.run_id, s.step_id, s.operation, r.params, r.cells "
-            "ORDER BY MAX(r.created_at) DESC LIMIT 200")
+            "ORDER BY MAX(r.created_at) DESC LIMIT 200")]
 
 
 def _scrubbed(text: str | None) -> str | None:

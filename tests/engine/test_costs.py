@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,7 @@ def test_history_gives_the_pixel_rate_overhead_and_memory(plan):
     params = {"workers": 2, "measured": {"wall_s": 5.0, "peak_rss_mb": 900.0,
                                          "pixels": {"stats": 8_000_000}}}
     row = {"run_id": "r1", "step_id": "stats", "operation": "zonal_stats",
-           "params": json.dumps(params), "cells": 1000, "seconds": 4.0, "rows_in": 1000,
+           "params": params, "cells": 1000, "seconds": 4.0, "rows_in": 1000,
            "tasks": 4}
     est = costs.estimate(plan, _view(plan), [row])
     rate = 8_000_000 / (4.0 - 1000 * costs.CELL_SECONDS)
