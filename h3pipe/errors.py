@@ -150,6 +150,29 @@ class TooManyNulls(H3PipeError):
     exit_code = 65  # EX_DATAERR: the run worked, the data does not cover the scope
 
 
+class MissingExtra(H3PipeError, ImportError):
+    """A command needs an optional part of h3pipe that is not installed (the PostgreSQL
+    store, the queue, maps, STAC): ``extra`` names what to install, ``what`` what needed
+    it, and the CLI adds the command (:meth:`in_command`)."""
+
+    exit_code = 78  # EX_CONFIG: the install lacks a part; pip install 'h3pipe[EXTRA]'
+
+    def __init__(self, extra: str, what: str | None = None) -> None:
+        self.extra = extra
+        self.what = what
+        super().__init__(self._say(None))
+
+    def in_command(self, command: str) -> None:
+        """Say which command needed the extra: ``h3pipe map needs the 'report' extra``."""
+        self.message = self._say(command)
+        self.args = (self.message,)
+
+    def _say(self, command: str | None) -> str:
+        who = command or "h3pipe"
+        why = f" for {self.what}" if self.what else ""
+        return f"{who} needs the '{self.extra}' extra{why}: pip install 'h3pipe[{self.extra}]'"
+
+
 class RunFailed(H3PipeError):
     """A run ended with a failed task; the run record holds the details."""
 

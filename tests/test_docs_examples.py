@@ -82,6 +82,7 @@ def doc_examples() -> list[Example]:
 # What is not run, and why: (pattern searched in the command, reason).
 NOT_RUN = [
     (r"^make ", "a make target (make demo, make test: minutes, and the network for pip)"),
+    (r"^pipx? install ", "installs h3pipe (make smoke installs the wheel in clean venvs)"),
     (r"^(duckdb|psql) ", "another program, over the demo's results"),
     (r"^export H3PIPE_STORE=", "sets the environment of a shell"),
     (r"postgresql://(localhost|h3@db|postgres@127)", "needs the PostgreSQL server of the docs' "

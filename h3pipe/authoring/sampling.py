@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from h3pipe import extras
 from h3pipe.errors import SourceError
 from h3pipe.sources.raster import expand_location, gdal_reason
 
@@ -250,11 +251,9 @@ def _open_client(location: str, api_url: str, collection_id: str) -> Any:
     if not collection_id:
         raise SourceError(f"cannot inspect '{location}': no collection id after "
                           f"'#collection='", hint="write URL#collection=ID")
-    try:
-        from pystac_client import Client
-    except ImportError as exc:
-        raise SourceError(f"cannot inspect '{location}': STAC APIs need the pystac-client "
-                          f"package", hint="pip install pystac-client") from exc
+    extras.require("stac", "a STAC API")
+    from pystac_client import Client
+
     # pystac-client raises requests', pystac's and its own errors: all mean the same here.
     try:
         return Client.open(api_url)

@@ -1,8 +1,8 @@
 """The ``h3pipe`` command line: one small module per command, all thin.
 
 :func:`main` is the single place where exceptions become exit codes: 0 success, 1 a run
-failed or files are invalid, 2 bad configuration, input or usage (and bugs), 130 Ctrl-C.
-Tests call ``main([...])`` in-process.
+failed or files are invalid, 2 bad configuration, input or usage (and bugs), 78 a part of
+the install (an extra) missing, 130 Ctrl-C. Tests call ``main([...])`` in-process.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import traceback
+from typing import Any
 
 import typer
 
@@ -30,7 +31,7 @@ from h3pipe.cli import (  # noqa: F401  (registers the commands)
     validate,
     worker,
 )
-from h3pipe.errors import Cancelled, H3PipeError, Terminated
+from h3pipe.errors import Cancelled, H3PipeError, MissingExtra, Terminated
 from h3pipe.masking import scrub
 
 app = _app_module.app
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except H3PipeError as exc:
         if verbose:
             _traceback()
+        if isinstance(exc, MissingExtra):
+            exc.in_command(_command_path(command, args))
         _err(f"error: {exc}")
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
@@ -83,6 +86,28 @@ def main(argv: list[str] | None = None) -> int:
         _err("interrupted")
     output.reset()
     return int(result or 0)
+
+
+def _command_path(command: Any, args: list[str]) -> str:
+    """The command ``args`` invoke, as a person types it (``h3pipe runs report``): the
+    words that name subcommands, past the options (and their values) before them.
+    typer's own click is duck-typed: a group has ``commands``, an option ``opts``."""
+    words = ["h3pipe"]
+    tokens = iter(args)
+    for token in tokens:
+        if token.startswith("-"):
+            name = token.split("=")[0]
+            option = next((p for p in command.params if name in getattr(p, "opts", ())), None)
+            takes_value = option is not None and not getattr(option, "is_flag", True)
+            if takes_value and "=" not in token:
+                next(tokens, None)  # its value
+            continue
+        subcommands = getattr(command, "commands", {})
+        if token not in subcommands:
+            break
+        command = subcommands[token]
+        words.append(token)
+    return " ".join(words)
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from h3pipe import masking
+from h3pipe import extras, masking
 from h3pipe.errors import ConfigError, UsageError
 
 DEFAULT_NAME = "h3pipe"
@@ -42,6 +42,9 @@ class QueueSettings:
         if not self.url.startswith(("amqp://", "amqps://", "pyamqp://")):
             raise UsageError(f"queue '{self.shown}' is not an amqp:// URL",
                              hint="pass --queue amqp://USER:PASSWORD@HOST:5672//")
+        # Every command that uses a queue settles it here first: the one place to say
+        # that Celery is missing before any work (app, work and worker say it again).
+        extras.require("queue", f"the queue at {self.shown}")
         if self.max_deliveries < 1:
             raise ConfigError(f"queue max_deliveries {self.max_deliveries} must be at least 1")
         if not 1 <= self.task_seconds < RABBITMQ_CONSUMER_TIMEOUT:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from h3pipe import extras
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, H3PipeError, UsageError
 from h3pipe.planning.scope import ScopeRef
@@ -163,6 +164,7 @@ def map_dataset(project: ProjectConfig, dataset: str, column: str | None, out: P
                 **scope: Any) -> tuple[str, dict[str, Any]]:
     """``h3pipe map``: draw one column of the dataset over one scope to ``out``; returns
     the column drawn and the facts :func:`h3pipe.report.maps.draw` reports."""
+    extras.require("report")  # before reading any row
     maps.check_format(out)
     maps.check_request(size, (style or {}).get("vmin"), (style or {}).get("vmax"))
     selection = select(project, dataset, **scope)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe import grid
+from h3pipe import extras, grid
 from h3pipe.config.schemas import suggest
 from h3pipe.errors import UsageError
 from h3pipe.report.projection import LONLAT, WORLD, View, view_for
@@ -140,6 +140,7 @@ def draw(data: CellMap, style: Style, out: Path, *, size: tuple[int, int] = (120
 
 def figure(data: CellMap, style: Style, size: tuple[int, int]) -> tuple[Any, dict[str, Any]]:
     """The matplotlib figure of a map (not saved) and the facts about its layout."""
+    extras.require("report")  # every other matplotlib import here is reached from here
     from matplotlib.figure import Figure
 
     width, height = size

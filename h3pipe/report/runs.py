@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from h3pipe import extras
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import H3PipeError
 from h3pipe.planning.coverage import Coverage
@@ -32,6 +33,7 @@ MAP_SIZE = (960, 720)
 
 def write_report(project: ProjectConfig, run_ref: str, out: Path, *, max_maps: int = 12) -> Row:
     """Write the run's report to ``out`` (atomically); return its run row."""
+    extras.require("report")  # its maps; said before anything is read
     r = records.run_report(project, run_ref)
     body = [*_heading(r), *_failure(r), _steps(r), _timeline(r), _slowest(r), _inputs(r),
             _checks(r), *_results(project, r, max_maps), _events(r)]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from h3pipe import extras
 from h3pipe.errors import RemoteReadError, SourceError
 from h3pipe.sources import remote
 from h3pipe.sources.fetch import FetchAhead, wait
@@ -523,11 +524,9 @@ def sign(href: str, signer: str) -> str:
     """The href to open: signed for Planetary Computer's blob storage, else unchanged."""
     if signer != "planetary_computer" or not href.startswith(("http://", "https://")):
         return href
-    try:
-        import planetary_computer
-    except ImportError as exc:
-        raise SourceError("signer 'planetary_computer' needs the planetary-computer package",
-                          hint="pip install planetary-computer") from exc
+    extras.require("stac", "signer 'planetary_computer'")
+    import planetary_computer
+
     try:
         return str(planetary_computer.sign(href))
     except Exception as exc:  # the signing service is remote; say so in one line

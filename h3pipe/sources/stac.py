@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+from h3pipe import extras
 from h3pipe.errors import NoDataInScope, RemoteReadError, SourceError
 from h3pipe.sources import remote
 from h3pipe.sources.raster import RasterInfo, TileInfo, gdal_path, gdal_reason, sign
@@ -103,6 +104,7 @@ def search(source_id: str, spec: StacSpec, bbox: tuple[float, float, float, floa
 
 
 def _from_api(source_id: str, spec: StacSpec, bbox: tuple[float, ...]) -> list[dict[str, Any]]:
+    extras.require("stac", f"the STAC source '{source_id}'")
     from pystac_client import Client
     from pystac_client.stac_api_io import StacApiIO
 
@@ -153,6 +155,7 @@ def _raise_transient(exc: BaseException, what: str, url: str, attempts: int) -> 
 
 def _from_static(source_id: str, spec: StacSpec, location: str,
                  bbox: tuple[float, ...]) -> list[dict[str, Any]]:
+    extras.require("stac", f"the STAC source '{source_id}'")
     import pystac
     from pystac.stac_io import RetryStacIO
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
+from h3pipe import extras
 from h3pipe.errors import RemoteReadError, SourceError
 from h3pipe.sources import remote
 from h3pipe.sources.geoparquet import GeoParquet, open_geoparquet
@@ -278,6 +279,7 @@ def _geoparquet_boxes(info: VectorInfo, bounds: Bounds) -> Iterator[np.ndarray]:
 
 
 def _read_postgis(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
+    _need_postgres(info)
     from psycopg import sql
 
     def query(conn: Any, geom: Any, table_id: Any) -> pa.Table:
@@ -301,6 +303,7 @@ def _read_postgis(info: VectorInfo, bounds: Bounds | None) -> pa.Table:
 
 def _postgis_boxes(info: VectorInfo, bounds: Bounds) -> Iterator[np.ndarray]:
     """Feature boxes in lon/lat, computed by the database, fetched in pieces."""
+    _need_postgres(info)
     from psycopg import sql
 
     def query(conn: Any, geom: Any, table_id: Any) -> list[np.ndarray]:
@@ -321,6 +324,7 @@ def _postgis_boxes(info: VectorInfo, bounds: Bounds) -> Iterator[np.ndarray]:
 def _postgis(info: VectorInfo, query: Callable[[Any, Any, Any], _T] | None) -> _T | None:
     """Check the table and its fields, then run ``query(conn, geometry column, table)``;
     database errors as ours, naming the source."""
+    _need_postgres(info)
     import psycopg
     from psycopg import sql
 
@@ -354,6 +358,10 @@ def _postgis(info: VectorInfo, query: Callable[[Any, Any, Any], _T] | None) -> _
     except psycopg.Error as exc:
         raise SourceError(f"source '{info.source_id}': cannot read '{info.table}': "
                           f"{' '.join(str(exc).split())[:200]}") from exc
+
+
+def _need_postgres(info: VectorInfo) -> None:
+    extras.require("postgres", f"the PostGIS source '{info.source_id}'")
 
 
 def _check_fields(info: VectorInfo, available: list[str]) -> None:

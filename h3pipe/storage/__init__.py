@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from h3pipe import masking
+from h3pipe import extras, masking
 from h3pipe.errors import ConfigError
 from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import Catalog
@@ -26,6 +26,7 @@ def database_url(location: str) -> str:
     """The URL of the database at ``location``: a keyword string becomes a URL whose query
     holds its keywords (psycopg hands them to libpq as they are)."""
     masking.remember(location)
+    extras.require("postgres", "a PostgreSQL store")
     if not masking.is_keyword_dsn(location):
         return location
     import psycopg

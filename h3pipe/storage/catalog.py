@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from h3pipe import masking
+from h3pipe import extras, masking
 from h3pipe.errors import ConfigError, StoreError, StoreUnavailable
 from h3pipe.storage.retry import transient, unit
 
@@ -192,6 +192,7 @@ class Catalog:
             self._sqlite: _Sqlite | None = _Sqlite(path)
             errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
         else:
+            extras.require("postgres", "a PostgreSQL store")
             from sqlalchemy import create_engine, event
             from sqlalchemy.exc import SQLAlchemyError
 

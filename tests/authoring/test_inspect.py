@@ -31,7 +31,7 @@ from h3pipe.authoring.drafting import suggest_source_id, to_source_yaml
 from h3pipe.authoring.inspect import Inspection, inspect_location
 from h3pipe.authoring.sampling import choose_asset
 from h3pipe.config.schemas import SCHEMA_DIR
-from h3pipe.errors import H3PipeError, SourceError
+from h3pipe.errors import H3PipeError, MissingExtra, SourceError
 from tests.conftest import SHARED_DATA, write_raster
 
 SCHEMA = json.loads((SCHEMA_DIR / "source.v1.json").read_text())
@@ -589,9 +589,11 @@ def test_stac_api_collection_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stac_api_without_pystac_client(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pystac_client", None)  # import now fails
 
-    with pytest.raises(SourceError, match="pystac-client") as err:
+    with pytest.raises(MissingExtra) as err:
         inspect_location("https://example.test/api#collection=x", Path("."))
-    assert err.value.hint == "pip install pystac-client"
+    assert (err.value.extra, err.value.exit_code) == ("stac", 78)
+    assert str(err.value) == ("h3pipe needs the 'stac' extra for a STAC API: "
+                              "pip install 'h3pipe[stac]'")
 
 
 # -- source YAML --------------------------------------------------------------------------
