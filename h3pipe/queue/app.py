@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from h3pipe import extras
 from h3pipe.errors import ConfigError, QueueError
 from h3pipe.queue.settings import QueueSettings
 
@@ -25,6 +26,8 @@ TASKS_MODULE = "h3pipe.queue.tasks"
 def make_app(settings: QueueSettings, **worker_conf: Any) -> Celery:
     """The application for ``settings``; ``worker_conf``: what only workers need (where
     their store is), kept in the app's configuration under ``h3pipe_*`` keys."""
+    # Every use of Celery (a worker, its signals, a submitter, a task) starts from here.
+    extras.require("queue", f"the queue at {settings.shown}")
     from celery import Celery
 
     app = Celery("h3pipe", broker=settings.url, set_as_current=False,
