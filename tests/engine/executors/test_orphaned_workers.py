@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+from tests.waiting import wait_until
 
 BBOX = "29.0,-2.2,29.2,-2.0"
 
@@ -44,10 +44,9 @@ def _start(project: Path, faults: str) -> tuple[subprocess.Popen[bytes], list[ps
         [sys.executable, "-m", "h3pipe", "--project", str(project), "-q", "run", "p",
          "--bbox", BBOX, "--workers", "2"], stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, env={**os.environ, "H3PIPE_FAULTS": faults})
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not _stage_running(project):
-        time.sleep(0.1)
-    assert proc.poll() is None and _stage_running(project), "the run did not reach its stage"
+    wait_until(lambda: proc.poll() is not None or _stage_running(project), 60,
+               "the run to reach its stage")
+    assert proc.poll() is None, "the run ended before its stage"
     children = psutil.Process(proc.pid).children(recursive=True)
     workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
     assert len(workers) == 2
@@ -59,13 +58,30 @@ def _left_after_kill(proc: subprocess.Popen[bytes], children: list[psutil.Proces
     """SIGKILL the parent alone; the processes it started that are still there ``wait``
     seconds later (the resource tracker included: it ends when the last worker has)."""
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + wait
-    left = children
-    while left and time.time() < deadline:
-        time.sleep(0.2)
-        left = [c for c in left if _alive(c)]
-    return left
+    proc.wait(timeout=30)
+    _, left = psutil.wait_procs(children, timeout=wait)
+    return [c for c in left if _alive(c)]
+
+
+def _wchan(pid: int, tid: int | None = None) -> str:
+    """Where in the kernel a thread waits (its main thread's, by default): 'nanosleep' in
+    time.sleep, 'pipe_read'/'pipe_write' blocked on a pipe ('anon_' first on newer
+    kernels)."""
+    try:
+        return Path(f"/proc/{pid}/task/{tid or pid}/wchan").read_text()
+    except OSError:  # gone
+        return ""
+
+
+def _threads_waiting(pid: int, where: str) -> bool:
+    try:
+        return any(where in _wchan(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return False
+
+
+def _workers(children: list[psutil.Process]) -> list[psutil.Process]:
+    return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -89,7 +105,9 @@ def test_workers_inside_a_long_batch_exit_with_their_parent(tmp_path, reap):
     # Each batch sleeps 60 s in its worker: both are mid-batch when the parent dies.
     proc, children = _start(_project(tmp_path, 2000), "batch:sleep=60")
     reap.extend(children)
-    time.sleep(1.0)  # the batches sent at the stage's start are being computed
+    workers = _workers(children)
+    wait_until(lambda: all("nanosleep" in _wchan(w.pid) for w in workers), 60,
+               "both workers to be inside a batch (its 60 s sleep)")
     left = _left_after_kill(proc, children)
     assert not left, [" ".join(p.cmdline()) for p in left]
 
@@ -99,7 +117,14 @@ def test_workers_holding_unread_results_exit_with_their_parent(tmp_path, reap):
     # parent sleeps on its first write, so the workers' results pile up unread.
     proc, children = _start(_project(tmp_path, 5000), "task-output-written:sleep=60")
     reap.extend(children)
-    time.sleep(4.0)  # the four batches in flight are computed and sent
+    workers = _workers(children)
+    # The batches in flight computed (each worker waits for another) and their results
+    # unread: a worker's thread blocked writing to the results' pipe, while the parent
+    # sleeps.
+    wait_until(lambda: "nanosleep" in _wchan(proc.pid)
+               and all("pipe_read" in _wchan(w.pid) for w in workers)
+               and any(_threads_waiting(w.pid, "pipe_write") for w in workers), 60,
+               "the workers' results to pile up unread")
     left = _left_after_kill(proc, children)
     assert not left, [" ".join(p.cmdline()) for p in left]
 
@@ -132,10 +157,8 @@ def test_a_process_that_never_closed_its_pool_still_exits(tmp_path):
                             stdout=subprocess.PIPE, text=True, env={**os.environ,
                                                                     "PYTHONPATH": repo})
     pids = [int(p) for p in proc.stdout.readline().split()]
-    deadline = time.monotonic() + 60
-    while not all(_ignores_sigterm(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(_ignores_sigterm(p) for p in pids)
+    wait_until(lambda: all(_ignores_sigterm(p) for p in pids), 60,
+               "the workers to ignore SIGTERM")
     proc.stdin.write("\n")
     proc.stdin.flush()
     try:
