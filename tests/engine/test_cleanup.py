@@ -3,10 +3,10 @@ stores."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psycopg
@@ -14,6 +14,7 @@ import pytest
 import rasterio
 
 from tests.conftest import raster_source, write_project, write_raster
+from tests.waiting import wait_until
 
 BBOX = "29.02,-2.18,29.18,-2.02"
 
@@ -110,40 +111,50 @@ def _kill_mid_run(proj, extra=()):
     proc = subprocess.Popen([sys.executable, "-m", "h3pipe", *extra, "--project", str(proj),
                              "run", "p", "--bbox", BBOX, "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    workers: list = []
-    while time.time() < deadline and len(workers) < 2:
-        time.sleep(0.1)
-        workers = [c for c in psutil.Process(proc.pid).children()
-                   if "spawn_main" in " ".join(c.cmdline())]  # not the resource tracker
-    _wait_for_a_completed_task(proj, extra, proc, deadline)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    try:
+        workers = wait_until(lambda: _running(proc) and _workers(proc), 30, "two workers")
+        # Some batches written: the kill must not land before the run is even recorded.
+        wait_until(lambda: _running(proc) and _completed(proj, extra), 30,
+                   "a completed task")
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     psutil.wait_procs(workers, timeout=10)  # the orphaned workers notice and leave
 
 
-def _wait_for_a_completed_task(proj, extra, proc, deadline):
-    """Some batches written: a fixed sleep is not enough on a loaded machine, where the
-    kill could land before the run is even recorded."""
+def _workers(proc):
+    """The run's two pool workers (not the resource tracker), once both are there."""
+    import psutil
+
+    found = [c for c in psutil.Process(proc.pid).children()
+             if "spawn_main" in " ".join(c.cmdline())]
+    return found if len(found) == 2 else None
+
+
+def _running(proc) -> bool:
+    assert proc.poll() is None, "the run ended before it could be killed"
+    return True
+
+
+def _completed(proj, extra) -> int:
+    """Tasks recorded completed (0 before the catalog is made and migrated)."""
     import sqlite3
 
     query = "SELECT count(*) FROM {}tasks WHERE status = 'completed'"
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        try:
-            if extra:
-                import psycopg
+    try:
+        if extra:
+            import psycopg
 
-                with psycopg.connect(extra[1]) as db:
-                    done = db.execute(query.format("h3pipe.")).fetchone()[0]
-            else:
-                with sqlite3.connect(proj / ".h3pipe" / "catalog.sqlite", timeout=5) as db:
-                    done = db.execute(query.format("")).fetchone()[0]
-        except Exception:  # not created or migrated yet (sqlite3 or psycopg errors)
-            continue
-        if done:
-            return
+            with psycopg.connect(extra[1]) as db:
+                return int(db.execute(query.format("h3pipe.")).fetchone()[0])
+        uri = (proj / ".h3pipe" / "catalog.sqlite").as_uri() + "?mode=rw"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+            return int(db.execute(query.format("")).fetchone()[0])
+    except Exception:  # not created or migrated yet (sqlite3 or psycopg errors)
+        return 0
 
 
 @pytest.mark.parametrize("store", ["embedded", "postgis"])
