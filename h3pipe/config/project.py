@@ -57,7 +57,8 @@ def expand_env(value: str) -> str:
 EXPANDED = {
     "source": {("path",), ("layer",), ("table",), ("stac", "url"), ("stac", "collection"),
                ("stac", "asset"), ("stac", "signer")},
-    "project": {("store",), ("queue",), ("queue", "url")},
+    "project": {("store",), ("queue",), ("queue", "url"), ("lineage", "url"),
+                ("lineage", "api_key"), ("lineage", "namespace"), ("lineage", "file")},
 }
 
 

@@ -35,6 +35,7 @@ from h3pipe.execution.stage import StageRun
 from h3pipe.execution.stopping import StopRequest, graceful
 from h3pipe.forecast.costs import settle_workers
 from h3pipe.forecast.outlook import Outlook, outlook
+from h3pipe.lineage import Lineage, LineageSettings
 from h3pipe.planning.batching import Planner
 from h3pipe.planning.coverage import Coverage
 from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
@@ -98,10 +99,12 @@ def run_pipeline(project: ProjectConfig, pipeline_id: str, scope: Scope,
     early = make_executor(asked) if asked > 1 else None
     with early or contextlib.nullcontext():
         plan = settle_workers(prepare(project, pipeline_id, scope, options), project)
+        lineage = Lineage.of(project.settings, project.root, reporter.message)
         if early is not None and early.workers == plan.workers:
-            return execute(plan, project.root, early, reporter)
+            return execute(plan, project.root, early, reporter, lineage)
     used = {s.operation for s in plan.pipeline.steps}
-    return execute(plan, project.root, lambda: make_executor(plan.workers, warm=used), reporter)
+    return execute(plan, project.root, lambda: make_executor(plan.workers, warm=used), reporter,
+                   lineage)
 
 
 def resume_run(project: ProjectConfig, run_id: str, *, from_step: str | None = None,
@@ -127,10 +130,12 @@ def recorded_run(project: ProjectConfig, run_id: str) -> tuple[str, Scope, int]:
 
 
 def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executor],
-            reporter: Reporter) -> RunResult:
+            reporter: Reporter, lineage: Lineage | None = None) -> RunResult:
     """Claim the plan's run in its store, run it and publish; or report it done.
     ``executor`` may be a function that makes one (and this closes it): it is called only
-    once the run is claimed, so a run reported done, or held elsewhere, starts no worker."""
+    once the run is claimed, so a run reported done, or held elsewhere, starts no worker.
+    ``lineage`` hears of the claimed run's start and end (without it, the end's run-results
+    file alone)."""
     with storage.open_store(plan.store_location, root) as store:
         log = RunLog(store.catalog)
         row = wait_or_refuse(log, plan.run_id, wait=plan.options.wait, on_wait=reporter.message)
@@ -140,7 +145,9 @@ def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executo
                            recorded_coverage(plan, row))
         plan = carry_over(plan.resuming(row), store, row)  # the batches it started with
         claim_run(log, plan, row, store)
-        with executor() if callable(executor) else contextlib.nullcontext(executor) as ex:
+        watch = lineage or Lineage(LineageSettings(), root, reporter.message)
+        with (watch.watching(plan, store),
+              executor() if callable(executor) else contextlib.nullcontext(executor) as ex):
             return _Run(plan, store, log, ex, reporter, root).go(row)
 
 

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from h3pipe import storage
+from h3pipe import lineage, storage
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import Cancelled, ConfigError, RunFailed, StoreUnavailable, UsageError
 from h3pipe.execution.lock import wait_or_refuse
 from h3pipe.execution.runner import Reporter, RunResult, claim_run, recorded_coverage
 from h3pipe.execution.stopping import StopRequest, graceful
+from h3pipe.lineage import Lineage
 from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
 from h3pipe.planning.scope import Scope
 from h3pipe.queue.app import check_broker, make_app
@@ -55,6 +56,7 @@ def run_queued(project: ProjectConfig, pipeline_id: str, scope: Scope, options: 
                          "'h3pipe worker' processes (--concurrency N each)")
     plan = prepare(project, pipeline_id, scope, options)
     _check_store(plan, settings)
+    lineage.use(Lineage.of(project.settings, project.root, reporter.message))
     app = make_app(settings)
     check_broker(app, settings)
     with storage.open_store(plan.store_location, project.root) as store:
@@ -103,6 +105,7 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
     log.event(plan.run_id, "run", plan.run_id, "queued",
               f"{plan.scope.label}, resolution {plan.resolution}, {len(plan.cells)} cells, "
               f"on {settings.shown} (queue {settings.name})")
+    lineage.current().started(plan, store)
     try:
         advance(app, store, plan.run_id, 1, plan)
     except BaseException as exc:

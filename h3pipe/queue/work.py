@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from h3pipe import faults, storage
-from h3pipe.errors import OperationError
+from h3pipe import faults, lineage, storage
+from h3pipe.errors import H3PipeError, OperationError
 from h3pipe.execution.cleanup import release
 from h3pipe.execution.executors.base import Finished, compute
 from h3pipe.execution.runner import (
@@ -287,7 +287,19 @@ def end(store: Store, run_id: str, status: str, reason: str) -> bool:
     queue.drop_batches(run_id)
     release(store, run_id, succeeded=False)
     log.warning("%s: %s: %s", run_id, status, reason)
+    ended(store, run_id)
     return True
+
+
+def ended(store: Store, run_id: str, plan: RunPlan | None = None) -> None:
+    """A queue run's end is recorded (here, whichever process recorded it): its
+    run-results file, and its lineage's last event."""
+    try:
+        plan = plan or codec.decode_plan(QueueLog(store.catalog).plan(run_id), run_id)
+    except H3PipeError as exc:  # a plan this h3pipe cannot read: the end stands without
+        log.warning("%s: no run results nor lineage event: %s", run_id, exc)
+        return
+    lineage.current().ended(plan, store)
 
 
 def advance_task(task: Any, run_id: str, stage: int) -> None:
@@ -360,7 +372,8 @@ def _publish(plan: RunPlan, store: Store, runs: RunLog,
     complete_run(plan, store, runs, rows, (datetime.now(UTC) - started).total_seconds())
     QueueLog(store.catalog).drop_batches(plan.run_id)
     log.info("%s: completed, %d rows published", plan.run_id, rows)
+    ended(store, plan.run_id, plan)
 
 
-__all__ = ["advance", "advance_task", "batch_task", "context", "end", "settle",
+__all__ = ["advance", "advance_task", "batch_task", "context", "end", "ended", "settle",
            "settle_cancel"]

@@ -17,8 +17,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from h3pipe import masking, storage
+from h3pipe import lineage, masking, storage
+from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import ConfigError
+from h3pipe.lineage import Lineage
 from h3pipe.queue.app import check_broker, make_app
 from h3pipe.queue.settings import QueueSettings
 
@@ -35,6 +37,9 @@ def start_worker(settings: QueueSettings, store_location: str, root: Path, *,
                           "workers on the store's machine only, queue.shared_store: true")
     with storage.open_store(store_location, root):
         pass  # fail now, in one line, if the store is unreachable or needs migrating
+    # Where the runs this worker ends send their last lineage event (its pool processes,
+    # forked, inherit it); settings that cannot work fail now.
+    lineage.use(Lineage.of(ProjectConfig(root).read_settings(), root, log.warning))
     app = make_app(settings, store=store_location, root=root)
     check_broker(app, settings)
     _log_lines(loglevel)

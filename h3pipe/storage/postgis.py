@@ -60,6 +60,11 @@ def _short(name: str, limit: int = 60) -> str:
     return name[: limit - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
+def stats_table(theme: str, dataset: str) -> str:
+    """The name (unquoted) of a dataset's wide table in schema ``h3``."""
+    return _short(f"stats_{theme}__{dataset}")
+
+
 @retried
 class PostgresStore(Closing):
     def __init__(self, url: str, *, create: bool = True, scratch: Path | None = None) -> None:
@@ -279,7 +284,7 @@ class PostgresStore(Closing):
     # -- results ---------------------------------------------------------------------------
 
     def _stats_table(self, theme: str, dataset: str) -> str:
-        return "h3." + _ident(_short(f"stats_{theme}__{dataset}"))
+        return "h3." + _ident(stats_table(theme, dataset))
 
     def publish(self, *, run_id: str, dataset: str, theme: str, resolution: int, scope_key: str,
                 scope_label: str, step_outputs: list[tuple[list[str], list[str]]],

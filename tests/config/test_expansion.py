@@ -58,8 +58,9 @@ def test_a_variable_in_h3pipe_yaml_outside_store_and_queue_is_refused(tmp_path: 
     with pytest.raises(ValidationFailed) as caught:
         ProjectConfig(root).read_settings()
     [problem] = caught.value.problems
-    assert problem.path == "name" and "expanded only in queue, queue.url, store" in \
-        problem.message
+    assert problem.path == "name" and ("expanded only in lineage.api_key, lineage.file, "
+                                       "lineage.namespace, lineage.url, queue, queue.url, "
+                                       "store") in problem.message
 
 
 def test_a_source_path_is_still_expanded(tmp_path: Path) -> None:
