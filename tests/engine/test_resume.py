@@ -3,17 +3,19 @@ uninterrupted run, with no duplicate and no missing cell."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import psutil
 import pyarrow.parquet as pq
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+from tests.waiting import wait_until
 
 BBOX = "29.02,-2.18,29.18,-2.02"
 
@@ -41,17 +43,22 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path, cli):
                              "p", "--bbox", BBOX, "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = proj / ".h3pipe" / "catalog.sqlite"
-    deadline = time.time() + 60
-    done = 0
-    while time.time() < deadline and done < 20:
-        time.sleep(0.2)
-        if db.exists():
-            try:
-                done = sqlite3.connect(db).execute(
-                    "SELECT count(*) FROM tasks WHERE status = 'completed'").fetchone()[0]
-            except sqlite3.OperationalError:
-                pass
-    assert proc.poll() is None, "the run ended before it could be killed"
+
+    def completed() -> int:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        try:
+            with contextlib.closing(sqlite3.connect(db.as_uri() + "?mode=rw", uri=True)) as c:
+                return int(c.execute("SELECT count(*) FROM tasks WHERE status = 'completed'"
+                                     ).fetchone()[0])
+        except sqlite3.OperationalError:  # not made or not migrated yet
+            return 0
+
+    try:
+        wait_until(lambda: completed() >= 20, 60, "20 completed tasks")
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
     workers = psutil.Process(proc.pid).children()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -90,10 +97,14 @@ def test_changed_data_is_a_new_run_and_from_step_recomputes(tmp_path, cli):
     assert r.exit_code == 0 and "completed (resumed)" in r.stdout
     r = cli("--project", proj, "run", "p", "--bbox", BBOX, "--from-step", "nope")
     assert r.exit_code == 2 and "not a step" in r.stderr
-    # Rewriting the raster in place changes what the results depend on: a new run.
-    time.sleep(0.01)
+    # Rewriting the raster in place changes what the results depend on: a new run. The
+    # file's size is the same; its modification time tells it apart, which a coarse clock
+    # may give again: then it is set a second on (not slept for).
+    before = tif.stat().st_mtime_ns
     data = np.full((250, 250), 7.0, dtype="float32")
     write_raster(tif, data, west=29.0, north=-1.95, res=0.001)
+    if tif.stat().st_mtime_ns == before:
+        os.utime(tif, ns=(tif.stat().st_atime_ns, before + 1_000_000_000))
     again = cli("--project", proj, "run", "p", "--bbox", BBOX, "--workers", "1")
     assert again.exit_code == 0 and " completed: " in again.stdout
     assert again.stdout.split()[1] != first.stdout.split()[1]
