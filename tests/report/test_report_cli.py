@@ -13,6 +13,7 @@ from PIL import Image
 
 from tests.browser import open_page
 from tests.conftest import raster_source, write_project, write_raster
+from tests.waiting import wait_until
 
 BBOX = "29.005,-2.095,29.195,-1.905"
 LICENCE = "CC-BY-4.0 (attribution: test makers)"
@@ -181,11 +182,11 @@ def test_report_on_the_postgresql_store_shows_no_password(tmp_path, cli, chromiu
 
 
 def test_report_while_running_then_after_an_interrupt(tmp_path, cli, chromium):
+    import contextlib
     import os
     import signal
     import subprocess
     import sys
-    import time
 
     data = np.random.default_rng(6).normal(1500, 200, (200, 200)).astype("float32")
     tif = write_raster(tmp_path / "r.tif", data, west=29.0, north=-1.9, res=0.001)
@@ -194,18 +195,18 @@ def test_report_while_running_then_after_an_interrupt(tmp_path, cli, chromium):
         [sys.executable, "-m", "h3pipe", "--project", str(root), "run", "p", "--bbox", BBOX,
          "--workers", "1", "--batch-size", "5", "--grace", "0.1"], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env={**os.environ, "H3PIPE_FAULTS": "batch:sleep=0.5"})
+    def completed() -> int:
+        assert proc.poll() is None, proc.communicate(timeout=30)[1]
+        uri = (root / ".h3pipe" / "catalog.sqlite").as_uri() + "?mode=rw"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+                return int(db.execute("SELECT count(*) FROM tasks WHERE status = "
+                                      "'completed'").fetchone()[0])
+        except sqlite3.OperationalError:  # not made or not migrated yet
+            return 0
+
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            path = root / ".h3pipe" / "catalog.sqlite"
-            try:
-                with sqlite3.connect(path, timeout=5) as db:
-                    if db.execute("SELECT count(*) FROM tasks WHERE status = 'completed'"
-                                  ).fetchone()[0]:
-                        break
-            except sqlite3.OperationalError:
-                continue
+        wait_until(completed, 60, "a completed task")
         live = tmp_path / "live.html"
         r = cli("--project", root, "runs", "report", "latest", "-o", live)
         assert r.exit_code == 0, r.stderr
@@ -216,7 +217,7 @@ def test_report_while_running_then_after_an_interrupt(tmp_path, cli, chromium):
         assert proc.wait(60) == 130
     finally:
         proc.kill()
-        proc.communicate()
+        proc.communicate(timeout=30)
     out = tmp_path / "interrupted.html"
     assert cli("--project", root, "runs", "report", "latest", "-o", out).exit_code == 0
     shown = open_page(chromium, out, tmp_path / "interrupted.png")
