@@ -1,5 +1,6 @@
-# h3pipe front door: make install | test | lint | demo
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# h3pipe front door: make install | test | lint | demo | wheel | smoke
+# Any Python from 3.11 on (PYTHON=/path/to/python3.13 for another than python3).
+PYTHON ?= $(shell command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
@@ -7,12 +8,12 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere clean
+.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "h3pipe needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "h3pipe needs Python 3.11 or newer; set PYTHON=/path/to/python3.11 (or newer)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -25,6 +26,20 @@ lint: install
 	$(BIN)/ruff check h3pipe tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The wheel a user installs (dist/h3pipe-VERSION-py3-none-any.whl), built by pip with
+# hatchling in an isolated environment.
+wheel: install
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+
+# That wheel installed alone (no extra) in a clean venv on the oldest and the newest Python
+# found (pyenv's, or python3.N on PATH; SMOKE_PYTHONS='/path/python3.11 /path/python3.13'
+# to choose), then --version, validate, a run on the embedded store and the one-line error
+# of each missing extra (tests/test_install.py; a few minutes, most of it pip).
+smoke: wheel
+	H3PIPE_WHEEL="$$(ls dist/h3pipe-*.whl)" H3PIPE_SMOKE_PYTHONS="$(SMOKE_PYTHONS)" \
+		$(BIN)/python -m pytest -q -s -m wheel tests/test_install.py
 
 # Generates a local stand-in for cop-dem-glo-30 over Rwanda (6 tiles, ~215 MB, once, and
 # a static STAC collection of them), then runs the main job on the embedded store with the
