@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from h3pipe.errors import Cancelled, H3PipeError, Terminated
+from h3pipe import masking
+from h3pipe.errors import Cancelled, H3PipeError, StoreUnavailable, Terminated
 from h3pipe.lineage import runresults
 from h3pipe.lineage.events import ENDS, RunFacts, facts_of, run_event
 from h3pipe.lineage.settings import LineageSettings
@@ -69,37 +70,49 @@ class Lineage:
         """The run is claimed: START."""
         if not self.settings.enabled:
             return
-        run = RunLog(store.catalog).run(plan.run_id)
-        facts = facts_of(plan, store, _started(run), self.root)
-        self._facts[plan.run_id] = facts
-        self.emitter.emit(run_event("START", facts, self.settings))
+        try:
+            run = RunLog(store.catalog).run(plan.run_id)
+            facts = facts_of(plan, store, _started(run), self.root)
+            self._facts[plan.run_id] = facts
+            self.emitter.emit(run_event("START", facts, self.settings))
+        except Exception as exc:  # lineage never stops a claimed run
+            self.warn(f"lineage: run {plan.run_id}: START not sent ({_said(exc)})")
 
     def ended(self, plan: RunPlan, store: Store, stopped_by: BaseException | None = None
               ) -> Path | None:
         """The run's end is recorded: write its run-results file and send COMPLETE, FAIL
         or ABORT as its recorded status says. ``stopped_by`` is what ended it, for when
         the store could not record the end (then no file is written). Returns the file."""
-        try:
-            run = RunLog(store.catalog).run(plan.run_id)
-        except H3PipeError as exc:  # the store is out of reach: what we know, we say
-            run = None
-            self.warn(f"run {plan.run_id}: its run results are not written ({exc.message})")
-        status = run["status"] if run else None
-        path = self._results(store, plan.run_id) if status in ENDS else None
-        if not self.settings.enabled:
-            return path
-        if status in ENDS:
-            kind, error = ENDS[status], run["error"] if run else None
+        run = None
+        # A store out of reach was tried for the retry bound already: not again.
+        if not isinstance(stopped_by, StoreUnavailable):
+            try:
+                run = RunLog(store.catalog).run(plan.run_id)
+            except H3PipeError as exc:
+                self.warn(f"run {plan.run_id}: its run results are not written "
+                          f"({exc.message})")
+        path = self._results(store, plan.run_id) if run and run.status in ENDS else None
+        if self.settings.enabled:
+            try:
+                self._last_event(plan, store, run, stopped_by)
+            except Exception as exc:  # lineage never fails a run
+                self.warn(f"lineage: run {plan.run_id}: its last event not sent "
+                          f"({_said(exc)})")
+        return path
+
+    def _last_event(self, plan: RunPlan, store: Store, run: RunRecord | None,
+                    stopped_by: BaseException | None) -> None:
+        if run is not None and run.status in ENDS:
+            kind, error = ENDS[run.status], run["error"]
         else:  # still 'running' in a store that could not record its end
             kind = "ABORT" if isinstance(stopped_by, _STOPS) else "FAIL"
             error = str(stopped_by or "the run's end could not be recorded")
         facts = self._facts.pop(plan.run_id, None)
-        if facts is None or (run and run["started_at"] != facts.started_at):
+        if facts is None or (run is not None and run["started_at"] != facts.started_at):
             facts = facts_of(plan, store, _started(run), self.root)
         rows, columns = _published(store, plan) if kind == "COMPLETE" else (None, None)
         self.emitter.emit(run_event(kind, facts, self.settings, error=error, rows=rows,
                                     columns=columns))
-        return path
 
     def _results(self, store: Store, run_id: str) -> Path | None:
         try:
@@ -112,6 +125,12 @@ class Lineage:
 
 
 _STOPS = (KeyboardInterrupt, Terminated, Cancelled)
+
+
+def _said(exc: BaseException) -> str:
+    if isinstance(exc, H3PipeError):
+        return exc.message
+    return masking.scrub(f"{type(exc).__name__}: {exc}")
 
 
 def _started(run: RunRecord | None) -> str:
