@@ -286,7 +286,7 @@ class _Server:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.wait(timeout=30)
 
     def _fail(self, what: str) -> None:
         self.stop()

@@ -6,6 +6,7 @@ holds and fails with what was awaited.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -26,3 +27,27 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, *,
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout:g} s for {what}, in vain")
         time.sleep(every)
+
+
+def within(timeout: float, what: str, call: Callable[[], T]) -> T:
+    """``call()``'s result if it comes within ``timeout`` seconds, else AssertionError
+    naming ``what``; for a call that blocks with no deadline of its own (a pipe's
+    readline). It runs on a daemon thread, left blocked if it never returns (end its
+    source, a process, to free it); its exception is raised here."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(call())
+        except BaseException as exc:  # handed to the caller
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failed:
+        raise failed[0]
+    if not done:
+        raise AssertionError(f"waited {timeout:g} s for {what}, in vain")
+    return done[0]

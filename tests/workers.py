@@ -88,7 +88,7 @@ class Workers:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.wait()
+        proc.wait(timeout=30)
 
     def stop_all(self) -> None:
         for proc in self.procs:

@@ -156,7 +156,7 @@ def test_a_queue_run_and_its_worker_never_show_the_passwords(pg_url, tmp_path):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
-            proc.wait()
+            proc.wait(timeout=30)
         subprocess.run(["rabbitmqctl", "-q", "delete_queue", env["H3PIPE_QUEUE_NAME"]],
                        capture_output=True, timeout=30)
     assert run.returncode == 0, run.stderr

@@ -142,7 +142,7 @@ def _when(ready: Callable[[], bool], proc: subprocess.Popen[str] | None, what: s
     deadline = time.monotonic() + DEADLINE_S
     while not ready():
         if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
+            out, err = proc.communicate(timeout=30)
             raise AssertionError(f"ended ({proc.returncode}) before {what}: {out}{err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} after {DEADLINE_S} s")

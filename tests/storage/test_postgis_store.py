@@ -153,7 +153,8 @@ def test_a_reader_never_sees_a_half_written_scope(tmp_path, cli, pg_url):
                               text=True, timeout=120)
     finally:
         stop.set()
-        watcher.join()
+        watcher.join(timeout=30)
+    assert not watcher.is_alive(), "the reader never came back from a count"
     assert done.returncode == 0, done.stderr
     assert len(seen) > 20 and set(seen) == {full}
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
-from tests.waiting import wait_until
+from tests.waiting import wait_until, within
 
 BBOX = "29.0,-2.2,29.2,-2.0"
 
@@ -156,12 +156,12 @@ def test_a_process_that_never_closed_its_pool_still_exits(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env={**os.environ,
                                                                     "PYTHONPATH": repo})
-    pids = [int(p) for p in proc.stdout.readline().split()]
-    wait_until(lambda: all(_ignores_sigterm(p) for p in pids), 60,
-               "the workers to ignore SIGTERM")
-    proc.stdin.write("\n")
-    proc.stdin.flush()
     try:
+        pids = [int(p) for p in within(60, "the workers' pids", proc.stdout.readline).split()]
+        wait_until(lambda: all(_ignores_sigterm(p) for p in pids), 60,
+                   "the workers to ignore SIGTERM")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
         assert proc.wait(timeout=20) == 3
     finally:
         proc.kill()

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 from pathlib import Path
 
 import psycopg
 
 from tests.engine.queue.test_queue_runs import BBOX, PIPELINE, _h3pipe, _project, _upgrade
+from tests.waiting import wait_until
 from tests.workers import BROKER
 
 
@@ -92,9 +92,10 @@ def test_a_pickled_message_on_the_queue_is_refused_by_the_worker(tmp_path, worke
     sender.conf.update(task_serializer="pickle", accept_content=["pickle"])
     sender.send_task("h3pipe.batch", args=[_Touch(marker), 1, "stats", 1],
                      queue=workers.queue_name, serializer="pickle")
-    deadline = time.monotonic() + 60
-    while "untrusted content" not in workers.log(0):
-        assert time.monotonic() < deadline, workers.log(0)
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: "untrusted content" in workers.log(0), 60,
+                   "the worker to refuse the pickle")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {workers.log(0)}") from None
     assert "application/x-python-serialize" in workers.log(0)
     assert not marker.exists() and w.poll() is None
