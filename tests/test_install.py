@@ -38,6 +38,11 @@ MISSING = "error: h3pipe {command} needs the '{extra}' extra{why}: pip install '
 
 
 def _version_of(python: str) -> tuple[int, int] | None:
+    """From its path (pyenv's versions/3.13.0, python3.13), else by asking it: collecting
+    this module (in every 'make test' too) starts no interpreter."""
+    named = re.search(r"(?:versions/|python)3\.(\d+)", python)
+    if named:
+        return 3, int(named[1])
     try:
         out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"],
                              capture_output=True, text=True, timeout=60)
@@ -57,7 +62,7 @@ def pythons() -> list[str]:
     candidates += [p for n in range(11, 20) if (p := shutil.which(f"python3.{n}"))]
     for python in candidates:
         version = _version_of(python)
-        if version is not None and version >= OLDEST:
+        if version is not None and version >= OLDEST and os.access(python, os.X_OK):
             found.setdefault(version, python)
     chosen = sorted(found)
     return [found[v] for v in dict.fromkeys([chosen[0], chosen[-1]])] if chosen else []
