@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
+from tests.waiting import wait_until
 from tests.workers import BROKER
 
 BBOX = "29.0,-2.1,29.2,-1.9"
@@ -159,15 +160,15 @@ def test_a_worker_killed_mid_batch_leaves_its_batch_to_another(tmp_path, workers
 
 
 def _wait_for_task(url, run_id, status, timeout=60):
-    deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as db:
-        while time.monotonic() < deadline:
-            row = db.execute("SELECT step_id, task_no FROM h3pipe.tasks WHERE run_id = %s AND "
-                             "status = %s LIMIT 1", (run_id, status)).fetchone()
-            if row:
-                return row
-            time.sleep(0.1)
-    raise AssertionError(f"no task of {run_id} became {status}")
+        return wait_until(lambda: db.execute(
+            "SELECT step_id, task_no FROM h3pipe.tasks WHERE run_id = %s AND status = %s "
+            "LIMIT 1", (run_id, status)).fetchone(), timeout, f"a task of {run_id} {status}")
+
+
+def _completed(db) -> int:
+    return db.execute("SELECT count(*) FROM h3pipe.tasks WHERE status = 'completed'"
+                      ).fetchone()[0]
 
 
 def _pool_pid(proc, worker):
@@ -218,15 +219,9 @@ def test_the_submitter_killed_loses_nothing_and_the_same_command_follows_again(
     submitter = subprocess.Popen(command, env=workers.env(), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
     with psycopg.connect(workers.store, autocommit=True) as db:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done = db.execute("SELECT count(*) FROM h3pipe.tasks WHERE status = 'completed'"
-                              ).fetchone()[0]
-            if done >= 3:
-                break
-            time.sleep(0.1)
+        wait_until(lambda: _completed(db) >= 3, 60, "three completed tasks")
     submitter.send_signal(signal.SIGKILL)
-    submitter.wait()
+    submitter.wait(timeout=30)
     again = _h3pipe(workers, "run", PIPELINE, "--bbox", BBOX, "--queue", BROKER)
     assert again.returncode == 0, again.stderr
     assert "following it" in again.stderr
@@ -242,9 +237,11 @@ def test_ctrl_c_of_the_submitter_cancels_and_the_same_command_resumes(
     submitter = subprocess.Popen(command, env=workers.env(), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
     with psycopg.connect(workers.store, autocommit=True) as db:
-        while not db.execute("SELECT count(*) FROM h3pipe.tasks WHERE status = 'completed'"
-                             ).fetchone()[0]:
-            time.sleep(0.1)
+        try:
+            wait_until(lambda: _completed(db), 60, "a completed task")
+        except AssertionError:
+            submitter.kill()
+            raise AssertionError(submitter.communicate(timeout=30)[1]) from None
         submitter.send_signal(signal.SIGINT)
         _, err = submitter.communicate(timeout=60)
         assert submitter.returncode == 130, err
@@ -270,7 +267,9 @@ def test_the_broker_restarted_mid_run(tmp_path, workers, local):
         left = db.execute("SELECT count(*) FROM h3pipe.tasks WHERE status != 'completed'"
                           ).fetchone()[0]
     assert left > 0  # the broker went down mid-run
-    time.sleep(2)
+    # Down long enough for the worker to lose it (not a guess at how long that takes).
+    wait_until(lambda: "Connection to broker lost" in workers.log(0), 60,
+               "the worker to lose the broker")
     subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
     waited = _h3pipe(workers, "runs", "wait", run_id)
     assert waited.returncode == 0, waited.stderr + workers.log(0)
