@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from h3pipe.api import Project
 
 app = typer.Typer(
     name="h3pipe",
@@ -61,11 +64,11 @@ def _root(
     ctx.obj = Globals(project, verbose, store)
 
 
-def project_of(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from h3pipe.config.project import ProjectConfig
+def project_of(ctx: typer.Context) -> Project:
+    """The project of the command, through the documented API every command calls."""
+    from h3pipe.api import Project
 
-    return ProjectConfig.locate(ctx.obj.project if ctx.obj else None,
-                          ctx.obj.store if ctx.obj else None)
+    return Project(ctx.obj.project if ctx.obj else None, ctx.obj.store if ctx.obj else None)
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

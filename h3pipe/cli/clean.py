@@ -34,19 +34,14 @@ def clean(
 
         h3pipe clean --outputs /data/exports
     """
-    from h3pipe.execution.cleanup import clean as clean_store
-    from h3pipe.results.outputs import sweep_tree
-
-    dead, removals = clean_store(project_of(ctx), dry_run=dry_run, run_id=run_id,
-                                 older_than_hours=older_than)
+    dead, removals, leftovers = project_of(ctx).clean(
+        dry_run=dry_run, run_id=run_id, older_than_hours=older_than, outputs=outputs or [])
     verb = "would remove" if dry_run else "removed"
     for rid in dead:
         typer.echo(f"run {rid}: its process is gone; " + ("would mark" if dry_run else
                                                           "marked") + " it failed")
     for r in removals:
         typer.echo(f"{verb} {r.location} (run {r.run_id}, step {r.step_id}): {r.reason}")
-    leftovers = [p for root in (project_of(ctx).root, *(outputs or []))
-                 for p in sweep_tree(root, dry_run=dry_run)]
     for path in leftovers:
         typer.echo(f"{verb} {path}: left by an interrupted export or map")
     if not removals and not leftovers:

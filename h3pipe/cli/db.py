@@ -20,9 +20,7 @@ def status(ctx: typer.Context) -> int:
 
         h3pipe --store postgresql://localhost/h3 db status
     """
-    from h3pipe.results.runs import migrations
-
-    where, applied, pending = migrations(project_of(ctx), upgrade=False)
+    where, applied, pending = project_of(ctx).migrations(upgrade=False)
     typer.echo(f"store: {where}")
     typer.echo(f"applied: {', '.join(applied) or 'none'}")
     typer.echo(f"pending: {', '.join(pending) or 'none'}")
@@ -37,9 +35,7 @@ def upgrade(ctx: typer.Context) -> int:
 
         h3pipe --store postgresql://localhost/h3 db upgrade
     """
-    from h3pipe.results.runs import migrations
-
-    where, applied, _ = migrations(project_of(ctx), upgrade=True)
+    where, applied, _ = project_of(ctx).migrations(upgrade=True)
     typer.echo(f"store: {where}")
     typer.echo(f"applied now: {', '.join(applied) or 'nothing (up to date)'}")
     return 0

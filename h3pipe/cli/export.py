@@ -73,15 +73,13 @@ def export(
 
         h3pipe export elevation_copdem30 --iso3 COD -r 9 -o cod9.geoparquet --partition-resolution 4
     """
-    from h3pipe.results.formats import format_for
-    from h3pipe.results.outputs import describe, is_stdout, target
-    from h3pipe.results.runs import export_dataset
+    from h3pipe.api import export_target, scope_given
 
-    if not is_stdout(output):
-        target(output, folder=partition_resolution is not None)  # refused before reading
-    fmt = fmt or format_for(output, folder=partition_resolution is not None)
-    rows = export_dataset(project_of(ctx), dataset, output, fmt, iso3=iso3, bbox=bbox, aoi=aoi,
-                          run_id=run_id, resolution=resolution, where=where, layout=layout,
-                          geometry=geometry, h3=h3, partition_resolution=partition_resolution)
-    typer.echo(f"wrote {rows} rows to {describe(output)} ({fmt})", err=is_stdout(output))
+    scope = scope_given(iso3=iso3, bbox=bbox, aoi=aoi, run=run_id)
+    fmt, shown, to_stdout = export_target(output, fmt, partition_resolution)
+    rows = project_of(ctx).export(dataset, output, fmt, scope=scope, run=run_id,
+                                  resolution=resolution, where=where, layout=layout,
+                                  geometry=geometry, h3=h3,
+                                  partition_resolution=partition_resolution)
+    typer.echo(f"wrote {rows} rows to {shown} ({fmt})", err=to_stdout)
     return 0

@@ -61,12 +61,13 @@ def map_(
         --where flood_type=fluvial_undefended --where year=2050 --where ssp=ssp245
         --where return_period=rp100 -o fluvial.pdf
     """
-    from h3pipe.report.datasets import map_dataset
+    from h3pipe.api import scope_given
 
     style = {"diverging": diverging, "center": center, "vmin": vmin, "vmax": vmax,
              "cmap": cmap}
-    drawn, _ = map_dataset(project_of(ctx), dataset, column, output, size=(width, height),
-                           style=style, iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id,
-                           resolution=resolution, where=where)
+    scope = scope_given(iso3=iso3, bbox=bbox, aoi=aoi, run=run_id)
+    drawn, _ = project_of(ctx).map(dataset, column, output, scope=scope, run=run_id,
+                                   resolution=resolution, where=where, size=(width, height),
+                                   style=style)
     typer.echo(f"drew {dataset}.{drawn} to {output}")
     return 0

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 from h3pipe.masking import scrub
 
 if TYPE_CHECKING:
-    from h3pipe.planning.coverage import Coverage
+    from h3pipe.api import Coverage
 
 _quiet = False
 _log: TextIO | None = None

@@ -42,22 +42,19 @@ def plan(
 
         h3pipe plan population --iso3 RWA -r 4-6
     """
+    from h3pipe.api import ScopeRef, parse_resolutions
     from h3pipe.cli.planview import report
     from h3pipe.errors import UsageError
-    from h3pipe.forecast.plan import plan_run
-    from h3pipe.planning import pyramid
-    from h3pipe.planning.prepare import RunOptions
-    from h3pipe.planning.scope import resolve_scope
 
     if fmt not in ("text", "json"):
         raise UsageError(f"--format '{fmt}' is not one of text, json")
     if resolution is not None:
-        pyramid.parse(resolution)  # a bad -r is refused before the project is read
+        parse_resolutions(resolution)  # a bad -r is refused before the project is read
     project = project_of(ctx)
-    scope = resolve_scope(iso3=iso3, bbox=bbox, aoi=aoi)
-    reports = [plan_run(project, pipeline, scope, RunOptions(
-        resolution=res, batch_size=batch_size, workers=workers, force=force,
-        from_step=from_step)) for res in pyramid.of_pipeline(project, pipeline, resolution)]
+    scope = ScopeRef.given(iso3=iso3, bbox=bbox, aoi=aoi)
+    reports = [project.plan(pipeline, scope, res, batch_size=batch_size, workers=workers,
+                            force=force, from_step=from_step)
+               for res in project.resolutions(pipeline, resolution)]
     if fmt == "json":
         shown = [rep.to_json() for rep in reports]
         output.say(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2))

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from h3pipe.planning.coverage import Coverage
+from h3pipe.api import Coverage
 
 if TYPE_CHECKING:
-    from h3pipe.forecast.outlook import Outlook
-    from h3pipe.forecast.plan import PlanReport
-    from h3pipe.planning.prepare import RunPlan
+    from h3pipe.api import Outlook, PlanReport, RunPlan
 
 
 def heading(plan: RunPlan, view: Outlook) -> list[str]:

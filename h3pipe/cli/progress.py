@@ -6,10 +6,8 @@ import sys
 import time
 from typing import Any
 
+from h3pipe.api import Outlook, Reporter, RunPlan
 from h3pipe.cli.planview import heading
-from h3pipe.execution.runner import Reporter
-from h3pipe.forecast.outlook import Outlook
-from h3pipe.planning.prepare import RunPlan
 
 
 def make_reporter() -> Reporter:

@@ -27,10 +27,8 @@ def resume(
         h3pipe resume elevation_terrain-r6-1a2b3c4d5e6f --from-step elevation_stats
     """
     from h3pipe.cli.progress import make_reporter
-    from h3pipe.execution.runner import resume_run
-
-    result = resume_run(project_of(ctx), run_id, from_step=from_step, workers=workers,
-                        reporter=make_reporter(), grace_seconds=grace)
+    result = project_of(ctx).resume(run_id, from_step=from_step, workers=workers,
+                                    reporter=make_reporter(), grace_seconds=grace)
     if result.run_id != run_id:
         typer.echo(f"note: the inputs of {run_id} changed since; this is run {result.run_id}",
                    err=True)

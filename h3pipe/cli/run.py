@@ -11,11 +11,7 @@ from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
 
 if TYPE_CHECKING:
-    from h3pipe.config.project import ProjectConfig
-    from h3pipe.execution.runner import RunResult
-    from h3pipe.planning.prepare import RunOptions
-    from h3pipe.queue.settings import QueueSettings
-    from h3pipe.queue.submit import Submitted
+    from h3pipe.api import Project, RunResult, Submitted
 
 
 @app.command("run")
@@ -78,69 +74,62 @@ def run(
     the cells with no valid pixel; a published dataset with more null cells than
     --max-null-share warns, and with --strict exits 65 (the data is published all the same).
     """
+    from h3pipe.api import parse_resolutions
     from h3pipe.errors import UsageError
-    from h3pipe.planning import pyramid
-    from h3pipe.planning.prepare import RunOptions
-    from h3pipe.queue.settings import QueueSettings
 
     project = project_of(ctx)
-    given = pyramid.parse(resolution) if resolution is not None else None
-    options = RunOptions(resolution=given[0] if given and len(given) == 1 else None,
-                         batch_size=batch_size, workers=workers, force=force,
-                         from_step=from_step, wait=wait, grace_seconds=grace,
-                         max_null_share=max_null_share, strict=strict)
-    settings = QueueSettings.find(queue, project.read_settings())
-    if settings is None and detach:
+    given = parse_resolutions(resolution) if resolution is not None else None
+    options = {"batch_size": batch_size, "workers": workers, "force": force,
+               "from_step": from_step, "wait": wait, "grace_seconds": grace,
+               "max_null_share": max_null_share, "strict": strict}
+    if project.queue_settings(queue) is None and detach:
         raise UsageError("--detach needs a queue", hint="pass --queue amqp://... or set "
                          "H3PIPE_QUEUE")
     several = bool(iso3 and ("," in iso3 or iso3.strip().startswith("@"))
                    and not (bbox or aoi))
-    levels: list[int | None] = [options.resolution] if options.resolution is not None \
-        else pyramid.of_pipeline(project, pipeline, resolution)
+    levels: list[int | None] = [given[0]] if given and len(given) == 1 \
+        else project.resolutions(pipeline, resolution)
+    run = Launch(project, pipeline, queue, detach, options)
     if several or len(levels) > 1:
-        return _run_many(project, pipeline, levels, options, settings, detach,
-                         iso3=iso3, several=several, bbox=bbox, aoi=aoi)
-    _run_one(project, pipeline, options, settings, detach, iso3=iso3, bbox=bbox, aoi=aoi)
+        return _run_many(run, levels, iso3=iso3, several=several, bbox=bbox, aoi=aoi)
+    run.one(levels[0], iso3=iso3, bbox=bbox, aoi=aoi)
     return 0
 
 
-def _run_one(project: ProjectConfig, pipeline: str, options: RunOptions,
-             settings: QueueSettings | None, detach: bool, **scope_of: Any) -> str:
-    """One scope: run it here or through the queue, say how it went, and return that in
-    a few words."""
-    from h3pipe.cli.progress import make_reporter
-    from h3pipe.execution.runner import run_pipeline
-    from h3pipe.planning.scope import resolve_scope
+class Launch:
+    """One command's runs: the same pipeline, queue and options, for each scope and level."""
 
-    scope = resolve_scope(**scope_of)
-    if settings is None:
-        result = run_pipeline(project, pipeline, scope, options, make_reporter())
-    else:
-        from h3pipe.queue.submit import Submitted, run_queued
+    def __init__(self, project: Project, pipeline: str, queue: str | None, detach: bool,
+                 options: dict[str, Any]) -> None:
+        self.project, self.pipeline, self.queue = project, pipeline, queue
+        self.detach, self.options = detach, options
 
-        done = run_queued(project, pipeline, scope, options, settings, make_reporter(),
-                          detach=detach)
+    def one(self, resolution: int | None, **scope_of: Any) -> str:
+        """One scope: run it here or through the queue, say how it went, and return that
+        in a few words."""
+        from h3pipe.api import ScopeRef, Submitted
+        from h3pipe.cli.progress import make_reporter
+
+        scope = ScopeRef.given(**scope_of)
+        done = self.project.run(self.pipeline, scope, resolution, queue=self.queue,
+                                detach=self.detach, reporter=make_reporter(), **self.options)
         if isinstance(done, Submitted):
             _submitted(done)
             return f"run {done.run_id} {'submitted' if done.state != 'already' else 'done'}"
-        result = done
-    _say(result, scope_of.get("iso3"))
-    if result.coverage is not None:
-        result.coverage.check()  # --strict: too many null cells exit 65, data published
-    return f"run {result.run_id} {result.state}: {result.rows} rows"
+        _say(done, scope_of.get("iso3"))
+        if done.coverage is not None:
+            done.coverage.check()  # --strict: too many null cells exit 65, data published
+        return f"run {done.run_id} {done.state}: {done.rows} rows"
 
 
-def _run_many(project: ProjectConfig, pipeline: str, levels: list[int | None],
-              options: RunOptions, settings: QueueSettings | None, detach: bool, *,
-              iso3: str | None, several: bool, **scope_of: Any) -> int:
+def _run_many(run: Launch, levels: list[int | None], *, iso3: str | None, several: bool,
+              **scope_of: Any) -> int:
     """Each country and resolution as its own run, on past failures; a summary table;
     the worst exit code."""
-    from dataclasses import replace
+    from h3pipe.api import worst
 
-    from h3pipe.planning import many
-
-    codes: list[str | None] = list(many.countries(iso3, project.read_settings())) \
-        if several and iso3 else [iso3]
+    project = run.project
+    codes: list[str | None] = list(project.countries(iso3)) if several and iso3 else [iso3]
     project.load()  # a broken project fails once, not once per run
     jobs = {_label(c, r): (c, r) for c in codes for r in levels}
     if len(codes) > 1:
@@ -150,15 +139,14 @@ def _run_many(project: ProjectConfig, pipeline: str, levels: list[int | None],
 
     def one(label: str) -> str:
         code, res = jobs[label]
-        return _run_one(project, pipeline, replace(options, resolution=res), settings,
-                        detach, iso3=code, **scope_of)
+        return run.one(res, iso3=code, **scope_of)
 
     def failed(label: str, exc: Exception) -> None:
         output.error(f"error: {label}: {exc}")
 
-    outcomes = many.run_each(list(jobs), one, failed)
+    outcomes = project.run_each(list(jobs), one, failed)
     _summary(outcomes, "country" if len(levels) == 1 else "run")
-    return many.worst(outcomes)
+    return worst(outcomes)
 
 
 def _label(code: str | None, res: int | None) -> str:

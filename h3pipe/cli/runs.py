@@ -27,9 +27,7 @@ def list_(
 
         h3pipe runs list --pipeline elevation_terrain
     """
-    from h3pipe.results.runs import list_runs
-
-    rows = list_runs(project_of(ctx), limit=limit, pipeline=pipeline)
+    rows = project_of(ctx).runs(limit=limit, pipeline=pipeline)
     if not rows:
         typer.echo("no runs yet")
         return 0
@@ -53,9 +51,7 @@ def show(
 
         h3pipe runs show elevation_terrain-r6-1a2b3c4d5e6f
     """
-    from h3pipe.results.runs import show_run
-
-    r = show_run(project_of(ctx), run_id)
+    r = project_of(ctx).run_record(run_id)
     echo = typer.echo
     echo(f"run:        {r['run_id']}")
     echo(f"pipeline:   {r['pipeline_id']} (version {r['pipeline_version']}, {r['pipeline_hash']})")
@@ -127,7 +123,7 @@ def _scenarios(params: dict[str, Any]) -> None:
 
 def _coverage(params: dict[str, Any]) -> None:
     """Sources that miss part of the scope, cells with no valid pixel, sparse datasets."""
-    from h3pipe.planning.coverage import Coverage
+    from h3pipe.api import Coverage
 
     found = Coverage.recorded(params)
     if found is None:
@@ -140,9 +136,9 @@ def _coverage(params: dict[str, Any]) -> None:
 
 def _conservation(params: dict[str, Any]) -> None:
     """An extensive variable's sums, against the raster's (h3pipe.execution.balance)."""
-    from h3pipe.execution.balance import describe
+    from h3pipe.api import conservation_lines
 
-    for line in describe(params.get("conservation", {})):
+    for line in conservation_lines(params):
         typer.echo(f"conservation: {line}")
 
 
@@ -170,9 +166,7 @@ def report(
 
         h3pipe runs report latest -o report.html
     """
-    from h3pipe.report.runs import write_report
-
-    r = write_report(project_of(ctx), run_id, output, max_maps=max_maps)
+    r = project_of(ctx).report(run_id, output, max_maps=max_maps)
     typer.echo(f"wrote the report of run {r['run_id']} ({r['status']}) to {output}")
     return 0
 
@@ -192,9 +186,7 @@ def cancel(
 
         h3pipe runs cancel latest
     """
-    from h3pipe.api import cancel_run
-
-    typer.echo(cancel_run(project_of(ctx), run_id))
+    typer.echo(project_of(ctx).cancel(run_id))
     return 0
 
 
@@ -213,9 +205,7 @@ def wait(
     """
     from h3pipe.cli import output
     from h3pipe.cli.progress import make_reporter
-    from h3pipe.queue.submit import follow_run
-
-    row = follow_run(project_of(ctx), run_id, make_reporter())
+    row = project_of(ctx).wait(run_id, make_reporter())
     output.say(f"run {row['run_id']} completed: {row['cells']} cells of {row['scope_label']} "
                f"at resolution {row['resolution']} -> dataset {row['dataset']}")
     return 0

@@ -30,17 +30,17 @@ def schema(
 
         h3pipe schema pipeline > pipeline.schema.json
     """
-    from h3pipe.config import schemas
+    from h3pipe.api import schema_kinds, schema_text, write_schemas
 
-    if kind is not None and kind not in schemas.KINDS:
-        raise typer.BadParameter(f"'{kind}' is not one of {', '.join(schemas.KINDS)}",
+    if kind is not None and kind not in schema_kinds():
+        raise typer.BadParameter(f"'{kind}' is not one of {', '.join(schema_kinds())}",
                                  param_hint="KIND")
     if out is None and kind is None:
         raise typer.BadParameter("name a KIND to print, or give --out DIR to write them all",
                                  param_hint="KIND")
     if out is None:
-        typer.echo(schemas.text(kind or ""), nl=False)
+        typer.echo(schema_text(kind or ""), nl=False)
         return 0
-    for path in schemas.write(out, (kind,) if kind else schemas.KINDS):
+    for path in write_schemas(out, (kind,) if kind else None):
         typer.echo(f"wrote {path}")
     return 0

@@ -28,9 +28,7 @@ def register(
 
         h3pipe sources register sources/cop-dem-glo-30.yaml
     """
-    from h3pipe.results.sources import register_sources
-
-    for r in register_sources(project_of(ctx), [f.resolve() for f in files]):
+    for r in project_of(ctx).register_sources([f.resolve() for f in files]):
         typer.echo(f"{r['id']}: {r['action']} (version {r['version']})")
     return 0
 
@@ -47,9 +45,7 @@ def list_(
 
         h3pipe sources list --theme terrain
     """
-    from h3pipe.results.sources import list_sources
-
-    rows = list_sources(project_of(ctx), theme=theme, include_inactive=all_)
+    rows = project_of(ctx).sources(theme=theme, include_inactive=all_)
     if not rows:
         typer.echo("no sources registered" + (" for that theme" if theme else "")
                    + "; add one with 'h3pipe sources register FILE'")
@@ -74,9 +70,7 @@ def show(
     """
     import yaml
 
-    from h3pipe.results.sources import show_source
-
-    r = show_source(project_of(ctx), source_id)
+    r = project_of(ctx).source(source_id)
     state = "active" if r["is_active"] else "deactivated"
     typer.echo(f"# {r['id']}: version {r['version']}, {state}, from {r['file']}")
     typer.echo(yaml.safe_dump(r["document"], sort_keys=False, allow_unicode=True).rstrip())
@@ -97,9 +91,7 @@ def deactivate(
 
         h3pipe sources deactivate worldpop
     """
-    from h3pipe.results.sources import deactivate as deactivate_source
-
-    version = deactivate_source(project_of(ctx), source_id)
+    version = project_of(ctx).deactivate_source(source_id)
     typer.echo(f"{source_id}: deactivated (version {version}); register it again to restore")
     return 0
 
@@ -123,15 +115,14 @@ def inspect(
     """
     import math
 
-    from h3pipe.authoring.drafting import check_source_id, suggest_source_id, to_source_yaml
-    from h3pipe.authoring.inspect import inspect_location
+    from h3pipe.api import check_source_id, draft_source
 
     if fmt not in ("yaml", "json"):
         raise typer.BadParameter(f"'{fmt}' is not one of yaml, json", param_hint="--format")
     if source_id is not None:
         check_source_id(source_id)
     project = project_of(ctx)
-    found = inspect_location(location, project.root)
+    found = project.inspect(location)
     if fmt == "json":
         # Strict JSON: a NaN nodata value becomes the string "nan".
         def clean(v: object) -> object:
@@ -145,8 +136,7 @@ def inspect(
 
         typer.echo(json.dumps(clean(found.to_json()), indent=2, default=str, allow_nan=False))
         return 0
-    sid = source_id or suggest_source_id(found)
-    text = to_source_yaml(found, source_id=sid, location=location)
+    text = draft_source(found, location, source_id)
     if output is None:
         typer.echo(text.rstrip())
     else:

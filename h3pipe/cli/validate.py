@@ -34,9 +34,9 @@ def validate(
     from h3pipe.errors import UsageError
 
     project = project_of(ctx)
-    resolved = [project.resolve_path(p) for p in paths or []]
-    for given, p in zip(paths or [], resolved, strict=True):
-        if not p.exists():
+    resolved = [project.resolve_path(path) for path in paths or []]
+    for given, path in zip(paths or [], resolved, strict=True):
+        if not path.exists():
             raise UsageError(f"no such file or folder: {given}")
     report = project.check(resolved or None, data=True)
     if fmt == "json":
@@ -47,8 +47,8 @@ def validate(
                               "message": p.message, "kind": p.kind} for p in report.problems]
         typer.echo(json.dumps(shown, indent=2))
     else:
-        for p in report.problems:
-            typer.echo(p.format())
+        for problem in report.problems:
+            typer.echo(problem.format())
         for note in report.notes:
             typer.echo(f"note: {note}", err=True)
         n = len(report.files)

@@ -33,14 +33,4 @@ def worker(
     # Read by Celery's process pool when it is first imported, so set before: SIGTERM is
     # then Celery's warm shutdown with our grace timer (h3pipe.queue.worker).
     os.environ.pop("REMAP_SIGTERM", None)
-    from h3pipe.errors import UsageError
-    from h3pipe.queue.settings import QueueSettings
-    from h3pipe.queue.worker import start_worker
-
-    project = project_of(ctx)
-    settings = QueueSettings.find(queue, project.read_settings())
-    if settings is None:
-        raise UsageError("no queue given", hint="pass --queue amqp://..., set H3PIPE_QUEUE, "
-                         "or 'queue:' in h3pipe.yaml")
-    return start_worker(settings, project.store_location(), project.root,
-                        concurrency=concurrency or os.cpu_count() or 1, grace_seconds=grace)
+    return project_of(ctx).worker(queue, concurrency=concurrency, grace_seconds=grace)

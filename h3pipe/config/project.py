@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from h3pipe.config import schemas
 from h3pipe.config.checks import (
@@ -28,6 +28,9 @@ from h3pipe.config.schemas import suggest
 from h3pipe.config.yamlio import Document, load_document
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 from h3pipe.spec import PipelineSpec, SourceSpec
+
+if TYPE_CHECKING:
+    from h3pipe.storage.base import Store
 
 __all__ = ["PROJECT_FILE", "ProjectConfig", "Report", "expand_env", "source_spec", "suggest"]
 
@@ -105,11 +108,30 @@ class Report:
         return not self.problems
 
 
+def _state(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What tells a file changed: its path, modification time and size (absent: -1)."""
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(f), -1, -1))
+    return tuple(out)
+
+
 class ProjectConfig:
+    """A project's files, validated, and where its store is. :meth:`load` and
+    :meth:`read_settings` read the files once and again only when they change."""
+
     def __init__(self, root: Path, store: str | None = None) -> None:
         self.root = root.resolve()
         self.settings: dict[str, Any] = {}
         self.store_override = store
+        self._specs: tuple[dict[str, SourceSpec], dict[str, PipelineSpec],
+                           dict[str, Any]] | None = None
+        self._load_state: tuple[tuple[str, int, int], ...] | None = None
+        self._settings_state: tuple[tuple[str, int, int], ...] | None = None
 
     def store_location(self) -> str:
         """--store, else $H3PIPE_STORE, else 'store:' in h3pipe.yaml, else '.h3pipe'."""
@@ -202,22 +224,46 @@ class ProjectConfig:
                               "sources/ and pipelines/ here")
 
     def read_settings(self) -> dict[str, Any]:
-        """h3pipe.yaml alone, validated (sources and pipelines are not read)."""
+        """h3pipe.yaml alone, validated (sources and pipelines are not read); read again
+        only when the file changed."""
+        state = _state([self.settings_file])
+        if self._settings_state == state:
+            return self.settings
         report, loaded = Report(), Loaded()
         if self.settings_file.exists():
             self._check_file(self.settings_file, "project", loaded, report)
         if not report.ok:
             raise ValidationFailed(report.problems)
-        self.settings = loaded.settings
+        self.settings, self._settings_state = loaded.settings, state
         return self.settings
 
     def load(self) -> tuple[dict[str, SourceSpec], dict[str, PipelineSpec], dict[str, Any]]:
-        report = self.check()
-        if not report.ok:
-            raise ValidationFailed(report.problems)
-        return ({k: v[1] for k, v in self._loaded.sources.items()},
-                {k: v[1] for k, v in self._loaded.pipelines.items()},
-                self._loaded.settings)
+        """Validated specs of every source and pipeline, and the settings; the project is
+        read and checked again only when one of its files changed (or :meth:`forget`)."""
+        state = _state([self.settings_file, *self.source_files(), *self.pipeline_files()])
+        if self._load_state != state or self._specs is None:
+            report = self.check()
+            if not report.ok:
+                raise ValidationFailed(report.problems)
+            self._specs = ({k: v[1] for k, v in self._loaded.sources.items()},
+                           {k: v[1] for k, v in self._loaded.pipelines.items()},
+                           self._loaded.settings)
+            self._load_state = state
+        return self._specs
+
+    def forget(self) -> None:
+        """Read everything again on the next :meth:`load` (the store's catalog changed)."""
+        self._specs, self._load_state, self._settings_state = None, None, None
+
+    def open_store(self, *, create: bool = False) -> Store:
+        """The project's store: --store, $H3PIPE_STORE, ``store:`` of h3pipe.yaml, or the
+        folder ``.h3pipe``; ``create`` makes it when it does not exist yet."""
+        # storage (SQLAlchemy, pyarrow) loads with the first store opened, not with
+        # every command that only reads files.
+        from h3pipe.storage import open_store
+
+        self.read_settings()
+        return open_store(self.store_location(), self.root, create=create)
 
     def _add_catalog_sources(self, loaded: Loaded) -> None:
         """Sources registered in the store: deactivated ones are remembered so pipelines

@@ -40,7 +40,6 @@ from h3pipe.planning.batching import Planner
 from h3pipe.planning.coverage import Coverage
 from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
 from h3pipe.planning.scope import Scope, ScopeRef
-from h3pipe.results.runs import project_store
 from h3pipe.spec import DEFAULT_GRACE_SECONDS, StepSpec
 from h3pipe.storage import retry
 from h3pipe.storage.base import Store
@@ -121,7 +120,7 @@ def resume_run(project: ProjectConfig, run_id: str, *, from_step: str | None = N
 def recorded_run(project: ProjectConfig, run_id: str) -> tuple[str, Scope, int]:
     """The pipeline, scope (resolved again from how it was given) and resolution of a
     recorded run."""
-    with project_store(project) as store:
+    with project.open_store() as store:
         run = RunLog(store.catalog).run(run_id)
     if run is None:
         raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")

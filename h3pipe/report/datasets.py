@@ -53,22 +53,21 @@ class Selection:
         return f"{scopes} · resolution {self.resolution} · run {runs}"
 
 
-def select(project: ProjectConfig, dataset: str, *, iso3: str | None = None,
-           bbox: str | None = None, aoi: Path | None = None, run_id: str | None = None,
-           resolution: int | None = None, where: list[str] | None = None) -> Selection:
+def select(project: ProjectConfig, dataset: str, *, scope: ScopeRef | None = None,
+           run_id: str | None = None, resolution: int | None = None,
+           where: list[str] | None = None) -> Selection:
     """The rows a map draws: one scope given as to 'h3pipe run' (or a run's result), one
     resolution, one row per cell (a sweep needs --where down to one scenario)."""
-    if not any((iso3, bbox, aoi, run_id)):
+    if scope is None and not run_id:
         raise UsageError("give the scope to draw: --iso3, --bbox, --aoi or --run")
-    table, entries = records.read_dataset(project, dataset, iso3=iso3, bbox=bbox, aoi=aoi,
-                                          run_id=run_id, resolution=resolution, where=where)
+    table, entries = records.read_dataset(project, dataset, scope=scope, run_id=run_id,
+                                          resolution=resolution, where=where)
     found = sorted({int(e["resolution"]) for e in entries})
     if len(found) > 1:
         raise UsageError(f"dataset '{dataset}' has resolutions {', '.join(map(str, found))} "
                          "for this scope: choose one with -r")
     _one_row_per_cell(table, entries)
-    outline = _outline(iso3=iso3, bbox=bbox, aoi=aoi, runs=[e["run_id"] for e in entries],
-                       project=project)
+    outline = _outline(scope, [e["run_id"] for e in entries], project)
     return Selection(dataset, table, entries, found[0], outline)
 
 
@@ -89,13 +88,12 @@ def _one_row_per_cell(table: Any, entries: list[Row]) -> None:
                          f"--where {k}={v}" for k, v in example.items()) if example else ""))
 
 
-def _outline(*, iso3: str | None, bbox: str | None, aoi: Path | None, runs: list[str],
-             project: ProjectConfig) -> Any | None:
+def _outline(scope: ScopeRef | None, runs: list[str], project: ProjectConfig) -> Any | None:
     """The scope's polygon: as given, or as the run recorded it; None when it cannot be
     had again (an area file since moved)."""
     try:
-        if iso3 or bbox or aoi:
-            return ScopeRef.given(iso3=iso3, bbox=bbox, aoi=aoi).resolve().geometry
+        if scope is not None:
+            return scope.resolve().geometry
         shapes = [run_scope(records.run_params(project, r)) for r in dict.fromkeys(runs)]
     except H3PipeError:
         return None
@@ -161,13 +159,13 @@ def style_for(what: Meaning, *, diverging: bool = False, center: float = 0.0,
 
 def map_dataset(project: ProjectConfig, dataset: str, column: str | None, out: Path, *,
                 size: tuple[int, int] = (1200, 900), style: dict[str, Any] | None = None,
-                **scope: Any) -> tuple[str, dict[str, Any]]:
+                **given: Any) -> tuple[str, dict[str, Any]]:
     """``h3pipe map``: draw one column of the dataset over one scope to ``out``; returns
     the column drawn and the facts :func:`h3pipe.report.maps.draw` reports."""
     extras.require("report")  # before reading any row
     maps.check_format(out)
     maps.check_request(size, (style or {}).get("vmin"), (style or {}).get("vmax"))
-    selection = select(project, dataset, **scope)
+    selection = select(project, dataset, **given)
     if not selection.columns:
         raise ConfigError(f"dataset '{dataset}' has no statistic column to draw")
     column = column or selection.columns[0]

@@ -27,6 +27,8 @@ import shapely
 
 from h3pipe import grid
 from h3pipe.errors import ConfigError, UsageError
+from h3pipe.results import outputs
+from h3pipe.results.outputs import PARTITION_KEY, is_stdout
 
 FORMATS = ("parquet", "geoparquet", "csv", "geojson", "gpkg", "fgb")
 GEOMETRIES = ("polygon", "point", "none")
@@ -43,15 +45,12 @@ _OGR_DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}
 # max statistics of the bbox column, which only helps when a group is a small part of the
 # map (rows come in batches of neighbouring cells). pyarrow's default is a million rows.
 _GEO_ROW_GROUP = 65_536
-PARTITION_KEY = "h3_parent"
 
 
 def format_for(path: Path | str, *, folder: bool = False) -> str:
     """The format a file name asks for by its extension (csv for ``-``, standard output;
     parquet for a folder without one, ``folder`` being a partitioned export); an unknown
     or missing extension is a :class:`UsageError` listing the known ones."""
-    from h3pipe.results.outputs import is_stdout
-
     if is_stdout(path):
         return "csv"
     suffix = Path(path).suffix.lower().lstrip(".")
@@ -115,8 +114,6 @@ def write(table: pa.Table, out: Path | str, spec: ExportSpec) -> None:
     """Write ``table`` (an ``h3_index`` text column, then any others) to ``out`` as ``spec``
     says; ``-`` is standard output (csv, geojson, parquet and geoparquet). A file appears
     whole or not at all: it is written beside ``out`` and renamed."""
-    from h3pipe.results.outputs import is_stdout
-
     cells = grid.ids(table.column("h3_index"))
     if is_stdout(out):
         _check_streams(spec)
@@ -338,7 +335,6 @@ def atomic(out: Path, fmt: str | None, write_to: Callable[[Path], object]) -> No
     a device, FIFO, socket or folder is refused, a symlink is written through."""
     import pyogrio.errors
 
-    from h3pipe.results import outputs
     from h3pipe.storage.space import is_full, low
 
     real = outputs.target(out, folder=fmt is None)

@@ -33,6 +33,9 @@ _TMP_NAME = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"(\d+)-[0-9a-f]+")
 _JOURNALS = ("-journal", "-wal", "-shm")
 
 
+# The folder name of a partitioned export's parts: h3_parent=<cell>.
+PARTITION_KEY = "h3_parent"
+
 def is_stdout(out: Path | str) -> bool:
     return str(out) == STDOUT
 
@@ -112,8 +115,6 @@ def atomic(out: Path, write_to: Callable[[Path], object], *, ending: str = "",
 def _replace_folder(tmp: Path, out: Path) -> None:
     """Move the folder ``tmp`` to ``out``, replacing an earlier partitioned export there,
     and nothing else: a folder holding other files is the user's, not ours to delete."""
-    from h3pipe.results.formats import PARTITION_KEY
-
     if not out.exists():
         os.replace(tmp, out)
         return

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, NoReturn
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, UsageError
 from h3pipe.planning.scope import ScopeRef
-from h3pipe.storage import Store, history, open_catalog, open_store
+from h3pipe.results import formats, layouts
+from h3pipe.storage import Store, history, open_catalog
 from h3pipe.storage.holders import holder_alive, why_dead
 
 if TYPE_CHECKING:
@@ -26,12 +27,6 @@ if TYPE_CHECKING:
     from h3pipe.storage.catalog import Catalog
 
 from h3pipe.storage.records import Row, RunRecord
-
-
-def project_store(project: ProjectConfig, *, create: bool = False) -> Store:
-    """The project's store, after reading h3pipe.yaml (its 'store:' may name it)."""
-    project.read_settings()
-    return open_store(project.store_location(), project.root, create=create)
 
 
 def migrations(project: ProjectConfig, *, upgrade: bool) -> tuple[str, list[str], list[str]]:
@@ -57,7 +52,7 @@ def _judged(run: Row) -> Row:
 
 def list_runs(project: ProjectConfig, limit: int = 20, pipeline: str | None = None) -> list[Row]:
     """Run rows, newest first; ``dead`` says why a run recorded as running is not."""
-    with project_store(project) as store:
+    with project.open_store() as store:
         return [_judged(r) for r in history.recent_runs(store.catalog, limit=limit,
                                                          pipeline=pipeline)]
 
@@ -85,7 +80,7 @@ def find_run(catalog: Catalog, ref: str) -> RunRecord:
 def show_run(project: ProjectConfig, run_id: str) -> Row:
     """One run's row with its steps, tasks, items and timeline (see
     :class:`h3pipe.storage.history.RunHistory`), and ``dead`` as in :func:`list_runs`."""
-    with project_store(project) as store:
+    with project.open_store() as store:
         return _shown(store, find_run(store.catalog, run_id))
 
 
@@ -103,7 +98,7 @@ def run_report(project: ProjectConfig, run_id: str) -> Row:
     """Everything a run's report shows: :func:`show_run`'s row, every task's worker and
     times (``spans``), the pipeline document it ran (``pipeline_document``) and the results
     it still holds (``published``)."""
-    with project_store(project) as store:
+    with project.open_store() as store:
         run = find_run(store.catalog, run_id)
         return _shown(store, run) | {
             "spans": history.task_spans(store.catalog, run["run_id"]),
@@ -116,7 +111,7 @@ def run_report(project: ProjectConfig, run_id: str) -> Row:
 
 def run_params(project: ProjectConfig, run_id: str) -> Row:
     """What the run recorded of itself: its settings, scope, inputs and checks."""
-    with project_store(project) as store:
+    with project.open_store() as store:
         return find_run(store.catalog, run_id).params.raw
 
 
@@ -149,38 +144,37 @@ def cancellable(store: Store, run_id: str) -> Row:
 # -- exports ----------------------------------------------------------------------------------
 
 def export_dataset(project: ProjectConfig, dataset: str, out: Path | str, fmt: str, *,
-                   iso3: str | None = None, bbox: str | None = None, aoi: Path | None = None,
-                   run_id: str | None = None, resolution: int | None = None,
-                   where: list[str] | None = None, layout: str = "wide",
+                   scope: ScopeRef | None = None, run_id: str | None = None,
+                   resolution: int | None = None, where: list[str] | None = None,
+                   layout: str = "wide",
                    geometry: str | None = None, h3: str = "text",
                    partition_resolution: int | None = None) -> int:
     """Write one row per cell (and scenario, for a sweep) of ``dataset`` to ``out`` (``-``:
     standard output); return the number of rows. The rows are :func:`read_dataset`'s;
     ``fmt``, ``geometry``, ``h3`` and ``partition_resolution``: see
     :class:`h3pipe.results.formats.ExportSpec`."""
-    from h3pipe.results import formats
-
     spec = formats.ExportSpec.parse(fmt, geometry=geometry, h3=h3, layer=dataset,
                                     partition_resolution=partition_resolution)
-    table, _ = read_dataset(project, dataset, iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id,
+    table, _ = read_dataset(project, dataset, scope=scope, run_id=run_id,
                             resolution=resolution, where=where, layout=layout)
     formats.write(table, out, spec)
     return int(table.num_rows)
 
 
-def read_dataset(project: ProjectConfig, dataset: str, *, iso3: str | None = None,
-                 bbox: str | None = None, aoi: Path | None = None, run_id: str | None = None,
-                 resolution: int | None = None, where: list[str] | None = None,
-                 layout: str = "wide") -> tuple[pa.Table, list[Row]]:
+def read_dataset(project: ProjectConfig, dataset: str, *, scope: ScopeRef | None = None,
+                 run_id: str | None = None, resolution: int | None = None,
+                 where: list[str] | None = None, layout: str = "wide"
+                 ) -> tuple[pa.Table, list[Row]]:
     """The rows of ``dataset`` and the result entries they come from. At most one of
-    ``iso3``, ``bbox``, ``aoi`` (a scope as given to 'h3pipe run') and ``run_id`` (the
-    result that run published) narrows it; without one, every scope is read. ``where``
-    and ``layout``: see :mod:`h3pipe.results.layouts`."""
-    from h3pipe.results import layouts
-
+    ``scope`` (as given to 'h3pipe run') and ``run_id`` (the result that run published)
+    narrows it; without one, every scope is read. ``where`` and ``layout``: see
+    :mod:`h3pipe.results.layouts`."""
     wanted = layouts.parse_where(where or [])
-    scope_key = _scope_key(iso3=iso3, bbox=bbox, aoi=aoi, run_id=run_id)
-    with project_store(project) as store:
+    if scope is not None and run_id is not None:
+        raise UsageError("give at most one of --iso3, --bbox, --aoi or --run "
+                         f"(got --{scope.kind}, --run)")
+    scope_key = scope.key if scope is not None else None
+    with project.open_store() as store:
         if run_id is not None:
             entries = _published_by(store, dataset, run_id, resolution)
         else:
@@ -190,19 +184,6 @@ def read_dataset(project: ProjectConfig, dataset: str, *, iso3: str | None = Non
         table = layouts.shape(store.read_results(entries), layouts.merged(entries), wanted,
                               layout)
     return table, entries
-
-
-def _scope_key(*, iso3: str | None, bbox: str | None, aoi: Path | None,
-               run_id: str | None) -> str | None:
-    """The key the run recorded for the scope given, or None when none is."""
-    given = [n for n, v in (("--iso3", iso3), ("--bbox", bbox), ("--aoi", aoi),
-                            ("--run", run_id)) if v]
-    if len(given) > 1:
-        raise UsageError(f"give at most one of --iso3, --bbox, --aoi or --run "
-                         f"(got {', '.join(given)})")
-    if iso3 or bbox or aoi:
-        return ScopeRef.given(iso3=iso3, bbox=bbox, aoi=aoi).key
-    return None
 
 
 def _published_by(store: Store, dataset: str, run_ref: str,

@@ -17,7 +17,6 @@ from h3pipe import masking
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.config.yamlio import load_document
 from h3pipe.errors import ConfigError, ValidationFailed
-from h3pipe.results.runs import project_store
 from h3pipe.storage import open_store, registry
 from h3pipe.storage.records import Row
 
@@ -32,7 +31,7 @@ def register_sources(project: ProjectConfig, files: list[Path]) -> list[Row]:
         raise ValidationFailed(report.problems)
     records = [_record(project, f) for f in files]
     out = []
-    with project_store(project, create=True) as store:
+    with project.open_store(create=True) as store:
         for rec in records:
             version, action = registry.register(store.catalog, rec)
             out.append({"id": rec.id, "version": version, "action": action})
@@ -77,7 +76,7 @@ def show_source(project: ProjectConfig, source_id: str) -> Row:
         raise ConfigError(f"no source '{source_id}' in the catalog"
                           + suggest(source_id, list(rows)),
                           hint="register it with 'h3pipe sources register FILE'")
-    with project_store(project) as store:
+    with project.open_store() as store:
         versions = registry.source_versions(store.catalog, source_id)
     row = rows[source_id]
     return row | {"document": json.loads(row["document"]), "versions": versions}
@@ -85,7 +84,7 @@ def show_source(project: ProjectConfig, source_id: str) -> Row:
 
 def deactivate(project: ProjectConfig, source_id: str) -> int:
     """Soft-delete ``source_id``; return the new version number."""
-    with project_store(project, create=True) as store:
+    with project.open_store(create=True) as store:
         version = registry.deactivate(store.catalog, source_id)
         if version is None:
             known = [r["id"] for r in registry.source_rows(store.catalog)]

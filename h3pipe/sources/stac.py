@@ -14,14 +14,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 from h3pipe import extras
 from h3pipe.errors import NoDataInScope, RemoteReadError, SourceError
 from h3pipe.sources import remote
 from h3pipe.sources.raster import RasterInfo, TileInfo, gdal_path, gdal_reason, sign
-from h3pipe.spec import StacSpec
+
+if TYPE_CHECKING:
+    from h3pipe.spec import StacSpec
 
 Box = tuple[float, float, float, float]
 
