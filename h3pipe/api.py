@@ -31,7 +31,7 @@ from h3pipe.execution.cleanup import Removal
 from h3pipe.execution.cleanup import clean as clean_store
 from h3pipe.execution.runner import Reporter, RunResult, resume_run, run_pipeline
 from h3pipe.forecast.outlook import Outlook
-from h3pipe.forecast.plan import PlanReport, plan_run
+from h3pipe.forecast.plan import Forecast, forecast_run
 from h3pipe.planning import many, pyramid
 from h3pipe.planning.coverage import Coverage
 from h3pipe.planning.many import worst
@@ -89,10 +89,10 @@ class Project(_Config):
         return self.check(paths)
 
     def plan(self, pipeline: str, scope: Scope, resolution: int | None = None,
-             **options: Any) -> PlanReport:
+             **options: Any) -> Forecast:
         """What :meth:`run` would do and cost, without writing anything. ``options``:
         those of :class:`RunOptions` (batch_size, workers, force, from_step...)."""
-        return plan_run(self, pipeline, scope_of(scope).resolve(),
+        return forecast_run(self, pipeline, scope_of(scope).resolve(),
                         RunOptions(resolution=resolution, **options))
 
     def resolutions(self, pipeline: str, given: str | None = None) -> list[int | None]:
@@ -342,7 +342,7 @@ def _geodataframe(table: pa.Table) -> Any:
     return geopandas.GeoDataFrame(table.to_pandas(), geometry=list(shapes), crs="EPSG:4326")
 
 
-__all__ = ["Coverage", "Outlook", "PlanReport", "Project", "Reporter", "RunOptions",
+__all__ = ["Coverage", "Outlook", "Forecast", "Project", "Reporter", "RunOptions",
            "RunPlan", "RunResult", "Scope", "ScopeRef", "check_source_id",
            "Submitted", "conservation_lines", "draft_source", "export_target",
            "parse_resolutions", "schema_kinds", "schema_text", "scope_given", "scope_of",

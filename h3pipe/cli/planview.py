@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from h3pipe.api import Coverage
 
 if TYPE_CHECKING:
-    from h3pipe.api import Outlook, PlanReport, RunPlan
+    from h3pipe.api import Forecast, Outlook, RunPlan
 
 
 def heading(plan: RunPlan, view: Outlook) -> list[str]:
@@ -50,7 +50,7 @@ def sweep_lines(plan: RunPlan) -> list[str]:
     return lines
 
 
-def report(rep: PlanReport) -> list[str]:
+def report(rep: Forecast) -> list[str]:
     """The heading, then every source over the scope, then the estimate."""
     lines = heading(rep.plan, rep.outlook)
     lines.append("sources:")

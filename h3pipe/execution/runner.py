@@ -36,9 +36,9 @@ from h3pipe.execution.stopping import StopRequest, graceful
 from h3pipe.forecast.costs import settle_workers
 from h3pipe.forecast.outlook import Outlook, outlook
 from h3pipe.lineage import Lineage, LineageSettings
-from h3pipe.planning.batching import Planner
+from h3pipe.planning.batching import Batcher
 from h3pipe.planning.coverage import Coverage
-from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
+from h3pipe.planning.prepare import RunOptions, RunPlan, as_recorded, prepare
 from h3pipe.planning.scope import Scope, ScopeRef
 from h3pipe.spec import DEFAULT_GRACE_SECONDS, StepSpec
 from h3pipe.storage import retry
@@ -97,7 +97,7 @@ def run_pipeline(project: ProjectConfig, pipeline_id: str, scope: Scope,
     asked = options.workers or 1
     early = make_executor(asked) if asked > 1 else None
     with early or contextlib.nullcontext():
-        plan = settle_workers(prepare(project, pipeline_id, scope, options), project)
+        plan = settle_workers(prepare(project, pipeline_id, scope, options))
         lineage = Lineage.of(project.settings, project.root, reporter.message)
         if early is not None and early.workers == plan.workers:
             return execute(plan, project.root, early, reporter, lineage)
@@ -142,7 +142,7 @@ def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executo
             assert row is not None  # reported done: there is a row
             return _result(plan, store, row["cells"] or 0, 0.0, "already",
                            recorded_coverage(plan, row))
-        plan = carry_over(plan.resuming(row), store, row)  # the batches it started with
+        plan = as_recorded(plan, store, row)  # the batches it started with
         claim_run(log, plan, row, store)
         watch = lineage or Lineage(LineageSettings(), root, reporter.message)
         with (watch.watching(plan, store),
@@ -196,7 +196,7 @@ class _Run:
                  reporter: Reporter, root: Path) -> None:
         self.plan, self.store, self.log = plan, store, log
         self.executor, self.reporter = executor, reporter
-        self.planner = Planner.of(plan, store, root)
+        self.planner = Batcher.of(plan, store, root)
 
     def go(self, row: dict[str, Any] | None) -> RunResult:
         """Run the claimed plan; ``row`` is the run's row as it was before the claim."""

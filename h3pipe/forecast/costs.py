@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from h3pipe.config.project import ProjectConfig
 from h3pipe.forecast.outlook import Outlook
 from h3pipe.planning.prepare import RunPlan
 
@@ -170,14 +169,11 @@ def work_seconds(plan: RunPlan) -> float | None:
     return seconds
 
 
-def settle_workers(plan: RunPlan, project: ProjectConfig) -> RunPlan:
+def settle_workers(plan: RunPlan) -> RunPlan:
     """The plan on one worker, the run's own process, when nobody chose the workers
-    (``--workers``, or ``workers:`` in the pipeline's or the project's defaults) and its
-    work does not pay for starting worker processes (:func:`pays_for_pool`); else as
-    prepared."""
-    chosen = (plan.options.workers or plan.pipeline.defaults.get("workers")
-              or project.settings.get("defaults", {}).get("workers"))
-    if chosen or pays_for_pool(plan, plan.workers):
+    (``plan.workers_chosen``) and its work does not pay for starting worker processes
+    (:func:`pays_for_pool`); else as prepared."""
+    if plan.workers_chosen or pays_for_pool(plan, plan.workers):
         return plan
     return replace(plan, workers=1, batch_size=plan.max_batch_size)
 

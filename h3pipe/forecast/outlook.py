@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from h3pipe.operations import get_operation
-from h3pipe.planning.batching import Planner
+from h3pipe.planning.batching import Batcher
 from h3pipe.planning.prepare import RunPlan
 from h3pipe.storage.base import Store, kept_tasks
 from h3pipe.storage.holders import describe, holder_alive
@@ -46,7 +46,7 @@ class Outlook:
         return asdict(self)
 
 
-def outlook(plan: RunPlan, planner: Planner, store: Store | None,
+def outlook(plan: RunPlan, planner: Batcher, store: Store | None,
             row: dict[str, Any] | None) -> Outlook:
     """The run's status from its row in the store (``row``: None when it has none), and its
     stages from the plan (feature stages counted through ``planner``, which keeps what it
@@ -80,7 +80,7 @@ def _status(plan: RunPlan, store: Store | None, row: dict[str, Any] | None
     return RESUMABLE, len(kept)
 
 
-def _stages(plan: RunPlan, planner: Planner) -> tuple[StageView, ...]:
+def _stages(plan: RunPlan, planner: Batcher) -> tuple[StageView, ...]:
     rows_out: dict[str, tuple[int, str | None]] = {}  # step -> rows it produces, how estimated
     tasks_of: dict[str, int] = {}
     views = []
@@ -107,7 +107,7 @@ def _stages(plan: RunPlan, planner: Planner) -> tuple[StageView, ...]:
     return tuple(views)
 
 
-def _rows_in(plan: RunPlan, planner: Planner, source: str,
+def _rows_in(plan: RunPlan, planner: Batcher, source: str,
              rows_out: dict[str, tuple[int, str | None]]) -> tuple[int, str | None]:
     """Rows a step takes, and how they were estimated (None: counted)."""
     if source == "cells":

@@ -1,4 +1,4 @@
-"""``h3pipe plan``: what a run would do and cost, without running it: :func:`plan_run`.
+"""``h3pipe plan``: what a run would do and cost, without running it: :func:`forecast_run`.
 
 It prepares the run exactly as ``run`` would (the same :class:`RunPlan`, so the same run
 id), reads what the store holds for it and what earlier runs measured, and describes every
@@ -16,14 +16,14 @@ from h3pipe.errors import ConfigError
 from h3pipe.forecast.costs import Estimate, estimate, settle_workers
 from h3pipe.forecast.estimates import SourceFacts, source_facts
 from h3pipe.forecast.outlook import Outlook, outlook
-from h3pipe.planning.batching import Planner
-from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
+from h3pipe.planning.batching import Batcher
+from h3pipe.planning.prepare import RunOptions, RunPlan, as_recorded, prepare
 from h3pipe.planning.scope import Scope
 from h3pipe.storage.runlog import RunLog
 
 
 @dataclass(frozen=True)
-class PlanReport:
+class Forecast:
     plan: RunPlan
     outlook: Outlook
     sources: tuple[SourceFacts, ...]
@@ -40,28 +40,28 @@ class PlanReport:
                 "estimate": self.estimate.to_json()}
 
 
-def plan_run(project: ProjectConfig, pipeline_id: str, scope: Scope,
-             options: RunOptions | None = None) -> PlanReport:
-    plan = settle_workers(prepare(project, pipeline_id, scope, options), project)
-    planner = Planner.of(plan, None)
+def forecast_run(project: ProjectConfig, pipeline_id: str, scope: Scope,
+             options: RunOptions | None = None) -> Forecast:
+    plan = settle_workers(prepare(project, pipeline_id, scope, options))
+    planner = Batcher.of(plan, None)
     try:
         store = storage.open_store(plan.store_location, project.root, create=False)
     except ConfigError:  # no store yet: a new run, and no history
         view = outlook(plan, planner, None, None)
         facts = _facts(plan, planner)
-        return PlanReport(plan, view, facts, estimate(plan, view, [], _pixels(facts)), None)
+        return Forecast(plan, view, facts, estimate(plan, view, [], _pixels(facts)), None)
     with store:
         log = RunLog(store.catalog)
         row = log.run(plan.run_id)
-        plan = carry_over(plan.resuming(row), store, row)  # as the runner would
+        plan = as_recorded(plan, store, row)  # as the runner would
         view = outlook(plan, planner, store, row)
         history = log.throughput()
         where = store.location
     facts = _facts(plan, planner)
-    return PlanReport(plan, view, facts, estimate(plan, view, history, _pixels(facts)), where)
+    return Forecast(plan, view, facts, estimate(plan, view, history, _pixels(facts)), where)
 
 
-def _facts(plan: RunPlan, planner: Planner) -> tuple[SourceFacts, ...]:
+def _facts(plan: RunPlan, planner: Batcher) -> tuple[SourceFacts, ...]:
     return tuple(source_facts(plan, {sid: planner.partitions(sid) for sid in plan.vectors}))
 
 
@@ -70,4 +70,4 @@ def _pixels(facts: tuple[SourceFacts, ...]) -> dict[str, int]:
     return {f.source_id: f.pixels for f in facts if f.pixels is not None}
 
 
-__all__ = ["PlanReport", "plan_run"]
+__all__ = ["Forecast", "forecast_run"]

@@ -1,4 +1,4 @@
-"""Cut a step's input into batches: :class:`Planner`.
+"""Cut a step's input into batches: :class:`Batcher`.
 
 A step over ``cells`` gets the run's cells (spatially ordered) in batches of at most
 ``batch_size``. A step over a vector source gets that source's features in the run's
@@ -34,7 +34,7 @@ Bounds = tuple[float, float, float, float]
 
 
 @dataclass
-class Planner:
+class Batcher:
     run_id: str
     cells: ScopeCells
     resolution: int
@@ -60,7 +60,7 @@ class Planner:
     _partitions: dict[str, Partitions] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, plan: RunPlan, store: Any, root: Any = "") -> Planner:
+    def of(cls, plan: RunPlan, store: Any, root: Any = "") -> Batcher:
         """The planner of a prepared run (``store``: where earlier steps' rows are;
         None when nothing will run; ``root``: the project folder)."""
         sweep = plan.sweep
@@ -198,4 +198,4 @@ def _subset(raster: RasterInfo, box: tuple[float, float, float, float] | None) -
     return raster.subset(box) if box is not None and raster.crs_is_wgs84 else raster
 
 
-__all__ = ["Planner"]
+__all__ = ["Batcher"]

@@ -100,7 +100,7 @@ class Sweep:
     missing: Mapping[str, tuple[str, ...]]
     keys: tuple[str, ...]
     # Scenarios whose rows the scope's current result already holds, from the same inputs:
-    # kept as they are, not computed again (see runner.carry_over).
+    # kept as they are, not computed again (see as_recorded).
     carried: tuple[str, ...] = ()
 
     def scenario_ids(self) -> list[str]:
@@ -123,6 +123,9 @@ class RunPlan:
     batch_size: int
     max_batch_size: int
     workers: int
+    # Whether someone chose the workers (--workers, or defaults.workers of the pipeline or
+    # the project): then they are kept however small the work (forecast.costs).
+    workers_chosen: bool
     sources: Mapping[str, SourceSpec]
     rasters: Mapping[str, RasterInfo]
     vectors: Mapping[str, VectorInfo]
@@ -130,7 +133,7 @@ class RunPlan:
     options: RunOptions
     store_location: str
     sweep: Sweep | None = None
-    # Each raster source's share of the scope its tiles cover (see engine.coverage).
+    # Each raster source's share of the scope its tiles cover (see planning.coverage).
     footprints: Mapping[str, float] = field(default_factory=dict)
     max_null_share: float = DEFAULT_MAX_NULL_SHARE
 
@@ -310,7 +313,8 @@ def prepare(project: ProjectConfig, pipeline_id: str, scope: Scope,
         pipeline=pipeline, scope=scope, resolution=resolution, cells=cells,
         stages=tuple(tuple(s) for s in StepGraph(pipeline.steps).stages()),
         batch_size=balanced_batch_size(len(cells), size, workers), max_batch_size=size,
-        workers=workers, sources=used, rasters=rasters, vectors=vectors, items=items,
+        workers=workers, workers_chosen=bool(options.workers or defaults.get("workers")),
+        sources=used, rasters=rasters, vectors=vectors, items=items,
         options=options, store_location=project.store_location(), sweep=sweep,
         footprints=_footprints(rasters, sweep, scope), max_null_share=float(nulls))
 
@@ -521,7 +525,14 @@ __all__ = ["RunOptions", "RunPlan", "Sweep", "UsedItem", "balanced_batch_size", 
            "run_identity", "used_sources"]
 
 
-def carry_over(plan: RunPlan, store: Store, row: RunRecord | None) -> RunPlan:
+def as_recorded(plan: RunPlan, store: Store, row: RunRecord | None) -> RunPlan:
+    """The plan as the store settles it, the one sequence that run, the queue's submit and
+    plan share: a run that resumes keeps the batches it started with; a sweep computes
+    only the scenarios the scope's current result does not hold from the same inputs."""
+    return _carry_over(plan.resuming(row), store, row)
+
+
+def _carry_over(plan: RunPlan, store: Store, row: RunRecord | None) -> RunPlan:
     """A sweep computing only the scenarios that the scope's current result does not
     already hold from the same inputs (a value added to a dimension: only its scenarios).
     A resumed run keeps what it started with; ``--force`` recomputes every scenario. Used

@@ -36,7 +36,7 @@ from h3pipe.sources.vector import VectorInfo
 from h3pipe.spec import PipelineSpec, Retry, SourceSpec, StacSpec, StepSpec
 
 # Raised whenever the encoding of anything below changes; a worker refuses other formats.
-FORMAT = 1
+FORMAT = 2  # 2: RunPlan.workers_chosen (0.1.0 wrote 1)
 KINDS = ("plan", "batch")
 _TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     RunPlan, RunOptions, Sweep, UsedItem, PipelineSpec, StepSpec, SourceSpec, StacSpec,

@@ -22,7 +22,7 @@ from h3pipe.execution.lock import wait_or_refuse
 from h3pipe.execution.runner import Reporter, RunResult, claim_run, recorded_coverage
 from h3pipe.execution.stopping import StopRequest, graceful
 from h3pipe.lineage import Lineage
-from h3pipe.planning.prepare import RunOptions, RunPlan, carry_over, prepare
+from h3pipe.planning.prepare import RunOptions, RunPlan, as_recorded, prepare
 from h3pipe.planning.scope import Scope
 from h3pipe.queue.app import check_broker, make_app
 from h3pipe.queue.codec import encode_plan
@@ -96,7 +96,7 @@ def _submit(app: Any, plan: RunPlan, store: Store, settings: QueueSettings,
                          "following it")
         return "following"
     row = wait_or_refuse(log, plan.run_id, wait=opts.wait, on_wait=reporter.message)
-    plan = carry_over(plan.resuming(row), store, row)
+    plan = as_recorded(plan, store, row)
     claim_run(log, plan, row, store)
     queue.mark_queued(plan.run_id, settings.shown)
     # The store's address may hold its password; workers use their own address of it.

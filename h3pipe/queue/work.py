@@ -34,7 +34,7 @@ from h3pipe.execution.runner import (
     publish_outputs,
 )
 from h3pipe.execution.stage import StageRun
-from h3pipe.planning.batching import Planner
+from h3pipe.planning.batching import Batcher
 from h3pipe.planning.coverage import null_rows
 from h3pipe.planning.feeds import OutputFeed
 from h3pipe.queue import codec
@@ -333,7 +333,7 @@ def advance(app: Celery, store: Store, run_id: str, stage: int,
     steps = [plan.pipeline.step(sid) for sid in plan.stages[stage - 1]]
     # Later stages read earlier outputs from the store of the worker that computes them
     # (workers may reach the database at different addresses).
-    planner = Planner.of(plan, store)
+    planner = Batcher.of(plan, store)
     planner.store_location = ""
     planner.outputs, planner.sizes = outputs, sizes
     batches = [b for s in steps for b in planner.batches(s)]

@@ -18,7 +18,7 @@ import shapely
 from h3pipe import __version__
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import OperationError
-from h3pipe.planning.batching import Planner
+from h3pipe.planning.batching import Batcher
 from h3pipe.planning.prepare import UsedItem, prepare
 from h3pipe.planning.scope import resolve_scope
 from h3pipe.queue import codec
@@ -65,7 +65,7 @@ def project(tmp_path_factory):
 
 def _batches(plan):
     """Every step's first batches, a later stage's fed by (made up) upstream outputs."""
-    planner = Planner.of(plan, None)
+    planner = Batcher.of(plan, None)
     planner.store_location = ""  # as the queue plans them
     for step in plan.pipeline.steps:
         if step.input_step:
@@ -166,6 +166,21 @@ def test_a_payload_of_another_format_names_both_versions():
     with pytest.raises(codec.PayloadError, match="with plan format 0.*run it again"):
         codec.decode_plan(json.dumps({"format": 0, "h3pipe": "0.0.1", "kind": "plan",
                                       "value": None}).encode(), "r1")
+
+
+def test_a_plan_submitted_by_the_previous_format_is_refused_by_name(project):
+    # What 0.1.0 stored for a queue run in flight: format 1, a RunPlan without
+    # workers_chosen. A worker of this version names both formats and what to do.
+    plan = prepare(project, "z", resolve_scope(bbox=BBOX))
+    envelope = json.loads(codec.encode_plan(plan))
+    del envelope["value"]["workers_chosen"]
+    old = json.dumps(envelope | {"format": 1, "h3pipe": "0.1.0"}).encode()
+    with pytest.raises(codec.PayloadError) as err:
+        codec.decode_plan(old, plan.run_id)
+    assert str(err.value).startswith(
+        f"the plan of run {plan.run_id} was written by h3pipe 0.1.0 with plan format 1; "
+        f"this h3pipe {__version__} reads format 2")
+    assert "run it again with this h3pipe" in str(err.value)
 
 
 @pytest.mark.parametrize(("value", "words"), [

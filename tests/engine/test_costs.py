@@ -83,7 +83,7 @@ def test_small_work_runs_in_process_with_the_largest_batches(tmp_path, monkeypat
     work = 10_000 / costs.DEFAULT_PIXELS_PER_S + len(plan.cells) * costs.CELL_SECONDS
     assert costs.work_seconds(plan) == pytest.approx(work)
     assert not costs.pays_for_pool(plan, 4)
-    settled = costs.settle_workers(plan, project)
+    settled = costs.settle_workers(plan)
     assert (settled.workers, settled.batch_size) == (1, 50)
     assert settled.run_id == plan.run_id and settled.cells == plan.cells
 
@@ -95,7 +95,7 @@ def test_work_that_saves_more_than_the_pool_costs_gets_the_pool(tmp_path, monkey
     # 4 workers save three quarters of the work: it pays once that exceeds their start.
     monkeypatch.setattr(costs, "POOL_START_S", work * 0.75 * 0.99)
     assert costs.pays_for_pool(plan, 4)
-    assert costs.settle_workers(plan, project) == plan
+    assert costs.settle_workers(plan) == plan
     monkeypatch.setattr(costs, "POOL_START_S", work * 0.75 * 1.01)
     assert not costs.pays_for_pool(plan, 4)
 
@@ -106,8 +106,8 @@ def test_workers_someone_chose_are_kept_however_small_the_work(tmp_path, monkeyp
         tmp_path, monkeypatch, workers=2 if chosen == "option" else None,
         pipeline_workers=2 if chosen == "pipeline" else None,
         settings="defaults: {workers: 2}\n" if chosen == "project" else None)
-    assert plan.workers == 2
-    assert costs.settle_workers(plan, project) == plan
+    assert plan.workers == 2 and plan.workers_chosen
+    assert costs.settle_workers(plan) == plan
 
 
 def test_work_unknown_before_the_run_gets_the_pool(tmp_path, monkeypatch):

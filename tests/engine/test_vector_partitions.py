@@ -23,7 +23,7 @@ import pyogrio
 import pytest
 import shapely
 
-from h3pipe.planning.batching import Planner
+from h3pipe.planning.batching import Batcher
 from h3pipe.planning.feeds import fed
 from h3pipe.planning.scope import Scope, scope_cells
 from h3pipe.sources.vector import vector_info
@@ -101,7 +101,7 @@ def _write(path, ids, geoms, kind: str, rows_per_group: int = 300):
 def _planner(tmp_path, path, size: int):
     info = vector_info("b", str(path), tmp_path, id_field="bid")
     cells = scope_cells(Scope("aoi", "aoi=t", "t", SCOPE), RES)
-    return Planner("r", cells, RES, 100, {}, {"b": info}, None, row_batch=lambda n: size)
+    return Batcher("r", cells, RES, 100, {}, {"b": info}, None, row_batch=lambda n: size)
 
 
 @pytest.mark.parametrize("kind, suffix", [("covered", "parquet"), ("plain", "parquet"),
@@ -147,7 +147,7 @@ def test_a_postgis_table_in_metres_is_partitioned_exactly(pg_url, tmp_path):
                 copy.write_row((fid, f"SRID=32735;{wkb}" if wkb else None))
     info = vector_info("b", pg_url, tmp_path, table="footprints", id_field="bid")
     cells = scope_cells(Scope("aoi", "aoi=t", "t", SCOPE), RES)
-    planner = Planner("r", cells, RES, 100, {}, {"b": info}, None, row_batch=lambda n: 60)
+    planner = Batcher("r", cells, RES, 100, {}, {"b": info}, None, row_batch=lambda n: 60)
     batches = planner.batches(StepSpec("s", "h3_assign", input="b", output="intermediate"))
     assert len(batches) > 5
     seen = [fid for b in batches for fid in fed(b).rows.column("feature_id").to_pylist()]
@@ -386,7 +386,7 @@ def test_features_across_the_antimeridian_and_near_a_pole_are_each_read_once(
     _write(path, ids, geoms, kind)
     scope = box_geometry(*box)
     info = vector_info("b", str(path), tmp_path, id_field="bid")
-    planner = Planner("r", scope_cells(Scope("aoi", "aoi=t", "t", scope), res), res, 100, {},
+    planner = Batcher("r", scope_cells(Scope("aoi", "aoi=t", "t", scope), res), res, 100, {},
                       {"b": info}, None, row_batch=lambda n: 200)
     batches = planner.batches(StepSpec("s", "h3_assign", input="b", output="intermediate"))
     assert len(batches) > 1

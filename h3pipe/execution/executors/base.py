@@ -187,35 +187,35 @@ def run_batches(transport: Transport, batches: Sequence[Batch],
                 ) -> Iterator[Outcome | Stopping]:
     """The loop: feed ``transport`` the batches, retry, stop; yield what comes back."""
     stop = stop or StopRequest()
-    plan = _Plan(transport, batches, retry or {})
+    loop = _Loop(transport, batches, retry or {})
     withdrawn = False
     checked = time.monotonic()
     while True:
         if stop.requested and not withdrawn:
             withdrawn = True
-            plan.take_back()
+            loop.take_back()
             # Nothing running (one in-process worker, between batches): no one to wait for.
-            if plan.running:
-                yield Stopping(plan.running)
-        if stop.requested and not plan.running:
+            if loop.running:
+                yield Stopping(loop.running)
+        if stop.requested and not loop.running:
             raise stop.exception()
         if not stop.requested:
-            plan.fill()
-        if not plan.running:
-            if plan.wait_for_retry():
+            loop.fill()
+        if not loop.running:
+            if loop.wait_for_retry():
                 continue
             return
         if time.monotonic() - checked > POLL_SECONDS:
             # On a clock, not only when results stop coming: the other workers may keep
             # delivering for minutes while a dead one's batches never return.
             checked = time.monotonic()
-            transport.check(plan.held())
+            transport.check(loop.held())
         done = transport.poll(POLL_SECONDS)
         if done is not None:
-            yield plan.settle(done)
+            yield loop.settle(done)
 
 
-class _Plan:
+class _Loop:
     """The loop's state: who holds what, what waits for a retry, and whether a batch has
     failed for good (then nothing new is sent)."""
 
