@@ -29,7 +29,8 @@ from h3pipe.errors import UsageError
 from h3pipe.execution.balance import describe as describe_balance
 from h3pipe.execution.cleanup import Removal
 from h3pipe.execution.cleanup import clean as clean_store
-from h3pipe.execution.runner import Reporter, RunResult, resume_run, run_pipeline
+from h3pipe.execution.reporting import Reporter
+from h3pipe.execution.runner import RunResult, resume_run, run_pipeline
 from h3pipe.forecast.outlook import Outlook
 from h3pipe.forecast.plan import Forecast, forecast_run
 from h3pipe.planning import many, pyramid

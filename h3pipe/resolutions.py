@@ -1,4 +1,5 @@
-"""Resolutions as people write them: :func:`parse` reads ``6``, ``4-9`` or ``4,6,9``.
+"""H3 resolutions: :func:`check`, the one test of 0..15, and :func:`parse`, which reads
+``6``, ``4-9`` or ``4,6,9`` as people write them.
 
 Shared by the configuration (a pipeline's ``defaults.resolutions``) and the engine
 (``run --resolution``, see :mod:`h3pipe.planning.pyramid`).
@@ -10,7 +11,15 @@ import re
 
 from h3pipe.errors import UsageError
 
+FINEST = 15  # H3's finest resolution; 0 is its coarsest
 _RANGE = re.compile(r"^\s*(\d{1,2})\s*-\s*(\d{1,2})\s*$")
+
+
+def check(resolution: int, where: str = "--resolution") -> int:
+    """``resolution`` when H3 has it; else a UsageError naming ``where``."""
+    if not 0 <= resolution <= FINEST:
+        raise UsageError(f"{where} {resolution} is outside 0..{FINEST}")
+    return resolution
 
 
 def parse(text: str, where: str = "--resolution") -> list[int]:
@@ -28,9 +37,8 @@ def parse(text: str, where: str = "--resolution") -> list[int]:
         except ValueError:
             raise UsageError(f"{where} '{text}' is not a resolution, a range (4-9) or a "
                              "list (4,6,8)") from None
-    bad = [r for r in out if not 0 <= r <= 15]
-    if bad:
-        raise UsageError(f"{where} {text}: resolution {bad[0]} is outside 0..15")
+    for r in out:
+        check(r, f"{where} {text}: resolution")
     return sorted(set(out))
 
 
@@ -43,4 +51,4 @@ def problem(text: str) -> str | None:
     return None
 
 
-__all__ = ["parse", "problem"]
+__all__ = ["FINEST", "check", "parse", "problem"]

@@ -31,10 +31,11 @@ from h3pipe.errors import (
 from h3pipe.execution.cleanup import release
 from h3pipe.execution.executors import Executor, make_executor
 from h3pipe.execution.lock import Heartbeat, claim, wait_or_refuse
+from h3pipe.execution.reporting import Reporter
 from h3pipe.execution.stage import StageRun
 from h3pipe.execution.stopping import StopRequest, graceful
 from h3pipe.forecast.costs import settle_workers
-from h3pipe.forecast.outlook import Outlook, outlook
+from h3pipe.forecast.outlook import outlook
 from h3pipe.lineage import Lineage, LineageSettings
 from h3pipe.planning.batching import Batcher
 from h3pipe.planning.coverage import Coverage
@@ -46,21 +47,6 @@ from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import now
 from h3pipe.storage.records import RunRecord
 from h3pipe.storage.runlog import RunLog
-
-
-class Reporter:
-    """Receives progress; the CLI draws it, tests may record it. Methods default to no-ops."""
-
-    def run_started(self, plan: RunPlan, view: Outlook) -> None: ...
-
-    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
-                      unit: str = "cells") -> None: ...
-
-    def task_finished(self, step_id: str, cells: int) -> None: ...
-
-    def stage_finished(self, number: int) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -353,7 +339,7 @@ def _no_rows(plan: RunPlan, step: StepSpec) -> Any:
                         for c in plan.output_columns(step)}})
 
 
-__all__ = ["Reporter", "RunResult", "check_and_record_balance", "claim_run",
+__all__ = ["RunResult", "check_and_record_balance", "claim_run",
            "complete_run", "execute",
            "publish_outputs",
            "recorded_coverage", "recorded_run", "resume_run", "run_pipeline"]

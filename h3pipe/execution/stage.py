@@ -7,10 +7,9 @@ says completed, and a completed task is kept on resume only if its output still 
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from h3pipe import faults
 from h3pipe.execution.executors import Executor, Outcome, Stopping
+from h3pipe.execution.reporting import Reporter
 from h3pipe.execution.stopping import StopRequest
 from h3pipe.operations import Batch
 from h3pipe.planning.coverage import null_rows
@@ -19,20 +18,9 @@ from h3pipe.storage.base import Store, kept_tasks
 from h3pipe.storage.runlog import RunLog, TaskKey
 
 
-class Progress(Protocol):
-    def stage_started(self, number: int, steps: list[str], tasks: int, cells: int, *,
-                      unit: str = "cells") -> None: ...
-
-    def task_finished(self, step_id: str, cells: int) -> None: ...
-
-    def stage_finished(self, number: int) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-
 class StageRun:
     def __init__(self, run_id: str, number: int, steps: list[StepSpec], store: Store,
-                 log: RunLog, progress: Progress, outputs: dict[str, dict[int, str]],
+                 log: RunLog, progress: Reporter, outputs: dict[str, dict[int, str]],
                  sizes: dict[str, dict[int, int]] | None = None) -> None:
         self.run_id, self.number, self.steps = run_id, number, steps
         self.store, self.log, self.progress, self.outputs = store, log, progress, outputs

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from h3pipe import resolutions
 from h3pipe.config.dag import StepGraph
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, NoDataInScope, SourceError, UsageError
@@ -157,19 +158,14 @@ class RunPlan:
         docs = {sid: {k: v for k, v in src.document.items()
                       if k not in ("dimensions", "combinations")}
                 for sid, src in self.sources.items()}
-        shared = {sid: [_fingerprint(t.path) for t in info.tiles]
-                  for sid, info in self.rasters.items() if sid not in self.sweep.rasters}
-        shared |= {sid: [_fingerprint(v.location) if not v.is_postgis else [v.table]]
-                   for sid, v in self.vectors.items()}
+        shared = {sid: _tiles(info) for sid, info in self.rasters.items()
+                  if sid not in self.sweep.rasters} | _vector_data(self.vectors)
         base = {"pipeline": document, "scope": self.scope.key, "resolution": self.resolution,
                 "sources": docs, "data": shared}
         out = {}
         for found in self.sweep.rasters.values():
             for sc, info in found:
-                inputs = {**base, "scenario": sc.keys(),
-                          "tiles": [_fingerprint(t.path) for t in info.tiles]}
-                out[sc.id] = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str)
-                                            .encode()).hexdigest()[:16]
+                out[sc.id] = digest({**base, "scenario": sc.keys(), "tiles": _tiles(info)}, 16)
         return out
 
     def carrying(self, carried: list[str]) -> RunPlan:
@@ -331,9 +327,7 @@ def _resolution(options: RunOptions, defaults: dict[str, Any], pipeline_id: str)
     res = options.resolution if options.resolution is not None else defaults.get("resolution")
     if res is None:
         raise UsageError(f"pipeline '{pipeline_id}' sets no default resolution; pass --resolution")
-    if not 0 <= res <= 15:
-        raise UsageError(f"--resolution {res} is outside 0..15")
-    return int(res)
+    return resolutions.check(int(res))
 
 
 def _check_from_step(pipeline: PipelineSpec, from_step: str | None) -> None:
@@ -372,18 +366,32 @@ def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
     rewritten in place makes a new run), never when or how fast it ran."""
     vectors = vectors or {}
     used = sorted(used_sources(pipeline))
-    data: dict[str, Any] = {sid: [_fingerprint(t.path) for t in rasters[sid].tiles]
-                            for sid in used if sid in rasters}
-    data |= {sid: [_fingerprint(v.location) if not v.is_postgis else [v.table]]
-             for sid, v in vectors.items() if sid in used}
+    data: dict[str, Any] = {sid: _tiles(rasters[sid]) for sid in used if sid in rasters}
+    data |= _vector_data({sid: v for sid, v in vectors.items() if sid in used})
     if sweep is not None:  # every scenario computed, and the files each one read
-        data |= {sid: {sc.id: [_fingerprint(t.path) for t in info.tiles] for sc, info in found}
+        data |= {sid: {sc.id: _tiles(info) for sc, info in found}
                  for sid, found in sweep.rasters.items()}
     inputs = {"pipeline": pipeline.id, "version": pipeline.version,
               "content": pipeline.content_hash, "scope": scope.key, "resolution": resolution,
               "sources": {sid: sources[sid].document for sid in used}, "data": data}
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode())
-    return f"{pipeline.id}-r{resolution}-{digest.hexdigest()[:12]}"
+    return f"{pipeline.id}-r{resolution}-{digest(inputs, 12)}"
+
+
+def digest(inputs: Any, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``inputs`` as canonical JSON: the
+    one way a run id and a scenario's fingerprint are made from what they depend on."""
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _tiles(info: RasterInfo) -> list[list[Any]]:
+    return [_fingerprint(t.path) for t in info.tiles]
+
+
+def _vector_data(vectors: Mapping[str, VectorInfo]) -> dict[str, list[Any]]:
+    """A vector source by its file's fingerprint, or a PostGIS table by its name."""
+    return {sid: [_fingerprint(v.location) if not v.is_postgis else [v.table]]
+            for sid, v in vectors.items()}
 
 
 def _fingerprint(path: str) -> list[Any]:

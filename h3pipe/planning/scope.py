@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe import grid
+from h3pipe import grid, resolutions
 from h3pipe.errors import ConfigError, ScopeError, UsageError
 
 
@@ -351,8 +351,7 @@ def scope_cells(scope: Scope, resolution: int) -> ScopeCells:
     """The scope's cells at ``resolution`` (see :class:`ScopeCells`)."""
     import shapely
 
-    if not 0 <= resolution <= 15:
-        raise UsageError(f"--resolution {resolution} is outside 0..15")
+    resolutions.check(resolution)
     geometry = scope.geometry
     _check_size(scope, resolution)
     shapely.prepare(geometry)

@@ -19,7 +19,8 @@ from h3pipe import lineage, storage
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import Cancelled, ConfigError, RunFailed, StoreUnavailable, UsageError
 from h3pipe.execution.lock import wait_or_refuse
-from h3pipe.execution.runner import Reporter, RunResult, claim_run, recorded_coverage
+from h3pipe.execution.reporting import Reporter
+from h3pipe.execution.runner import RunResult, claim_run, recorded_coverage
 from h3pipe.execution.stopping import StopRequest, graceful
 from h3pipe.lineage import Lineage
 from h3pipe.planning.prepare import RunOptions, RunPlan, as_recorded, prepare

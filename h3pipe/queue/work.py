@@ -27,8 +27,8 @@ from h3pipe import faults, lineage, storage
 from h3pipe.errors import H3PipeError, OperationError
 from h3pipe.execution.cleanup import release
 from h3pipe.execution.executors.base import Finished, compute
+from h3pipe.execution.reporting import Reporter
 from h3pipe.execution.runner import (
-    Reporter,
     check_and_record_balance,
     complete_run,
     publish_outputs,

@@ -81,11 +81,18 @@ class Store(Protocol):
         ...
 
 
-class Closing:
-    """``with`` support for a store: the block's end closes it, however the block ends."""
+class CatalogStore:
+    """What both stores share: their catalog, closed with the store (``with``: however the
+    block ends), and the results it lists."""
+
+    catalog: Catalog
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.catalog.close()
+
+    def result_entries(self, dataset: str | None = None, resolution: int | None = None,
+                       scope_key: str | None = None) -> list[dict[str, Any]]:
+        return self.catalog.result_entries(dataset, resolution, scope_key)
 
     def __enter__(self) -> Self:
         return self

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from h3pipe import faults
 from h3pipe.errors import StoreError
 from h3pipe.storage import space
-from h3pipe.storage.base import Closing
+from h3pipe.storage.base import CatalogStore
 from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys
 
 CATALOG_FILE = "catalog.sqlite"
@@ -40,14 +40,12 @@ def read_parquet(path: Path | str, skip: tuple[str, ...] = ()) -> pa.Table:
     return pq.read_table(path, columns=[c for c in names if c not in skip])
 
 
-class EmbeddedStore(Closing):
+class EmbeddedStore(CatalogStore):
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
         self.location = str(root)
         self.catalog = Catalog(f"sqlite:///{root / CATALOG_FILE}", create=create)
 
-    def close(self) -> None:
-        self.catalog.close()
 
     # -- task outputs ---------------------------------------------------------------------
 
@@ -243,9 +241,6 @@ class EmbeddedStore(Closing):
             shutil.rmtree(spill, ignore_errors=True)
         return int(pq.read_metadata(target).num_rows)
 
-    def result_entries(self, dataset: str | None = None, resolution: int | None = None,
-                       scope_key: str | None = None) -> list[dict[str, Any]]:
-        return self.catalog.result_entries(dataset, resolution, scope_key)
 
     def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
         """Rows of the given result files; a cell in several scopes keeps its newest row."""

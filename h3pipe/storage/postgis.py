@@ -24,7 +24,7 @@ import pyarrow as pa
 from h3pipe import faults, masking
 from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage import pgcopy
-from h3pipe.storage.base import Closing
+from h3pipe.storage.base import CatalogStore
 from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys
 from h3pipe.storage.embedded import output_gone
 from h3pipe.storage.retry import retried
@@ -66,7 +66,7 @@ def stats_table(theme: str, dataset: str) -> str:
 
 
 @retried
-class PostgresStore(Closing):
+class PostgresStore(CatalogStore):
     def __init__(self, url: str, *, create: bool = True, scratch: Path | None = None) -> None:
         self.url = url
         self.scratch = scratch or Path(".h3pipe")
@@ -79,8 +79,6 @@ class PostgresStore(Closing):
                               f"{len(pending)} migration(s) ({', '.join(pending)})",
                               hint="run 'h3pipe db upgrade' (with the same --store)")
 
-    def close(self) -> None:
-        self.catalog.close()
 
     # -- task outputs ----------------------------------------------------------------------
 
@@ -424,9 +422,6 @@ class PostgresStore(Closing):
                             "h3_index, resolution, ST_SetSRID(geom, 4326) FROM new_cells "
                             "ON CONFLICT (h3_index) DO NOTHING")
 
-    def result_entries(self, dataset: str | None = None, resolution: int | None = None,
-                       scope_key: str | None = None) -> list[dict[str, Any]]:
-        return self.catalog.result_entries(dataset, resolution, scope_key)
 
     def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
         """Rows of the given scopes, wide; a cell in several scopes keeps its newest row."""
