@@ -1,21 +1,33 @@
 """h3pipe: declarative pipelines from geospatial data to exact statistics on the H3 grid.
 
-``h3pipe.__version__`` is the installed distribution's version (``h3pipe --version``),
-read from its metadata when first asked for: that read costs about 35 ms, which
-``h3pipe --help`` and every command that does not ask need not pay.
+The documented Python API is :class:`h3pipe.Project` (:mod:`h3pipe.api`); ``ScopeRef``
+names a scope. Both are imported when first asked for, so ``h3pipe --help`` does not load
+the libraries a run needs.
+
+``h3pipe.__version__`` is the installed distribution's version (:mod:`h3pipe.about`).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 
-def __getattr__(name: str) -> str:
+if TYPE_CHECKING:
+    from h3pipe.api import Project, ScopeRef
+
+_API = ("Project", "ScopeRef")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        # The API pulls in every library a run uses: loaded when first asked for.
+        from h3pipe import api
+
+        return getattr(api, name)
     if name != "__version__":
         raise AttributeError(f"module 'h3pipe' has no attribute {name!r}")
-    from importlib.metadata import PackageNotFoundError, version
+    from h3pipe.about import version
 
-    try:
-        found = version("h3pipe")
-    except PackageNotFoundError:  # a source tree on sys.path that was never installed
-        found = "0+unknown"
-    globals()["__version__"] = found
-    return found
+    return version()
+
+
+__all__ = ["Project", "ScopeRef", "__version__"]

@@ -22,6 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
+from h3pipe import extras, grid
 from h3pipe.config import schemas
 from h3pipe.config.project import ProjectConfig as _Config
 from h3pipe.config.project import Report
@@ -33,6 +36,7 @@ from h3pipe.execution.reporting import Reporter
 from h3pipe.execution.runner import RunResult, resume_run, run_pipeline
 from h3pipe.forecast.outlook import Outlook
 from h3pipe.forecast.plan import Forecast, forecast_run
+from h3pipe.lineage import runresults
 from h3pipe.planning import many, pyramid
 from h3pipe.planning.coverage import Coverage
 from h3pipe.planning.many import worst
@@ -45,7 +49,7 @@ from h3pipe.resolutions import parse as parse_resolutions
 from h3pipe.results import runs, sources
 from h3pipe.results.formats import format_for
 from h3pipe.results.outputs import describe, is_stdout, sweep_tree, target
-from h3pipe.storage.records import Row
+from h3pipe.storage.records import Row, RunRecord
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -139,7 +143,7 @@ class Project(_Config):
             run = runs.cancellable(store, run_id)
             run_id = run["run_id"]
             if run.get("queue"):  # only ever on the PostgreSQL store
-                settle_cancel(store, run_id)  # type: ignore[arg-type]  # ends it now if idle
+                settle_cancel(store, run_id)  # ends it now if none of its tasks runs
                 return (f"asked run {run_id} to stop; its workers take none of its tasks "
                         "any more, and the running ones finish")
         if run["host"] == socket.gethostname():
@@ -158,13 +162,20 @@ class Project(_Config):
 
     # -- what runs left ----------------------------------------------------------------
 
-    def runs(self, limit: int = 20, pipeline: str | None = None) -> list[Row]:
+    def runs(self, limit: int = 20, pipeline: str | None = None) -> list[RunRecord]:
         """Run rows, newest first; ``dead`` says why one recorded as running is not."""
         return runs.list_runs(self, limit=limit, pipeline=pipeline)
 
     def run_record(self, run_id: str) -> Row:
         """One run ('latest' or a unique prefix): its row, steps, tasks' workers, times."""
         return runs.show_run(self, run_id)
+
+    def run_results(self, run_id: str) -> Row:
+        """A run's run-results document ('latest' or a unique prefix): its steps, rows,
+        timings and checks, as the file a run writes at its end (docs/orchestrators.md),
+        built from the store's record, so it can be read on any machine."""
+        with self.open_store() as store:
+            return runresults.build(store, runs.find_run(store.catalog, run_id).run_id)
 
     def dataset(self, name: str, scope: Scope | None = None, resolution: int | None = None,
                 *, run: str | None = None, where: list[str] | None = None,
@@ -177,6 +188,7 @@ class Project(_Config):
         table = self.table(name, scope, resolution, run=run, where=where, layout=layout)
         if as_ == "arrow":
             return table
+        extras.require("dataframes", f"dataset(..., as_={as_!r})")
         if as_ == "pandas":
             return table.to_pandas()
         return _geodataframe(table)
@@ -331,20 +343,15 @@ def write_schemas(folder: Path, kinds: tuple[str, ...] | None = None) -> list[Pa
 
 def _geodataframe(table: pa.Table) -> Any:
     """Cells as polygons (their outlines, cut at ±180) in a GeoDataFrame."""
-    import geopandas
+    import geopandas  # the 'dataframes' extra: checked by the caller
 
-    from h3pipe import grid
-
-    cells = table.column("h3").to_pylist()
-    ids = [int(c, 16) if isinstance(c, str) else int(c) for c in cells]
-    import numpy as np
-
+    ids = [int(c, 16) if isinstance(c, str) else int(c)
+           for c in table.column("h3_index").to_pylist()]
     shapes = grid.shapes(np.asarray(ids, dtype=np.uint64), 1.0)
     return geopandas.GeoDataFrame(table.to_pandas(), geometry=list(shapes), crs="EPSG:4326")
 
 
-__all__ = ["Coverage", "Outlook", "Forecast", "Project", "Reporter", "RunOptions",
-           "RunPlan", "RunResult", "Scope", "ScopeRef", "check_source_id",
-           "Submitted", "conservation_lines", "draft_source", "export_target",
-           "parse_resolutions", "schema_kinds", "schema_text", "scope_given", "scope_of",
-           "worst", "write_schemas"]
+__all__ = ["Coverage", "Forecast", "Outlook", "Project", "Reporter", "RunOptions", "RunPlan",
+           "RunRecord", "RunResult", "Scope", "ScopeRef", "Submitted", "check_source_id",
+           "conservation_lines", "draft_source", "export_target", "parse_resolutions",
+           "schema_kinds", "schema_text", "scope_given", "scope_of", "worst", "write_schemas"]

@@ -22,6 +22,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "queue": ("celery",),
     "report": ("matplotlib",),
     "stac": ("pystac_client", "pystac", "planetary_computer"),
+    "dataframes": ("pandas", "geopandas"),
 }
 
 def require(extra: str, what: str | None = None) -> None:

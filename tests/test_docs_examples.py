@@ -199,6 +199,36 @@ def test_example_runs(example: Example, project: Path, tmp_path: Path, cli, monk
         assert redirect.stat().st_size > 0
 
 
+def python_examples() -> dict[str, list[tuple[int, str]]]:
+    """The ```python blocks of README.md and docs/api.md, by file (a file's blocks run in
+    order, in one namespace, as a notebook's cells): what a notebook copies."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for path in (REPO / "README.md", REPO / "docs" / "api.md"):
+        text = path.read_text()
+        for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
+            line = text[:m.start()].count(chr(10)) + 1
+            out.setdefault(str(path.relative_to(REPO)), []).append((line, m.group(1)))
+    return out
+
+
+@pytest.mark.parametrize("where", sorted(python_examples()))
+def test_python_examples_run(where: str, project: Path, tmp_path: Path, monkeypatch,
+                             capsys) -> None:
+    root = tmp_path / "proj"
+    shutil.copytree(project, root)
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("H3PIPE_PROJECT", raising=False)
+    monkeypatch.delenv("H3PIPE_STORE", raising=False)
+    namespace = {"__name__": "__example__"}
+    for line, code in python_examples()[where]:
+        exec(compile(code, f"{where}:{line}", "exec"), namespace)
+        assert capsys.readouterr().out.strip(), f"{where}:{line} printed nothing"
+
+
+def test_the_api_doc_has_python_examples() -> None:
+    assert len(python_examples()["docs/api.md"]) >= 2
+
+
 def test_every_example_is_run_or_said_why_not() -> None:
     skipped = {e.command: reason_not_run(e) for e in EXAMPLES if reason_not_run(e)}
     # Most examples run; the patterns above each still match something.

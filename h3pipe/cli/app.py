@@ -33,9 +33,9 @@ class Globals:
 
 def _version(value: bool) -> None:
     if value:
-        from h3pipe import __version__
+        from h3pipe.about import version
 
-        typer.echo(f"h3pipe {__version__}")
+        typer.echo(f"h3pipe {version()}")
         raise typer.Exit()
 
 

@@ -42,6 +42,8 @@ def list_(
 def show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or 'latest'.")],
+    fmt: Annotated[str, typer.Option("--format", help="text, or json: the run-results "
+                                     "document (docs/orchestrators.md).")] = "text",
 ) -> int:
     """Show one run: its steps, timings, rows in and out, any error, and what its rasters
     cover of the scope (cells with no valid pixel). Exits 1 when the run failed, was
@@ -50,7 +52,17 @@ def show(
     Example:
 
         h3pipe runs show elevation_terrain-r6-1a2b3c4d5e6f
+
+        h3pipe runs show latest --format json
     """
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter(f"'{fmt}' is not one of text, json", param_hint="--format")
+    if fmt == "json":
+        import json
+
+        doc = project_of(ctx).run_results(run_id)
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return 0 if doc["run"]["status"] == "completed" else 1
     r = project_of(ctx).run_record(run_id)
     echo = typer.echo
     echo(f"run:        {r['run_id']}")

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-import h3pipe
 from h3pipe import masking
+from h3pipe.about import version
 from h3pipe.lineage.settings import LineageSettings
 from h3pipe.storage.embedded import EmbeddedStore
 
@@ -70,7 +70,7 @@ _VSI = {"s3": "s3", "gs": "gs", "az": "wasbs", "adls": "abfss", "oss": "oss"}
 
 def producer() -> str:
     """Who made an event: this h3pipe, by version."""
-    return f"urn:h3pipe:{h3pipe.__version__}"
+    return f"urn:h3pipe:{version()}"
 
 
 def facet(kind: str, /, **fields: Any) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def run_event(kind: str, facts: RunFacts, settings: LineageSettings, *,
                             pipelineHash=facts.pipeline_hash, scopeKey=facts.scope_key,
                             scopeLabel=facts.scope_label, resolution=facts.resolution,
                             cells=facts.cells),
-        "processing_engine": facet("processing_engine", version=h3pipe.__version__,
+        "processing_engine": facet("processing_engine", version=version(),
                                    name="h3pipe"),
     }
     if settings.parent is not None:

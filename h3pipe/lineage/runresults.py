@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import h3pipe
+from h3pipe.about import version
 from h3pipe.errors import ConfigError
 from h3pipe.lineage.events import run_uuid
 from h3pipe.storage import history
@@ -79,7 +79,7 @@ def build(store: Store, run_id: str) -> Row:
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "generator": f"h3pipe {h3pipe.__version__}",
+        "generator": f"h3pipe {version()}",
         "run": _run(run, params),
         "steps": [_step(s, [t for t in tasks if t["step_id"] == s["step_id"]],
                         nulls.get(s["step_id"])) for s in past.steps],

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import h3pipe
 from h3pipe import masking
+from h3pipe.about import version
 from h3pipe.lineage.settings import LineageSettings
 
 
@@ -64,7 +64,7 @@ class HttpTransport:
         self.shown = masking.shown(url)
         self.timeout = timeout
         self.headers = {"Content-Type": "application/json",
-                        "User-Agent": f"h3pipe/{h3pipe.__version__}"}
+                        "User-Agent": f"h3pipe/{version()}"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
 

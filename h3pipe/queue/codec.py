@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe import __version__
+from h3pipe.about import version as ours
 from h3pipe.errors import StoreError
 from h3pipe.grid import CellBlock
 from h3pipe.operations.base import Batch
@@ -58,7 +58,7 @@ class PayloadError(StoreError):
 def encode(value: Any, kind: str) -> bytes:
     """``value`` (a plan, or a batch's record) as the store keeps it."""
     assert kind in KINDS
-    envelope = {"format": FORMAT, "h3pipe": __version__, "kind": kind, "value": _out(value)}
+    envelope = {"format": FORMAT, "h3pipe": ours(), "kind": kind, "value": _out(value)}
     return json.dumps(envelope, allow_nan=False, separators=(",", ":")).encode()
 
 
@@ -126,7 +126,7 @@ def _other_format(where: str, kind: str, version: Any, fmt: Any) -> PayloadError
     newer = isinstance(fmt, int) and fmt > FORMAT
     return PayloadError(
         f"{where} was written by h3pipe {version} with {kind} format {fmt}; this h3pipe "
-        f"{__version__} reads format {FORMAT}",
+        f"{ours()} reads format {FORMAT}",
         hint="upgrade h3pipe on this worker to the version that submitted it" if newer
         else "run it again with this h3pipe (the same command), or use the h3pipe that "
         "submitted it")
@@ -134,7 +134,7 @@ def _other_format(where: str, kind: str, version: Any, fmt: Any) -> PayloadError
 
 def _invalid(where: str, kind: str, why: str) -> PayloadError:
     return PayloadError(f"{where} is not a {kind} of format {FORMAT} that h3pipe "
-                        f"{__version__} reads: {why}; nothing of it is run",
+                        f"{ours()} reads: {why}; nothing of it is run",
                         hint="the store's queue tables were written by something else than "
                         "h3pipe: check who can write the store, and run it again")
 

@@ -42,15 +42,16 @@ def migrations(project: ProjectConfig, *, upgrade: bool) -> tuple[str, list[str]
 
 # -- runs -------------------------------------------------------------------------------------
 
-def _judged(run: Row) -> Row:
+def _judged(run: RunRecord) -> RunRecord:
     # Shown, not recorded: a reader that wrote 'failed' here could race a run taking the
     # row over (its claim compares the status it saw), and whoever acts on the death
     # records it already: 'h3pipe clean' marks the run failed, 'run' and 'resume' take
     # the row over.
-    return run | {"dead": why_dead(run)}
+    return RunRecord(run | {"dead": why_dead(run)})
 
 
-def list_runs(project: ProjectConfig, limit: int = 20, pipeline: str | None = None) -> list[Row]:
+def list_runs(project: ProjectConfig, limit: int = 20, pipeline: str | None = None
+              ) -> list[RunRecord]:
     """Run rows, newest first; ``dead`` says why a run recorded as running is not."""
     with project.open_store() as store:
         return [_judged(r) for r in history.recent_runs(store.catalog, limit=limit,
