@@ -23,7 +23,6 @@ import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from h3pipe.about import version
 from h3pipe.errors import ConfigError
@@ -31,13 +30,12 @@ from h3pipe.lineage.events import run_uuid
 from h3pipe.storage import history
 from h3pipe.storage.base import Store
 from h3pipe.storage.embedded import EmbeddedStore
+from h3pipe.storage.records import Row
 from h3pipe.storage.runlog import RunLog
 
 SCHEMA_VERSION = 1
 FOLDER = "run_results"
 SCHEMA_FILE = Path(__file__).resolve().parent / f"run_results.v{SCHEMA_VERSION}.json"
-
-Row = dict[str, Any]
 
 
 def location(store: Store, run_id: str) -> Path:
