@@ -260,6 +260,12 @@ class Catalog:
     def _migration_files(self) -> list[Path]:
         return sorted(MIGRATIONS_DIR.joinpath(self.dialect).glob("*.sql"))
 
+    def _real_migrations(self) -> list[Path]:
+        """The migrations that change this dialect: a number names the same change in both
+        dialects, so one that the other dialect's schema already has is a file of
+        comments, never pending."""
+        return [f for f in self._migration_files() if _statements(f.read_text())]
+
     @unit
     def applied(self) -> list[str]:
         if self._sqlite is not None:
@@ -271,18 +277,19 @@ class Catalog:
 
             if not inspect(self.engine).has_table("schema_migrations", schema="h3pipe"):
                 return []
-        return [r["version"] for r in self.query("SELECT version FROM schema_migrations "
-                                                 "ORDER BY version")]
+        recorded = {_named(r["version"]) for r in
+                    self.query("SELECT version FROM schema_migrations")}
+        return [f.stem for f in self._real_migrations() if _named(f.stem) in recorded]
 
     def pending(self) -> list[str]:
         done = set(self.applied())
-        return [f.stem for f in self._migration_files() if f.stem not in done]
+        return [f.stem for f in self._real_migrations() if f.stem not in done]
 
     @unit
     def migrate(self) -> list[str]:
         """Apply pending migrations in order, each in its own transaction; return them."""
         done = set(self.applied())
-        if not [f for f in self._migration_files() if f.stem not in done]:
+        if not self.pending():
             return []
         with self.transaction() as tx:
             tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -290,15 +297,15 @@ class Catalog:
         if self.dialect == "postgresql" and "0001_initial" not in done:
             self._ensure_postgis()
         applied = []
-        for sql_file in self._migration_files():
+        for sql_file in self._real_migrations():
             if sql_file.stem in done:
                 continue
             with self._migration_transaction() as tx:
                 # Another process may be migrating too: decide under the write lock.
                 if self.dialect == "postgresql":
                     tx.execute("SELECT pg_advisory_xact_lock(4242424242)")
-                if tx.one("SELECT version FROM schema_migrations WHERE version = :v",
-                          {"v": sql_file.stem}):
+                if _named(sql_file.stem) in {_named(r["version"]) for r in tx.rows(
+                        "SELECT version FROM schema_migrations")}:
                     continue
                 for statement in _statements(sql_file.read_text()):
                     tx.execute(statement)
@@ -533,6 +540,12 @@ def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     # A driver's message may quote the connection string it was given.
     return masking.scrub(" ".join(str(orig or exc).split()))[:300]
+
+
+def _named(version: str) -> str:
+    """A migration by its name without its number ('0010_queue': 'queue'): how a version
+    recorded before the dialects were numbered alike is known by its file today."""
+    return version.split("_", 1)[-1]
 
 
 def _statements(sql: str) -> list[str]:

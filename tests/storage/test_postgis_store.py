@@ -261,11 +261,11 @@ def test_upgrade_turns_long_results_into_wide_tables(tmp_path, cli, pg_url):
             for r in rows:
                 copy.write_row(r)
         conn.execute('UPDATE h3pipe.results SET path = \'h3."stats_terrain"\'')
-        conn.execute("DELETE FROM h3pipe.schema_migrations WHERE version = '0008_wide_results'")
+        conn.execute("DELETE FROM h3pipe.schema_migrations WHERE version = '0009_wide_results'")
     r = cli(*args, "run", "p", "--bbox", BBOX)
-    assert r.exit_code == 2 and "0008_wide_results" in r.stderr
+    assert r.exit_code == 2 and "0009_wide_results" in r.stderr
     r = cli(*args, "db", "upgrade")
-    assert r.exit_code == 0 and "0008_wide_results" in r.stdout
+    assert r.exit_code == 0 and "0009_wide_results" in r.stdout
     after = tmp_path / "after.parquet"
     assert cli(*args, "export", "elev", "-o", after).exit_code == 0
     assert_same_bits(pq.read_table(after), pq.read_table(before))

@@ -62,7 +62,10 @@ def cells_of(table: pa.Table) -> dict[str, float]:
 
 def test_every_migration_of_its_dialect_is_applied(store_backend: Backend):
     dialect = "sqlite" if store_backend.name == "embedded" else "postgresql"
-    files = sorted(f.stem for f in MIGRATIONS_DIR.joinpath(dialect).glob("*.sql"))
+    # A file of comments only is the other dialect's change, which this one's schema has.
+    files = sorted(f.stem for f in MIGRATIONS_DIR.joinpath(dialect).glob("*.sql")
+                   if any(ln.strip() and not ln.strip().startswith("--")
+                          for ln in f.read_text().splitlines()))
     assert len(files) >= 11
     with store_backend.open() as store:
         assert store.catalog.applied() == files

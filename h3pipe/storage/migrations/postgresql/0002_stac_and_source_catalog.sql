@@ -1,0 +1,3 @@
+-- Nothing in this dialect: PostgreSQL's 0001_initial already made the STAC item and
+-- source catalog tables that SQLite's 0002 adds. Kept so that a number names the same
+-- change in both dialects.
