@@ -38,7 +38,7 @@ def _start(backend: Backend, proj, *extra, faults: str = ""):
     if faults:
         env["H3PIPE_FAULTS"] = faults
     return subprocess.Popen([sys.executable, "-m", "h3pipe", *backend.args, "--project",
-                             str(proj), "run", "p", "--bbox", BBOX, "--workers", "2", *extra],
+                             str(proj), "run", "p", "--bbox", BBOX, "--workers", "1", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -93,7 +93,7 @@ SLOW = "batch:sleep=0.2"
 
 
 def test_second_invocation_exits_75_naming_the_holder_or_waits(tmp_path, cli, store_backend):
-    proj = _project(tmp_path, resolution=8)
+    proj = _project(tmp_path, resolution=7)
     first = _start(store_backend, proj, faults=SLOW)
     procs = [first]
     try:
@@ -118,7 +118,7 @@ def test_second_invocation_exits_75_naming_the_holder_or_waits(tmp_path, cli, st
 
 
 def test_two_started_together_one_wins(tmp_path, store_backend):
-    proj = _project(tmp_path, resolution=8)
+    proj = _project(tmp_path, resolution=7)
     procs = [_start(store_backend, proj, faults=SLOW) for _ in range(2)]
     try:
         run_id, pid = wait_until(lambda: _running(store_backend), 60, "one run to claim")
