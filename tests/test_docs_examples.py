@@ -88,7 +88,7 @@ NOT_RUN = [
     (r"postgresql://(localhost|h3@db|postgres@127)", "needs the PostgreSQL server of the docs' "
      "host (tests/storage runs the PostgreSQL store)"),
     (r"--queue|^h3pipe worker|H3PIPE_QUEUE|runs wait|runs cancel",
-     "needs the queue and a running run (tests/engine/queue runs them)"),
+     "needs the queue and a running run (tests/queue runs them)"),
     (r"building_flood_exposure|BUILDINGS=",
      "needs the demo's buildings and flood rasters (make demo-flood, demo-fathom)"),
     (r"H3PIPE_STAC_API=", "needs the demo's STAC mirror (make demo)"),

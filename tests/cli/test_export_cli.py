@@ -124,9 +124,9 @@ def test_a_replaced_result_names_the_run_that_replaced_it(project, cli, tmp_path
 
 
 def test_a_where_value_the_sweep_lacks_is_one_line_and_exit_2(tmp_path, cli):
-    from tests.engine.test_sweep import BBOX as SWEEP_BBOX
-    from tests.engine.test_sweep import _project as sweep_project
-    from tests.engine.test_sweep import make_scene
+    from tests.execution.test_sweep import BBOX as SWEEP_BBOX
+    from tests.execution.test_sweep import _project as sweep_project
+    from tests.execution.test_sweep import make_scene
 
     root = sweep_project(make_scene(tmp_path / "scene"), tmp_path / "p")
     assert cli("--project", root, "run", "z", "--bbox", SWEEP_BBOX, "--workers", "1"

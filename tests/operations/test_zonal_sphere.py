@@ -15,7 +15,7 @@ import shapely
 from shapely.geometry import mapping
 
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
-from tests.engine.test_run_correctness import export, run
+from tests.execution.test_run_correctness import export, run
 from tests.zonal_reference import ALL_STATS, assert_same, cell_on_plane, reference
 
 PX = 0.25  # a quarter-degree world: 1440 x 720 pixels

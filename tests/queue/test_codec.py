@@ -26,7 +26,7 @@ from h3pipe.sources.dimensions import Dimensions, Scenario
 from h3pipe.sources.raster import RasterInfo, TileInfo
 from h3pipe.spec import Retry, StacSpec
 from tests.conftest import write_project
-from tests.engine.test_sweep import BBOX, BUILDINGS, EXPOSURE, SOURCE, ZONAL, make_scene
+from tests.execution.test_sweep import BBOX, BUILDINGS, EXPOSURE, SOURCE, ZONAL, make_scene
 
 
 def same(a, b, seen: set[str], path: str = "value") -> None:

@@ -102,8 +102,8 @@ def test_a_queue_run_equals_a_local_run(tmp_path, workers, local):
 def test_a_queue_sweep_equals_a_local_one(tmp_path, workers):
     """Every scenario and band of a sweep, through workers on the queue: the rows a local
     run of the same project gives."""
-    from tests.engine.test_sweep import BBOX as SWEEP_BBOX
-    from tests.engine.test_sweep import BUILDINGS, EXPOSURE, SOURCE, make_scene
+    from tests.execution.test_sweep import BBOX as SWEEP_BBOX
+    from tests.execution.test_sweep import BUILDINGS, EXPOSURE, SOURCE, make_scene
 
     make_scene(workers.project)
     write_project(workers.project, sources={"hz": SOURCE, "b": BUILDINGS},

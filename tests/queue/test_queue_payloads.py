@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.engine.queue.test_queue_runs import BBOX, PIPELINE, _h3pipe, _project, _upgrade
+from tests.queue.test_queue_runs import BBOX, PIPELINE, _h3pipe, _project, _upgrade
 from tests.waiting import wait_until
 from tests.workers import BROKER
 
