@@ -29,6 +29,8 @@ from h3pipe import grid
 from h3pipe.errors import ConfigError, UsageError
 from h3pipe.results import outputs
 from h3pipe.results.outputs import PARTITION_KEY, is_stdout
+from h3pipe.storage import space
+from h3pipe.storage.embedded import dictionary_columns
 
 FORMATS = ("parquet", "geoparquet", "csv", "geojson", "gpkg", "fgb")
 GEOMETRIES = ("polygon", "point", "none")
@@ -199,8 +201,6 @@ def _bbox_column(bounds: np.ndarray) -> pa.StructArray:
 def _write_parquet(rows: _Prepared, path: Path | BinaryIO, spec: ExportSpec) -> None:
     import pyarrow.parquet as pq
 
-    from h3pipe.storage.embedded import dictionary_columns
-
     table, extra = rows.table, {}
     if rows.geometry is not None:
         assert rows.bounds is not None
@@ -335,8 +335,6 @@ def atomic(out: Path, fmt: str | None, write_to: Callable[[Path], object]) -> No
     a device, FIFO, socket or folder is refused, a symlink is written through."""
     import pyogrio.errors
 
-    from h3pipe.storage.space import is_full, low
-
     real = outputs.target(out, folder=fmt is None)
     # GDAL warns when a GeoPackage's name does not end in .gpkg: the temporary one does.
     ending = f".{fmt}" if fmt in _OGR_DRIVERS else ""
@@ -345,8 +343,8 @@ def atomic(out: Path, fmt: str | None, write_to: Callable[[Path], object]) -> No
     except (OSError, pyogrio.errors.DataSourceError) as exc:
         # The output path is the user's to choose: a bad one is bad input (exit 2).
         # GDAL's errors carry no errno: then the free space decides.
-        if is_full(exc, real.parent) or (isinstance(exc, pyogrio.errors.DataSourceError)
-                                         and low(real.parent)):
+        if space.is_full(exc, real.parent) or (
+                isinstance(exc, pyogrio.errors.DataSourceError) and space.low(real.parent)):
             raise ConfigError(f"cannot write {out}: no space left on its disk",
                               hint="free some space there, or write elsewhere") from exc
         raise ConfigError(f"cannot write {out}: {exc}",

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from h3pipe.errors import SourceError
+
 Bounds = tuple[float, float, float, float]
 _SIDES = ("xmin", "ymin", "xmax", "ymax")
 
@@ -183,8 +185,6 @@ def from_wkb(wkb: np.ndarray, first_row: int, group: int) -> np.ndarray:
     file); a value that is not WKB is a SourceError naming its row and row group."""
     import shapely
     from shapely.errors import GEOSException
-
-    from h3pipe.errors import SourceError
 
     try:
         return shapely.from_wkb(wkb)

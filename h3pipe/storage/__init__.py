@@ -14,6 +14,7 @@ from h3pipe.errors import ConfigError
 from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import Catalog
 from h3pipe.storage.embedded import CATALOG_FILE, EmbeddedStore
+from h3pipe.storage.postgis import PostgresStore
 
 
 def is_database(location: str) -> bool:
@@ -47,8 +48,6 @@ def open_store(location: str, base: Path, *, create: bool = True) -> Store:
     """The store at ``location``: a database URL or keyword string, or a folder (relative
     to ``base``)."""
     if is_database(location):
-        from h3pipe.storage.postgis import PostgresStore
-
         # Steps with 'storage: parquet' keep their intermediates beside the project.
         return PostgresStore(database_url(location), create=create,
                              scratch=base / ".h3pipe")
@@ -103,5 +102,5 @@ def _folder(location: str, base: Path) -> Path:
     return root if root.is_absolute() else base / root
 
 
-__all__ = ["EmbeddedStore", "Store", "database_url", "is_database", "open_catalog", "open_store",
-           "output_reader", "read_outputs_with"]
+__all__ = ["EmbeddedStore", "PostgresStore", "Store", "database_url", "is_database",
+           "open_catalog", "open_store", "output_reader", "read_outputs_with"]

@@ -24,6 +24,7 @@ from typing import Any
 
 from h3pipe import extras, masking
 from h3pipe.errors import ConfigError, StoreError, StoreUnavailable
+from h3pipe.storage import space
 from h3pipe.storage.retry import transient, unit
 
 # Package data: one folder of ordered SQL files per dialect, shipped inside the wheel.
@@ -120,8 +121,6 @@ class _Sqlite:
     def _frozen_ok(self, exc: sqlite3.Error) -> bool:
         """Whether a reader may open the file as it is on disk: the disk is full (so no
         writer gets far either) and the WAL holds nothing the file lacks."""
-        from h3pipe.storage import space
-
         wal = self.path.with_name(self.path.name + "-wal")
         return space.is_full(exc, self.path.parent) and (
             not wal.exists() or wal.stat().st_size == 0)
@@ -357,8 +356,6 @@ class Catalog:
     def _full(self, exc: sqlite3.Error) -> None:
         """Raise :class:`~h3pipe.errors.StoreFull` when ``exc`` says the store's disk is
         full (SQLite rolled the transaction back: the catalog is as it was)."""
-        from h3pipe.storage import space
-
         assert self._sqlite is not None
         if space.is_full(exc, self._sqlite.path.parent):
             raise space.no_space(self._sqlite.path.parent) from exc

@@ -26,7 +26,7 @@ from h3pipe.errors import ConfigError, StoreError
 from h3pipe.storage import pgcopy
 from h3pipe.storage.base import CatalogStore
 from h3pipe.storage.catalog import Catalog, Tx, result_columns, result_keys
-from h3pipe.storage.embedded import output_gone
+from h3pipe.storage.embedded import output_gone, read_parquet, write_parquet
 from h3pipe.storage.retry import retried
 
 _FILE = "file:"  # a reference to Parquet files rather than a table
@@ -101,8 +101,6 @@ class PostgresStore(CatalogStore):
         worker marks its task completed); when ``record`` says no (another delivery of
         the task completed it first) nothing is kept and None is returned."""
         if storage == "parquet":
-            from h3pipe.storage.embedded import write_parquet
-
             path = self._scratch_dir(run_id, step_id) / f"task-{number:06d}.parquet"
             write_parquet(table, path)  # the same rows for every delivery: safe to replace
             ref = _FILE + str(path)
@@ -172,8 +170,6 @@ class PostgresStore(CatalogStore):
     def read_outputs(self, refs: list[str], skip: tuple[str, ...] = ()) -> pa.Table:
         """The rows of task outputs, in the order of ``refs``, without ``skip``: one COPY
         per table."""
-        from h3pipe.storage.embedded import read_parquet
-
         parts: list[pa.Table] = []
         i = 0
         while i < len(refs):
