@@ -13,6 +13,8 @@ import textwrap
 from typing import Any
 
 from h3pipe.authoring.inspect import Inspection
+from h3pipe.config.schemas import schema
+from h3pipe.errors import UsageError
 
 
 def suggest_source_id(insp: Inspection) -> str:
@@ -32,9 +34,6 @@ def suggest_source_id(insp: Inspection) -> str:
 def check_source_id(source_id: str) -> None:
     """Refuse an id source.v1.json would refuse (before anything is read or written), with
     one it would take."""
-    from h3pipe.config.schemas import schema
-    from h3pipe.errors import UsageError
-
     pattern = schema("source")["properties"]["id"]["pattern"]
     if not re.fullmatch(pattern, source_id):
         fixed = re.sub(r"[^a-z0-9_.-]+", "-", source_id.lower()).strip("-_.")[:100]

@@ -16,15 +16,18 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from h3pipe import resolutions
 from h3pipe.config import schemas
 from h3pipe.config.dag import StepGraph
 from h3pipe.config.schemas import suggest
 from h3pipe.config.yamlio import Document
-from h3pipe.errors import Problem
+from h3pipe.errors import Problem, SourceError
 from h3pipe.operations import get_operation, operation_names
 from h3pipe.operations.base import Operation
+from h3pipe.operations.shares import class_problems
 from h3pipe.operations.tabular import expression_problems
 from h3pipe.sources.dimensions import SCENARIO, Dimensions, key_columns, placeholders
+from h3pipe.sources.raster import expand_location
 from h3pipe.spec import PipelineSpec, SourceSpec, StacSpec, StepSpec
 
 CATALOG = "catalog:"  # the "file" of a source that comes from the store's catalog
@@ -93,8 +96,6 @@ def _kind_problems(doc: Document) -> list[Problem]:
 
 def _class_problems(doc: Document) -> list[Problem]:
     """Classes listed twice, or given to a source that says it is not categorical."""
-    from h3pipe.operations.shares import class_problems
-
     data = doc.data
     found = [doc.problem(list(at), msg) for at, msg in class_problems(data.get("classes"))]
     if "classes" in data and data.get("measure", "categorical") != "categorical":
@@ -172,9 +173,6 @@ def scenario_data_problems(doc: Document, spec: SourceSpec, root: Path
     template filled in). When none exists at all, no problem but a note: the data is not on
     this machine (a CI checkout), not partly missing. STAC and remote sources are looked at
     when a run describes them."""
-    from h3pipe.errors import SourceError
-    from h3pipe.sources.raster import expand_location
-
     if spec.dimensions is None or spec.kind != "raster" or "://" in spec.location:
         return [], None
     scenarios = spec.dimensions.scenarios()
@@ -320,13 +318,11 @@ def _matrix_problems(doc: Document, steps: list[tuple[int, dict[str, Any]]],
 
 def _resolutions_problems(doc: Document, data: dict[str, Any]) -> list[Problem]:
     """A ``defaults.resolutions`` range that runs backwards or leaves 0..15."""
-    from h3pipe.resolutions import problem
-
     defaults = data.get("defaults")
     given = defaults.get("resolutions") if isinstance(defaults, dict) else None
     if not isinstance(given, str):
         return []
-    why = problem(given)
+    why = resolutions.problem(given)
     return [doc.problem(["defaults", "resolutions"], why)] if why else []
 
 

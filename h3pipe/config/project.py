@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from h3pipe import storage
 from h3pipe.config import schemas
 from h3pipe.config.checks import (
     CATALOG,
@@ -26,8 +27,9 @@ from h3pipe.config.checks import (
 )
 from h3pipe.config.schemas import suggest
 from h3pipe.config.yamlio import Document, load_document
-from h3pipe.errors import ConfigError, Problem, ValidationFailed
+from h3pipe.errors import ConfigError, Problem, StoreError, ValidationFailed
 from h3pipe.spec import PipelineSpec, SourceSpec
+from h3pipe.storage import registry
 
 if TYPE_CHECKING:
     from h3pipe.storage.base import Store
@@ -258,21 +260,14 @@ class ProjectConfig:
     def open_store(self, *, create: bool = False) -> Store:
         """The project's store: --store, $H3PIPE_STORE, ``store:`` of h3pipe.yaml, or the
         folder ``.h3pipe``; ``create`` makes it when it does not exist yet."""
-        # storage (SQLAlchemy, pyarrow) loads with the first store opened, not with
-        # every command that only reads files.
-        from h3pipe.storage import open_store
-
         self.read_settings()
-        return open_store(self.store_location(), self.root, create=create)
+        return storage.open_store(self.store_location(), self.root, create=create)
 
     def _add_catalog_sources(self, loaded: Loaded) -> None:
         """Sources registered in the store: deactivated ones are remembered so pipelines
         that need them fail; active ones without a file here become usable."""
-        from h3pipe.errors import StoreError
-        from h3pipe.storage import open_store, registry
-
         try:
-            store = open_store(self.store_location(), self.root, create=False)
+            store = storage.open_store(self.store_location(), self.root, create=False)
         except (ConfigError, StoreError):
             return  # no store yet, or one we cannot reach: files alone decide
         with store:
