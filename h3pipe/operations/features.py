@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from h3pipe import grid
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch
 from h3pipe.sources.vector import CENTROID, GEOMETRY, centroid_xy, geometries, transform
@@ -160,8 +161,6 @@ def assign_cells(table: pa.Table, resolution: int) -> pa.Array:
 
 def point_cells(xs: np.ndarray, ys: np.ndarray, resolution: int) -> pa.Array:
     """The H3 cell of each lon/lat point as text (null where it is NaN)."""
-    from h3pipe import grid
-
     ok = np.isfinite(xs) & np.isfinite(ys)
     text = grid.strings(grid.cells_at(xs[ok], ys[ok], resolution))
     if ok.all():

@@ -10,6 +10,7 @@ import pyarrow as pa
 from h3pipe.errors import OperationError
 from h3pipe.operations.base import Batch, Operation
 from h3pipe.operations.features import NAME, add_columns, centroids, nullable, rows_of
+from h3pipe.sources.raster import MosaicReader
 
 
 class Sample(Operation):
@@ -39,8 +40,6 @@ class Sample(Operation):
         return [params.get("name", "value")]
 
     def run_batch(self, batch: Batch) -> pa.Table:
-        from h3pipe.sources.raster import MosaicReader
-
         table = rows_of(batch)
         info = batch.raster
         if info is None:

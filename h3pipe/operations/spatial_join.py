@@ -19,6 +19,7 @@ from h3pipe.operations.features import (
     rows_of,
     utm_zones,
 )
+from h3pipe.operations.zonal_stats import PLAIN_STATS, stat_problems, stats_of_geometries
 from h3pipe.sources.vector import geometries, read_features, transform
 
 
@@ -65,8 +66,6 @@ class SpatialJoin(Operation):
     source_kinds = ("raster", "stac", "vector")
 
     def check_params(self, params: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-        from h3pipe.operations.zonal_stats import PLAIN_STATS, stat_problems
-
         raster = "radius_m" in params or "stats" in params
         vector = "predicate" in params
         if raster and vector:
@@ -104,8 +103,6 @@ class SpatialJoin(Operation):
             return self._join_vector(batch, table)
         if batch.raster is None:
             raise OperationError(f"step '{batch.step_id}': spatial_join needs a source")
-
-        from h3pipe.operations.zonal_stats import stats_of_geometries
 
         geoms = geometries(table)
         if len(geoms):

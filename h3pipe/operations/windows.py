@@ -186,6 +186,8 @@ def to_pixels(xy: np.ndarray, extent: tuple[float, float, float, float],
 
 def _moments(values: np.ndarray, u: np.ndarray, v: np.ndarray, zones: Rings,
              weights: np.ndarray, want: Wanted, put: Any) -> None:
+    # numba (0.2 s, 220 modules) loads with the first window computed, not with every
+    # command that imports the operations to check a pipeline.
     from h3pipe.operations import coverage
 
     result = coverage.polygon_moments(values, u, v, zones.ring_starts, zones.poly_starts,
@@ -202,6 +204,7 @@ def _moments(values: np.ndarray, u: np.ndarray, v: np.ndarray, zones: Rings,
 
 def _binned(bins: Bins, values: np.ndarray, u: np.ndarray, v: np.ndarray, zones: Rings,
             weights: np.ndarray, put: Any) -> None:
+    # numba (0.2 s): as in _moments.
     from h3pipe.operations import coverage
 
     index = bins.index(values)

@@ -20,6 +20,7 @@ from h3pipe import grid
 from h3pipe.errors import OperationError
 from h3pipe.operations import areas
 from h3pipe.operations.base import Batch, Operation
+from h3pipe.operations.features import add_columns
 from h3pipe.operations.measures import measure_problems
 from h3pipe.operations.shares import Bins, class_problems, edge_problems
 from h3pipe.operations.windows import (
@@ -31,6 +32,8 @@ from h3pipe.operations.windows import (
     Wanted,
     fill,
 )
+from h3pipe.sources.raster import MosaicReader
+from h3pipe.sources.vector import geometries, transform
 
 NAMED_STATS = ("count", "sum", "mean", "min", "max", "stdev", "median", "majority", "minority",
                "variety", "coverage", "cell_area_km2", "density", "fractions", "histogram")
@@ -182,6 +185,8 @@ class ZonalStats(Operation):
     def warm_up(self) -> None:
         import rasterio  # noqa: F401
 
+        # numba (0.2 s, 220 modules): loaded when a worker warms up or a batch needs it,
+        # not with every command that only checks a pipeline.
         from h3pipe.operations import coverage
 
         # Loads the compiled kernels from numba's cache for both window types: a unit
@@ -195,8 +200,6 @@ class ZonalStats(Operation):
         coverage.polygon_bins(np.zeros((2, 2), np.int32), 1, u, v, rings, polys, np.ones(2))
 
     def run_batch(self, batch: Batch) -> pa.Table:
-        from h3pipe.sources.raster import MosaicReader
-
         info = batch.raster
         if info is None:
             raise OperationError(f"step '{batch.step_id}': zonal_stats needs a raster source")
@@ -231,9 +234,6 @@ class ZonalStats(Operation):
         return pa.table(arrays)
 
     def _over_features(self, batch: Batch, info: Any) -> pa.Table:
-        from h3pipe.operations.features import add_columns
-        from h3pipe.sources.vector import geometries
-
         table = batch.rows
         assert table is not None
         if "keep" in batch.params:
@@ -295,16 +295,12 @@ def stats_of_geometries(batch: Batch, info: Any, geoms: np.ndarray, params: dict
     a zonal_stats step's (``stats`` and the options that shape them)."""
     import shapely
 
-    from h3pipe.sources.raster import MosaicReader
-
     want = Wanted.of(params)
     columns = {info.column(k, s): np.full(len(geoms), np.nan)
                for k in range(len(info.indexes)) for s in want.names()}
     areal = np.flatnonzero(shapely.get_type_id(geoms) >= 3) if len(geoms) else np.array([], int)
     target = geoms[areal]
     if not info.crs_is_wgs84 and len(target):
-        from h3pipe.sources.vector import transform
-
         target = transform(shapely.segmentize(target, 0.0005), "EPSG:4326", info.crs_wkt)
     where = f"step '{batch.step_id}' batch {batch.number}"
     if len(target):
