@@ -14,6 +14,7 @@ from typing import NoReturn
 from rasterio.errors import RasterioError
 
 from h3pipe.demo.copdem import generate_tiles
+from h3pipe.demo.stac import write_static_catalog
 
 # Rwanda; touches the six cells S02/S03 x E028/E029/E030.
 DEFAULT_BBOX = (28.86, -2.84, 30.90, -1.05)
@@ -78,8 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_tile=report,
         )
         if args.stac_catalog:
-            from h3pipe.demo.stac import write_static_catalog
-
             catalog = write_static_catalog(args.stac_catalog, tiles)
             print(f"STAC collection of {len(tiles)} items: {catalog}")
     except (ValueError, OSError, RasterioError, RuntimeError) as exc:

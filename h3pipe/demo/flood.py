@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from h3pipe import grid
+
 DEFAULT_BBOX = (28.86, -2.84, 30.90, -1.05)  # Rwanda
 PIXEL = 1 / 1200  # 3 arcseconds
 TOWNS = [(30.06, -1.95, 0.06, 60.0), (29.74, -2.60, 0.03, 25.0), (29.63, -1.50, 0.03, 25.0),
@@ -142,8 +144,6 @@ def _covered(table: Any) -> Any:
     """The footprints with their ``bbox`` column, in the order of their res-9 cell."""
     import pyarrow as pa
     import shapely
-
-    from h3pipe import grid
 
     b = shapely.bounds(shapely.from_wkb(table.column("geometry").to_numpy(
         zero_copy_only=False)))

@@ -22,7 +22,8 @@ import numpy as np
 
 from h3pipe import grid
 from h3pipe.errors import ConservationError
-from h3pipe.sources.raster import RasterInfo
+from h3pipe.sources.raster import MosaicReader, RasterInfo
+from h3pipe.sources.vector import transform
 from h3pipe.spec import StepSpec
 
 if TYPE_CHECKING:
@@ -135,8 +136,6 @@ def raster_sums(info: RasterInfo, cells: np.ndarray, scope: Any
     lon/lat polygon), by exactextract over pixel-aligned blocks."""
     import shapely
 
-    from h3pipe.sources.raster import MosaicReader
-
     bands = len(info.indexes)
     union, inside = np.zeros(bands), np.zeros(bands)
     if not len(cells):
@@ -233,8 +232,6 @@ def _to_raster(geometry: Any, info: RasterInfo) -> Any:
     if info.crs_is_wgs84:
         return geometry
     import shapely
-
-    from h3pipe.sources.vector import transform
 
     return transform(shapely.segmentize(geometry, 0.0005), "EPSG:4326", info.crs_wkt)
 

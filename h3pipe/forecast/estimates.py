@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from h3pipe.errors import H3PipeError
 from h3pipe.planning.partitions import Partitions
 from h3pipe.planning.prepare import RunPlan, UsedItem
-from h3pipe.sources.raster import RasterInfo, TileInfo, window_budget
+from h3pipe.sources.raster import RasterInfo, TileInfo, sign, window_budget
 
 # Remote tiles whose size is asked with HEAD at most (the rest extrapolated from them).
 HEAD_SAMPLE = 16
@@ -205,9 +206,6 @@ def _local_size(path: str) -> int | None:
 
 def _head_size(url: str, signer: str) -> int | None:
     import urllib.request
-
-    from h3pipe.errors import H3PipeError
-    from h3pipe.sources.raster import sign
 
     try:
         req = urllib.request.Request(sign(url, signer), method="HEAD")

@@ -26,6 +26,8 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from h3pipe.errors import TooManyNulls
+from h3pipe.operations import get_operation
+from h3pipe.operations.windows import DEFINED_WHEN_EMPTY
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -160,9 +162,6 @@ def null_rows(batch: Batch, table: pa.Table) -> int | None:
     that stay defined over no pixel (count, coverage, variety). None for a batch that is not
     over the run's cells with a raster (nothing to count)."""
     import pyarrow.compute as pc
-
-    from h3pipe.operations import get_operation
-    from h3pipe.operations.windows import DEFINED_WHEN_EMPTY
 
     info = batch.raster
     if info is None or batch.rows is not None or batch.feed is not None:

@@ -21,6 +21,10 @@ import pyarrow as pa
 from h3pipe import grid
 from h3pipe.errors import OperationError
 from h3pipe.operations import Batch, BatchResult
+from h3pipe.operations.features import assign_cells
+from h3pipe.planning import partitions
+from h3pipe.planning.scope import centres_in
+from h3pipe.sources import geoparquet
 from h3pipe.sources.vector import (
     CENTROID,
     CENTROID_CELL,
@@ -30,6 +34,7 @@ from h3pipe.sources.vector import (
     geometries,
     iter_features,
 )
+from h3pipe.storage import output_reader
 
 Bounds = tuple[float, float, float, float]
 # Bins a side of the grid that tells a batch's partitions' boxes apart (64 k bits).
@@ -115,8 +120,6 @@ class FeatureFeed:
 
     def _inside(self, cells: np.ndarray) -> np.ndarray:
         """Whether each cell is the scope's (its rule, on the scope's outline near here)."""
-        from h3pipe.planning.scope import centres_in
-
         return centres_in(self.scope, cells)
 
     def _in_a_box(self, boxes: np.ndarray, marked: np.ndarray) -> np.ndarray:
@@ -141,9 +144,7 @@ class FeatureFeed:
         from rasterio.features import rasterize
         from rasterio.transform import from_bounds
 
-        from h3pipe.planning.partitions import reach
-
-        return rasterize(((s, 1) for s in reach(self.cells, self.resolution).tolist()),
+        return rasterize(((s, 1) for s in partitions.reach(self.cells, self.resolution).tolist()),
                          out_shape=(_BINS, _BINS), all_touched=True, dtype="uint8",
                          transform=from_bounds(*self.box, _BINS, _BINS)).astype(bool)
 
@@ -170,9 +171,6 @@ class OutputFeed:
         return self.rows
 
     def read(self, skip: tuple[str, ...] = ()) -> pa.Table:
-        from h3pipe.sources import geoparquet
-        from h3pipe.storage import output_reader
-
         geoparquet.forget()  # a later stage: the source's row groups are not read again
 
         return output_reader(self.store, Path(self.root))([self.ref], skip)
@@ -215,8 +213,6 @@ def trimmed(result: BatchResult, drop: tuple[str, ...]) -> BatchResult:
 def with_cells(rows: pa.Table, grouping: Grouping) -> pa.Table:
     """``rows`` with an h3_index (their centroid's cell when they have none); a published
     step's cells checked to be of the run's resolution."""
-    from h3pipe.operations.features import assign_cells
-
     if "h3_index" not in rows.column_names:
         if CENTROID_CELL in rows.column_names:  # placed where they were read
             cells = np.asarray(rows.column(CENTROID_CELL).to_numpy(zero_copy_only=False),

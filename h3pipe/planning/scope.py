@@ -20,6 +20,7 @@ import numpy as np
 
 from h3pipe import grid, resolutions
 from h3pipe.errors import ConfigError, ScopeError, UsageError
+from h3pipe.planning.coverage import equal_area
 
 
 @dataclass(frozen=True)
@@ -419,8 +420,6 @@ MAX_CELLS = 1_000_000_000
 def _check_size(scope: Scope, resolution: int) -> None:
     """Refuse a scope with more cells than :data:`MAX_CELLS` before listing any."""
     import h3
-
-    from h3pipe.planning.coverage import equal_area
 
     estimate = equal_area(scope.geometry) / 1e6 / h3.average_hexagon_area(resolution, "km^2")
     if estimate > MAX_CELLS:

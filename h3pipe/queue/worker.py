@@ -21,6 +21,7 @@ from h3pipe import lineage, masking, storage
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import ConfigError
 from h3pipe.lineage import Lineage
+from h3pipe.operations import warm_up
 from h3pipe.queue.app import check_broker, make_app
 from h3pipe.queue.settings import QueueSettings
 
@@ -85,8 +86,6 @@ def _warm_pool_processes() -> None:
     from celery.signals import worker_process_init
 
     def warm(**_: Any) -> None:
-        from h3pipe.operations import warm_up
-
         try:
             warm_up()
         except Exception as exc:  # shows again, with its context, on the first batch

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe import extras
+from h3pipe import extras, grid
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, H3PipeError, UsageError
 from h3pipe.planning.scope import ScopeRef
@@ -118,8 +118,6 @@ def map_column(selection: Selection, column: str, what: Meaning) -> maps.CellMap
     """The cells and values of ``column``; cells with no valid pixel (a zero count or
     coverage beside a null value) marked as nodata."""
     import pyarrow.compute as pc
-
-    from h3pipe import grid
 
     table = selection.table
     if column not in table.column_names:

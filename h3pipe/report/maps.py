@@ -28,6 +28,8 @@ from h3pipe import extras, grid
 from h3pipe.config.schemas import suggest
 from h3pipe.errors import UsageError
 from h3pipe.report.projection import LONLAT, WORLD, View, view_for
+from h3pipe.results.formats import atomic
+from h3pipe.results.outputs import is_stdout, target
 
 FORMATS = (".png", ".svg", ".pdf")
 # The largest picture side, in pixels: 10,000 x 10,000 is 400 MB of RGBA while drawing.
@@ -94,8 +96,6 @@ class Frame:
 def check_format(out: Path) -> str:
     """The picture format ``out`` asks for; refused when it is none of :data:`FORMATS`, or
     when ``out`` cannot be written (:func:`h3pipe.results.outputs.target`)."""
-    from h3pipe.results.outputs import is_stdout, target
-
     if is_stdout(out):
         raise UsageError("map -o -: a map is written to a file, not to standard output",
                          hint="give a file ending in " + ", ".join(FORMATS))
@@ -128,8 +128,6 @@ def draw(data: CellMap, style: Style, out: Path, *, size: tuple[int, int] = (120
          ) -> dict[str, Any]:
     """Write the map to ``out`` (by its extension) and return where its parts are (the
     same facts a PNG carries in its ``h3pipe`` text chunk)."""
-    from h3pipe.results.formats import atomic
-
     suffix = check_format(out)
     fig, facts = figure(data, style, size)
     meta = {"h3pipe": json.dumps(facts)} if suffix == ".png" else None

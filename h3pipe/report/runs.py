@@ -18,9 +18,11 @@ import numpy as np
 from h3pipe import extras
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import H3PipeError
+from h3pipe.execution.balance import describe
 from h3pipe.planning.coverage import Coverage
 from h3pipe.report import html, svg
 from h3pipe.report.datasets import Selection, map_column, numbers, run_scope, style_for
+from h3pipe.report.maps import figure
 from h3pipe.report.meaning import Meaning, meanings
 from h3pipe.results import runs as records
 from h3pipe.results.formats import atomic
@@ -216,8 +218,6 @@ def _inputs(r: Row) -> str:
 
 
 def _checks(r: Row) -> str:
-    from h3pipe.execution.balance import describe
-
     params = r["params"]
     lines = [f"Configuration: every source and pipeline file passed its JSON Schema and the "
              f"semantic checks before the run started (pipeline {r['pipeline_hash']})."]
@@ -297,8 +297,6 @@ def _first_scenario(selection: Selection) -> Selection:
 
 
 def _column(selection: Selection, table: Any, what: Meaning, *, draw: bool) -> str:
-    from h3pipe.report.maps import figure
-
     column = what.column
     values = numbers(table.column(column), column)
     parts = [f'<div class="column"><h3>{html.escape(what.label)}</h3>', _summary(values)]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 from h3pipe.errors import H3PipeError, OperationError
 from h3pipe.execution.stopping import StopRequest
 from h3pipe.operations import Batch, BatchResult, run_batch
+from h3pipe.planning.feeds import fed, trimmed
 from h3pipe.spec import Retry
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def compute(worker: int, batch: Batch,
             passthrough: tuple[type[BaseException], ...] = ()) -> Finished:
     """Run one batch where this is called (a worker process, or the run's own); errors of
     the ``passthrough`` types are raised, not returned (a queue task's time limit)."""
-    from h3pipe.planning.feeds import fed, trimmed
-
     started, start = time.time(), time.perf_counter()
     try:
         result = trimmed(run_batch(fed(batch)), batch.drop)
