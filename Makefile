@@ -22,8 +22,11 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q
 
+# ruff over everything Python here; mypy over the package; import-linter's contracts (the
+# layers, the CLI only over the API). tests/test_house.py, run by 'make test', refuses
+# import loops and unexplained imports inside functions.
 lint: install
-	$(BIN)/ruff check h3pipe tests
+	$(BIN)/ruff check h3pipe tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -135,6 +135,8 @@ def _scenarios(params: dict[str, Any]) -> None:
 
 def _coverage(params: dict[str, Any]) -> None:
     """Sources that miss part of the scope, cells with no valid pixel, sparse datasets."""
+    # The API (0.35 s: pyarrow, numpy, shapely, jsonschema) loads when the command runs,
+    # not for --help (0.07 s).
     from h3pipe.api import Coverage
 
     found = Coverage.recorded(params)
@@ -216,6 +218,8 @@ def wait(
         h3pipe runs wait elevation_terrain-r6-1a2b3c4d5e6f
     """
     from h3pipe.cli import output
+
+    # It imports the API (0.35 s): loaded when the command runs, not for --help.
     from h3pipe.cli.progress import make_reporter
     row = project_of(ctx).wait(run_id, make_reporter())
     output.say(f"run {row['run_id']} completed: {row['cells']} cells of {row['scope_label']} "

@@ -30,6 +30,8 @@ def schema(
 
         h3pipe schema pipeline > pipeline.schema.json
     """
+    # The API (0.35 s: pyarrow, numpy, shapely, jsonschema) loads when the command runs,
+    # not for --help (0.07 s).
     from h3pipe.api import schema_kinds, schema_text, write_schemas
 
     if kind is not None and kind not in schema_kinds():
