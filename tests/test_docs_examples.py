@@ -90,7 +90,8 @@ NOT_RUN = [
     (r"--queue|^h3pipe worker|H3PIPE_QUEUE|runs wait|runs cancel",
      "needs the queue and a running run (tests/queue runs them)"),
     (r"building_flood_exposure|BUILDINGS=",
-     "needs the demo's buildings and flood rasters (make demo-flood, demo-fathom)"),
+     "needs the demo's buildings and flood rasters (make demo-flood, demo-fathom; "
+     "tests/test_shipped_examples.py runs those pipelines on small stand-ins)"),
     (r"H3PIPE_STAC_API=", "needs the demo's STAC mirror (make demo)"),
     (r"--log-file /var/log", "writes to /var/log"),
     (r"--iso3 COD", "minutes of work (DR Congo at 9)"),
@@ -236,6 +237,30 @@ def test_every_example_is_run_or_said_why_not() -> None:
     for pattern, why in NOT_RUN:
         assert any(re.search(pattern, c) for c in skipped), (pattern, why)
 
+
+def test_elevation_terrain_publishes_what_exactextract_computes(project: Path,
+                                                                tmp_path: Path) -> None:
+    """The shipped elevation_terrain (copied verbatim above) over the docs' box: its cells
+    are h3-py's own polyfill of the box, its statistics exactextract's on h3-py's cell
+    polygons over the stand-in DEM."""
+    import h3
+    import rasterio
+    import yaml
+
+    import h3pipe
+    from tests.zonal_reference import assert_same, reference
+
+    root = tmp_path / "proj"
+    shutil.copytree(project, root)
+    stats = yaml.safe_load((REPO / "pipelines" / "elevation_terrain.yaml").read_text()
+                           )["steps"][0]["params"]["stats"]
+    table = h3pipe.Project(root).dataset("elevation_copdem30", scope="bbox:29.0,-2.5,30.0,-1.5",
+                                         resolution=6)
+    rows = {r["h3_index"]: r for r in table.to_pylist()}
+    box = h3.LatLngPoly([(-2.5, 29.0), (-2.5, 30.0), (-1.5, 30.0), (-1.5, 29.0)])
+    assert set(rows) == set(h3.h3shape_to_cells(box, 6)) and len(rows) > 100
+    with rasterio.open(root / "data" / "dem.tif") as ds:
+        assert_same(rows, reference(ds, list(rows), stats), stats)
 
 def test_the_systemd_unit_has_no_inline_comment() -> None:
     """systemd takes '# ...' after a value as part of it (EnvironmentFile would name a file
