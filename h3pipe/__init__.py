@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from h3pipe.about import version
+
 if TYPE_CHECKING:
     from h3pipe.api import Project, ScopeRef
 
@@ -25,8 +27,6 @@ def __getattr__(name: str) -> Any:
         return getattr(api, name)
     if name != "__version__":
         raise AttributeError(f"module 'h3pipe' has no attribute {name!r}")
-    from h3pipe.about import version
-
     return version()
 
 

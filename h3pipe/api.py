@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from h3pipe import extras, grid
+from h3pipe.authoring.drafting import check_source_id as check_id
+from h3pipe.authoring.drafting import suggest_source_id, to_source_yaml
+from h3pipe.authoring.inspect import Inspection, inspect_location
 from h3pipe.config import schemas
 from h3pipe.config.project import ProjectConfig as _Config
 from h3pipe.config.project import Report
@@ -45,6 +48,9 @@ from h3pipe.planning.scope import ScopeRef
 from h3pipe.queue.settings import QueueSettings
 from h3pipe.queue.submit import Submitted, follow_run, run_queued
 from h3pipe.queue.work import settle_cancel
+from h3pipe.queue.worker import start_worker
+from h3pipe.report.datasets import map_dataset
+from h3pipe.report.runs import write_report
 from h3pipe.resolutions import parse as parse_resolutions
 from h3pipe.results import runs, sources
 from h3pipe.results.formats import format_for
@@ -54,7 +60,6 @@ from h3pipe.storage.records import Row, RunRecord
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from h3pipe.authoring.inspect import Inspection
 
 Scope = ScopeRef | str
 
@@ -226,16 +231,12 @@ class Project(_Config):
         """Draw one column of a dataset (the first statistic without ``column``) over one
         scope or run's result to ``out`` (PNG, SVG or PDF); returns the column drawn and
         what the picture holds."""
-        from h3pipe.report.datasets import map_dataset  # matplotlib: pictures only
-
         ref = scope_of(scope) if scope is not None else None
         return map_dataset(self, name, column, out, size=size, style=style, scope=ref,
                            run_id=run, resolution=resolution, where=where)
 
     def report(self, run_id: str, out: Path, *, max_maps: int = 12) -> Row:
         """Write the self-contained HTML report of a run to ``out``; returns its row."""
-        from h3pipe.report.runs import write_report  # matplotlib: pictures only
-
         return write_report(self, run_id, out, max_maps=max_maps)
 
     # -- housekeeping ------------------------------------------------------------------
@@ -255,8 +256,6 @@ class Project(_Config):
     def worker(self, queue: str | None = None, *, concurrency: int | None = None,
                grace_seconds: float = 30.0) -> int:
         """Be an ``h3pipe worker`` until stopped; returns its exit code."""
-        from h3pipe.queue.worker import start_worker  # Celery: workers only
-
         settings = self.queue_settings(queue)
         if settings is None:
             raise UsageError("no queue given", hint="pass --queue amqp://..., set "
@@ -267,8 +266,6 @@ class Project(_Config):
 
     def inspect(self, location: str) -> Inspection:
         """Read a raster or STAC collection: what a source YAML for it would say."""
-        from h3pipe.authoring.inspect import inspect_location  # GDAL, STAC: on demand
-
         return inspect_location(location, self.root)
 
     # -- the source catalog ------------------------------------------------------------
@@ -308,8 +305,6 @@ def export_target(out: Path | str, fmt: str | None, partition_resolution: int | 
 
 def draft_source(found: Inspection, location: str, source_id: str | None = None) -> str:
     """A ready-to-edit source YAML for what :meth:`Project.inspect` found."""
-    from h3pipe.authoring.drafting import check_source_id, suggest_source_id, to_source_yaml
-
     if source_id is not None:
         check_source_id(source_id)
     return to_source_yaml(found, source_id=source_id or suggest_source_id(found),
@@ -318,9 +313,7 @@ def draft_source(found: Inspection, location: str, source_id: str | None = None)
 
 def check_source_id(source_id: str) -> None:
     """Refuse an id a source file could not have."""
-    from h3pipe.authoring.drafting import check_source_id as check
-
-    check(source_id)
+    check_id(source_id)
 
 
 def conservation_lines(params: dict[str, Any]) -> list[str]:

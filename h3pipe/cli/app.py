@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from h3pipe.about import version
+from h3pipe.cli import output
+
 if TYPE_CHECKING:
     from h3pipe.api import Project
 
@@ -33,8 +36,6 @@ class Globals:
 
 def _version(value: bool) -> None:
     if value:
-        from h3pipe.about import version
-
         typer.echo(f"h3pipe {version()}")
         raise typer.Exit()
 
@@ -58,8 +59,6 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    from h3pipe.cli import output
-
     output.configure(quiet=quiet, log_file=log_file)
     ctx.obj = Globals(project, verbose, store)
 

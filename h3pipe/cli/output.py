@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from h3pipe.errors import UsageError
 from h3pipe.masking import scrub
 
 if TYPE_CHECKING:
@@ -31,8 +32,6 @@ def configure(*, quiet: bool = False, log_file: Path | None = None) -> None:
 def _open_log(path: Path) -> TextIO:
     """The log, appended to. A missing folder is more likely a typo than a wish: say so
     rather than create it (a cron line run as root would make folders anywhere)."""
-    from h3pipe.errors import UsageError
-
     if not path.parent.is_dir():
         raise UsageError(f"--log-file {path}: the folder {path.parent} does not exist",
                          hint="create it first, or give a file in an existing folder")

@@ -10,6 +10,7 @@ import typer
 from h3pipe.cli import options as opt
 from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
+from h3pipe.errors import UsageError
 
 
 @app.command("plan")
@@ -48,8 +49,6 @@ def plan(
 
     # It imports the API (0.35 s): loaded when the command runs, not for --help.
     from h3pipe.cli.planview import report
-    from h3pipe.errors import UsageError
-
     if fmt not in ("text", "json"):
         raise UsageError(f"--format '{fmt}' is not one of text, json")
     if resolution is not None:

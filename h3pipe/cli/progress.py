@@ -7,12 +7,11 @@ import time
 from typing import Any
 
 from h3pipe.api import Outlook, Reporter, RunPlan
+from h3pipe.cli import output
 from h3pipe.cli.planview import heading
 
 
 def make_reporter() -> Reporter:
-    from h3pipe.cli import output
-
     if output.quiet() or output.logging_to_file() or not sys.stderr.isatty():
         return LineReporter()
     return RichReporter()
@@ -25,8 +24,6 @@ class LineReporter(Reporter):
         self.every = every
 
     def _log(self, msg: str) -> None:
-        from h3pipe.cli import output
-
         output.info(msg, stamped=True)
 
     def run_started(self, plan: RunPlan, view: Outlook) -> None:

@@ -9,6 +9,7 @@ import typer
 from h3pipe.cli import options as opt
 from h3pipe.cli import output
 from h3pipe.cli.app import app, project_of
+from h3pipe.errors import UsageError
 
 if TYPE_CHECKING:
     from h3pipe.api import Project, RunResult, Submitted
@@ -77,8 +78,6 @@ def run(
     # The API (0.35 s: pyarrow, numpy, shapely, jsonschema) loads when the command runs,
     # not for --help (0.07 s).
     from h3pipe.api import parse_resolutions
-    from h3pipe.errors import UsageError
-
     project = project_of(ctx)
     given = parse_resolutions(resolution) if resolution is not None else None
     options = {"batch_size": batch_size, "workers": workers, "force": force,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from h3pipe.cli import output
 from h3pipe.cli.app import app, print_table, project_of, stamp
 
 runs_app = typer.Typer(help="Inspect recorded runs.\n\nExample:\n\n    h3pipe runs list",
@@ -217,8 +218,6 @@ def wait(
 
         h3pipe runs wait elevation_terrain-r6-1a2b3c4d5e6f
     """
-    from h3pipe.cli import output
-
     # It imports the API (0.35 s): loaded when the command runs, not for --help.
     from h3pipe.cli.progress import make_reporter
     row = project_of(ctx).wait(run_id, make_reporter())

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from h3pipe.cli.app import app, project_of
+from h3pipe.errors import UsageError
 
 
 @app.command("validate")
@@ -31,8 +32,6 @@ def validate(
     """
     if fmt not in ("text", "json"):
         raise typer.BadParameter(f"'{fmt}' is not one of text, json", param_hint="--format")
-    from h3pipe.errors import UsageError
-
     project = project_of(ctx)
     resolved = [project.resolve_path(path) for path in paths or []]
     for given, path in zip(paths or [], resolved, strict=True):

@@ -28,13 +28,14 @@ from h3pipe.errors import (
     StoreUnavailable,
     Terminated,
 )
+from h3pipe.execution.balance import check_balance, checked_steps
 from h3pipe.execution.cleanup import release
 from h3pipe.execution.executors import Executor, make_executor
 from h3pipe.execution.lock import Heartbeat, claim, wait_or_refuse
 from h3pipe.execution.reporting import Reporter
 from h3pipe.execution.stage import StageRun
 from h3pipe.execution.stopping import StopRequest, graceful
-from h3pipe.forecast.costs import settle_workers
+from h3pipe.forecast.costs import peak_rss_mb, settle_workers, step_pixels
 from h3pipe.forecast.outlook import outlook
 from h3pipe.lineage import Lineage, LineageSettings
 from h3pipe.planning.batching import Batcher
@@ -272,8 +273,6 @@ def check_and_record_balance(plan: RunPlan, store: Store, log: RunLog,
                              outputs: dict[str, dict[int, str]]) -> None:
     """Check that extensive sums add up (see :mod:`h3pipe.execution.balance`) and record the
     figures on the run; raises before anything is published when they do not."""
-    from h3pipe.execution.balance import check_balance, checked_steps
-
     if not checked_steps(plan):
         return
     log.event(plan.run_id, "run", plan.run_id, "note", "checking conservation")
@@ -323,8 +322,6 @@ _STOPPED = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "interrupted 
 def measured(plan: RunPlan, seconds: float) -> dict[str, Any]:
     """What a completed run measured, for the estimates of later plans: wall seconds,
     peak memory of its processes, and the pixels each raster step covered."""
-    from h3pipe.forecast.costs import peak_rss_mb, step_pixels
-
     return {"wall_s": round(seconds, 3), "peak_rss_mb": peak_rss_mb(),
             "pixels": step_pixels(plan)}
 

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from h3pipe.forecast.estimates import pixels_in_scope, tiles_touched
 from h3pipe.forecast.outlook import Outlook
+from h3pipe.operations import get_operation
 from h3pipe.planning.prepare import RunPlan
 
 DEFAULT_PIXELS_PER_S = 4_000_000.0  # per worker, zonal statistics over cells
@@ -129,8 +131,6 @@ def step_pixels(plan: RunPlan, source_pixels: dict[str, int] | None = None
                 ) -> dict[str, int]:
     """Pixels inside the scope of each step over cells that reads a raster (counted here
     for the sources ``source_pixels`` does not give)."""
-    from h3pipe.forecast.estimates import pixels_in_scope, tiles_touched
-
     out: dict[str, int] = {}
     by_source: dict[str, int] = dict(source_pixels or {})
     for step in plan.pipeline.steps:
@@ -149,8 +149,6 @@ def work_seconds(plan: RunPlan) -> float | None:
     """Seconds the plan's batches would take on one worker at the default rates (which are
     conservative: they overestimate the work); None when a step's input is not known until
     the run reads it (a vector source's features)."""
-    from h3pipe.operations import get_operation
-
     pixels = step_pixels(plan)
     rows: dict[str, int] = {}  # step -> rows it gives
     seconds = 0.0

@@ -22,6 +22,7 @@ from h3pipe import resolutions
 from h3pipe.config.dag import StepGraph
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.errors import ConfigError, NoDataInScope, SourceError, UsageError
+from h3pipe.masking import shown
 from h3pipe.operations import get_operation
 from h3pipe.planning.coverage import DEFAULT_MAX_NULL_SHARE, Coverage, footprint_share
 from h3pipe.planning.scope import Scope, ScopeCells, scope_cells
@@ -226,8 +227,6 @@ class RunPlan:
     def inputs(self, most: int = 200) -> list[dict[str, Any]]:
         """What the run reads, as its report shows it: each source with its licence and
         provenance, and its files (at most ``most`` listed; hrefs unsigned, no password)."""
-        from h3pipe.masking import shown
-
         out = []
         for sid in sorted({s.source for s in self.pipeline.steps if s.source}):
             src = self.sources[sid]

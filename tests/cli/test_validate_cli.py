@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import raster_source, write_project, zonal_pipeline
 
 from h3pipe.errors import Problem
+from tests.conftest import raster_source, write_project, zonal_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
 import corpus_cases as corpus  # noqa: E402

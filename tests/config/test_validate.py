@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import raster_source, write_project
 
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
+from tests.conftest import raster_source, write_project
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
 import corpus_cases as corpus  # noqa: E402

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 
+from h3pipe.about import version
+from h3pipe.queue import codec
 from tests.queue.test_queue_runs import BBOX, PIPELINE, _h3pipe, _project, _upgrade
 from tests.waiting import wait_until
 from tests.workers import BROKER
@@ -75,7 +77,8 @@ def test_a_plan_of_another_format_is_refused_naming_both_versions(tmp_path, work
     waited = _h3pipe(workers, "runs", "wait", run_id)
     assert waited.returncode == 1
     assert (f"the plan of run {run_id} was written by h3pipe 9.9.9 with plan format 99; "
-            "this h3pipe 0.1.0 reads format 1; upgrade h3pipe on this worker") in waited.stderr
+            f"this h3pipe {version()} reads format {codec.FORMAT}; upgrade h3pipe on this "
+            "worker") in waited.stderr
     e = _h3pipe(workers, "export", "ds", "-o", str(tmp_path / "x.parquet"))
     assert e.returncode == 2 and not (tmp_path / "x.parquet").exists()  # nothing published
 
