@@ -15,6 +15,7 @@ The types the calls return are exported here too, so callers need no other modul
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -22,43 +23,49 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from h3pipe import extras, grid
-from h3pipe.authoring.drafting import check_source_id as check_id
-from h3pipe.authoring.drafting import suggest_source_id, to_source_yaml
-from h3pipe.authoring.inspect import Inspection, inspect_location
+from h3pipe import extras
 from h3pipe.config import schemas
 from h3pipe.config.project import ProjectConfig as _Config
 from h3pipe.config.project import Report
 from h3pipe.errors import UsageError
-from h3pipe.execution.balance import describe as describe_balance
-from h3pipe.execution.cleanup import Removal
-from h3pipe.execution.cleanup import clean as clean_store
-from h3pipe.execution.reporting import Reporter
-from h3pipe.execution.runner import RunResult, resume_run, run_pipeline
-from h3pipe.forecast.outlook import Outlook
-from h3pipe.forecast.plan import Forecast, forecast_run
-from h3pipe.lineage import runresults
 from h3pipe.planning import many, pyramid
-from h3pipe.planning.coverage import Coverage
 from h3pipe.planning.many import worst
-from h3pipe.planning.prepare import RunOptions, RunPlan
 from h3pipe.planning.scope import ScopeRef
-from h3pipe.queue.settings import QueueSettings
-from h3pipe.queue.submit import Submitted, follow_run, run_queued
-from h3pipe.queue.work import settle_cancel
-from h3pipe.queue.worker import start_worker
-from h3pipe.report.datasets import map_dataset
-from h3pipe.report.runs import write_report
 from h3pipe.resolutions import parse as parse_resolutions
 from h3pipe.results import runs, sources
-from h3pipe.results.formats import format_for
-from h3pipe.results.outputs import describe, is_stdout, sweep_tree, target
 from h3pipe.storage.records import Row, RunRecord
+
+# Start-up: a light command (runs list, validate, sources, db status) needs the project and
+# the store only; what runs, plans, maps, queues and inspects loads when first called
+# (rasterio, exactextract, the kernel, Celery, matplotlib, GDAL's drivers), and the types
+# of their results when first asked for (``h3pipe.api.RunResult``).
+_LAZY = {
+    "Coverage": "h3pipe.planning.coverage", "Forecast": "h3pipe.forecast.plan",
+    "Outlook": "h3pipe.forecast.outlook", "Reporter": "h3pipe.execution.reporting",
+    "RunOptions": "h3pipe.planning.prepare", "RunPlan": "h3pipe.planning.prepare",
+    "RunResult": "h3pipe.execution.runner", "Submitted": "h3pipe.queue.submit",
+    "Inspection": "h3pipe.authoring.inspect", "QueueSettings": "h3pipe.queue.settings",
+}
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from h3pipe.authoring.inspect import Inspection  # start-up: see _LAZY
+    from h3pipe.execution.cleanup import Removal  # start-up: see _LAZY
+    from h3pipe.execution.reporting import Reporter  # start-up: see _LAZY
+    from h3pipe.execution.runner import RunResult  # start-up: see _LAZY
+    from h3pipe.forecast.outlook import Outlook  # start-up: see _LAZY
+    from h3pipe.forecast.plan import Forecast  # start-up: see _LAZY
+    from h3pipe.planning.coverage import Coverage  # start-up: see _LAZY
+    from h3pipe.planning.prepare import RunOptions, RunPlan  # start-up: see _LAZY
+    from h3pipe.queue.settings import QueueSettings  # start-up: see _LAZY
+    from h3pipe.queue.submit import Submitted  # start-up: see _LAZY
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'h3pipe.api' has no attribute {name!r}")
 
 
 Scope = ScopeRef | str
@@ -102,8 +109,11 @@ class Project(_Config):
              **options: Any) -> Forecast:
         """What :meth:`run` would do and cost, without writing anything. ``options``:
         those of :class:`RunOptions` (batch_size, workers, force, from_step...)."""
+        from h3pipe.forecast.plan import forecast_run  # start-up: see _LAZY
+        from h3pipe.planning.prepare import RunOptions  # start-up: see _LAZY
+
         return forecast_run(self, pipeline, scope_of(scope).resolve(),
-                        RunOptions(resolution=resolution, **options))
+                            RunOptions(resolution=resolution, **options))
 
     def resolutions(self, pipeline: str, given: str | None = None) -> list[int | None]:
         """``4-9``, ``4,6,8`` or one level; without one, the pipeline's defaults."""
@@ -122,6 +132,11 @@ class Project(_Config):
         same inputs is reported, not recomputed (``force=True`` recomputes). With a
         ``queue`` (or $H3PIPE_QUEUE, or ``queue:`` of h3pipe.yaml) the batches go to
         ``h3pipe worker`` processes; ``detach`` returns once submitted."""
+        from h3pipe.execution.reporting import Reporter  # start-up: see _LAZY
+        from h3pipe.execution.runner import run_pipeline  # start-up: see _LAZY
+        from h3pipe.planning.prepare import RunOptions  # start-up: see _LAZY
+        from h3pipe.queue.submit import run_queued  # start-up: see _LAZY
+
         opts = RunOptions(resolution=resolution, **options)
         settings = self.queue_settings(queue)
         resolved = scope_of(scope).resolve()
@@ -139,6 +154,8 @@ class Project(_Config):
                **options: Any) -> RunResult:
         """Run again what ``run_id`` ran (pipeline, scope, resolution), keeping its
         completed tasks when its inputs are unchanged."""
+        from h3pipe.execution.runner import resume_run  # start-up: see _LAZY
+
         return resume_run(self, run_id, reporter=reporter, **options)
 
     def cancel(self, run_id: str) -> str:
@@ -148,6 +165,8 @@ class Project(_Config):
             run = runs.cancellable(store, run_id)
             run_id = run["run_id"]
             if run.get("queue"):  # only ever on the PostgreSQL store
+                from h3pipe.queue.work import settle_cancel  # start-up: see _LAZY
+
                 settle_cancel(store, run_id)  # ends it now if none of its tasks runs
                 return (f"asked run {run_id} to stop; its workers take none of its tasks "
                         "any more, and the running ones finish")
@@ -159,10 +178,15 @@ class Project(_Config):
 
     def wait(self, run_id: str, reporter: Reporter | None = None) -> Row:
         """The row of run ``run_id`` once it has ended; raises as the run would have."""
+        from h3pipe.execution.reporting import Reporter  # start-up: see _LAZY
+        from h3pipe.queue.submit import follow_run  # start-up: see _LAZY
+
         return follow_run(self, run_id, reporter or Reporter())
 
     def queue_settings(self, queue: str | None = None) -> QueueSettings | None:
         """Where the queue is: ``queue``, $H3PIPE_QUEUE or h3pipe.yaml; None for none."""
+        from h3pipe.queue.settings import QueueSettings  # start-up: see _LAZY
+
         return QueueSettings.find(queue, self.read_settings())
 
     # -- what runs left ----------------------------------------------------------------
@@ -180,6 +204,8 @@ class Project(_Config):
         timings and checks, as the file a run writes at its end (docs/orchestrators.md),
         built from the store's record, so it can be read on any machine."""
         with self.open_store() as store:
+            from h3pipe.lineage import runresults  # start-up: see _LAZY
+
             return runresults.build(store, runs.find_run(store.catalog, run_id).run_id)
 
     def dataset(self, name: str, scope: Scope | None = None, resolution: int | None = None,
@@ -232,11 +258,15 @@ class Project(_Config):
         scope or run's result to ``out`` (PNG, SVG or PDF); returns the column drawn and
         what the picture holds."""
         ref = scope_of(scope) if scope is not None else None
+        from h3pipe.report.datasets import map_dataset  # start-up: see _LAZY
+
         return map_dataset(self, name, column, out, size=size, style=style, scope=ref,
                            run_id=run, resolution=resolution, where=where)
 
     def report(self, run_id: str, out: Path, *, max_maps: int = 12) -> Row:
         """Write the self-contained HTML report of a run to ``out``; returns its row."""
+        from h3pipe.report.runs import write_report  # start-up: see _LAZY
+
         return write_report(self, run_id, out, max_maps=max_maps)
 
     # -- housekeeping ------------------------------------------------------------------
@@ -247,6 +277,9 @@ class Project(_Config):
         """Apply intermediates' cleanup policies, mark runs whose process is gone failed,
         and sweep what interrupted writes left in the project and ``outputs`` folders:
         (runs found dead, intermediates removed, leftover files removed)."""
+        from h3pipe.execution.cleanup import clean as clean_store  # start-up: see _LAZY
+        from h3pipe.results.outputs import sweep_tree  # start-up: see _LAZY
+
         dead, removals = clean_store(self, dry_run=dry_run, run_id=run_id,
                                      older_than_hours=older_than_hours)
         leftovers = [p for root in (self.root, *outputs)
@@ -260,12 +293,16 @@ class Project(_Config):
         if settings is None:
             raise UsageError("no queue given", hint="pass --queue amqp://..., set "
                              "H3PIPE_QUEUE, or 'queue:' in h3pipe.yaml")
+        from h3pipe.queue.worker import start_worker  # start-up: see _LAZY
+
         return start_worker(settings, self.store_location(), self.root,
                             concurrency=concurrency or os.cpu_count() or 1,
                             grace_seconds=grace_seconds)
 
     def inspect(self, location: str) -> Inspection:
         """Read a raster or STAC collection: what a source YAML for it would say."""
+        from h3pipe.authoring.inspect import inspect_location  # start-up: see _LAZY
+
         return inspect_location(location, self.root)
 
     # -- the source catalog ------------------------------------------------------------
@@ -297,6 +334,9 @@ def export_target(out: Path | str, fmt: str | None, partition_resolution: int | 
     """(the format an export to ``out`` is written in, how ``out`` reads in messages,
     whether it is standard output); a file that cannot be written is refused now, before
     anything is read."""
+    from h3pipe.results.formats import format_for  # start-up: see _LAZY
+    from h3pipe.results.outputs import describe, is_stdout, target  # start-up: see _LAZY
+
     folder = partition_resolution is not None
     if not is_stdout(out):
         target(out, folder=folder)
@@ -305,6 +345,8 @@ def export_target(out: Path | str, fmt: str | None, partition_resolution: int | 
 
 def draft_source(found: Inspection, location: str, source_id: str | None = None) -> str:
     """A ready-to-edit source YAML for what :meth:`Project.inspect` found."""
+    from h3pipe.authoring.drafting import suggest_source_id, to_source_yaml  # see _LAZY
+
     if source_id is not None:
         check_source_id(source_id)
     return to_source_yaml(found, source_id=source_id or suggest_source_id(found),
@@ -313,12 +355,16 @@ def draft_source(found: Inspection, location: str, source_id: str | None = None)
 
 def check_source_id(source_id: str) -> None:
     """Refuse an id a source file could not have."""
-    check_id(source_id)
+    from h3pipe.authoring.drafting import check_source_id as check  # start-up: see _LAZY
+
+    check(source_id)
 
 
 def conservation_lines(params: dict[str, Any]) -> list[str]:
     """A run's conservation checks (extensive sums against the raster's), one line each."""
-    return describe_balance(params.get("conservation", {}))
+    from h3pipe.execution.balance import describe  # start-up: see _LAZY
+
+    return describe(params.get("conservation", {}))
 
 
 def schema_kinds() -> tuple[str, ...]:
@@ -337,6 +383,9 @@ def write_schemas(folder: Path, kinds: tuple[str, ...] | None = None) -> list[Pa
 def _geodataframe(table: pa.Table) -> Any:
     """Cells as polygons (their outlines, cut at ±180) in a GeoDataFrame."""
     import geopandas  # the 'dataframes' extra: checked by the caller
+    import numpy as np
+
+    from h3pipe import grid  # start-up: see _LAZY
 
     ids = [int(c, 16) if isinstance(c, str) else int(c)
            for c in table.column("h3_index").to_pylist()]
