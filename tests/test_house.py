@@ -202,3 +202,18 @@ def test_an_import_inside_a_function_without_a_reason_is_found(tmp_path):
         "lazy/m.py:5: from lazy import n", "lazy/m.py:10: from lazy.p import x",
         "lazy/m.py:13: from . import n  # noqa: F401"]
     assert [f.modules for f in unexplained(root)] == [{"lazy.n"}, {"lazy.p"}, {"lazy.n"}]
+
+
+def test_every_package_and_top_level_module_is_in_a_layer():
+    """A new package or module outside the layers contract would import what it likes."""
+    import tomllib
+
+    contracts = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    layers = next(c["layers"] for c in contracts["tool"]["importlinter"]["contracts"]
+                  if c["type"] == "layers")
+    named = {m.strip() for layer in layers for m in layer.split("|")}
+    found = {f"h3pipe.{p.stem if p.is_file() else p.name}" for p in PACKAGE.iterdir()
+             if (p.suffix == ".py" and p.name != "__init__.py")
+             or (p.is_dir() and (p / "__init__.py").exists())}
+    assert found - named == set(), "not in any layer of pyproject.toml's contract"
+    assert named - found == set(), "a layer names what is not there"
