@@ -8,7 +8,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere clean
+.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere bench-house clean
 
 install: $(VENV)/.installed
 
@@ -133,6 +133,22 @@ bench-scale: install
 bench-sphere: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/sphere.py
+
+# Before and after a restructure (issue 27), side by side: two trees of h3pipe (HOUSE_BEFORE,
+# default 5de584b, the last commit before issue 27; HOUSE_AFTER, default HEAD; a revision is
+# checked out as a detached worktree outside the repository, or give a folder), each run
+# through the CLI with this venv's Python and PYTHONPATH at its tree, alternately, on the
+# Rwanda tiles of bench.py: start-up (--help, --version, validate, runs list), a 36-cell
+# run, Rwanda at res 6 to 9, and what the light commands import; then both sides' res 8
+# results compared bit for bit; a rank test says which rows differ. Waits for a quiet
+# machine (1-minute load at most 1.5, others under half a core) and runs again rows that
+# other processes disturbed; writes benchmarks/results/house.json and house.md. About 10
+# minutes on a quiet 2-core machine, longer while others keep it busy (HOUSE_ARGS=--help).
+HOUSE_BEFORE ?= 5de584b
+HOUSE_AFTER  ?= HEAD
+bench-house: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/house.py --before $(HOUSE_BEFORE) --after $(HOUSE_AFTER) $(HOUSE_ARGS)
 
 # The vector targets of issue 24: building_flood_exposure and flood_risk_weighted over
 # Rwanda on 1, 4, 16 and 64 M stand-in footprints placed where people live (GeoParquet 1.1,
