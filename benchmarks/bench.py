@@ -47,6 +47,22 @@ def bbox_arg(b: tuple[float, ...]) -> str:
 
 # -- measuring a process tree -------------------------------------------------------------
 
+def tree_rss(ps: Any) -> int:
+    """Resident bytes of a process and all its descendants now (0 for those gone)."""
+    import psutil
+
+    total = 0
+    try:
+        for p in [ps, *ps.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Wall and CPU seconds, and peak RSS summed over the process and all its children."""
     import psutil
@@ -57,16 +73,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
-        total = 0
-        try:
-            for p in [ps, *ps.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
-        peak = max(peak, total)
+        peak = max(peak, tree_rss(ps))
         time.sleep(0.02)
     wall = time.perf_counter() - t0
     out, err = proc.communicate()

@@ -158,16 +158,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
     thread.start()
     ps, peak = psutil.Process(proc.pid), 0
     while thread.is_alive():
-        total = 0
-        try:
-            for p in [ps, *ps.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
-        peak = max(peak, total)
+        peak = max(peak, bench.tree_rss(ps))
         thread.join(0.02)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
