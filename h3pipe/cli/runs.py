@@ -62,7 +62,7 @@ def show(
         import json
 
         doc = project_of(ctx).run_results(run_id)
-        typer.echo(json.dumps(doc, indent=2, default=str))
+        output.say(json.dumps(doc, indent=2, default=str))  # scrubbed, as every line
         return 0 if doc["run"]["status"] == "completed" else 1
     r = project_of(ctx).run_record(run_id)
     echo = typer.echo
