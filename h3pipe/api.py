@@ -145,6 +145,24 @@ class Project(_Config):
         return run_queued(self, pipeline, resolved, opts, settings, reporter or Reporter(),
                           detach=detach)
 
+    def prepare(self, pipeline: str, scope: Scope, resolution: int | None = None,
+                **options: Any) -> RunPlan:
+        """What :meth:`run` would run, decided without running: its ``run_id`` (the same
+        inputs give the same id), scope, resolution, batches and workers. Cheap next to
+        the run; :meth:`execute` runs it, in this process or another."""
+        from h3pipe.forecast.costs import settle_workers  # start-up: see _LAZY
+        from h3pipe.planning.prepare import RunOptions, prepare  # start-up: see _LAZY
+
+        opts = RunOptions(resolution=resolution, **options)
+        opts.check()
+        return settle_workers(prepare(self, pipeline, scope_of(scope).resolve(), opts))
+
+    def execute(self, plan: RunPlan, reporter: Reporter | None = None) -> RunResult:
+        """Run a plan of :meth:`prepare` and publish its dataset, as :meth:`run` does."""
+        from h3pipe.execution.runner import run_prepared  # start-up: see _LAZY
+
+        return run_prepared(self, plan, reporter)
+
     def run_each(self, labels: Sequence[str], one: Callable[[str], str],
                  failed: Callable[[str, Exception], None]) -> list[many.Outcome]:
         """Each of several runs (countries, resolutions) in turn, on past failures."""

@@ -49,6 +49,10 @@ class UsageError(ConfigError):
     """A command-line option is malformed or missing."""
 
 
+class NotFound(ConfigError):
+    """What was named (a run, source, pipeline, dataset or job) is not there."""
+
+
 class ScopeError(ConfigError):
     """The requested scope (ISO3, bbox, AOI file) cannot be resolved or is empty."""
 

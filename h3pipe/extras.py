@@ -23,6 +23,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib",),
     "stac": ("pystac_client", "pystac", "planetary_computer"),
     "dataframes": ("pandas", "geopandas"),
+    "server": ("fastapi", "uvicorn"),
 }
 
 def require(extra: str, what: str | None = None) -> None:

@@ -27,6 +27,7 @@ from h3pipe.cli import (  # noqa: F401  (registers the commands)
     run,
     runs,
     schema,
+    serve,
     sources,
     validate,
     worker,

@@ -88,6 +88,15 @@ def run_pipeline(project: ProjectConfig, pipeline_id: str, scope: Scope,
         lineage = Lineage.of(project.settings, project.root, reporter.message)
         if early is not None and early.workers == plan.workers:
             return execute(plan, project.root, early, reporter, lineage)
+    return run_prepared(project, plan, reporter, lineage)
+
+
+def run_prepared(project: ProjectConfig, plan: RunPlan, reporter: Reporter | None = None,
+                 lineage: Lineage | None = None) -> RunResult:
+    """Execute a plan made by :func:`prepare` (and :func:`settle_workers`) elsewhere: the
+    server decides a run's id in its own process and runs the plan on a warm worker."""
+    reporter = reporter or Reporter()
+    lineage = lineage or Lineage.of(project.settings, project.root, reporter.message)
     used = {s.operation for s in plan.pipeline.steps}
     return execute(plan, project.root, lambda: make_executor(plan.workers, warm=used), reporter,
                    lineage)

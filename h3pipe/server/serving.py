@@ -1,0 +1,53 @@
+"""Run the server: :func:`serve` binds, says where it listens, and hands the socket to
+uvicorn (one process: the warm workers are its children, so ``--workers`` counts runs, not
+HTTP processes)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import uvicorn
+
+from h3pipe.api import Project
+from h3pipe.errors import Terminated, UsageError
+from h3pipe.server.app import create_app
+from h3pipe.server.settings import ServerSettings
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 2,
+          queue: str | None = None, say: Callable[[str], None] = print) -> None:
+    """Serve ``project`` on ``host:port`` (port 0: any free one) until SIGINT or SIGTERM."""
+    settings = ServerSettings.of(project.read_settings(), project.root,
+                                 max_concurrent_runs=workers)
+    listening = bind(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    say(f"h3pipe serving {project.root} on http://{shown}:{listening.getsockname()[1]}/ "
+        f"(dashboard: /dashboard, OpenAPI: /openapi.json)")
+    if host not in LOOPBACK and settings.open:
+        say(f"warning: {host} is not loopback and no token is configured: anyone who "
+            "reaches it may run pipelines (server: tokens in h3pipe.yaml)")
+    app = create_app(project, settings, workers=workers, queue=queue)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    try:
+        uvicorn.Server(config).run(sockets=[listening])
+    except (Terminated, KeyboardInterrupt):
+        pass  # uvicorn stopped gracefully, then raised the signal again: a stop asked for
+    say("h3pipe serve stopped")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                         hint="choose another --port or --host") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
