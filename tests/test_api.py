@@ -128,3 +128,30 @@ def test_a_project_reads_its_files_once_until_one_changes(made):
         assert changed is not first and changed[1]["p"].defaults["resolution"] == 6
     finally:
         pipeline.write_text(pipeline.read_text().replace("resolution: 6", "resolution: 7"))
+
+
+def test_a_prepared_plan_runs_in_another_process_as_run_would(made, tmp_path):
+    """prepare() names the run without running it; the plan, pickled to a fresh process
+    (as the server sends it to a warm worker), executes there and publishes the rows run()
+    computes."""
+    import pickle
+    import subprocess
+    import sys
+
+    project, tif, _, _ = made
+    plan = project.prepare("p", SCOPE, resolution=7)
+    assert plan.run_id not in {r["run_id"] for r in project.runs(limit=50)}
+    (tmp_path / "plan.pickle").write_bytes(pickle.dumps(plan))
+    script = ("import pickle, sys, h3pipe; plan = pickle.load(open(sys.argv[2], 'rb')); "
+              "print(h3pipe.Project(sys.argv[1]).execute(plan).run_id)")
+    done = subprocess.run([sys.executable, "-c", script, str(project.root),
+                           str(tmp_path / "plan.pickle")], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == plan.run_id
+    again = project.run("p", SCOPE, resolution=7)
+    assert (again.run_id, again.state) == (plan.run_id, "already")
+    rows = {r["h3_index"]: r for r in project.dataset("ds", scope=SCOPE, resolution=7)
+            .to_pylist()}
+    assert set(rows) == _polyfill(7)
+    with rasterio.open(tif) as ds:
+        assert_same(rows, reference(ds, list(rows), STATS), STATS)
