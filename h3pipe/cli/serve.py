@@ -43,4 +43,4 @@ def serve(
         output.say(settings.hash_token(sys.stdin.readline().strip()))
         return
     serving.serve(project_of(ctx), host=host, port=port, workers=workers, queue=queue,
-                  say=output.say)
+                  say=output.say, warn=output.warn)

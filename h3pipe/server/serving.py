@@ -4,6 +4,7 @@ HTTP processes)."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Callable
 
@@ -14,11 +15,10 @@ from h3pipe.errors import Terminated, UsageError
 from h3pipe.server.app import create_app
 from h3pipe.server.settings import ServerSettings
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
 
 def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 2,
-          queue: str | None = None, say: Callable[[str], None] = print) -> None:
+          queue: str | None = None, say: Callable[[str], None] = print,
+          warn: Callable[[str], None] = print) -> None:
     """Serve ``project`` on ``host:port`` (port 0: any free one) until SIGINT or SIGTERM."""
     settings = ServerSettings.of(project.read_settings(), project.root,
                                  max_concurrent_runs=workers)
@@ -26,9 +26,9 @@ def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, worker
     shown = f"[{host}]" if ":" in host else host
     say(f"h3pipe serving {project.root} on http://{shown}:{listening.getsockname()[1]}/ "
         f"(dashboard: /dashboard, OpenAPI: /openapi.json)")
-    if host not in LOOPBACK and settings.open:
-        say(f"warning: {host} is not loopback and no token is configured: anyone who "
-            "reaches it may run pipelines (server: tokens in h3pipe.yaml)")
+    if settings.open and not loopback(host):
+        warn(f"{host} is not a loopback address and no token is configured: "
+             "anyone who reaches it may run pipelines (server: tokens in h3pipe.yaml)")
     app = create_app(project, settings, workers=workers, queue=queue)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     try:
@@ -36,6 +36,16 @@ def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, worker
     except (Terminated, KeyboardInterrupt):
         pass  # uvicorn stopped gracefully, then raised the signal again: a stop asked for
     say("h3pipe serve stopped")
+
+
+def loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
 
 
 def bind(host: str, port: int) -> socket.socket:
