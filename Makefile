@@ -8,7 +8,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere bench-house clean
+.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere bench-house bench-serve clean
 
 install: $(VENV)/.installed
 
@@ -110,6 +110,7 @@ bench: install
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/small.py
 	$(BIN)/python benchmarks/queue_backend.py
+	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/sweep.py $(BENCH_SWEEP)
 	$(BIN)/python benchmarks/maps.py
 	$(BIN)/python benchmarks/vector.py $(VECTOR_ARGS)
@@ -146,6 +147,14 @@ bench-sphere: install
 # minutes on a quiet 2-core machine, longer while others keep it busy (HOUSE_ARGS=--help).
 HOUSE_BEFORE ?= 5de584b
 HOUSE_AFTER  ?= HEAD
+# h3pipe serve under load (issue 28): a 36-cell run submitted over HTTP to warm workers
+# (target <= 0.3 s to 'successful'), 100 clients polling job status and map cells while two
+# runs execute (target p99 <= 100 ms for status, no errors), and those runs' downloads
+# against the same CLI runs (benchmarks/results/serve.md).
+bench-serve: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/serve.py $(SERVE_ARGS)
+
 bench-house: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/house.py --before $(HOUSE_BEFORE) --after $(HOUSE_AFTER) $(HOUSE_ARGS)
