@@ -21,7 +21,7 @@ from typing import Any
 from h3pipe import resolutions
 from h3pipe.config.dag import StepGraph
 from h3pipe.config.project import ProjectConfig, suggest
-from h3pipe.errors import ConfigError, NoDataInScope, SourceError, UsageError
+from h3pipe.errors import NoDataInScope, NotFound, SourceError, UsageError
 from h3pipe.masking import shown
 from h3pipe.operations import get_operation
 from h3pipe.planning.coverage import DEFAULT_MAX_NULL_SHARE, Coverage, footprint_share
@@ -317,8 +317,8 @@ def prepare(project: ProjectConfig, pipeline_id: str, scope: Scope,
 def _pipeline(pipelines: dict[str, PipelineSpec], pipeline_id: str) -> PipelineSpec:
     if pipeline_id not in pipelines:
         known = sorted(pipelines)
-        raise ConfigError(f"unknown pipeline '{pipeline_id}'" + suggest(pipeline_id, known)
-                          + f" (pipelines: {', '.join(known) or 'none in pipelines/'})")
+        raise NotFound(f"unknown pipeline '{pipeline_id}'" + suggest(pipeline_id, known)
+                       + f" (pipelines: {', '.join(known) or 'none in pipelines/'})")
     return pipelines[pipeline_id]
 
 

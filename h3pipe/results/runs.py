@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from h3pipe.config.project import ProjectConfig, suggest
-from h3pipe.errors import ConfigError, UsageError
+from h3pipe.errors import ConfigError, NotFound, UsageError
 from h3pipe.planning.scope import ScopeRef
 from h3pipe.results import formats, layouts
 from h3pipe.storage import Store, history, open_catalog
@@ -66,15 +66,17 @@ def find_run(catalog: Catalog, ref: str) -> RunRecord:
     if ref == "latest":
         run = history.latest_run(catalog)
         if run is None:
-            raise ConfigError("no runs yet", hint="start one with 'h3pipe run'")
+            raise NotFound("no runs yet", hint="start one with 'h3pipe run'")
         return run
     run = history.find_run(catalog, ref)
     if run is not None:
         return run
     matches = history.runs_with_prefix(catalog, ref)
     if len(matches) != 1:
-        raise ConfigError(f"no run '{ref}'" + (" (ambiguous prefix)" if matches else ""),
-                          hint="list runs with 'h3pipe runs list'")
+        # Several runs share the prefix: they are there, the name is what falls short.
+        error = ConfigError if matches else NotFound
+        raise error(f"no run '{ref}'" + (" (ambiguous prefix)" if matches else ""),
+                    hint="list runs with 'h3pipe runs list'")
     return matches[0]
 
 
@@ -215,9 +217,9 @@ def _no_results(store: Store, dataset: str) -> NoReturn:
     """Raise: nothing matched; say which datasets, or which of its scopes, there are."""
     known = sorted({e["dataset"] for e in store.result_entries()})
     if dataset not in known:
-        raise ConfigError(f"no results for dataset '{dataset}'" + suggest(dataset, known)
+        raise NotFound(f"no results for dataset '{dataset}'" + suggest(dataset, known)
                           + f" (datasets with results: {', '.join(known) or 'none'})")
     options = ", ".join(f"{e['scope_label']} at resolution {e['resolution']} "
                         f"(run {e['run_id']})" for e in store.result_entries(dataset))
-    raise ConfigError(f"no results for dataset '{dataset}' with the filters given "
+    raise NotFound(f"no results for dataset '{dataset}' with the filters given "
                       f"(it has: {options})")

@@ -16,7 +16,7 @@ from pathlib import Path
 from h3pipe import masking
 from h3pipe.config.project import ProjectConfig, suggest
 from h3pipe.config.yamlio import load_document
-from h3pipe.errors import ConfigError, ValidationFailed
+from h3pipe.errors import ConfigError, NotFound, ValidationFailed
 from h3pipe.storage import open_store, registry
 from h3pipe.storage.records import Row
 
@@ -73,9 +73,9 @@ def show_source(project: ProjectConfig, source_id: str) -> Row:
     """The source's current row, its document parsed, and ``versions``: its history."""
     rows = {r["id"]: r for r in catalog_rows(project)}  # no store yet: no such source
     if source_id not in rows:
-        raise ConfigError(f"no source '{source_id}' in the catalog"
-                          + suggest(source_id, list(rows)),
-                          hint="register it with 'h3pipe sources register FILE'")
+        raise NotFound(f"no source '{source_id}' in the catalog"
+                       + suggest(source_id, list(rows)),
+                       hint="register it with 'h3pipe sources register FILE'")
     with project.open_store() as store:
         versions = registry.source_versions(store.catalog, source_id)
     row = rows[source_id]
@@ -88,6 +88,6 @@ def deactivate(project: ProjectConfig, source_id: str) -> int:
         version = registry.deactivate(store.catalog, source_id)
         if version is None:
             known = [r["id"] for r in registry.source_rows(store.catalog)]
-            raise ConfigError(f"no source '{source_id}' in the catalog"
-                              + suggest(source_id, known))
+            raise NotFound(f"no source '{source_id}' in the catalog"
+                           + suggest(source_id, known))
     return version
