@@ -8,7 +8,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere bench-house bench-serve clean
+.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere bench-house bench-serve serve clean
 
 install: $(VENV)/.installed
 
@@ -69,6 +69,11 @@ demo: install
 # The multi-step examples on stand-in flood depth, population and 150,000 building
 # footprints for Rwanda (~30 MB, once): buildings -> depth -> people nearby -> per cell;
 # and people per cell at resolutions 5 to 7, each run checking that no person is lost.
+# The demo project over HTTP (after make demo): the API, OGC API - Processes and the live
+# dashboard on http://127.0.0.1:8000/dashboard, with the example source on the local mirror.
+serve: install
+	$(DEMO_ENV) $(BIN)/h3pipe serve --port $(or $(PORT),8000)
+
 demo-flood: install
 	$(BIN)/python -m h3pipe.demo.flood --out .h3pipe/demo/flood
 	$(BIN)/h3pipe run population --iso3 RWA --resolution 5-7
