@@ -44,7 +44,7 @@ def timed(cells: np.ndarray, resolution: int, out: Path) -> dict[str, float]:
     maps.draw(data, maps.Style(label="value"), out)
     total = time.perf_counter() - start
     frame = maps._frame(data, 1200, 900)
-    colours, _ = maps._colours(data, maps.Style())
+    colours, _ = maps.colour_scale(data.values, data.nodata, maps.Style())
     start = time.perf_counter()
     maps._raster(data, frame, colours)
     return {"total_s": total, "raster_s": time.perf_counter() - start}

@@ -145,7 +145,7 @@ def figure(data: CellMap, style: Style, size: tuple[int, int]) -> tuple[Any, dic
     fig = Figure(figsize=(width / 100, height / 100), dpi=100)
     frame = _frame(data, width, height)
     ax = fig.add_axes(_fraction(frame.left, frame.top, frame.width, frame.height, size))
-    colours, legend = _colours(data, style)
+    colours, legend = colour_scale(data.values, data.nodata, style)
     ax.imshow(_raster(data, frame, colours), extent=frame.extent, origin="upper",
               interpolation="nearest", aspect="auto", zorder=1)
     ax.set_xlim(frame.extent[0], frame.extent[1])
@@ -299,11 +299,14 @@ class Colours:
         return np.asarray(rgba, dtype=np.uint8)
 
 
-def _colours(data: CellMap, style: Style) -> tuple[Colours, list[tuple[str, str]]]:
-    """How cells are coloured, and the legend entries (colour, text) beside the colour bar."""
-    values = np.asarray(data.values, dtype=np.float64)
+def colour_scale(values: np.ndarray, nodata: np.ndarray, style: Style
+                 ) -> tuple[Colours, list[tuple[str, str]]]:
+    """How cells with these values (NaN: null; ``nodata``: null for want of a valid pixel)
+    are coloured, and the legend entries (colour, text) beside the colour bar: the maps
+    drawn here and the dashboard's interactive map (:mod:`h3pipe.server.maps`) alike."""
+    values = np.asarray(values, dtype=np.float64)
     null = np.isnan(values)
-    nodata = null & np.asarray(data.nodata, dtype=bool)
+    nodata = null & np.asarray(nodata, dtype=bool)
     if style.kind == "categorical":
         classes = tuple(style.classes) or tuple((float(v), f"{v:g}")
                                                 for v in np.unique(values[~null]))
@@ -482,4 +485,5 @@ def _key(fig: Any, size: tuple[int, int], style: Style, legend: list[tuple[str, 
     return facts
 
 
-__all__ = ["CellMap", "Style", "check_format", "draw", "figure", "nice_length"]
+__all__ = ["CellMap", "Colours", "Style", "check_format", "draw", "figure", "nice_length",
+           "colour_scale"]
