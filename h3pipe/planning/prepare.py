@@ -292,7 +292,7 @@ def prepare(project: ProjectConfig, pipeline_id: str, scope: Scope,
     options = options or RunOptions()
     options.check()
     sources, pipelines, settings = project.load()
-    pipeline = _pipeline(pipelines, pipeline_id)
+    pipeline = pipeline_named(pipelines, pipeline_id)
     defaults = {**settings.get("defaults", {}), **pipeline.defaults}
     resolution = _resolution(options, defaults, pipeline_id)
     workers = options.workers or defaults.get("workers") or os.cpu_count() or 1
@@ -314,7 +314,8 @@ def prepare(project: ProjectConfig, pipeline_id: str, scope: Scope,
         footprints=_footprints(rasters, sweep, scope), max_null_share=float(nulls))
 
 
-def _pipeline(pipelines: dict[str, PipelineSpec], pipeline_id: str) -> PipelineSpec:
+def pipeline_named(pipelines: dict[str, PipelineSpec], pipeline_id: str) -> PipelineSpec:
+    """The pipeline ``pipeline_id`` of a loaded project; :class:`NotFound` names the others."""
     if pipeline_id not in pipelines:
         known = sorted(pipelines)
         raise NotFound(f"unknown pipeline '{pipeline_id}'" + suggest(pipeline_id, known)
@@ -528,8 +529,8 @@ def _named_by(source: SourceSpec) -> Iterator[None]:
         raise type(exc)(f"{exc.message} (defined in {source.file})", hint=exc.hint) from exc
 
 
-__all__ = ["RunOptions", "RunPlan", "Sweep", "UsedItem", "balanced_batch_size", "prepare",
-           "run_identity", "used_sources"]
+__all__ = ["RunOptions", "RunPlan", "Sweep", "UsedItem", "balanced_batch_size",
+           "pipeline_named", "prepare", "run_identity", "used_sources"]
 
 
 def as_recorded(plan: RunPlan, store: Store, row: RunRecord | None) -> RunPlan:

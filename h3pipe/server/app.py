@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from h3pipe.about import version
 from h3pipe.api import Project
 from h3pipe.errors import H3PipeError
-from h3pipe.server import catalog, dashboard, maps, ogc, problems
+from h3pipe.server import auth, catalog, dashboard, maps, ogc, problems
 from h3pipe.server.jobs import Jobs
 from h3pipe.server.settings import ServerSettings
 
@@ -49,6 +49,7 @@ def create_app(project: Project, settings: ServerSettings | None = None, *,
                            allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(auth.RefuseUrlTokens)  # outermost: before any route or page
     return app
 
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from h3pipe.errors import ConfigError
+from h3pipe.errors import ConfigError, UsageError
 
 SCOPES = ("read", "run")  # run includes read
+# Query parameters that would carry a token in a URL: refused, never read (auth.py).
+URL_TOKENS = ("token", "access_token")
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,14 @@ class ServerSettings:
         return not self.tokens
 
     def scope_of(self, presented: str) -> str | None:
-        """The scope of a presented bearer token, None for an unknown one."""
+        """The scope of a presented bearer token, None for an unknown one. Every token is
+        compared, in constant time each, so the time taken tells nothing of which matched."""
         digest = hashlib.sha256(presented.encode()).hexdigest()
+        found = None
         for token in self.tokens:
             if _same(token.sha256, digest):
-                return token.scope
-        return None
+                found = token.scope
+        return found
 
     @classmethod
     def of(cls, settings: dict[str, Any], root: Path, **given: Any) -> ServerSettings:
@@ -60,12 +64,30 @@ class ServerSettings:
         if "cors_origins" in known:
             known["cors_origins"] = tuple(known["cors_origins"])
         known.update({k: v for k, v in given.items() if v is not None})
-        return cls(tokens=tuple(tokens), **known)
+        return cls(tokens=_distinct(tokens), **known)
 
 
 def hash_token(token: str) -> str:
     """The value to write in h3pipe.yaml for a token (``h3pipe serve --hash-token``)."""
+    if not token or any(c.isspace() for c in token):
+        raise UsageError("the token read on standard input is empty or holds blanks; a "
+                         "bearer token is one word",
+                         hint="make one with: python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(32))'")
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _distinct(tokens: list[Token]) -> tuple[Token, ...]:
+    """One scope per token: the same SHA-256 listed with two scopes is a mistake to fix,
+    not a choice to guess (h3pipe.yaml and the tokens file may both list it)."""
+    scopes: dict[str, Token] = {}
+    for token in tokens:
+        other = scopes.setdefault(token.sha256, token)
+        if other.scope != token.scope:
+            raise ConfigError(f"server tokens: the token {token.sha256[:12]}... is listed "
+                              f"with scope '{other.scope}' and with scope '{token.scope}'",
+                              hint="keep one line for it in 'server: tokens' or tokens_file")
+    return tuple(scopes.values())
 
 
 def _same(a: str, b: str) -> bool:
