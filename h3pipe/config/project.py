@@ -178,6 +178,12 @@ class ProjectConfig:
         """Validate the project, or only ``paths`` (sources are always read for references);
         ``as_kind`` forces the kind of the given paths; ``data``: also look for the files of
         every scenario of a dimensioned source (see ``scenario_data_problems``)."""
+        return self._check(paths, as_kind, data=data)[0]
+
+    def _check(self, paths: list[Path] | None, as_kind: str | None, *, data: bool = False
+               ) -> tuple[Report, Loaded]:
+        # What was loaded is returned, never left on self: a server checks a posted file in
+        # one thread while another loads the project, and must not read the other's.
         if paths is None:
             self.require_layout()
         report = Report()
@@ -212,8 +218,7 @@ class ProjectConfig:
             report.problems = [p for p in report.problems if p.file in wanted]
             report.notes = [n for n in report.notes if n.split(":", 1)[0] in wanted]
             report.files = [f for f in report.files if f in wanted]
-        self._loaded = loaded
-        return report
+        return report, loaded
 
     def require_layout(self) -> None:
         """Refuse a folder with none of a project's parts: a wrong --project or current
@@ -244,12 +249,12 @@ class ProjectConfig:
         read and checked again only when one of its files changed (or :meth:`forget`)."""
         state = _state([self.settings_file, *self.source_files(), *self.pipeline_files()])
         if self._load_state != state or self._specs is None:
-            report = self.check()
+            report, loaded = self._check(None, None)
             if not report.ok:
                 raise ValidationFailed(report.problems)
-            self._specs = ({k: v[1] for k, v in self._loaded.sources.items()},
-                           {k: v[1] for k, v in self._loaded.pipelines.items()},
-                           self._loaded.settings)
+            self._specs = ({k: v[1] for k, v in loaded.sources.items()},
+                           {k: v[1] for k, v in loaded.pipelines.items()},
+                           loaded.settings)
             self._load_state = state
         return self._specs
 
