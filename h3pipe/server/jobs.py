@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import h3pipe.api
 from h3pipe import grid
 from h3pipe.api import Project, Reporter, Scope, ScopeRef
-from h3pipe.errors import H3PipeError, NotFound, UsageError
+from h3pipe.errors import ConfigError, H3PipeError, NotFound, UsageError
 from h3pipe.operations import warm_up
 from h3pipe.server.status import ENDED, job_status, rfc3339
 from h3pipe.storage import is_database
@@ -94,9 +94,13 @@ class Jobs:
         """The run's record as :func:`~h3pipe.server.status.job_status` reads it, also for
         a run still waiting here (which the store knows nothing of yet); NotFound for a
         run neither here nor in the store. Only an exact run id names a job."""
-        row = dict(self.project.run_record(run_id))
-        if row["run_id"] != run_id:  # a prefix is the CLI's shorthand, not a job id
-            raise NotFound(f"no run '{run_id}'", hint="list jobs with GET /jobs")
+        missing = NotFound(f"no run '{run_id}'", hint="list jobs with GET /jobs")
+        try:
+            row = dict(self.project.run_record(run_id))
+        except ConfigError:  # NotFound, or an ambiguous prefix (the CLI's shorthand)
+            raise missing from None
+        if row["run_id"] != run_id:  # a unique prefix, or 'latest': the same
+            raise missing
         return row
 
     def close(self) -> None:
