@@ -54,7 +54,7 @@ def register_posted(project: Project, body: bytes, content_type: str | None, *,
     """Register the source in ``body`` as ``h3pipe sources register`` would a file of it;
     ``source_id``: the id the body must have (``PUT /sources/{id}``)."""
     kind = media_kind(content_type)
-    with tempfile.TemporaryDirectory(prefix="h3pipe-serve-") as folder:
+    with tempfile.TemporaryDirectory(prefix="h3pipe-posted-") as folder:
         file = Path(folder) / "request-body.yaml"
         file.write_bytes(_as_yaml(body) if kind == "json" else body)
         doc, found = load_document(file, LABEL)
