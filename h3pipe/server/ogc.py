@@ -143,7 +143,7 @@ def execute(process_id: str, request: Request, body: Annotated[dict[str, Any], B
     if prefer and "respond-async" in prefer:
         headers["Preference-Applied"] = "respond-async"
     info = _status(jobs, job.run_id, base)
-    return JSONResponse(info, status_code=201, headers=headers)
+    return JSONResponse(problems.safe(info), status_code=201, headers=headers)
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -162,13 +162,14 @@ def job_list(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     infos = [_with_links(job_status(_detailed(jobs, r)), base) for r in waiting + stored]
     infos = [i for i in infos if (not processID or i.get("processID") in processID)
              and (not status or i["status"] in status)]
-    return {"jobs": infos[:limit], "links": [_link(f"{base}/jobs", "self", "this document")]}
+    return problems.safe({"jobs": infos[:limit],
+                          "links": [_link(f"{base}/jobs", "self", "this document")]})
 
 
 @router.get("/jobs/{job_id}", summary="A run's status and progress")
 @ogc_errors
 def job(job_id: str, request: Request, _: str = Depends(auth.reader)) -> dict[str, Any]:
-    return _status(request.app.state.jobs, job_id, _base(request))
+    return problems.safe(_status(request.app.state.jobs, job_id, _base(request)))
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a run (as 'h3pipe runs cancel')")
@@ -181,7 +182,7 @@ def dismiss(job_id: str, request: Request, _: str = Depends(auth.runner)
     info = _status(jobs, job_id, _base(request))
     if info["status"] not in ENDED:
         info["message"] = said  # it stops once its running tasks finish
-    return info
+    return problems.safe(info)
 
 
 @router.get("/jobs/{job_id}/results", summary="Where a successful run's dataset is")
@@ -204,7 +205,7 @@ def results(job_id: str, request: Request, _: str = Depends(auth.reader)
             "title": f"{cells} cells: more than this server shows inline "
                      f"({settings.geojson_inline_cells}, server: geojson_inline_cells in "
                      "h3pipe.yaml); download it, or take GeoParquet"}
-    return out
+    return problems.safe(out)
 
 
 @router.get("/jobs/{job_id}/results/{fmt}", summary="Download a successful run's dataset")
