@@ -8,7 +8,7 @@ DEMO_TILES = .h3pipe/demo/cop-dem-glo-30
 # the same file at a local static mirror through the environment.
 DEMO_ENV = H3PIPE_STAC_API=.h3pipe/demo/stac/collection.json H3PIPE_STAC_SIGNER=none
 
-.PHONY: install test lint wheel smoke demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere bench-house bench-serve serve clean
+.PHONY: install test lint wheel smoke assets demo demo-flood demo-fathom bench bench-scale bench-vector bench-sphere bench-house bench-serve serve clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,19 @@ lint: install
 wheel: install
 	rm -rf dist
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+
+# The dashboard's JavaScript from the npm registry, at the versions web/package-lock.json
+# pins: npm ci in web/, then each browser build (its source-map comment dropped: the map is
+# not shipped) and its licence copied into h3pipe/server/static/vendor/. The copies are
+# committed, so a wheel or an install from source needs neither npm nor the internet.
+VENDOR = h3pipe/server/static/vendor
+assets:
+	cd web && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(VENDOR)
+	sed '/^\/\/# sourceMappingURL=/d' web/node_modules/h3-js/dist/h3-js.umd.js > $(VENDOR)/h3-js.umd.js
+	cp web/node_modules/h3-js/LICENSE $(VENDOR)/h3-js.LICENSE.txt
+	cp web/node_modules/h3-js/NOTICE $(VENDOR)/h3-js.NOTICE.txt
+	@echo "h3-js $$(node -p "require('./web/node_modules/h3-js/package.json').version") in $(VENDOR)"
 
 # That wheel installed alone (no extra) in a clean venv on the oldest and the newest Python
 # found (pyenv's, or python3.N on PATH; SMOKE_PYTHONS='/path/python3.11 /path/python3.13'

@@ -1,5 +1,417 @@
-"""(to be written)"""
+"""The data of the dashboard's interactive map, for readers: ``GET /maps`` (the datasets
+with results), ``GET /maps/{dataset}`` (what a map needs to start: scopes, resolutions,
+columns with their meaning, a sweep's scenarios and bands, the scope's outline and
+bounds), ``GET /maps/{dataset}/cells`` (the cells of a view, at most ``server: map_cells``
+of them: coarser ones when the view holds more) and ``GET /maps/{dataset}/cells/{cell}``
+(every column of one cell). :class:`Results` keeps what was read between requests.
 
-from fastapi import APIRouter
+Cells are coloured here, by the static maps' own colour scale
+(:func:`h3pipe.report.maps.colour_scale`), and sent as indexes into a palette beside their
+values: the browser draws what ``h3pipe map`` would, without a second colour scale to keep
+in step.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from h3pipe import extras, grid
+from h3pipe.api import Project
+from h3pipe.errors import H3PipeError, NotFound, UsageError
+from h3pipe.planning.scope import ScopeRef
+from h3pipe.report import maps as static
+from h3pipe.report.datasets import Selection, map_column, numbers, style_for
+from h3pipe.report.meaning import Meaning, meanings
+from h3pipe.server import auth
+from h3pipe.server.mapdata import Box, Layer, Rule, finest_for, published, reduce, rule_of
+from h3pipe.server.settings import ServerSettings
+
+router = APIRouter(tags=["maps"], dependencies=[Depends(auth.reader)])
+SCENARIO = "scenario"
+KEEP = 4  # results kept in memory (the least recently used one goes first)
+BINARY = "application/octet-stream"
+OUTLINE_POINTS = 4_000  # an outline of more points is simplified before it is sent
+
+
+@dataclass(frozen=True)
+class Scoped:
+    """One scope of a dataset, as the store lists it: ``scope`` as the API takes it
+    (``iso3:RWA``; empty when the run did not record it), its resolutions and entries."""
+
+    key: str
+    label: str
+    scope: str
+    resolutions: tuple[int, ...]
+    entries: tuple[dict[str, Any], ...] = field(repr=False)
+
+    def at(self, resolution: int) -> list[dict[str, Any]]:
+        return [e for e in self.entries if int(e["resolution"]) == resolution]
+
+    def describe(self) -> dict[str, Any]:
+        return {"scope": self.scope or self.key, "key": self.key, "label": self.label,
+                "resolutions": list(self.resolutions)}
+
+
+@dataclass
+class Result:
+    """One dataset's rows of one scope at one resolution, read once, and the layers (a
+    column of a scenario) the map asked for."""
+
+    dataset: str
+    scoped: Scoped
+    resolution: int
+    selection: Selection
+    meanings: dict[str, Meaning]
+    rules: dict[str, Rule]
+    scenarios: list[str]
+    bands: dict[str, Any]
+    layers: dict[tuple[str, str], Layer] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.selection.columns
+
+    def rows(self, scenario: str | None) -> pa.Table:
+        """The rows of one scenario (every row when the dataset is not a sweep)."""
+        table = self.selection.table
+        if not self.scenarios:
+            return table
+        chosen = scenario or self.scenarios[0]
+        if chosen not in self.scenarios:
+            raise UsageError(f"dataset '{self.dataset}' has no scenario '{chosen}'",
+                             hint="scenarios: " + ", ".join(self.scenarios[:20]))
+        return table.filter(pc.equal(table.column(SCENARIO), chosen))
+
+    def column(self, name: str | None) -> str:
+        if name is None:
+            if not self.columns:
+                raise NotFound(f"dataset '{self.dataset}' has no statistic column to map")
+            return self.columns[0]
+        if name not in self.columns:
+            raise UsageError(f"dataset '{self.dataset}' has no column '{name}'",
+                             hint="columns: " + ", ".join(self.columns))
+        return name
+
+
+class Results:
+    """Results read for maps, kept between requests: each read once (and again when a
+    run replaces it), at most :data:`KEEP` at once."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._kept: OrderedDict[tuple[Any, ...], Result] = OrderedDict()
+        self._scopes: dict[str, str] = {}  # scope key -> as the API takes it
+        self._lock = threading.Lock()
+
+    def scopes(self, dataset: str) -> list[Scoped]:
+        """The dataset's scopes, the newest result first."""
+        with self.project.open_store() as store:
+            entries = store.result_entries(dataset)
+            if not entries:
+                known = sorted({e["dataset"] for e in store.result_entries()})
+                raise NotFound(f"no results for dataset '{dataset}' (datasets with "
+                               f"results: {', '.join(known) or 'none'})")
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for e in sorted(entries, key=lambda e: str(e["updated_at"]), reverse=True):
+            groups.setdefault(e["scope_key"], []).append(e)
+        return [Scoped(key, group[0]["scope_label"], self._scope_text(key, group[0]),
+                       tuple(sorted({int(e["resolution"]) for e in group})), tuple(group))
+                for key, group in groups.items()]
+
+    def _scope_text(self, key: str, entry: dict[str, Any]) -> str:
+        if key not in self._scopes:
+            try:
+                params = self.project.run_record(entry["run_id"])["params"]
+                self._scopes[key] = str(ScopeRef.recorded(params, entry["run_id"]))
+            except H3PipeError:
+                self._scopes[key] = ""
+        return self._scopes[key]
+
+    def result(self, dataset: str, scope: str | None, resolution: int | None) -> Result:
+        scoped = pick_scope(self.scopes(dataset), scope)
+        chosen = pick_resolution(scoped, resolution)
+        entries = scoped.at(chosen)
+        token = (dataset, scoped.key, chosen,
+                 tuple(sorted((e["run_id"], str(e["updated_at"])) for e in entries)))
+        with self._lock:
+            if token in self._kept:
+                self._kept.move_to_end(token)
+                return self._kept[token]
+        found = self._read(dataset, scoped, chosen, entries)
+        with self._lock:
+            self._kept[token] = found
+            while len(self._kept) > KEEP:
+                self._kept.popitem(last=False)
+        return found
+
+    def _read(self, dataset: str, scoped: Scoped, resolution: int,
+              entries: list[dict[str, Any]]) -> Result:
+        where = scoped.scope or None
+        run = None if where else entries[0]["run_id"]
+        table = self.project.dataset(dataset, where, resolution, run=run)
+        selection = Selection(dataset, table, entries, resolution, None)
+        known = meanings(self.project, dataset, selection.columns, table.column_names)
+        rules = {c: rule_of(self.project, dataset, c, known[c]) for c in selection.columns}
+        scenarios = (sorted(str(v) for v in pc.unique(table.column(SCENARIO)).to_pylist()
+                            if v is not None) if SCENARIO in table.column_names else [])
+        return Result(dataset, scoped, resolution, selection, known, rules, scenarios,
+                      _bands(entries))
+
+    def layer(self, result: Result, column: str, scenario: str | None) -> Layer:
+        key = (column, scenario or "")
+        with result.lock:
+            if key in result.layers:
+                return result.layers[key]
+        rows = result.rows(scenario)
+        what, rule = result.meanings[column], result.rules[column]
+        one = Selection(result.dataset, rows, result.selection.entries, result.resolution,
+                        None)
+        cells = map_column(one, column, what)
+        weights = (numbers(rows.column(rule.weight), rule.weight)
+                   if rule.weight and rule.weight in rows.column_names else None)
+        native, w = published(cells.cells, cells.values, cells.nodata, result.resolution,
+                              weights)
+        layer = Layer(native, w, rule, style_for(what))
+        with result.lock:
+            return result.layers.setdefault(key, layer)
+
+
+def _bands(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A multi-band sweep's band key and names (``return_period``: rp5, rp10...)."""
+    for e in entries:
+        bands = json.loads(e.get("layout") or "{}").get("bands")
+        if bands:
+            return {"key": bands.get("key"), "names": list(bands.get("names", []))}
+    return {}
+
+
+def pick_scope(scopes: list[Scoped], given: str | None) -> Scoped:
+    """The scope asked for, by its text (``iso3:RWA``), key or label; the newest without
+    one. Only scopes the store lists can be asked for: a request never names a file."""
+    if not given:
+        return scopes[0]
+    wanted = given.strip()
+    for s in scopes:
+        if wanted in (s.scope, s.key, s.label) or (s.scope.startswith("iso3:")
+                                                   and wanted.upper() == s.scope[5:]):
+            return s
+    raise NotFound(f"the dataset has no result for scope '{given}'",
+                   hint="scopes: " + ", ".join(s.scope or s.key for s in scopes))
+
+
+def pick_resolution(scoped: Scoped, given: int | None) -> int:
+    """The resolution asked for; the finest published without one (coarser cells are
+    made from it as a view needs)."""
+    if given is None:
+        return scoped.resolutions[-1]
+    if given not in scoped.resolutions:
+        raise NotFound(f"scope {scoped.label} has no result at resolution {given}",
+                       hint="resolutions: " + ", ".join(map(str, scoped.resolutions)))
+    return given
+
+
+def results(request: Request) -> Results:
+    """The server's :class:`Results`, made on the first map request."""
+    state = request.app.state
+    found = getattr(state, "map_results", None)
+    if found is None:
+        extras.require("report", "the dashboard's map")  # its colour scales are matplotlib's
+        found = state.map_results = Results(state.project)
+    return found
+
+
+Kept = Annotated[Results, Depends(results)]
+ScopeQ = Annotated[str | None, Query(description="iso3:RWA, bbox:W,S,E,N... as listed "
+                                     "by GET /maps/{dataset}; default: the newest")]
+ResQ = Annotated[int | None, Query(ge=0, le=15, description="default: the finest")]
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+@router.get("/maps")
+def datasets(request: Request) -> dict[str, Any]:
+    """The datasets with results, each with its scopes and their resolutions."""
+    project: Project = request.app.state.project
+    with project.open_store() as store:
+        names = sorted({e["dataset"] for e in store.result_entries()})
+    kept = results(request)
+    return {"datasets": [{"dataset": n, "scopes": [s.describe() for s in kept.scopes(n)]}
+                         for n in names]}
+
+
+@router.get("/maps/{dataset}")
+def start(dataset: str, kept: Kept, request: Request, scope: ScopeQ = None,
+          resolution: ResQ = None) -> dict[str, Any]:
+    """What the map needs to start: the scopes and resolutions published, the chosen
+    one's outline and bounds, the columns with their meaning and colours, and a sweep's
+    scenarios and bands."""
+    result = kept.result(dataset, scope, resolution)
+    settings: ServerSettings = request.app.state.settings
+    outline = outline_of(result.scoped)
+    return {
+        "dataset": dataset,
+        "scope": result.scoped.describe() | outline,
+        "scopes": [s.describe() for s in kept.scopes(dataset)],
+        "resolution": result.resolution,
+        "resolutions": list(result.scoped.resolutions),
+        "rows": result.selection.table.num_rows,
+        "columns": [_column(result, c) for c in result.columns],
+        "sweep": ({"scenarios": result.scenarios, "bands": result.bands}
+                  if result.scenarios or result.bands else None),
+        "colours": {"null": static.NULL_COLOUR, "nodata": static.NODATA_COLOUR,
+                    "outline": static.EDGE_COLOUR},
+        "max_cells": settings.map_cells,
+        "basemap": settings.basemap,
+    }
+
+
+def _column(result: Result, column: str) -> dict[str, Any]:
+    what, rule = result.meanings[column], result.rules[column]
+    band = next((b for b in result.bands.get("names", []) if column.startswith(f"{b}_")),
+                None)
+    return {"name": column, "label": what.label, "units": what.units, "kind": what.kind,
+            "band": band, "statistic": column[len(band) + 1:] if band else column,
+            "coarser": {"how": rule.how, "weight": rule.weight, "text": rule.text},
+            "classes": [[v, n] for v, n in what.classes]}
+
+
+@router.get("/maps/{dataset}/cells")
+def cells(dataset: str, kept: Kept, request: Request,
+          bbox: Annotated[str, Query(description="W,S,E,N in degrees; W > E crosses 180")],
+          scope: ScopeQ = None, resolution: ResQ = None,
+          zoom: Annotated[float | None, Query(ge=0, le=30, description="the map's Web "
+                                              "Mercator zoom: no cell under a pixel")] = None,
+          column: str | None = None, scenario: str | None = None) -> Response:
+    """The cells in the view: at most ``server: map_cells``; when the view holds more,
+    their ancestors at the finest resolution that fits, valued by the column's rule (the
+    legend says so). ``cells`` (H3 ids), ``values`` (null: none) and ``colour`` (an index
+    into ``palette``) in the same order; with ``Accept: application/octet-stream``, the
+    same packed (see :func:`packed`)."""
+    box = Box.parse(bbox)
+    result = kept.result(dataset, scope, resolution)
+    name = result.column(column)
+    layer = kept.layer(result, name, scenario)
+    settings: ServerSettings = request.app.state.settings
+    finest = None if zoom is None else finest_for(zoom, (box.south + box.north) / 2)
+    level, inside = layer.view(box, settings.map_cells, finest)
+    scale = layer.scale(level.resolution)
+    palette, colour = _palette(scale.colours.of(inside))
+    head = {
+        "dataset": dataset, "column": name, "scenario": scenario or (
+            result.scenarios[0] if result.scenarios else None),
+        "resolution": level.resolution, "published_resolution": result.resolution,
+        "count": len(inside), "palette": palette,
+        "legend": _legend(result, name, layer, level.resolution, scale),
+    }
+    ids, values = level.cells[inside], level.values[inside]
+    if BINARY in request.headers.get("accept", ""):
+        return Response(packed(head, ids, values, colour), media_type=BINARY)
+    return JSONResponse(head | {
+        "cells": grid.strings(ids).to_pylist(),
+        "values": [None if v != v else v for v in values.tolist()],
+        "colour": colour.tolist()})
+
+
+def packed(head: dict[str, Any], ids: np.ndarray, values: np.ndarray, colour: np.ndarray
+           ) -> bytes:
+    """The browser's encoding, a fifth of the JSON's size and no parsing: the length of a
+    JSON header (uint32), the header (padded with spaces to a multiple of 8 bytes), then
+    the cells (uint64), their values (float64, NaN: null) and colour indexes (uint16),
+    all little-endian."""
+    text = json.dumps(head).encode()
+    text += b" " * (-(4 + len(text)) % 8)
+    return b"".join([struct.pack("<I", len(text)), text, ids.astype("<u8").tobytes(),
+                     values.astype("<f8").tobytes(), colour.astype("<u2").tobytes()])
+
+
+def _palette(rgba: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The distinct colours and each cell's index among them."""
+    packed = (rgba[:, 0].astype(np.uint32) << 16 | rgba[:, 1].astype(np.uint32) << 8
+              | rgba[:, 2].astype(np.uint32))
+    unique, index = np.unique(packed, return_inverse=True)
+    return [f"#{int(c):06x}" for c in unique], index
+
+
+def _legend(result: Result, column: str, layer: Layer, resolution: int, scale: Any
+            ) -> dict[str, Any]:
+    colours = scale.colours
+    legend: dict[str, Any] = {"label": result.meanings[column].label, "kind": layer.style.kind,
+                              "entries": [list(e) for e in scale.legend]}
+    if colours.cmap is not None:
+        lut = colours.cmap(np.arange(colours.cmap.N), bytes=True)
+        legend |= {"vmin": float(colours.norm.vmin), "vmax": float(colours.norm.vmax),
+                   "ramp": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b, _ in lut.tolist()]}
+        if hasattr(colours.norm, "vcenter"):
+            legend["center"] = float(colours.norm.vcenter)
+    if resolution < result.resolution:
+        legend["coarser"] = (f"coarser cells (res {resolution}) shown: "
+                             f"{layer.rule.text} (published at res {result.resolution})")
+    return legend
+
+
+@router.get("/maps/{dataset}/cells/{cell}")
+def cell(dataset: str, cell: str, kept: Kept, scope: ScopeQ = None,
+         resolution: ResQ = None, scenario: str | None = None) -> dict[str, Any]:
+    """Every column's value of one cell: the published row, or for a coarser cell its
+    published descendants' values by each column's rule."""
+    try:
+        wanted = int(grid.ids([cell])[0])
+        level = int(grid.resolutions(np.array([wanted], dtype=np.uint64))[0])
+    except (ValueError, TypeError, pa.ArrowException):
+        raise UsageError(f"'{cell}' is not an H3 cell id") from None
+    result = kept.result(dataset, scope, resolution)
+    if wanted == 0 or level > result.resolution:
+        raise UsageError(f"'{cell}' is not an H3 cell at resolution {result.resolution} "
+                         "or coarser")
+    rows = result.rows(scenario)
+    ids = grid.ids(rows.column("h3_index"))
+    mine = np.flatnonzero(grid.parents(ids, level) == np.uint64(wanted))
+    if not len(mine):
+        raise NotFound(f"cell {cell} holds no published cell of this result")
+    picked = rows.take(pa.array(mine))
+    values = {c: _combined(picked, c, result.rules[c]) for c in result.columns}
+    return {"cell": cell, "resolution": level, "published_resolution": result.resolution,
+            "cells": len(mine), "values": values,
+            "labels": {c: result.meanings[c].label for c in result.columns}}
+
+
+def _combined(rows: pa.Table, column: str, rule: Rule) -> float | None:
+    values = numbers(rows.column(column), column)
+    weights = (np.nan_to_num(numbers(rows.column(rule.weight), rule.weight))
+               if rule.weight and rule.weight in rows.column_names else np.ones(len(values)))
+    out, _ = reduce(values, weights, np.zeros(1, dtype=np.int64), rule.how)
+    return None if np.isnan(out[0]) else float(out[0])
+
+
+def outline_of(scoped: Scoped) -> dict[str, Any]:
+    """The scope's outline (GeoJSON, simplified past :data:`OUTLINE_POINTS` points)
+    and its bounds (W > E across the antimeridian); nulls when it cannot be resolved."""
+    try:
+        geometry = ScopeRef.parse(scoped.scope).resolve().geometry
+    except H3PipeError:
+        return {"outline": None, "bounds": None}
+    parts = shapely.get_parts(geometry)
+    bounds = grid.arc_bounds(np.asarray(shapely.bounds(parts)))
+    if shapely.get_num_coordinates(geometry) > OUTLINE_POINTS:
+        # About a pixel of a map 2,000 pixels across: the line looks the same.
+        west, south, east, north = geometry.bounds
+        geometry = shapely.simplify(geometry, max(east - west, north - south) / 2000,
+                                    preserve_topology=True)
+    return {"outline": shapely.geometry.mapping(geometry), "bounds": list(bounds)}
+
+
+__all__ = ["Result", "Results", "Scoped", "outline_of", "pick_resolution", "pick_scope",
+           "router"]
