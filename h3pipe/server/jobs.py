@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 CLOSE_SECONDS = 10.0
 # How often the watcher looks at the workers' health when no message comes.
 WATCH_SECONDS = 0.2
+# Runs that ended on this server, remembered for what the store cannot tell (dropped
+# before they started, or their worker died).
+KEPT = 10_000
 # How often an idle worker checks that the server is still there.
 PARENT_SECONDS = 0.5
 
@@ -160,15 +163,26 @@ class QueueJobs(Jobs):
 @dataclass
 class _Entry:
     """A run submitted to this server: waiting, sent to a worker, started (claimed: the
-    store knows it from then on), ended, or cancelled before it started."""
+    store knows it from then on), ended, or cancelled before it started. The plan (which
+    holds the run's cells) is kept only until a worker has it."""
 
-    plan: RunPlan
-    created: str
+    plan: RunPlan | None
+    summary: dict[str, Any]  # what a record of it says before the store has one
     state: str = "queued"  # queued | sent | started | ended | cancelled
-    slot: int | None = None
     cancel_asked: bool = False
     error: str | None = None  # a worker that died with the run
     finished: str | None = None
+
+    @classmethod
+    def of(cls, plan: RunPlan) -> _Entry:
+        return cls(plan, {"run_id": plan.run_id, "pipeline_id": plan.pipeline.id,
+                          "dataset": plan.pipeline.dataset, "scope_label": plan.scope.label,
+                          "resolution": plan.resolution, "cells": len(plan.cells),
+                          "created_at": _now(), "started_at": None})
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary["run_id"])
 
     @property
     def live(self) -> bool:
@@ -176,16 +190,11 @@ class _Entry:
 
     def row(self) -> dict[str, Any]:
         """A run record for the store's row that does not exist yet."""
-        plan = self.plan
-        return {"run_id": plan.run_id, "pipeline_id": plan.pipeline.id,
-                "dataset": plan.pipeline.dataset, "scope_label": plan.scope.label,
-                "resolution": plan.resolution, "cells": len(plan.cells),
-                "status": "cancelled" if self.state == "cancelled"
-                else "failed" if self.error else "queued",
-                "error": self.error or ("cancelled before it started"
-                                        if self.state == "cancelled" else None),
-                "created_at": self.created, "started_at": None,
-                "finished_at": self.finished}
+        cancelled = self.state == "cancelled"
+        return self.summary | {
+            "status": "cancelled" if cancelled else "failed" if self.error else "queued",
+            "error": self.error or ("cancelled before it started" if cancelled else None),
+            "finished_at": self.finished}
 
 
 @dataclass
@@ -237,7 +246,8 @@ class WarmJobs(Jobs):
             entry = self._jobs.get(run_id)
             if entry is not None and entry.live:  # the same request, a moment earlier
                 return Job(run_id, False, job_status(self._row(entry))["status"])
-            self._jobs[run_id] = _Entry(plan, _now())
+            self._forget_ended()
+            self._jobs[run_id] = _Entry.of(plan)
             self._waiting.append(run_id)
             self._dispatch()
         return Job(run_id, True, "accepted")
@@ -247,8 +257,10 @@ class WarmJobs(Jobs):
             entry = self._jobs.get(run_id)
             if entry is not None and entry.state == "queued":
                 self._waiting.remove(run_id)
-                entry.state, entry.finished = "cancelled", _now()
+                entry.state, entry.plan, entry.finished = "cancelled", None, _now()
                 return f"run {run_id} had not started: dropped from the queue"
+            if entry is not None and entry.state == "cancelled":
+                return f"run {run_id} was dropped before it started"
             if entry is not None and entry.state == "sent":
                 # Its worker has it but has not claimed it yet: there is nothing to signal.
                 entry.cancel_asked = True
@@ -312,9 +324,8 @@ class WarmJobs(Jobs):
             if slot.run_id is None and slot.process.is_alive():
                 run_id = self._waiting.popleft()
                 entry = self._jobs[run_id]
-                entry.state, entry.slot = "sent", self._slots.index(slot)
-                slot.run_id = run_id
                 slot.inbox.put(entry.plan)
+                entry.state, entry.plan, slot.run_id = "sent", None, run_id
 
     def _watch(self) -> None:
         """The workers' messages, their health, and handing out waiting runs."""
@@ -350,6 +361,13 @@ class WarmJobs(Jobs):
             entry.state, entry.finished = "ended", _now()
             slot.run_id = None
         return None
+
+    def _forget_ended(self) -> None:
+        """Keep at most :data:`KEPT` runs that ended here (the oldest go first): the store
+        has the rest."""
+        ended = [rid for rid, e in self._jobs.items() if not e.live]
+        for run_id in ended[:max(0, len(ended) - KEPT)]:
+            del self._jobs[run_id]
 
     def _replace_dead(self) -> None:
         for number, slot in enumerate(self._slots):
@@ -389,7 +407,7 @@ class WarmJobs(Jobs):
     def _row(self, entry: _Entry) -> dict[str, Any]:
         if entry.state in ("queued", "sent", "cancelled"):
             return entry.row()
-        return self.record(entry.plan.run_id)
+        return self.record(entry.run_id)
 
     def _stored(self, run_id: str) -> dict[str, Any] | None:
         try:
