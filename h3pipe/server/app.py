@@ -96,7 +96,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                raise _TooLarge(413, _too_large(self.limit))
             return message
 
         try:
@@ -105,11 +105,15 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = problems.problem(413, f"the request body is over {self.limit} bytes, this "
-                                "server's limit (server: max_body_bytes in h3pipe.yaml)",
-                                scope.get("path", ""))
+        body = problems.problem(413, _too_large(self.limit), scope.get("path", ""))
         await _problem(413, body)(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+def _too_large(limit: int) -> str:
+    return (f"the request body is over {limit} bytes, this server's limit (server: "
+            "max_body_bytes in h3pipe.yaml)")
+
+
+class _TooLarge(HTTPException):
+    """An HTTPException, so FastAPI passes it on from reading a body (any other error
+    there becomes its 400 'There was an error parsing the body') and the app says 413."""
