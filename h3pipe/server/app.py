@@ -70,6 +70,13 @@ def _handle_errors(app: FastAPI) -> None:
                           for e in exc.errors()[:5])
         return _problem(400, problems.problem(400, f"bad request: {where}", request.url.path))
 
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer; the client learns only the kind.
+        return _problem(500, problems.problem(500, f"internal error: {type(exc).__name__} "
+                                              "(a bug: the server's log has the traceback; "
+                                              "please report it)", request.url.path))
+
 
 def _problem(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
              ) -> JSONResponse:

@@ -205,9 +205,19 @@ def test_no_path_parameter_reaches_a_file_outside_the_project(guarded):
                     assert "root:" not in text, (method, path)
     assert tried > 100
     for raw in ("/sources/../../../../etc/passwd", "/runs/..%2f..%2f..%2fetc/passwd",
-                "/pipelines/terrain/../../../../etc/passwd"):
+                "/pipelines/terrain/../../../../etc/passwd",
+                "/dashboard/static/../../../../etc/passwd",
+                "/dashboard/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                "/dashboard/static//etc/passwd", "/dashboard/static/%2Fetc%2Fpasswd"):
         status, text = _raw(guarded, "GET", raw, RUN)
-        assert status == 404 and "root:" not in text
+        assert status == 404 and "root:" not in text, raw
+
+
+@pytest.mark.parametrize("page", ["/dashboard/runs/{}", "/dashboard/map/{}"])
+def test_dashboard_pages_read_no_file_named_in_their_path(guarded, page):
+    for value in HOSTILE:
+        status, text = _raw(guarded, "GET", page.format(value), RUN)
+        assert status in (200, 404) and "root:" not in text, (page, value)
 
 
 @pytest.mark.parametrize("where", ["/etc/passwd", "../../../../etc/passwd",
