@@ -643,8 +643,15 @@
   function fit() {
     const b = map.start && map.start.scope.bounds;
     if (!b || !map.size.w) return;
-    const [west, south, east0, north] = b;
-    const east = east0 < west ? east0 + 360 : east0;
+    // The scope's box and, as the static maps leave, a margin of two cell edges and 2%:
+    // the cells along its edge reach past it.
+    const edge = 2 * h3.getHexagonEdgeLengthAvg(map.start.resolution, h3.UNITS.km) / 111.32;
+    const span = Math.max((b[2] < b[0] ? b[2] + 360 : b[2]) - b[0], b[3] - b[1]);
+    const pad = edge + 0.02 * span;
+    const west = b[0] - pad / Math.max(Math.cos(Math.max(Math.abs(b[1]), Math.abs(b[3])) * Math.PI / 180), 0.05);
+    const east = (b[2] < b[0] ? b[2] + 360 : b[2]) + (b[0] - west);
+    const south = Math.max(b[1] - pad, -MAX_LAT);
+    const north = Math.min(b[3] + pad, MAX_LAT);
     const x0 = worldX(west);
     const x1 = worldX(east);
     const y0 = worldY(north);

@@ -1,0 +1,282 @@
+"""The dashboard in headless Chromium (Debian's, no download) against a real ``h3pipe
+serve``: every page without console errors or requests outside the server; the map's
+colour at known cells, worked out here from the ramp raster and matplotlib's viridis;
+hover and click; coarser cells when the scope holds more than ``server: map_cells``; a
+run started over HTTP watched until it succeeds, on the runs page and its own page; and a
+server with tokens, whose pages ask for one."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h3
+import matplotlib
+import pytest
+import shapely
+from matplotlib.colors import Normalize
+
+from h3pipe.server.settings import hash_token
+from tests.browser import CHROMIUM, FLAGS
+from tests.server.conftest import RES, SMALL_BBOX, WEST, Served, make_project, start_server
+from tests.server.test_map_data import h3pipe_cli
+
+CAP = 1000  # server: map_cells; the scope holds more cells at res 9, fewer at res 8
+WAIT = 30_000  # ms: what a page may take to show something, on a busy machine
+READ_TOKEN = "dashboard-reader-token"
+
+
+@dataclass
+class Seen:
+    errors: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """One Chromium for the module: online (the server is on loopback), but every request
+    for anything other than the server is refused and recorded by :func:`visit`."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with tempfile.TemporaryDirectory() as profile, sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
+            viewport={"width": 1280, "height": 900})
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The ramp DEM's statistics over the small box at resolutions 8 and 9, run by the
+    CLI, served with server: map_cells 1000."""
+    root = make_project(tmp_path_factory.mktemp("dashboard"),
+                        settings=f"server:\n  map_cells: {CAP}\n")
+    h3pipe_cli(root, "run", "terrain", "--bbox", SMALL_BBOX, "-r", "8-9")
+    server = start_server(root)
+    yield server
+    server.stop()
+
+
+def visit(browser, served: Served, path: str):
+    """A new page at ``path``, recording console errors, uncaught exceptions and requests
+    outside the server (refused)."""
+    seen = Seen()
+    page = browser.new_page()
+    page.on("console", lambda m: m.type == "error" and seen.errors.append(m.text))
+    page.on("pageerror", lambda e: seen.errors.append(str(e)))
+
+    def route(r) -> None:
+        url = r.request.url
+        if url.startswith(served.url + "/") or url.startswith(("data:", "blob:", "about:")):
+            r.continue_()
+        else:
+            seen.outside.append(url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(served.url + path)
+    return page, seen
+
+
+def _run_id(served: Served) -> str:
+    with served.client() as client:
+        return client.get("/runs", params={"limit": 1}).json()[0]["run_id"]
+
+
+# -- every page --------------------------------------------------------------------------------
+
+PAGES = {
+    "/dashboard": "a.run-link",
+    "/dashboard/sources": "main .listing",
+    "/dashboard/pipelines": "main .listing table",
+    "/dashboard/maps": "main .listing table",
+    "/dashboard/map/dem_stats": "#legend h3",
+}
+
+
+@pytest.mark.parametrize("path", [*PAGES, "run"])
+def test_every_page_shows_its_content_with_no_error_and_nothing_from_outside(
+        browser, site, path, tmp_path):
+    if path == "run":
+        path, ready = f"/dashboard/runs/{_run_id(site)}", "main[data-report]"
+    else:
+        ready = PAGES[path]
+    page, seen = visit(browser, site, path)
+    page.wait_for_selector(ready, timeout=WAIT)
+    if path.startswith("/dashboard/map/"):
+        page.wait_for_function("() => h3map.state().loaded > 0 && !h3map.state().busy",
+                               timeout=WAIT)
+    page.screenshot(path=str(tmp_path / "page.png"))
+    text = page.inner_text("body")
+    page.close()
+    assert seen.errors == [] and seen.outside == []
+    assert "h3pipe" in text and "Forget" in text
+
+
+def test_the_pages_say_what_they_list(browser, site):
+    page, seen = visit(browser, site, "/dashboard/pipelines")
+    page.wait_for_selector("main .listing table", timeout=WAIT)
+    assert "terrain" in page.inner_text("main")
+    assert page.get_attribute("main .listing a", "href") == "/dashboard/map/dem_stats"
+    page.goto(site.url + "/dashboard")
+    page.wait_for_selector("a.run-link", timeout=WAIT)
+    rows = page.inner_text("main table")
+    page.close()
+    assert rows.count("successful") >= 2 and "dem_stats" in rows
+
+
+# -- the map -----------------------------------------------------------------------------------
+
+def _ramp_mean(cell: str) -> float:
+    """The mean of the ramp (pixel column j holds j) over a cell: the ramp at the cell's
+    centroid in lon/lat, less half a pixel (each pixel holds its west edge's column)."""
+    outline = shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(cell)])
+    return (outline.centroid.x - WEST) / RES - 0.5
+
+
+def _cells_of(bbox: str, res: int) -> list[str]:
+    west, south, east, north = map(float, bbox.split(","))
+    return list(h3.geo_to_cells(shapely.box(west, south, east, north), res))
+
+
+def _open_map(browser, site: Served, hash_: str = ""):
+    page, seen = visit(browser, site, "/dashboard/map/dem_stats" + hash_)
+    page.wait_for_function("() => h3map.state().loaded > 0 && !h3map.state().busy", timeout=WAIT)
+    return page, seen
+
+
+def _settled(page, loaded: int) -> dict:
+    page.wait_for_function(f"() => h3map.state().loaded > {loaded} && !h3map.state().busy",
+                           timeout=WAIT)
+    return page.evaluate("h3map.state()")
+
+
+def test_the_map_shows_each_cells_colour_from_the_colour_scale(browser, site, tmp_path):
+    cells = _cells_of(SMALL_BBOX, 8)
+    means = {c: _ramp_mean(c) for c in cells}
+    scale = Normalize(min(means.values()), max(means.values()), clip=True)
+    viridis = matplotlib.colormaps["viridis"]
+    page, seen = _open_map(browser, site, "#resolution=8&column=mean")
+    state = page.evaluate("h3map.state()")
+    assert state["resolution"] == 8 and state["count"] == len(cells)
+    page.screenshot(path=str(tmp_path / "map.png"))
+    picked = sorted(cells, key=means.get)[:: max(1, len(cells) // 12)]
+    for cell in picked:
+        lat, lng = h3.cell_to_latlng(cell)
+        shown = page.evaluate(f"h3map.pixel({lng}, {lat})")
+        expected = viridis(scale(means[cell]), bytes=True)
+        near = all(abs(int(a) - int(b)) <= 6 for a, b in zip(shown, expected, strict=True))
+        assert shown[3] == 255 and near, (cell, shown, expected)
+    # Outside the scope, no cell is drawn.
+    assert page.evaluate("h3map.pixel(30.3, -2.0)")[3] == 0
+    legend = page.inner_text("#legend")
+    page.close()
+    assert "mean" in legend and "nodata (no valid pixel): 0" in legend
+    assert seen.errors == [] and seen.outside == []
+
+
+def test_hover_shows_a_cells_value_and_a_click_all_of_its_columns(browser, site):
+    cell = _cells_of(SMALL_BBOX, 8)[0]
+    lat, lng = h3.cell_to_latlng(cell)
+    page, seen = _open_map(browser, site, "#resolution=8&column=mean")
+    x, y = page.evaluate(f"h3map.project({lng}, {lat})")
+    page.mouse.move(x, y)
+    page.wait_for_selector("#tip:not([hidden])", timeout=WAIT)
+    tip = page.inner_text("#tip")
+    page.mouse.click(x, y)
+    page.wait_for_selector("#details table", timeout=WAIT)
+    details = page.inner_text("#details")
+    page.close()
+    assert cell in tip and "mean" in tip
+    shown = float(tip.split(": ")[1].split()[0].replace(",", ""))
+    assert shown == pytest.approx(_ramp_mean(cell), abs=0.5)
+    assert f"cell {cell}" in details
+    assert all(label in details for label in ("mean", "min", "max", "count (pixels)"))
+    assert seen.errors == []
+
+
+def test_zoomed_out_the_map_shows_coarser_cells_and_says_so_then_the_published_ones(
+        browser, site):
+    assert len(_cells_of(SMALL_BBOX, 9)) > CAP
+    page, seen = _open_map(browser, site, "#column=count")
+    state = page.evaluate("h3map.state()")
+    assert state["resolution"] == 8 and state["choice"]["resolution"] == "9"
+    coarser = page.inner_text("#legend .coarser")
+    assert coarser.startswith("coarser cells (res 8) shown: sum of the finer cells")
+    lat, lng = h3.cell_to_latlng(_cells_of(SMALL_BBOX, 9)[0])
+    page.evaluate(f"h3map.view({lng}, {lat}, 15)")
+    state = _settled(page, state["loaded"])
+    text = page.inner_text("#legend")
+    page.close()
+    assert state["resolution"] == 9 and 0 < state["count"] <= CAP
+    assert "coarser" not in text
+    assert seen.errors == []
+
+
+def test_panning_and_zooming_ask_for_the_cells_of_the_new_view(browser, site):
+    page, seen = _open_map(browser, site, "#resolution=8")
+    box = page.locator("#stage").bounding_box()
+    before = page.evaluate("h3map.state()")
+    middle = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.move(*middle)
+    page.mouse.down()
+    page.mouse.move(middle[0] + 300, middle[1], steps=5)
+    page.mouse.up()
+    moved = _settled(page, before["loaded"])
+    page.mouse.wheel(0, 600)
+    zoomed = _settled(page, moved["loaded"])
+    page.close()
+    assert zoomed["zoom"] < before["zoom"] - 0.5
+    assert seen.errors == []
+
+
+# -- live ----------------------------------------------------------------------------------------
+
+def test_a_run_started_over_http_is_followed_until_it_succeeds(browser, site):
+    runs, seen = visit(browser, site, "/dashboard")
+    runs.wait_for_selector("a.run-link", timeout=WAIT)
+    with site.client() as client:
+        posted = client.post("/processes/terrain/execution", json={
+            "inputs": {"bbox": [30.06, -2.04, 30.12, -1.98], "resolution": 7}})
+    assert posted.status_code == 201, posted.text
+    run_id = posted.json()["jobID"]
+    run, seen_run = visit(browser, site, f"/dashboard/runs/{run_id}")
+    runs.wait_for_selector(f'[data-run="{run_id}"] .status.successful', timeout=60_000)
+    run.wait_for_selector('main[data-status="successful"]', timeout=60_000)
+    run.frame_locator("#report").locator("h1 .status.completed").wait_for(timeout=WAIT)
+    assert run_id in run.inner_text("h1")
+    runs.close()
+    run.close()
+    assert seen.errors == [] and seen_run.errors == []
+    assert seen.outside == [] and seen_run.outside == []
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+def test_with_tokens_the_pages_ask_for_one_and_show_everything_once_given(
+        browser, tmp_path):
+    settings = f"server:\n  tokens:\n    - {{sha256: {hash_token(READ_TOKEN)}, scope: read}}\n"
+    root = make_project(tmp_path / "p", settings=settings)
+    server = start_server(root)
+    try:
+        page, seen = visit(browser, server, "/dashboard/pipelines")
+        page.wait_for_selector("#message:not([hidden])", timeout=WAIT)
+        asked = page.inner_text("#message")
+        page.fill("#token-input", "not-a-token")
+        page.click("#token button[type=submit]")
+        page.wait_for_function("() => document.getElementById('message').textContent"
+                               ".includes('does not know')", timeout=WAIT)
+        page.fill("#token-input", READ_TOKEN)
+        page.click("#token button[type=submit]")
+        page.wait_for_selector("main .listing table", timeout=WAIT)
+        shown = page.inner_text("main")
+        page.close()
+    finally:
+        server.stop()
+    assert "needs a bearer token" in asked and "terrain" in shown
+    # The only errors are Chromium's notes of the two refusals; nothing came from outside.
+    assert all("401" in e for e in seen.errors) and seen.outside == []
