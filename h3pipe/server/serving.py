@@ -22,6 +22,7 @@ def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, worker
     """Serve ``project`` on ``host:port`` (port 0: any free one) until SIGINT or SIGTERM."""
     settings = ServerSettings.of(project.read_settings(), project.root,
                                  max_concurrent_runs=workers)
+    project.queue_settings(queue)  # a malformed --queue is the CLI's one line, not uvicorn's
     listening = bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     say(f"h3pipe serving {project.root} on http://{shown}:{listening.getsockname()[1]}/ "

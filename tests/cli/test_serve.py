@@ -51,3 +51,15 @@ def test_sigterm_stops_the_server_cleanly(tmp_path):
     served = start_server(make_project(tmp_path))
     assert served.stop() == 0
     assert served.lines[-1] == "h3pipe serve stopped"
+
+
+def test_a_malformed_queue_url_is_a_one_line_error_before_listening(tmp_path):
+    root = make_project(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "h3pipe", "-p", str(root), "serve",
+                           "--port", "0", "--queue", "redis://u:hunter2@127.0.0.1/0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: queue ")
+    assert "amqp://" in lines[0] and "hunter2" not in done.stderr + done.stdout
+    assert "serving" not in done.stdout
