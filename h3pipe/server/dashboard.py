@@ -77,7 +77,8 @@ def page(name: str, settings: ServerSettings) -> HTMLResponse:
     text = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)} · h3pipe</title><link rel="icon" href="data:,">
+<title>{escape(title)} · h3pipe</title>
+<link rel="icon" href="/dashboard/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/dashboard/static/dashboard.css">{tags}
 </head><body class="page-{name}">
 <header><a class="brand" href="/dashboard">h3pipe</a><nav>{nav}</nav>
@@ -139,6 +140,12 @@ def maps_page(request: Request) -> HTMLResponse:
 @router.get("/dashboard/map/{dataset}", include_in_schema=False)
 def map_page(request: Request, dataset: str) -> HTMLResponse:
     return page("map", _settings(request))
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    """The dashboard's icon, where browsers look for one whatever the page says."""
+    return static("favicon.svg")
 
 
 @router.get("/dashboard/static/{name:path}", include_in_schema=False)

@@ -147,43 +147,42 @@ class Box:
 
 @dataclass(frozen=True)
 class Level:
-    """One column's cells at one resolution: ids sorted, their centres, values (NaN:
-    null) and which nulls are for want of a valid pixel (nodata)."""
+    """One column's cells at one resolution: ids sorted, values (NaN: null), which nulls
+    are for want of a valid pixel (nodata), and what each weighs in a coarser mean (the
+    weight of its valued published cells)."""
 
     resolution: int
     cells: np.ndarray
     values: np.ndarray
     nodata: np.ndarray
-    lng: np.ndarray = field(repr=False)
-    lat: np.ndarray = field(repr=False)
-
-    @classmethod
-    def of(cls, resolution: int, cells: np.ndarray, values: np.ndarray,
-           nodata: np.ndarray) -> Level:
-        lng, lat = grid.centres(cells)
-        return cls(resolution, cells, values, nodata, lng, lat)
+    weights: np.ndarray = field(repr=False)
 
 
 def published(cells: np.ndarray, values: np.ndarray, nodata: np.ndarray, resolution: int,
-              weights: np.ndarray | None = None) -> tuple[Level, np.ndarray]:
-    """The published level (sorted by id) and its weights in the same order (1 where
-    not given or null)."""
+              weights: np.ndarray | None = None) -> Level:
+    """The published level, sorted by id; ``weights`` (default 1) are 0 where null."""
     order = np.argsort(cells, kind="stable")
+    values = values[order]
     w = np.ones(len(cells)) if weights is None else np.nan_to_num(weights[order], nan=0.0)
-    return Level.of(resolution, cells[order], values[order], nodata[order]), w
+    return Level(resolution, cells[order], values, nodata[order],
+                 np.where(np.isnan(values), 0.0, w))
 
 
-def coarser(level: Level, weights: np.ndarray, resolution: int, how: str) -> Level:
+def coarser(level: Level, resolution: int, how: str) -> Level:
     """``level``'s cells' ancestors at ``resolution``, each with the value of its cells
-    by ``how``: null where none of them has a value; nodata where none has a valid pixel."""
+    by ``how``: null where none of them has a value; nodata where none has a valid pixel.
+    A sum, an extreme and a weighted mean of a level made this way are those of the
+    published cells under it, so coarser levels are made one from the next."""
     parents = grid.parents(level.cells, resolution)
     if not len(parents):
-        return Level.of(resolution, parents, level.values[:0], level.nodata[:0])
+        return Level(resolution, parents, level.values[:0], level.nodata[:0],
+                     level.weights[:0])
     starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
-    values, count = reduce(level.values, weights, starts, how)
+    values, count = reduce(level.values, level.weights, starts, how)
     sizes = np.diff(np.r_[starts, len(parents)])
     nodata = (count == 0) & (np.add.reduceat(level.nodata.astype(np.int64), starts) == sizes)
-    return Level.of(resolution, parents[starts], values, nodata)
+    return Level(resolution, parents[starts], values, nodata,
+                 np.add.reduceat(level.weights, starts))
 
 
 def reduce(values: np.ndarray, weights: np.ndarray, starts: np.ndarray, how: str
@@ -211,7 +210,7 @@ def _mean(values: np.ndarray, valid: np.ndarray, weights: np.ndarray, starts: np
     mean (a value beside a count of 0 pixels should not be, but is not lost)."""
     w = np.where(valid, weights, 0.0)
     total = np.add.reduceat(w, starts)
-    weighted = np.add.reduceat(np.where(valid, values * w, 0.0), starts)
+    weighted = np.add.reduceat(np.where(valid, values, 0.0) * w, starts)
     plain = np.add.reduceat(np.where(valid, values, 0.0), starts)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, weighted / total, plain / count)
@@ -244,12 +243,45 @@ class Scale:
     legend: list[tuple[str, str]]
 
 
+class Places:
+    """Where the cells of one result are, shared by its layers (every column, and mostly
+    every scenario, has the same cells): each resolution's centres, computed when a view
+    first looks at that resolution, the costliest step of a first view."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[int, int], tuple[np.ndarray, tuple[np.ndarray, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def centres(self, level: Level) -> tuple[np.ndarray, np.ndarray]:
+        lng, lat = self._of(level, -1, lambda: grid.centres(level.cells))
+        return lng, lat
+
+    def ancestors(self, level: Level, resolution: int) -> np.ndarray:
+        """The level's cells' ancestors at ``resolution`` (sorted, as the cells are)."""
+        return self._of(level, resolution,
+                        lambda: (grid.parents(level.cells, resolution),))[0]
+
+    def _of(self, level: Level, what: int, make: Any) -> tuple[np.ndarray, ...]:
+        key = (level.resolution, what)
+        with self._lock:
+            found = self._kept.get(key)
+        if found is not None and np.array_equal(found[0], level.cells):
+            return found[1]
+        made = tuple(make())
+        with self._lock:
+            self._kept[key] = (level.cells, made)
+        return made
+
+
 class Layer:
     """One column of one published result (one scenario): the published :class:`Level`
-    and the coarser ones made from it when a view first needs them."""
+    and the coarser ones, each made from the next finer when a view first needs it (a
+    majority from the published cells: the majority of majorities is not theirs)."""
 
-    def __init__(self, native: Level, weights: np.ndarray, rule: Rule, style: Style) -> None:
-        self.native, self.weights, self.rule, self.style = native, weights, rule, style
+    def __init__(self, native: Level, rule: Rule, style: Style, places: Places | None = None
+                 ) -> None:
+        self.native, self.rule, self.style = native, rule, style
+        self.places = places or Places()
         self._levels: dict[int, Level] = {native.resolution: native}
         self._scales: dict[int, Scale] = {}
         self._lock = threading.Lock()
@@ -258,7 +290,9 @@ class Layer:
         with self._lock:
             found = self._levels.get(resolution)
         if found is None:
-            found = coarser(self.native, self.weights, resolution, self.rule.how)
+            finer = (self.native if self.rule.how == MAJORITY
+                     else self.level(resolution + 1))
+            found = coarser(finer, resolution, self.rule.how)
             with self._lock:
                 self._levels[resolution] = found
         return found
@@ -280,11 +314,31 @@ class Layer:
         top = self.native.resolution if finest is None else min(finest,
                                                                 self.native.resolution)
         for resolution in range(max(top, 0), -1, -1):
-            level = self.level(resolution)
-            inside = np.flatnonzero(box.grown(_margin(resolution)).holds(level.lng, level.lat))
+            if resolution > 0 and self._far_over(box, resolution, max_cells):
+                continue
+            level, inside = self._inside(box, resolution)
             if len(inside) <= max_cells:
                 return level, inside
         return level, inside[:max_cells]
+
+    def _inside(self, box: Box, resolution: int) -> tuple[Level, np.ndarray]:
+        level = self.level(resolution)
+        lng, lat = self.places.centres(level)
+        return level, np.flatnonzero(box.grown(_margin(resolution)).holds(lng, lat))
+
+    def _far_over(self, box: Box, resolution: int, max_cells: int) -> bool:
+        """Whether the box holds far more than ``max_cells`` cells at ``resolution``:
+        more than twice as many under its cells two resolutions coarser (whose centres
+        cost a 49th). A level too fine is passed over without the centres of its cells."""
+        level = self.level(resolution)
+        if len(level.cells) <= max_cells:
+            return False
+        probe = max(resolution - 2, 0)
+        coarse, inside = self._inside(box, probe)
+        ancestors = self.places.ancestors(level, probe)
+        mine = coarse.cells[inside]
+        under = np.searchsorted(ancestors, mine, "right") - np.searchsorted(ancestors, mine)
+        return int(under.sum()) > 2 * max_cells
 
 
 def _margin(resolution: int) -> float:
@@ -304,5 +358,5 @@ def finest_for(zoom: float, latitude: float) -> int:
     return 0
 
 
-__all__ = ["Box", "Layer", "Level", "Rule", "coarser", "finest_for", "published", "reduce",
-           "rule_of"]
+__all__ = ["Box", "Layer", "Level", "Places", "Rule", "coarser", "finest_for", "published",
+           "reduce", "rule_of"]

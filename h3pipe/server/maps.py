@@ -35,7 +35,16 @@ from h3pipe.report import maps as static
 from h3pipe.report.datasets import Selection, map_column, numbers, style_for
 from h3pipe.report.meaning import Meaning, meanings
 from h3pipe.server import auth
-from h3pipe.server.mapdata import Box, Layer, Rule, finest_for, published, reduce, rule_of
+from h3pipe.server.mapdata import (
+    Box,
+    Layer,
+    Places,
+    Rule,
+    finest_for,
+    published,
+    reduce,
+    rule_of,
+)
 from h3pipe.server.settings import ServerSettings
 
 router = APIRouter(tags=["maps"], dependencies=[Depends(auth.reader)])
@@ -78,6 +87,7 @@ class Result:
     scenarios: list[str]
     bands: dict[str, Any]
     layers: dict[tuple[str, str], Layer] = field(default_factory=dict)
+    places: Places = field(default_factory=Places)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -182,9 +192,9 @@ class Results:
         cells = map_column(one, column, what)
         weights = (numbers(rows.column(rule.weight), rule.weight)
                    if rule.weight and rule.weight in rows.column_names else None)
-        native, w = published(cells.cells, cells.values, cells.nodata, result.resolution,
-                              weights)
-        layer = Layer(native, w, rule, style_for(what))
+        native = published(cells.cells, cells.values, cells.nodata, result.resolution,
+                           weights)
+        layer = Layer(native, rule, style_for(what), result.places)
         with result.lock:
             return result.layers.setdefault(key, layer)
 

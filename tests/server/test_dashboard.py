@@ -7,7 +7,11 @@ server with tokens, whose pages ask for one."""
 
 from __future__ import annotations
 
+import json
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +22,17 @@ import pytest
 import shapely
 from matplotlib.colors import Normalize
 
+from h3pipe.server.dashboard import STREAM
 from h3pipe.server.settings import hash_token
 from tests.browser import CHROMIUM, FLAGS
 from tests.server.conftest import RES, SMALL_BBOX, WEST, Served, make_project, start_server
 from tests.server.test_map_data import h3pipe_cli
+from tests.waiting import wait_until
 
 CAP = 1000  # server: map_cells; the scope holds more cells at res 9, fewer at res 8
 WAIT = 30_000  # ms: what a page may take to show something, on a busy machine
 READ_TOKEN = "dashboard-reader-token"
+STREAM_SECONDS = STREAM - 10  # a stream ended by the server's stop, not its own end
 
 
 @dataclass
@@ -253,6 +260,61 @@ def test_a_run_started_over_http_is_followed_until_it_succeeds(browser, site):
     run.close()
     assert seen.errors == [] and seen_run.errors == []
     assert seen.outside == [] and seen_run.outside == []
+
+
+# -- the events ----------------------------------------------------------------------------------
+
+def _first_event(served: Served, path: str) -> tuple[str, dict]:
+    """The first event of a stream (its type and data), the stream then closed."""
+    kind = ""
+    with served.client() as client, client.stream("GET", path) as answer:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                return kind, json.loads(line.removeprefix("data: "))
+    raise AssertionError("the stream ended without an event")
+
+
+def test_the_events_say_each_runs_status_and_progress_as_the_runs_endpoint_does(site):
+    kind, data = _first_event(site, "/events/runs")
+    with site.client() as client:
+        runs = client.get("/runs").json()
+    assert kind == "runs"
+    assert [(r["run_id"], r["status"], r["progress"]) for r in data["runs"]] == [
+        (r["run_id"], r["job"]["status"], r["progress"]) for r in runs]
+    kind, data = _first_event(site, f"/events/runs?run={runs[-1]['run_id']}")
+    assert [r["run_id"] for r in data["runs"]] == [runs[-1]["run_id"]]
+    kind, data = _first_event(site, "/events/runs?run=nothing")
+    assert kind == "missing" and data["detail"].startswith("no run 'nothing'")
+
+
+def test_an_open_event_stream_does_not_hold_the_server_when_it_stops(site):
+    server = start_server(site.root)
+    lines: list[str] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        with server.client() as client, client.stream("GET", "/events/runs") as answer:
+            opened.set()
+            for line in answer.iter_lines():
+                lines.append(line)
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: opened.is_set() and any(x.startswith("data:") for x in lines),
+                   30, "the first event")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=STREAM_SECONDS)
+        stopped = time.monotonic() - started
+    finally:
+        server.stop()
+    reader.join(10)
+    assert server.process.returncode == 0 and stopped < STREAM_SECONDS
+    assert not reader.is_alive()  # the stream ended with the server
 
 
 # -- tokens --------------------------------------------------------------------------------------

@@ -120,8 +120,8 @@ def test_a_view_past_the_default_cap_is_answered_with_coarser_cells_that_add_up(
                h3.get_pentagons(4)[0]]  # a pentagon has 5 children, not 7
     cells = grid.children(np.array([h3.str_to_int(p) for p in parents], np.uint64), 10)
     assert len(cells) > ServerSettings().map_cells == 100_000
-    level, weights = published(cells, np.ones(len(cells)), np.zeros(len(cells), bool), 10)
-    layer = Layer(level, weights, Rule(SUM), Style())
+    level = published(cells, np.ones(len(cells)), np.zeros(len(cells), bool), 10)
+    layer = Layer(level, Rule(SUM), Style())
     shown, inside = layer.view(Box(-180, -90, 180, 90, whole=True), 100_000)
     assert len(inside) <= 100_000 and shown.resolution == 9
     # Each coarser cell is the count of its published cells: all of them here.
@@ -135,8 +135,8 @@ def test_a_view_across_the_antimeridian_holds_both_sides_in_memory():
     east = h3.latlng_to_cell(-17.0, -179.9, 5)
     far = h3.latlng_to_cell(-17.0, 170.0, 5)
     ids = np.array([h3.str_to_int(c) for c in (west, east, far)], dtype=np.uint64)
-    level, weights = published(ids, np.arange(3.0), np.zeros(3, bool), 5)
-    layer = Layer(level, weights, Rule(), Style())
+    level = published(ids, np.arange(3.0), np.zeros(3, bool), 5)
+    layer = Layer(level, Rule(), Style())
     shown, inside = layer.view(Box.parse("179.5,-18,-179.5,-16"), 10)
     assert {h3.int_to_str(int(c)) for c in shown.cells[inside]} == {west, east}
 

@@ -162,12 +162,8 @@
       await begin(true);
       return;
     }
-    if (id === "statistic" || id === "band") bands(null);
-    if (id === "band") {
-      const band = document.getElementById("band").value;
-      const stat = document.getElementById("statistic").value;
-      const column = map.start.columns.find((c) => c.statistic === stat && c.band === band);
-      if (column) map.choice.column = column.name;
+    if (id === "statistic" || id === "band") {
+      bands({ band: document.getElementById("band").value }); // the band stays, if it can
     }
     if (id === "scenario") map.choice.scenario = document.getElementById("scenario").value;
     toHash();
@@ -385,24 +381,32 @@
     const north = latOf(Math.max(y0, 0));
     const south = latOf(Math.min(y1, 1));
     const by = step(Math.max(east - west, north - south));
-    ctx.strokeStyle = "rgba(153, 153, 153, 0.5)";
-    ctx.lineWidth = 1;
-    ctx.fillStyle = "#444444";
-    ctx.font = "11px sans-serif";
+    const labels = [];
     ctx.beginPath();
     for (let lng = Math.ceil(west / by) * by; lng <= east; lng += by) {
       const [sx] = toScreen(worldX(lng), 0);
       ctx.moveTo(Math.round(sx) + 0.5, 0);
       ctx.lineTo(Math.round(sx) + 0.5, map.size.h);
-      ctx.fillText(degrees(lng, "EW"), sx + 3, map.size.h - 4);
+      labels.push([degrees(lng, "EW"), sx + 3, map.size.h - 4]);
     }
     for (let lat = Math.ceil(Math.max(south, -85) / by) * by; lat <= Math.min(north, 85); lat += by) {
       const [, sy] = toScreen(0, worldY(lat));
       ctx.moveTo(0, Math.round(sy) + 0.5);
       ctx.lineTo(map.size.w, Math.round(sy) + 0.5);
-      ctx.fillText(degrees(lat, "NS"), 3, sy - 3);
+      labels.push([degrees(lat, "NS"), 3, sy - 3]);
     }
+    ctx.strokeStyle = "rgba(153, 153, 153, 0.5)";
+    ctx.lineWidth = 1;
     ctx.stroke();
+    // Labels dark on a light halo, readable over any colour.
+    ctx.font = "11px sans-serif";
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "rgba(255, 255, 255, 0.85)";
+    ctx.fillStyle = "#333333";
+    for (const [text, x, y] of labels) {
+      ctx.strokeText(text, x, y);
+      ctx.fillText(text, x, y);
+    }
   }
 
   // The outline's rings in world coordinates, continuous across 180.
@@ -602,11 +606,11 @@
     }
     const c = map.cells;
     const value = Number.isNaN(c.values[i]) ? "null" : number(c.values[i]);
-    tip.replaceChildren(el("b", { text: `${c.head.legend.label}: ${value}` }),
-                        el("br"), el("span", { text: idOf(i) }),
-                        c.head.resolution < c.head.published_resolution
-                          ? el("span", { class: "note", text: ` · a coarser cell: ${rule(c.head.column)}` })
-                          : null);
+    const coarse = c.head.resolution < c.head.published_resolution;
+    tip.replaceChildren(el("b", { text: `${c.head.legend.label}: ${value}` }), el("br"),
+                        el("span", { text: idOf(i) }),
+                        ...(coarse ? [el("span", { class: "note",
+                                                   text: ` · a coarser cell: ${rule(c.head.column)}` })] : []));
     const rect = canvases.stage.getBoundingClientRect();
     tip.style.left = `${e.clientX - rect.left + 14}px`;
     tip.style.top = `${e.clientY - rect.top + 14}px`;
