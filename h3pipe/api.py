@@ -325,9 +325,12 @@ class Project(_Config):
 
     # -- the source catalog ------------------------------------------------------------
 
-    def register_sources(self, files: list[Path]) -> list[Row]:
-        """Validate source files and keep each as a new version in the store's catalog."""
-        registered = sources.register_sources(self, files)
+    def register_sources(self, files: list[Path], *, recorded_as: str | None = None
+                         ) -> list[Row]:
+        """Validate source files and keep each as a new version in the store's catalog;
+        ``recorded_as``: what the catalog names as their file (default: its path), for a
+        document that came from elsewhere (an HTTP request) through a temporary file."""
+        registered = sources.register_sources(self, files, recorded_as=recorded_as)
         self.forget()  # pipelines may now use them
         return registered
 

@@ -21,15 +21,18 @@ from h3pipe.storage import open_store, registry
 from h3pipe.storage.records import Row
 
 
-def register_sources(project: ProjectConfig, files: list[Path]) -> list[Row]:
-    """Validate ``files`` as sources, then insert or update each; one transaction each."""
+def register_sources(project: ProjectConfig, files: list[Path], *,
+                     recorded_as: str | None = None) -> list[Row]:
+    """Validate ``files`` as sources, then insert or update each; one transaction each.
+    ``recorded_as`` replaces the file's name in the catalog (a temporary file's is
+    meaningless there)."""
     for f in files:
         if not f.exists():
             raise ConfigError(f"no such file: {f}")
     report = project.check(files, as_kind="source")
     if not report.ok:
         raise ValidationFailed(report.problems)
-    records = [_record(project, f) for f in files]
+    records = [_record(project, f, recorded_as) for f in files]
     out = []
     with project.open_store(create=True) as store:
         for rec in records:
@@ -38,7 +41,8 @@ def register_sources(project: ProjectConfig, files: list[Path]) -> list[Row]:
     return out
 
 
-def _record(project: ProjectConfig, file: Path) -> registry.SourceRecord:
+def _record(project: ProjectConfig, file: Path, recorded_as: str | None
+            ) -> registry.SourceRecord:
     doc, _ = load_document(file, project.display(file))
     assert doc is not None  # validated by the caller
     data = doc.data
@@ -48,7 +52,7 @@ def _record(project: ProjectConfig, file: Path) -> registry.SourceRecord:
         id=data["id"], kind=data["kind"], theme=data["theme"], title=data.get("title"),
         location=masking.shown(location),  # the document keeps ${VAR} unexpanded
         document=json.dumps(data, sort_keys=True, default=str),
-        file=doc.file)
+        file=recorded_as or doc.file)
 
 
 def catalog_rows(project: ProjectConfig) -> list[Row]:

@@ -29,6 +29,7 @@ from h3pipe.config.yamlio import Document, load_document
 from h3pipe.errors import ConfigError, Problem, ValidationFailed
 
 LABEL = "request body"  # the file name problems of a posted document carry
+RECORDED_AS = "(sent to h3pipe serve)"  # the catalog's file of a posted source
 MEDIA_TYPES = {"application/yaml": "yaml", "application/x-yaml": "yaml",
                "text/yaml": "yaml", "text/x-yaml": "yaml", "application/json": "json"}
 # Validation lists every combination of a sweep's dimensions: far more than any real source
@@ -64,7 +65,7 @@ def register_posted(project: Project, body: bytes, content_type: str | None, *,
             if refused:
                 raise ValidationFailed(refused)
         try:
-            return project.register_sources([file])
+            return project.register_sources([file], recorded_as=RECORDED_AS)
         except ValidationFailed as exc:
             raise _relabelled(exc, project.display(file), lines=kind == "yaml") from None
 

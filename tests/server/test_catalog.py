@@ -203,6 +203,8 @@ def test_a_source_is_registered_updated_and_deactivated(client, site):
     assert updated.json() == {"id": "slope", "version": 2, "action": "updated"}
     shown = client.get("/sources/slope").json()
     assert shown["document"] == yaml.safe_load(SLOPE.replace("second", "third"))
+    # Not the server's temporary file: it was gone before the answer left.
+    assert shown["file"] == "(sent to h3pipe serve)"
     assert [(v["version"], v["action"]) for v in shown["versions"]] == [
         (1, "register"), (2, "register")]
     # The CLI reads the same catalog.
