@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -18,14 +19,25 @@ from pathlib import Path
 
 import h3
 import matplotlib
+import numpy as np
 import pytest
+import rasterio
 import shapely
 from matplotlib.colors import Normalize
+from rasterio.transform import from_origin
 
 from h3pipe.server.dashboard import STREAM
 from h3pipe.server.settings import hash_token
 from tests.browser import CHROMIUM, FLAGS
-from tests.server.conftest import RES, SMALL_BBOX, WEST, Served, make_project, start_server
+from tests.server.conftest import (
+    NORTH,
+    RES,
+    SMALL_BBOX,
+    WEST,
+    Served,
+    make_project,
+    start_server,
+)
 from tests.server.test_map_data import h3pipe_cli
 from tests.waiting import wait_until
 
@@ -56,13 +68,54 @@ def browser() -> Iterator:
         context.close()
 
 
+# A sweep: scenarios a and b of a two-band source (rp10, rp100), each band the ramp plus
+# 1000 for scenario b and 100 for rp100.
+SWEEP_SOURCE = """\
+    id: hz
+    kind: raster
+    theme: hazard
+    path: "data/{scenario}/*.tif"
+    bands: [rp10, rp100]
+    band_key: return_period
+    dimensions:
+      kind: [a, b]
+    """
+SWEEP = """\
+    id: sweep
+    output: {dataset: zds, theme: hazard}
+    defaults: {resolution: 8, batch_size: 40}
+    steps:
+      - id: stats
+        operation: zonal_stats
+        source: hz
+        params: {stats: [mean, count]}
+    """
+SWEEP_BBOX = "30.02,-1.98,30.08,-1.92"
+
+
+def _sweep(root: Path) -> None:
+    ramp = np.tile(np.arange(100, dtype="float32"), (100, 1))
+    for k, scenario in enumerate("ab"):
+        folder = root / "data" / scenario
+        folder.mkdir(parents=True)
+        bands = np.stack([ramp + 1000 * k + 100 * b for b in range(2)])
+        with rasterio.open(folder / "tile.tif", "w", driver="GTiff", width=100, height=100,
+                           count=2, dtype="float32", crs="EPSG:4326",
+                           transform=from_origin(WEST, NORTH, RES, RES)) as ds:
+            ds.write(bands)
+    (root / "sources" / "hz.yaml").write_text(textwrap.dedent(SWEEP_SOURCE))
+    (root / "pipelines" / "sweep.yaml").write_text(textwrap.dedent(SWEEP))
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The ramp DEM's statistics over the small box at resolutions 8 and 9, run by the
-    CLI, served with server: map_cells 1000."""
+    """The ramp DEM's statistics over the small box at resolutions 8 and 9, and a sweep,
+    run by the CLI, served with server: map_cells 1000."""
     root = make_project(tmp_path_factory.mktemp("dashboard"),
                         settings=f"server:\n  map_cells: {CAP}\n")
+    _sweep(root)
     h3pipe_cli(root, "run", "terrain", "--bbox", SMALL_BBOX, "-r", "8-9")
+    h3pipe_cli(root, "run", "sweep", "--bbox", SWEEP_BBOX)
     server = start_server(root)
     yield server
     server.stop()
@@ -128,12 +181,37 @@ def test_the_pages_say_what_they_list(browser, site):
     page, seen = visit(browser, site, "/dashboard/pipelines")
     page.wait_for_selector("main .listing table", timeout=WAIT)
     assert "terrain" in page.inner_text("main")
-    assert page.get_attribute("main .listing a", "href") == "/dashboard/map/dem_stats"
+    links = page.eval_on_selector_all("main .listing a", "links => links.map(a => a.href)")
+    assert sorted(links) == [site.url + "/dashboard/map/dem_stats",
+                             site.url + "/dashboard/map/zds"]
     page.goto(site.url + "/dashboard")
     page.wait_for_selector("a.run-link", timeout=WAIT)
     rows = page.inner_text("main table")
     page.close()
-    assert rows.count("successful") >= 2 and "dem_stats" in rows
+    assert rows.count("successful") >= 3 and "dem_stats" in rows and "zds" in rows
+
+
+@pytest.mark.parametrize("path", ["/dashboard/static/..%2Fmaps.py", "/dashboard/static/../maps.py",
+                                  "/dashboard/static/%2e%2e/dashboard.py",
+                                  "/dashboard/static/nothing.js", "/dashboard/static/"])
+def test_only_the_dashboards_own_files_are_served(site, path):
+    with site.client() as client:
+        answer = client.get(path)
+    assert answer.status_code == 404 and b"import" not in answer.content
+
+
+def test_the_vendored_script_comes_with_its_licence_and_the_pages_keep_to_the_server(site):
+    with site.client() as client:
+        script = client.get("/dashboard/static/vendor/h3-js.umd.js")
+        licence = client.get("/dashboard/static/vendor/h3-js.LICENSE.txt")
+        notice = client.get("/dashboard/static/vendor/h3-js.NOTICE.txt")
+        page = client.get("/dashboard/map/dem_stats")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "sourceMappingURL" not in script.text  # no request for a map that is not shipped
+    assert "Apache License" in licence.text and "Uber Technologies" in notice.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+    assert "http" not in page.text.replace(site.url, "")  # no address of anywhere else
 
 
 # -- the map -----------------------------------------------------------------------------------
@@ -238,6 +316,32 @@ def test_panning_and_zooming_ask_for_the_cells_of_the_new_view(browser, site):
     zoomed = _settled(page, moved["loaded"])
     page.close()
     assert zoomed["zoom"] < before["zoom"] - 0.5
+    assert seen.errors == []
+
+
+def test_a_sweeps_scenario_and_band_are_picked_on_the_map(browser, site):
+    page, seen = visit(browser, site, "/dashboard/map/zds")
+    page.wait_for_function("() => h3map.state().loaded > 0 && !h3map.state().busy",
+                           timeout=WAIT)
+    options = {k: page.eval_on_selector_all(f"#{k} option", "os => os.map(o => o.value)")
+               for k in ("statistic", "band", "scenario")}
+    assert options == {"statistic": ["mean", "count"], "band": ["rp10", "rp100"],
+                       "scenario": ["a", "b"]}
+    for picker, value in (("scenario", "b"), ("band", "rp100")):
+        loaded = page.evaluate("h3map.state().loaded")
+        page.select_option(f"#{picker}", value)
+        state = _settled(page, loaded)
+    assert state["choice"]["column"] == "rp100_mean" and state["choice"]["scenario"] == "b"
+    cell = _cells_of(SWEEP_BBOX, 8)[3]
+    lat, lng = h3.cell_to_latlng(cell)
+    x, y = page.evaluate(f"h3map.project({lng}, {lat})")
+    page.mouse.move(x, y)
+    page.wait_for_selector("#tip:not([hidden])", timeout=WAIT)
+    tip = page.inner_text("#tip")
+    page.close()
+    assert tip.startswith("rp100_mean") and cell in tip
+    shown = float(tip.split(": ")[1].split()[0].replace(",", ""))
+    assert shown == pytest.approx(_ramp_mean(cell) + 1100, abs=0.5)
     assert seen.errors == []
 
 
