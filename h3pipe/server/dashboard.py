@@ -31,7 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 
 from h3pipe.api import Project
-from h3pipe.errors import NotFound
+from h3pipe.errors import H3PipeError, NotFound
 from h3pipe.server import auth
 from h3pipe.server.settings import ServerSettings
 from h3pipe.server.status import ENDED, job_status
@@ -188,7 +188,7 @@ class Feed:
                 return [shown(self.project.run_record(self.run_id))], None
             rows = self.project.runs(limit=RUNS_SHOWN)
             return [shown(self._detailed(r)) for r in rows], None
-        except NotFound as exc:
+        except H3PipeError as exc:  # no such run; or the store is away for a moment
             return [], str(exc)
 
     def _detailed(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -245,8 +245,8 @@ async def run_events(request: Request, run: Annotated[str | None, Query(
                      ) -> StreamingResponse:
     """Server-sent events: ``runs`` with the runs shown (newest first, or the one run
     asked for) at once and again each time one changes (the store is read at most twice
-    a second); ``missing`` when the run asked for is not there. The stream ends after a
-    minute; a page reconnects."""
+    a second); ``missing`` when they cannot be read (no such run), with the error's
+    words. The stream ends after a minute; a page reconnects."""
     source = feed(request, run)
     return StreamingResponse(_events(request, source), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",

@@ -50,6 +50,7 @@ from h3pipe.server.settings import ServerSettings
 router = APIRouter(tags=["maps"], dependencies=[Depends(auth.reader)])
 SCENARIO = "scenario"
 KEEP = 4  # results kept in memory (the least recently used one goes first)
+LAYERS = 32  # columns (of a scenario) of a result kept, likewise: a sweep has hundreds
 BINARY = "application/octet-stream"
 OUTLINE_POINTS = 4_000  # an outline of more points is simplified before it is sent
 
@@ -86,7 +87,7 @@ class Result:
     rules: dict[str, Rule]
     scenarios: list[str]
     bands: dict[str, Any]
-    layers: dict[tuple[str, str], Layer] = field(default_factory=dict)
+    layers: OrderedDict[tuple[str, str], Layer] = field(default_factory=OrderedDict)
     places: Places = field(default_factory=Places)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -184,6 +185,7 @@ class Results:
         key = (column, scenario or "")
         with result.lock:
             if key in result.layers:
+                result.layers.move_to_end(key)
                 return result.layers[key]
         rows = result.rows(scenario)
         what, rule = result.meanings[column], result.rules[column]
@@ -196,7 +198,11 @@ class Results:
                            weights)
         layer = Layer(native, rule, style_for(what), result.places)
         with result.lock:
-            return result.layers.setdefault(key, layer)
+            layer = result.layers.setdefault(key, layer)
+            result.layers.move_to_end(key)
+            while len(result.layers) > LAYERS:
+                result.layers.popitem(last=False)
+        return layer
 
 
 def _bands(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,6 +11,7 @@
   let shownKey = null;
   let loadedAt = 0;
   let pending = null;
+  let missing = false;
 
   function head() {
     const main = document.getElementById("main");
@@ -69,8 +70,14 @@
     head();
     if (stopper) stopper.abort();
     stopper = stream(`/events/runs?run=${encodeURIComponent(runId)}`, (type, data) => {
-      if (type === "missing") say(data.detail);
-      else if (type === "runs" && data.runs.length) show(data.runs[0]);
+      if (type === "missing") {
+        say(data.detail);
+        missing = true;
+      } else if (type === "runs" && data.runs.length) {
+        if (missing) H3P.quiet(); // it is there now
+        missing = false;
+        show(data.runs[0]);
+      }
     });
   });
 })();

@@ -45,7 +45,12 @@
   H3P.start(async () => {
     if (stopper) stopper.abort();
     stopper = stream("/events/runs", (type, data) => {
-      if (type === "runs") render(data.runs);
+      if (type === "runs") {
+        H3P.quiet();
+        render(data.runs);
+      } else if (type === "missing") {
+        H3P.say(data.detail);
+      }
     }, live);
   });
 })();
