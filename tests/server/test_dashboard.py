@@ -229,7 +229,10 @@ def _cells_of(bbox: str, res: int) -> list[str]:
 
 
 def _open_map(browser, site: Served, hash_: str = ""):
-    page, seen = visit(browser, site, "/dashboard/map/dem_stats" + hash_)
+    """The map of the ramp's statistics over the small box (the live test adds another
+    scope, which would be the newest)."""
+    page, seen = visit(browser, site, f"/dashboard/map/dem_stats#scope=bbox:{SMALL_BBOX}&"
+                       + hash_.lstrip("#"))
     page.wait_for_function("() => h3map.state().loaded > 0 && !h3map.state().busy", timeout=WAIT)
     return page, seen
 
