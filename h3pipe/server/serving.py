@@ -16,6 +16,9 @@ from h3pipe.server.app import create_app
 from h3pipe.server.settings import ServerSettings
 
 
+GRACEFUL_SECONDS = 5  # for requests in progress at SIGTERM; runs have Jobs.close's own
+
+
 def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 2,
           queue: str | None = None, say: Callable[[str], None] = print,
           warn: Callable[[str], None] = print) -> None:
@@ -31,7 +34,9 @@ def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, worker
         warn(f"{host} is not a loopback address and no token is configured: "
              "anyone who reaches it may run pipelines (server: tokens in h3pipe.yaml)")
     app = create_app(project, settings, workers=workers, queue=queue)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    # An open event stream (the dashboard's) would hold a graceful stop forever.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=GRACEFUL_SECONDS)
     try:
         uvicorn.Server(config).run(sockets=[listening])
     except (Terminated, KeyboardInterrupt):
