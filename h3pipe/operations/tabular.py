@@ -12,6 +12,7 @@ coalesce, string functions) read the same in PostgreSQL.
 from __future__ import annotations
 
 import json
+import threading
 from functools import cache
 from typing import Any
 
@@ -70,17 +71,27 @@ def connect() -> Any:
 
 @cache
 def _parser() -> Any:
-    """One locked connection for parsing: a connection costs 20-50 ms, and validation parses
-    every expression of every pipeline (``h3pipe plan`` and ``run`` validate first)."""
+    """One connection for parsing, held under :data:`_PARSING`: a connection costs 20-50 ms,
+    and validation parses every expression of every pipeline (``h3pipe plan`` and ``run``
+    validate first). A DuckDB connection refuses a second caller rather than waiting, and
+    ``h3pipe serve`` validates on many threads."""
     return connect()
+
+
+_PARSING = threading.Lock()
+
+
+def _parse_query(sql: str, params: list[Any] | None = None) -> list[Any]:
+    with _PARSING:
+        return _parser().execute(sql, params or []).fetchall()
 
 
 @cache
 def _function_kinds() -> dict[str, str]:
     """DuckDB's functions by name and kind; a scalar kind wins over a table one
     (``range`` is both)."""
-    rows = _parser().execute("SELECT DISTINCT function_name, function_type "
-                             "FROM duckdb_functions()").fetchall()
+    rows = _parse_query("SELECT DISTINCT function_name, function_type "
+                        "FROM duckdb_functions()")
     kinds: dict[str, str] = {}
     for name, kind in rows:
         if kinds.get(name) not in ("scalar", "macro"):
@@ -126,8 +137,8 @@ def _parsed(expr: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (" ".join(str(exc).split()),), ()
     if any(kind == duckdb.token_type.comment for _, kind in tokens):
         return ("comments are not allowed",), ()
-    text = _parser().execute("SELECT json_serialize_sql(?)", [row_sql(expr)]).fetchone()
-    tree = json.loads(text[0] if text else "{}")
+    text = _parse_query("SELECT json_serialize_sql(?)", [row_sql(expr)])
+    tree = json.loads(text[0][0] if text else "{}")
     if tree.get("error"):
         return (tree.get("error_message", "cannot be parsed"),), ()
     statements = tree.get("statements", [])

@@ -123,3 +123,21 @@ def test_the_connection_is_bounded_to_one_thread_and_a_memory_limit(monkeypatch)
     assert got["memory_limit"] == "286.1 MiB"  # 300e6 bytes
     with pytest.raises(duckdb.OutOfMemoryException):
         con.execute("SELECT length(list(i)) FROM range(100000000) t(i)").fetchall()  # 800 MB
+
+
+def test_expressions_are_checked_on_many_threads_at_once():
+    """h3pipe serve validates the project on its request threads: the one parsing
+    connection is shared, and DuckDB refuses a second caller instead of waiting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from h3pipe.operations.tabular import expression_problems
+
+    good, bad = "a + b * 2", "a +"
+
+    def check(i: int) -> tuple[list[str], list[str]]:
+        return (list(expression_problems(good, ["a", "b"])),
+                list(expression_problems(bad, ["a", "b"])))
+
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(check, range(400)))
+    assert all(ok == [] and wrong for ok, wrong in found)
