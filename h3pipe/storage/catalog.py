@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -256,14 +257,8 @@ class Catalog:
 
     # -- migrations ---------------------------------------------------------------------------
 
-    def _migration_files(self) -> list[Path]:
-        return sorted(MIGRATIONS_DIR.joinpath(self.dialect).glob("*.sql"))
-
-    def _real_migrations(self) -> list[Path]:
-        """The migrations that change this dialect: a number names the same change in both
-        dialects, so one that the other dialect's schema already has is a file of
-        comments, never pending."""
-        return [f for f in self._migration_files() if _statements(f.read_text())]
+    def _real_migrations(self) -> tuple[Path, ...]:
+        return real_migrations(self.dialect)
 
     @unit
     def applied(self) -> list[str]:
@@ -288,7 +283,7 @@ class Catalog:
     def migrate(self) -> list[str]:
         """Apply pending migrations in order, each in its own transaction; return them."""
         done = set(self.applied())
-        if not self.pending():
+        if all(f.stem in done for f in self._real_migrations()):
             return []
         with self.transaction() as tx:
             tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -537,6 +532,16 @@ def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     # A driver's message may quote the connection string it was given.
     return masking.scrub(" ".join(str(orig or exc).split()))[:300]
+
+
+@cache
+def real_migrations(dialect: str) -> tuple[Path, ...]:
+    """The migrations that change ``dialect``: a number names the same change in both
+    dialects, so one that the other dialect's schema already has is a file of comments,
+    never pending. Package data, read once a process: every opening of a store asks (a
+    server opens one per request)."""
+    files = sorted(MIGRATIONS_DIR.joinpath(dialect).glob("*.sql"))
+    return tuple(f for f in files if _statements(f.read_text()))
 
 
 def _named(version: str) -> str:
