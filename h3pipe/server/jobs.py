@@ -450,6 +450,9 @@ class _Started(Reporter):
         self.outbox.put(("started", self.number, os.getpid(), self.run_id))
 
 
+WORKER_NICENESS = 10
+
+
 def _work(root: str, store: str | None, inbox: Queue[RunPlan | None],
           outbox: Queue[tuple[Any, ...]], parent: int, number: int) -> None:
     """A warm worker: load the libraries and kernels, then run plans until told to leave
@@ -458,6 +461,9 @@ def _work(root: str, store: str | None, inbox: Queue[RunPlan | None],
     runs both are ignored, so a cancel that arrives late does not end the worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Runs are batch work: on a busy machine the server, answering status and maps, goes
+    # first (a run's own worker processes inherit this).
+    os.nice(WORKER_NICENESS)
     outbox.cancel_join_thread()
     project = Project(root, store)
     _warm_worker(project)
