@@ -204,14 +204,16 @@ class Catalog:
             self.where = masking.shown(masking.remember(url))
             errors = (SQLAlchemyError,)
         try:
+            mark = None
             if self._sqlite is not None:
-                with self._sqlite.transaction(write=False):
-                    pass
+                with self._sqlite.transaction(write=False) as tx:
+                    mark = (self.where, tx.rows("PRAGMA schema_version")[0]["schema_version"])
             else:
                 with self.engine.connect():
                     pass
-            if migrate:
+            if migrate and mark not in _CURRENT:
                 self.migrate()
+                self._remember_current()
         except errors as exc:
             if isinstance(exc, sqlite3.Error):
                 self._full(exc)
@@ -256,6 +258,15 @@ class Catalog:
             raise StoreError(f"catalog {self.where}: {_reason(exc)}") from exc
 
     # -- migrations ---------------------------------------------------------------------------
+
+    def _remember_current(self) -> None:
+        """A SQLite file whose schema is at this version and fully migrated needs no check
+        at its next opening in this process (a server opens one per request): its schema
+        version changes with any change to its schema, a new file's starts at 0."""
+        if self._sqlite is None:
+            return
+        with self._sqlite.transaction(write=False) as tx:
+            _CURRENT.add((self.where, tx.rows("PRAGMA schema_version")[0]["schema_version"]))
 
     def _real_migrations(self) -> tuple[Path, ...]:
         return real_migrations(self.dialect)
@@ -532,6 +543,9 @@ def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     # A driver's message may quote the connection string it was given.
     return masking.scrub(" ".join(str(orig or exc).split()))[:300]
+
+
+_CURRENT: set[tuple[str, int]] = set()  # (SQLite file, schema version) fully migrated
 
 
 @cache
