@@ -36,6 +36,7 @@ from h3pipe import grid
 from h3pipe.api import Project, Reporter, Scope, ScopeRef
 from h3pipe.errors import ConfigError, H3PipeError, NotFound, UsageError
 from h3pipe.operations import warm_up
+from h3pipe.server.recent import Recent
 from h3pipe.server.status import ENDED, job_status, rfc3339
 from h3pipe.storage import is_database
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 # How long close() lets running runs stop gracefully (they are asked to stop, and their
 # running tasks finish) before their workers are killed; a killed run resumes later.
 CLOSE_SECONDS = 10.0
+# A run's record is read from the store at most this often, however many clients poll it.
+RECORD_SECONDS = 0.1
 # How often the watcher looks at the workers' health when no message comes.
 WATCH_SECONDS = 0.2
 # Runs that ended on this server, remembered for what the store cannot tell (dropped
@@ -69,6 +72,7 @@ class Jobs:
 
     def __init__(self, project: Project) -> None:
         self.project = project
+        self._records: Recent[dict[str, Any]] = Recent(RECORD_SECONDS)
         with project.open_store(create=True):  # a new project's: runs are read from it
             pass
         self.folder = _server_folder(project)
@@ -87,7 +91,10 @@ class Jobs:
 
     def cancel(self, run_id: str) -> str:
         """Ask the run to stop, as ``h3pipe runs cancel`` does; returns what was done."""
-        return self.project.cancel(run_id)
+        try:
+            return self.project.cancel(run_id)
+        finally:
+            self.forget(run_id)
 
     def in_flight(self) -> set[str]:
         """Runs submitted here that have not ended."""
@@ -96,7 +103,15 @@ class Jobs:
     def record(self, run_id: str) -> dict[str, Any]:
         """The run's record as :func:`~h3pipe.server.status.job_status` reads it, also for
         a run still waiting here (which the store knows nothing of yet); NotFound for a
-        run neither here nor in the store. Only an exact run id names a job."""
+        run neither here nor in the store. Only an exact run id names a job. Read from the
+        store at most once per :data:`RECORD_SECONDS` whoever asks (and again as soon as
+        a worker here says the run started or ended)."""
+        return dict(self._records.get(run_id, lambda: self._from_store(run_id)))
+
+    def forget(self, run_id: str) -> None:
+        self._records.forget(run_id)
+
+    def _from_store(self, run_id: str) -> dict[str, Any]:
         missing = NotFound(f"no run '{run_id}'", hint="list jobs with GET /jobs")
         try:
             row = dict(self.project.run_record(run_id))
@@ -265,7 +280,7 @@ class WarmJobs(Jobs):
                 # Its worker has it but has not claimed it yet: there is nothing to signal.
                 entry.cancel_asked = True
                 return f"asked run {run_id} to stop as soon as it starts"
-        return self.project.cancel(run_id)
+        return super().cancel(run_id)
 
     def in_flight(self) -> set[str]:
         with self._lock:
@@ -354,6 +369,7 @@ class WarmJobs(Jobs):
         entry = self._jobs.get(run_id)
         if entry is None:
             return None
+        self.forget(run_id)  # its record changed
         if kind == "started":
             entry.state = "started"
             return run_id if entry.cancel_asked else None
@@ -379,6 +395,7 @@ class WarmJobs(Jobs):
                 entry.state, entry.finished = "ended", _now()
                 entry.error = (f"the worker process running it died (exit code {code}; "
                                "killed, or out of memory?)")
+                self.forget(slot.run_id)
             with contextlib.suppress(Exception):
                 slot.inbox.close()
             self._slots[number] = self._spawn(number)
