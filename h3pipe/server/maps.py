@@ -3,7 +3,9 @@ with results), ``GET /maps/{dataset}`` (what a map needs to start: scopes, resol
 columns with their meaning, a sweep's scenarios and bands, the scope's outline and
 bounds), ``GET /maps/{dataset}/cells`` (the cells of a view, at most ``server: map_cells``
 of them: coarser ones when the view holds more) and ``GET /maps/{dataset}/cells/{cell}``
-(every column of one cell). :class:`Results` keeps what was read between requests.
+(every column of one cell). :class:`Results` keeps what was read between requests: each
+dataset's listing of results for a second, the results themselves until a run replaces
+them, and the encoded answers (:class:`Answers`), so a map many dashboards show is made once.
 
 Cells are coloured here, by the static maps' own colour scale
 (:func:`h3pipe.report.maps.colour_scale`), and sent as indexes into a palette beside their
@@ -16,7 +18,10 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -53,6 +58,15 @@ KEEP = 4  # results kept in memory (the least recently used one goes first)
 LAYERS = 32  # columns (of a scenario) of a result kept, likewise: a sweep has hundreds
 BINARY = "application/octet-stream"
 OUTLINE_POINTS = 4_000  # an outline of more points is simplified before it is sent
+OUTLINES = 64  # scopes' outlines kept (a country's takes 50-200 ms to make)
+# A dataset's listing of results (which scopes, resolutions, runs) is used for this many
+# seconds before the store is read again. A time, not a marker of change: the store has no
+# marker that is cheaper to read than the listing itself (the catalog's files change with
+# every task a run records, and PostgreSQL has none), and a second is less than anyone
+# takes to look at a map; a request for a scope or resolution not listed reads it at once
+# (see Results.result), so a run's new result is never refused for being new.
+FRESH = 1.0
+ANSWERS = 32 * 2**20  # bytes of encoded answers kept (Answers): ~100 views of 8,000 cells
 
 
 @dataclass(frozen=True)
@@ -74,15 +88,26 @@ class Scoped:
                 "resolutions": list(self.resolutions)}
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A dataset's scopes as the store listed them at ``read_at`` (``time.monotonic``)."""
+
+    scopes: list[Scoped]
+    read_at: float
+
+
 @dataclass
 class Result:
     """One dataset's rows of one scope at one resolution, read once, and the layers (a
-    column of a scenario) the map asked for."""
+    column of a scenario) the map asked for. ``token`` names what was read (its runs and
+    their times): answers made from it are kept under it."""
 
     dataset: str
     scoped: Scoped
     resolution: int
+    token: tuple[Any, ...]
     selection: Selection
+    columns: list[str]
     meanings: dict[str, Meaning]
     rules: dict[str, Rule]
     scenarios: list[str]
@@ -90,10 +115,6 @@ class Result:
     layers: OrderedDict[tuple[str, str], Layer] = field(default_factory=OrderedDict)
     places: Places = field(default_factory=Places)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def columns(self) -> list[str]:
-        return self.selection.columns
 
     def rows(self, scenario: str | None) -> pa.Table:
         """The rows of one scenario (every row when the dataset is not a sweep)."""
@@ -118,29 +139,68 @@ class Result:
 
 
 class Results:
-    """Results read for maps, kept between requests: each read once (and again when a
-    run replaces it), at most :data:`KEEP` at once."""
+    """Results read for maps, kept between requests: each dataset's listing for at most
+    :data:`FRESH` seconds, each result read once (and again when a run replaces it), at
+    most :data:`KEEP` at once, the scopes' outlines, and the encoded :attr:`answers`."""
 
     def __init__(self, project: Project) -> None:
         self.project = project
+        self.answers = Answers(ANSWERS)
         self._kept: OrderedDict[tuple[Any, ...], Result] = OrderedDict()
         self._scopes: dict[str, str] = {}  # scope key -> as the API takes it
+        self._listed: dict[str, Listing] = {}
+        self._reading: set[str] = set()  # datasets whose listing is being read
+        self._outlines: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def scopes(self, dataset: str) -> list[Scoped]:
-        """The dataset's scopes, the newest result first."""
+    def scopes(self, dataset: str, *, fresh: bool = False) -> list[Scoped]:
+        """The dataset's scopes, the newest result first, as listed at most :data:`FRESH`
+        seconds ago (``fresh``: now). While one request reads the store the others take
+        the listing it replaces: one reading at a time, and nobody waits for it."""
+        with self._lock:
+            kept = self._listed.get(dataset)
+            if kept is not None and not fresh and (
+                    time.monotonic() - kept.read_at <= FRESH or dataset in self._reading):
+                return kept.scopes
+            self._reading.add(dataset)
+        read_at = time.monotonic()
+        try:
+            with self.project.open_store() as store:
+                entries = store.result_entries(dataset)
+                if not entries:
+                    known = sorted({e["dataset"] for e in store.result_entries()})
+                    self._listed.pop(dataset, None)
+                    raise NotFound(f"no results for dataset '{dataset}' (datasets with "
+                                   f"results: {', '.join(known) or 'none'})")
+        finally:
+            with self._lock:
+                self._reading.discard(dataset)
+        return self._keep_listing(dataset, entries, read_at)
+
+    def everything(self) -> dict[str, list[Scoped]]:
+        """Every dataset's scopes, from one reading of the store."""
+        read_at = time.monotonic()
         with self.project.open_store() as store:
-            entries = store.result_entries(dataset)
-            if not entries:
-                known = sorted({e["dataset"] for e in store.result_entries()})
-                raise NotFound(f"no results for dataset '{dataset}' (datasets with "
-                               f"results: {', '.join(known) or 'none'})")
+            entries = store.result_entries()
+        by_dataset: dict[str, list[dict[str, Any]]] = {}
+        for e in entries:
+            by_dataset.setdefault(e["dataset"], []).append(e)
+        return {name: self._keep_listing(name, group, read_at)
+                for name, group in sorted(by_dataset.items())}
+
+    def _keep_listing(self, dataset: str, entries: list[dict[str, Any]], read_at: float
+                      ) -> list[Scoped]:
         groups: dict[str, list[dict[str, Any]]] = {}
         for e in sorted(entries, key=lambda e: str(e["updated_at"]), reverse=True):
             groups.setdefault(e["scope_key"], []).append(e)
-        return [Scoped(key, group[0]["scope_label"], self._scope_text(key, group[0]),
-                       tuple(sorted({int(e["resolution"]) for e in group})), tuple(group))
-                for key, group in groups.items()]
+        scopes = [Scoped(key, group[0]["scope_label"], self._scope_text(key, group[0]),
+                         tuple(sorted({int(e["resolution"]) for e in group})), tuple(group))
+                  for key, group in groups.items()]
+        with self._lock:
+            kept = self._listed.get(dataset)
+            if kept is None or kept.read_at < read_at:  # two readers may end out of order
+                self._listed[dataset] = Listing(scopes, read_at)
+        return scopes
 
     def _scope_text(self, key: str, entry: dict[str, Any]) -> str:
         if key not in self._scopes:
@@ -152,8 +212,12 @@ class Results:
         return self._scopes[key]
 
     def result(self, dataset: str, scope: str | None, resolution: int | None) -> Result:
-        scoped = pick_scope(self.scopes(dataset), scope)
-        chosen = pick_resolution(scoped, resolution)
+        try:
+            scoped, chosen = _pick(self.scopes(dataset), scope, resolution)
+        except NotFound:
+            # The scope or resolution may have been published since the listing was
+            # read: what is not there is said from the store, never from a kept listing.
+            scoped, chosen = _pick(self.scopes(dataset, fresh=True), scope, resolution)
         entries = scoped.at(chosen)
         token = (dataset, scoped.key, chosen,
                  tuple(sorted((e["run_id"], str(e["updated_at"])) for e in entries)))
@@ -161,7 +225,7 @@ class Results:
             if token in self._kept:
                 self._kept.move_to_end(token)
                 return self._kept[token]
-        found = self._read(dataset, scoped, chosen, entries)
+        found = self._read(dataset, scoped, chosen, entries, token)
         with self._lock:
             self._kept[token] = found
             while len(self._kept) > KEEP:
@@ -169,17 +233,32 @@ class Results:
         return found
 
     def _read(self, dataset: str, scoped: Scoped, resolution: int,
-              entries: list[dict[str, Any]]) -> Result:
+              entries: list[dict[str, Any]], token: tuple[Any, ...]) -> Result:
         where = scoped.scope or None
         run = None if where else entries[0]["run_id"]
         table = self.project.dataset(dataset, where, resolution, run=run)
         selection = Selection(dataset, table, entries, resolution, None)
-        known = meanings(self.project, dataset, selection.columns, table.column_names)
-        rules = {c: rule_of(self.project, dataset, c, known[c]) for c in selection.columns}
+        columns = selection.columns
+        known = meanings(self.project, dataset, columns, table.column_names)
+        rules = {c: rule_of(self.project, dataset, c, known[c]) for c in columns}
         scenarios = (sorted(str(v) for v in pc.unique(table.column(SCENARIO)).to_pylist()
                             if v is not None) if SCENARIO in table.column_names else [])
-        return Result(dataset, scoped, resolution, selection, known, rules, scenarios,
-                      _bands(entries))
+        return Result(dataset, scoped, resolution, token, selection, columns, known, rules,
+                      scenarios, _bands(entries))
+
+    def outline(self, scoped: Scoped) -> dict[str, Any]:
+        """:func:`outline_of` the scope, kept: a scope's text always names one place."""
+        with self._lock:
+            found = self._outlines.get(scoped.scope)
+            if found is not None:
+                self._outlines.move_to_end(scoped.scope)
+                return found
+        found = outline_of(scoped)
+        with self._lock:
+            self._outlines[scoped.scope] = found
+            while len(self._outlines) > OUTLINES:
+                self._outlines.popitem(last=False)
+        return found
 
     def layer(self, result: Result, column: str, scenario: str | None) -> Layer:
         key = (column, scenario or "")
@@ -203,6 +282,56 @@ class Results:
             while len(result.layers) > LAYERS:
                 result.layers.popitem(last=False)
         return layer
+
+
+class Answers:
+    """Encoded answers kept by what they answer (a key naming the result's token, so a
+    replaced result is never answered from here), the least recently used dropped past
+    ``limit`` bytes. An answer being made is waited for, not made again: many dashboards
+    showing one map ask for it at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self._kept: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._making: dict[Hashable, Future[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], bytes]) -> bytes:
+        """The answer kept under ``key``, else ``make()``'s (an error is not kept)."""
+        with self._lock:
+            body = self._kept.get(key)
+            if body is not None:
+                self._kept.move_to_end(key)
+                return body
+            making = self._making.get(key)
+            if making is None:
+                making = self._making[key] = Future()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            return making.result()
+        try:
+            body = make()
+            self._keep(key, body)
+            making.set_result(body)
+            return body
+        except BaseException as exc:
+            making.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                del self._making[key]
+
+    def _keep(self, key: Hashable, body: bytes) -> None:
+        if len(body) > self.limit // 8:
+            return  # it would push out many smaller ones; made again when asked again
+        with self._lock:
+            self._kept[key] = body
+            self.size += len(body)
+            while self.size > self.limit:
+                _, dropped = self._kept.popitem(last=False)
+                self.size -= len(dropped)
 
 
 def _bands(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -239,14 +368,30 @@ def pick_resolution(scoped: Scoped, given: int | None) -> int:
     return given
 
 
+def _pick(scopes: list[Scoped], scope: str | None, resolution: int | None
+          ) -> tuple[Scoped, int]:
+    scoped = pick_scope(scopes, scope)
+    return scoped, pick_resolution(scoped, resolution)
+
+
+_MAKING = threading.Lock()  # the first map requests come at once: one Results for them all
+
+
 def results(request: Request) -> Results:
     """The server's :class:`Results`, made on the first map request."""
     state = request.app.state
     found = getattr(state, "map_results", None)
     if found is None:
         extras.require("report", "the dashboard's map")  # its colour scales are matplotlib's
-        found = state.map_results = Results(state.project)
+        with _MAKING:
+            found = getattr(state, "map_results", None) or Results(state.project)
+            state.map_results = found
     return found
+
+
+def encoded(content: Any) -> bytes:
+    """``content`` as :class:`JSONResponse` encodes it: a kept answer is the same bytes."""
+    return bytes(JSONResponse(content).body)
 
 
 Kept = Annotated[Results, Depends(results)]
@@ -258,29 +403,33 @@ ResQ = Annotated[int | None, Query(ge=0, le=15, description="default: the finest
 # -- routes -----------------------------------------------------------------------------------
 
 @router.get("/maps")
-def datasets(request: Request) -> dict[str, Any]:
+def datasets(kept: Kept) -> dict[str, Any]:
     """The datasets with results, each with its scopes and their resolutions."""
-    project: Project = request.app.state.project
-    with project.open_store() as store:
-        names = sorted({e["dataset"] for e in store.result_entries()})
-    kept = results(request)
-    return {"datasets": [{"dataset": n, "scopes": [s.describe() for s in kept.scopes(n)]}
-                         for n in names]}
+    return {"datasets": [{"dataset": name, "scopes": [s.describe() for s in scopes]}
+                         for name, scopes in kept.everything().items()]}
 
 
-@router.get("/maps/{dataset}")
+@router.get("/maps/{dataset}", response_model=dict[str, Any])
 def start(dataset: str, kept: Kept, request: Request, scope: ScopeQ = None,
-          resolution: ResQ = None) -> dict[str, Any]:
+          resolution: ResQ = None) -> Response:
     """What the map needs to start: the scopes and resolutions published, the chosen
     one's outline and bounds, the columns with their meaning and colours, and a sweep's
     scenarios and bands."""
     result = kept.result(dataset, scope, resolution)
+    scopes = kept.scopes(dataset)
+    key = ("start", result.token, tuple((s.scope, s.key, s.label, s.resolutions)
+                                        for s in scopes))
     settings: ServerSettings = request.app.state.settings
-    outline = outline_of(result.scoped)
+    body = kept.answers.get(key, lambda: encoded(_start(kept, result, scopes, settings)))
+    return Response(body, media_type=JSONResponse.media_type)
+
+
+def _start(kept: Results, result: Result, scopes: list[Scoped], settings: ServerSettings
+           ) -> dict[str, Any]:
     return {
-        "dataset": dataset,
-        "scope": result.scoped.describe() | outline,
-        "scopes": [s.describe() for s in kept.scopes(dataset)],
+        "dataset": result.dataset,
+        "scope": result.scoped.describe() | kept.outline(result.scoped),
+        "scopes": [s.describe() for s in scopes],
         "resolution": result.resolution,
         "resolutions": list(result.scoped.resolutions),
         "rows": result.selection.table.num_rows,
@@ -315,27 +464,39 @@ def cells(dataset: str, kept: Kept, request: Request,
     their ancestors at the finest resolution that fits, valued by the column's rule (the
     legend says so). ``cells`` (H3 ids), ``values`` (null: none) and ``colour`` (an index
     into ``palette``) in the same order; with ``Accept: application/octet-stream``, the
-    same packed (see :func:`packed`)."""
+    same packed (see :func:`packed`). The same view of the same result asked again is
+    answered with the bytes made the first time (:class:`Answers`)."""
     box = Box.parse(bbox)
     result = kept.result(dataset, scope, resolution)
     name = result.column(column)
-    layer = kept.layer(result, name, scenario)
-    settings: ServerSettings = request.app.state.settings
+    # Zooms with one finest resolution answer alike: the answer depends on it, not them.
     finest = None if zoom is None else finest_for(zoom, (box.south + box.north) / 2)
-    level, inside = layer.view(box, settings.map_cells, finest)
+    binary = BINARY in request.headers.get("accept", "")
+    max_cells = request.app.state.settings.map_cells
+    key = ("cells", result.token, name, scenario or "", box, finest, binary)
+    body = kept.answers.get(key, lambda: _view(kept, result, name, scenario, box, finest,
+                                               max_cells, binary))
+    return Response(body, media_type=BINARY if binary else JSONResponse.media_type)
+
+
+def _view(kept: Results, result: Result, name: str, scenario: str | None, box: Box,
+          finest: int | None, max_cells: int, binary: bool) -> bytes:
+    """The encoded answer of :func:`cells`."""
+    layer = kept.layer(result, name, scenario)
+    level, inside = layer.view(box, max_cells, finest)
     scale = layer.scale(level.resolution)
     palette, colour = _palette(scale.colours.of(inside))
     head = {
-        "dataset": dataset, "column": name, "scenario": scenario or (
+        "dataset": result.dataset, "column": name, "scenario": scenario or (
             result.scenarios[0] if result.scenarios else None),
         "resolution": level.resolution, "published_resolution": result.resolution,
         "count": len(inside), "palette": palette,
         "legend": _legend(result, name, layer, level.resolution, scale),
     }
     ids, values = level.cells[inside], level.values[inside]
-    if BINARY in request.headers.get("accept", ""):
-        return Response(packed(head, ids, values, colour), media_type=BINARY)
-    return JSONResponse(head | {
+    if binary:
+        return packed(head, ids, values, colour)
+    return encoded(head | {
         "cells": grid.strings(ids).to_pylist(),
         "values": [None if v != v else v for v in values.tolist()],
         "colour": colour.tolist()})
@@ -378,9 +539,9 @@ def _legend(result: Result, column: str, layer: Layer, resolution: int, scale: A
     return legend
 
 
-@router.get("/maps/{dataset}/cells/{cell}")
+@router.get("/maps/{dataset}/cells/{cell}", response_model=dict[str, Any])
 def cell(dataset: str, cell: str, kept: Kept, scope: ScopeQ = None,
-         resolution: ResQ = None, scenario: str | None = None) -> dict[str, Any]:
+         resolution: ResQ = None, scenario: str | None = None) -> Response:
     """Every column's value of one cell: the published row, or for a coarser cell its
     published descendants' values by each column's rule."""
     try:
@@ -392,6 +553,14 @@ def cell(dataset: str, cell: str, kept: Kept, scope: ScopeQ = None,
     if wanted == 0 or level > result.resolution:
         raise UsageError(f"'{cell}' is not an H3 cell at resolution {result.resolution} "
                          "or coarser")
+    key = ("cell", result.token, cell, scenario or "")
+    body = kept.answers.get(key, lambda: encoded(_cell(result, cell, wanted, level,
+                                                       scenario)))
+    return Response(body, media_type=JSONResponse.media_type)
+
+
+def _cell(result: Result, cell: str, wanted: int, level: int, scenario: str | None
+          ) -> dict[str, Any]:
     rows = result.rows(scenario)
     ids = grid.ids(rows.column("h3_index"))
     mine = np.flatnonzero(grid.parents(ids, level) == np.uint64(wanted))
