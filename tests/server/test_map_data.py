@@ -2,7 +2,9 @@
 the cells of a view (coarser ones past ``server: map_cells``, their values by each
 column's rule, their colours by the static maps' scale), one cell's values, a view across
 the antimeridian; and the H3 ancestors by bit arithmetic the coarser cells are made with.
-Expected values come from the published rows (read with the documented API) and h3-py."""
+What the server keeps between requests: a view asked again is the same bytes, and a new
+run's result is on the map within a second. Expected values come from the published rows
+(read with the documented API) and h3-py."""
 
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ import json
 import struct
 import subprocess
 import sys
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +30,18 @@ import h3pipe
 from h3pipe import grid
 from h3pipe.report.maps import Style
 from h3pipe.server.mapdata import SUM, Box, Layer, Rule, published
+from h3pipe.server.maps import FRESH, Answers
 from h3pipe.server.settings import ServerSettings
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
-from tests.server.conftest import SMALL_BBOX, Served, make_project, start_server
+from tests.server.conftest import NORTH, RES, SMALL_BBOX, WEST, Served, make_project, start_server
+from tests.server.conftest import ramp as ramp_pixels
+from tests.waiting import wait_until
 
 CAP = 1000  # server: map_cells of the test projects (the schema's least)
 ACROSS = "176,-20,-176,-16"  # a box across the antimeridian
+# A listing read by a request that began just before the expiry serves the requests that
+# come while it is read: on a busy machine that takes some tenths of a second.
+READING = 0.5
 
 
 def h3pipe_cli(root: Path, *args: str) -> None:
@@ -272,3 +283,130 @@ def test_a_view_across_the_antimeridian_holds_the_cells_on_both_sides(world):
         lngs = [lng for _, lng in h3.cell_to_boundary(cell)]
         if all(lng > 0 for lng in lngs) or all(lng < 0 for lng in lngs):
             assert got[cell] == pytest.approx(500.0 if lngs[0] > 0 else 700.0)
+
+
+# -- what the server keeps between requests ---------------------------------------------------
+
+def test_a_view_asked_again_or_at_once_by_many_is_answered_with_the_same_bytes(ramp):
+    asked = [("/maps/dem_stats/cells", {"bbox": "30.05,-2.04,30.09,-2.0", "column": "min"},
+              {}),
+             ("/maps/dem_stats/cells", {"bbox": "30.05,-2.04,30.09,-2.0", "column": "min"},
+              {"Accept": "application/octet-stream"}),
+             ("/maps/dem_stats", {}, {}),
+             (f"/maps/dem_stats/cells/{next(iter(ramp.rows))}", {}, {})]
+    clients = [ramp.server.client() for _ in range(8)]
+    try:
+        for path, params, headers in asked:
+            def get(i: int, path=path, params=params, headers=headers) -> bytes:
+                answer = clients[i % len(clients)].get(path, params=params, headers=headers)
+                assert answer.status_code == 200, answer.text
+                return answer.content
+
+            with ThreadPoolExecutor(8) as pool:  # the first asking: at once, all alike
+                bodies = set(pool.map(get, range(16)))
+            assert len(bodies) == 1, path
+            assert get(0) == bodies.pop(), path  # and again, later
+    finally:
+        for client in clients:
+            client.close()
+    # The kept answer is the view's: a neighbouring view is its own.
+    assert (_cells(ramp, "dem_stats", bbox="30.05,-2.04,30.09,-2.0", column="min")["cells"]
+            != _cells(ramp, "dem_stats", bbox="30.09,-2.04,30.13,-2.0", column="min")["cells"])
+
+
+def test_a_new_runs_result_is_on_the_map_within_a_second_and_a_new_scope_at_once(tmp_path):
+    """A run replacing the result a map shows (the DEM raised by 1,000 m, run again) while
+    a dashboard keeps asking for the view, so the server holds a listing and the view's
+    answer all along; then a run over a new scope, asked for by name as soon as it ends."""
+    root = make_project(tmp_path, settings=f"server:\n  map_cells: {CAP}\n")
+    h3pipe_cli(root, "run", "terrain", "--bbox", SMALL_BBOX, "-r", "8")
+    old = _rows(root, "dem_stats")
+    raised = {c: r["mean"] + 1000 for c, r in old.items()}
+    server = start_server(root)
+    view = {"bbox": SMALL_BBOX, "scope": f"bbox:{SMALL_BBOX}", "column": "mean"}
+    shown: list[tuple[float, bool]] = []  # when each answer was asked for, and if raised
+    neither: list[str] = []
+    stop = threading.Event()
+
+    def dashboard() -> None:
+        with server.client() as client:
+            while not stop.wait(0.02):  # a map asking again and again, as many would
+                asked = time.monotonic()
+                answer = client.get("/maps/dem_stats/cells", params=view).json()
+                means = dict(zip(answer["cells"], answer["values"], strict=True))
+                if means != pytest.approx({c: r["mean"] for c, r in old.items()}) and (
+                        means != pytest.approx(raised)):
+                    neither.append(str(answer)[:300])
+                shown.append((asked, means == pytest.approx(raised)))
+
+    asking = threading.Thread(target=dashboard, daemon=True)
+    asking.start()
+    try:
+        wait_until(lambda: shown, 30, "the map's first answer")
+        write_raster(root / "data" / "dem.tif", ramp_pixels() + 1000, west=WEST,
+                     north=NORTH, res=RES, nodata=-9999.0)
+        h3pipe_cli(root, "run", "terrain", "--bbox", SMALL_BBOX, "-r", "8")
+        ended = time.monotonic()
+        wait_until(lambda: any(new for _, new in shown), FRESH + 10,
+                   "the new run's means on the map")
+        stop.set()
+        asking.join(30)
+        late = [asked - ended for asked, new in shown if not new and asked > ended]
+        assert max(late, default=0.0) <= FRESH + READING, late
+        first = next(i for i, (_, new) in enumerate(shown) if new)
+        assert all(new for _, new in shown[first:])  # never the old one again
+        assert not neither
+
+        other = "30.02,-2.02,30.06,-1.98"
+        h3pipe_cli(root, "run", "terrain", "--bbox", other, "-r", "8")
+        with server.client() as client:  # at once: what is not listed is read from the store
+            start = client.get("/maps/dem_stats", params={"scope": f"bbox:{other}"})
+            cells = client.get("/maps/dem_stats/cells", params={
+                "bbox": other, "scope": f"bbox:{other}", "column": "count"})
+        assert start.status_code == 200 and start.json()["scope"]["scope"] == f"bbox:{other}"
+        assert cells.status_code == 200 and cells.json()["count"] > 0
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_kept_answers_stay_within_their_bytes_the_least_recently_used_going_first():
+    answers = Answers(1600)  # an answer over 200 bytes (an eighth) is never kept
+    made: list[str] = []
+
+    def make(key: str, size: int):
+        return lambda: made.append(key) or key.encode() * (size // len(key))
+
+    for key in "abcdefgh":
+        answers.get(key, make(key, 200))
+    answers.get("a", make("a", 200))  # kept: a is now the most recently used
+    answers.get("i", make("i", 200))  # over 1,600 bytes: b, the least recently used, goes
+    assert answers.size == 1600 and made == list("abcdefghi")
+    answers.get("b", make("b", 200))
+    answers.get("a", make("a", 200))
+    assert made[-1] == "b" and answers.size == 1600  # c went for b; a was still there
+    answers.get("big", make("big", 300))
+    answers.get("big", make("big", 300))
+    assert made.count("big") == 2 and answers.size == 1600
+
+
+def test_an_answer_being_made_is_waited_for_not_made_again():
+    answers = Answers(10_000)
+    release = threading.Event()
+    made: list[int] = []
+
+    def slow() -> bytes:
+        made.append(1)
+        release.wait(10)
+        return b"view"
+
+    with ThreadPoolExecutor(6) as pool:
+        asked = [pool.submit(answers.get, "view", slow) for _ in range(6)]
+        wait_until(lambda: made, 10, "the first asking to start making the answer")
+        release.set()
+        assert [f.result(timeout=10) for f in asked] == [b"view"] * 6
+    assert made == [1]
+    # An error is not kept: the next asking makes the answer again.
+    with pytest.raises(ValueError):
+        answers.get("bad", lambda: (_ for _ in ()).throw(ValueError("no")))
+    assert answers.get("bad", lambda: b"fine") == b"fine"
