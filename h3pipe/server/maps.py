@@ -53,12 +53,12 @@ from h3pipe.server.mapdata import (
 )
 from h3pipe.server.settings import ServerSettings
 
+T = TypeVar("T")
 router = APIRouter(tags=["maps"], dependencies=[Depends(auth.reader)])
 SCENARIO = "scenario"
 KEEP = 4  # results kept in memory (the least recently used one goes first)
 LAYERS = 32  # columns (of a scenario) of a result kept, likewise: a sweep has hundreds
 BINARY = "application/octet-stream"
-T = TypeVar("T")
 OUTLINE_POINTS = 4_000  # an outline of more points is simplified before it is sent
 OUTLINES = 64  # scopes' outlines kept (a country's takes 50-200 ms to make)
 # A dataset's listing of results (which scopes, resolutions, runs) is used for this many
@@ -190,7 +190,8 @@ class Results:
                 entries = store.result_entries(dataset)
                 if not entries:
                     known = sorted({e["dataset"] for e in store.result_entries()})
-                    self._listed.pop(dataset, None)
+                    with self._lock:
+                        self._listed.pop(dataset, None)
                     raise NotFound(f"no results for dataset '{dataset}' (datasets with "
                                    f"results: {', '.join(known) or 'none'})")
         finally:
