@@ -96,6 +96,9 @@ NOT_RUN = [
     (r"--log-file /var/log", "writes to /var/log"),
     (r"--iso3 COD", "minutes of work (DR Congo at 9)"),
     (r"clean --outputs /data/exports", "needs /data/exports"),
+    (r"^h3pipe serve", "serves until stopped (tests/server/ start real servers on free ports)"),
+    (r"^curl ", "a request to a running h3pipe serve (tests/server/ make the same requests "
+     "of a real one)"),
 ]
 
 
