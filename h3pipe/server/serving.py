@@ -15,7 +15,6 @@ from h3pipe.errors import Terminated, UsageError
 from h3pipe.server.app import create_app
 from h3pipe.server.settings import ServerSettings
 
-
 GRACEFUL_SECONDS = 5  # for requests in progress at SIGTERM; runs have Jobs.close's own
 
 
