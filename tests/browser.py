@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,19 +37,25 @@ class Rendered:
                     self.empty_charts))
 
 
-@pytest.fixture(scope="session")
-def chromium():
-    """A Chromium browser for the session; skipped where Debian's chromium is absent
-    (.ci/run installs it)."""
+def browser(*, offline: bool) -> Iterator:
+    """Debian's Chromium in a fresh profile, as a Playwright context; skipped where it is
+    absent (.ci/run installs it). ``offline``: no network at all (files); else loopback
+    servers are reachable and the caller refuses the rest."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with tempfile.TemporaryDirectory() as profile, sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
-            viewport={"width": 1280, "height": 900}, offline=True)
+            viewport={"width": 1280, "height": 900}, offline=offline)
         yield context
         context.close()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator:
+    """A Chromium browser for the session, offline."""
+    yield from browser(offline=True)
 
 
 def open_page(context, path: Path, screenshot: Path) -> Rendered:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import tempfile
 import textwrap
 import threading
 import time
@@ -28,7 +27,7 @@ from rasterio.transform import from_origin
 
 from h3pipe.server.dashboard import STREAM
 from h3pipe.server.settings import hash_token
-from tests.browser import CHROMIUM, FLAGS
+from tests.browser import browser as chromium_browser
 from tests.server.conftest import (
     NORTH,
     RES,
@@ -57,15 +56,7 @@ class Seen:
 def browser() -> Iterator:
     """One Chromium for the module: online (the server is on loopback), but every request
     for anything other than the server is refused and recorded by :func:`visit`."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with tempfile.TemporaryDirectory() as profile, sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
-            viewport={"width": 1280, "height": 900})
-        yield context
-        context.close()
+    yield from chromium_browser(offline=False)
 
 
 # A sweep: scenarios a and b of a two-band source (rp10, rp100), each band the ramp plus
