@@ -187,7 +187,8 @@ def test_validate_run_and_export_on_the_embedded_store(core: Path, project: Path
      "postgres", " for a PostgreSQL store"),
     (["worker", "--queue", "amqp://guest@127.0.0.1:5672//"], "worker", "queue",
      " for the queue at amqp://guest@127.0.0.1:5672//"),
-], ids=["map", "runs-report", "postgres-store", "worker"])
+    (["serve", "--port", "0"], "serve", "server", ""),
+], ids=["map", "runs-report", "postgres-store", "worker", "serve"])
 def test_a_command_that_needs_a_missing_extra_says_which(core: Path, project: Path,
                                                          tmp_path: Path, args: list[str],
                                                          command: str, extra: str,
