@@ -53,6 +53,10 @@ class NotFound(ConfigError):
     """What was named (a run, source, pipeline, dataset or job) is not there."""
 
 
+class NotRunning(ConfigError):
+    """A run asked to stop is not running (ended, or its process is gone)."""
+
+
 class ScopeError(ConfigError):
     """The requested scope (ISO3, bbox, AOI file) cannot be resolved or is empty."""
 

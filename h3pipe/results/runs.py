@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from h3pipe.config.project import ProjectConfig, suggest
-from h3pipe.errors import ConfigError, NotFound, UsageError
+from h3pipe.errors import ConfigError, NotFound, NotRunning, UsageError
 from h3pipe.planning.scope import ScopeRef
 from h3pipe.results import formats, layouts
 from h3pipe.storage import Store, history, open_catalog
@@ -136,7 +136,7 @@ def cancellable(store: Store, run_id: str) -> Row:
     run = find_run(store.catalog, run_id)
     if not holder_alive(run):
         dead = why_dead(run)
-        raise ConfigError(f"run '{run['run_id']}' is not running "
+        raise NotRunning(f"run '{run['run_id']}' is not running "
                           + (f"({dead})" if dead else f"(status {run['status']})"),
                           hint=f"resume it with 'h3pipe resume {run['run_id']}'" if dead
                           else None)

@@ -16,6 +16,7 @@ from h3pipe.errors import (
     Locked,
     MissingExtra,
     NotFound,
+    NotRunning,
     RemoteReadError,
     SourceError,
     StoreFull,
@@ -30,6 +31,7 @@ PROBLEM = "application/problem+json"
 # table is documented in docs/security.md ("Errors"): change both together.
 _BY_CLASS: tuple[tuple[type[H3PipeError], int], ...] = (
     (NotFound, 404),            # no run, source, pipeline or dataset of that name
+    (NotRunning, 409),          # cancel of a run that has ended (or whose process is gone)
     (ValidationFailed, 422),    # a document (a posted source, the project) is invalid
     (ConfigError, 400),         # the request's input: a bad scope, option or id
     (RemoteReadError, 502),     # a remote file or STAC API failed: worth a retry

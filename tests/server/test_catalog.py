@@ -178,7 +178,7 @@ def test_an_unknown_run_is_404_in_the_words_of_runs_show(client, site, path):
 def test_cancelling_a_run_that_ended_is_refused_in_the_words_of_runs_cancel(client, site):
     words = cli_error(site.root, "runs", "cancel", site.run_id)
     answer = client.post(f"/runs/{site.run_id}/cancel")
-    assert answer.status_code == 400
+    assert answer.status_code == 409  # the request is fine; the run's state refuses it
     assert answer.json()["detail"] == words
     assert "is not running (status completed)" in words
 

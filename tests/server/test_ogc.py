@@ -135,6 +135,9 @@ def test_the_same_request_twice_is_the_same_job(server: Served) -> None:
         done = _finished(client, first.headers["location"])
         again = _execute(client, inputs)
         listed = [j["jobID"] for j in client.get("/jobs", params={"limit": 100}).json()["jobs"]]
+        ended = client.delete(first.headers["location"])
+    assert (ended.status_code, ended.json()["title"]) == (409, "Conflict")
+    assert "is not running (status completed)" in ended.json()["detail"]
     assert again.headers["location"] == first.headers["location"]
     assert again.json()["status"] == "successful"
     assert again.json()["finished"] == done["finished"]  # not run again
