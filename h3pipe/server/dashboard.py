@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import tempfile
 import threading
@@ -31,7 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 
 from h3pipe.api import Project
-from h3pipe.errors import H3PipeError, NotFound
+from h3pipe.errors import ConfigError, H3PipeError, NotFound
 from h3pipe.server import auth
 from h3pipe.server.settings import ServerSettings
 from h3pipe.server.status import ENDED, job_status
@@ -100,11 +101,35 @@ def _policy(settings: ServerSettings) -> str:
     report (shown in a frame) brings its own inline styles and data: images."""
     images = "'self' data: blob:"
     if settings.basemap:
-        parts = urlsplit(settings.basemap.replace("{", "").replace("}", ""))
-        images += f" {parts.scheme}://{parts.netloc}" if parts.netloc else ""
+        images += f" {basemap_origin(settings.basemap)}"
     return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
             f"img-src {images}; connect-src 'self'; frame-src 'self'; object-src 'none'; "
             "base-uri 'none'; form-action 'self'")
+
+
+# A host written out: a name or an IPv4 address, or an IPv6 one in brackets; a port.
+_HOST = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+def basemap_origin(template: str) -> str:
+    """Where a basemap's tiles come from (``scheme://host[:port]``): the one origin the
+    pages may load images from besides this server, and what ``h3pipe serve`` says at
+    start. The schema lets any http(s) URL through; the host goes into every page's
+    Content-Security-Policy, so a ``{s}`` in it (which the map does not fill in: its
+    tiles would all be refused), a user and password, or a ``;`` (which would add
+    directives to the policy) is refused, as is a template without ``{z}``, ``{x}`` and
+    ``{y}`` (every tile the same picture)."""
+    parts = urlsplit(template)
+    host = parts.scheme in ("http", "https") and _HOST.fullmatch(parts.netloc)
+    missing = [k for k in ("{z}", "{x}", "{y}") if k not in template]
+    if not host or missing:
+        why = (f"it lacks {' and '.join(missing)}" if host else "its host must be one name "
+               "or address (and a port) with no {s}, user, password or ';'")
+        raise ConfigError(f"server: basemap '{template}' is not a tile URL template the "
+                          f"map can use: {why}",
+                          hint="write it as, e.g., basemap: "
+                               "https://tiles.example.org/{z}/{x}/{y}.png in h3pipe.yaml")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _settings(request: Request) -> ServerSettings:
@@ -307,4 +332,4 @@ def report(request: Request, run_id: str) -> HTMLResponse:
         "Cache-Control": "no-store"})
 
 
-__all__ = ["FILES", "Feed", "page", "router", "shown"]
+__all__ = ["FILES", "Feed", "basemap_origin", "page", "router", "shown"]

@@ -13,6 +13,7 @@ import uvicorn
 from h3pipe.api import Project
 from h3pipe.errors import Terminated, UsageError
 from h3pipe.server.app import create_app
+from h3pipe.server.dashboard import basemap_origin
 from h3pipe.server.settings import ServerSettings
 
 GRACEFUL_SECONDS = 5  # for requests in progress at SIGTERM; runs have Jobs.close's own
@@ -25,10 +26,14 @@ def serve(project: Project, *, host: str = "127.0.0.1", port: int = 8000, worker
     settings = ServerSettings.of(project.read_settings(), project.root,
                                  max_concurrent_runs=workers)
     project.queue_settings(queue)  # a malformed --queue is the CLI's one line, not uvicorn's
+    tiles = basemap_origin(settings.basemap) if settings.basemap else None  # and a basemap
     listening = bind(host, port)
     shown = f"[{host}]" if ":" in host else host
     say(f"h3pipe serving {project.root} on http://{shown}:{listening.getsockname()[1]}/ "
         f"(dashboard: /dashboard, OpenAPI: /openapi.json)")
+    if tiles:  # a request leaving this machine from every page of the map
+        say(f"every viewer's browser fetches the map's basemap tiles from {tiles} "
+            "(server: basemap in h3pipe.yaml)")
     if settings.open and not loopback(host):
         warn(f"{host} is not a loopback address and no token is configured: "
              "anyone who reaches it may run pipelines (server: tokens in h3pipe.yaml)")
