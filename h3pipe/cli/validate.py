@@ -10,6 +10,7 @@ import typer
 
 from h3pipe.cli.app import app, project_of
 from h3pipe.errors import UsageError
+from h3pipe.masking import scrub
 
 
 @app.command("validate")
@@ -44,12 +45,13 @@ def validate(
             shown["notes"] = report.notes
         shown["problems"] = [{"file": p.file, "line": p.line, "path": p.path,
                               "message": p.message, "kind": p.kind} for p in report.problems]
-        typer.echo(json.dumps(shown, indent=2))
+        typer.echo(scrub(json.dumps(shown, indent=2)))
     else:
+        # A problem quotes what was written, a password in a URL among it: masked.
         for problem in report.problems:
-            typer.echo(problem.format())
+            typer.echo(scrub(problem.format()))
         for note in report.notes:
-            typer.echo(f"note: {note}", err=True)
+            typer.echo(scrub(f"note: {note}"), err=True)
         n = len(report.files)
         if report.ok:
             typer.echo(f"{n} file(s) valid", err=True)

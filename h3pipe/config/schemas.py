@@ -107,6 +107,9 @@ def _message(err: SchemaError) -> str:
             err.instance, dict):
         keys = ", ".join(f"'{k}'" for k in err.validator_value.get("required", []))
         return f"{keys} does not go with kind '{err.instance.get('kind')}'"
+    if err.validator == "pattern" and "x-pattern" in err.schema:
+        # The pattern's meaning in words, where a regular expression would read as noise.
+        return f"{err.instance!r} is not {err.schema['x-pattern']}"
     if err.validator == "enum":
         return f"{err.instance!r} is not one of [{', '.join(repr(v) for v in err.validator_value)}]"
     if err.validator == "type":
