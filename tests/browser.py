@@ -52,9 +52,11 @@ def browser(*, offline: bool) -> Iterator:
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator:
-    """A Chromium browser for the session, offline."""
+    """A Chromium browser for the test module, offline. Not for the session: Playwright's
+    sync API keeps an event loop running in the main thread while it is open, so any later
+    module's own (another browser, asyncio.run) would be refused."""
     yield from browser(offline=True)
 
 
