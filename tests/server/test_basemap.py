@@ -30,7 +30,8 @@ from PIL import Image
 
 from tests.browser import browser as chromium_browser
 from tests.server.conftest import SMALL_BBOX, Served, make_project, start_server
-from tests.server.test_dashboard import _cells_of, _ramp_mean
+from tests.server.test_dashboard import Seen, _cells_of, _ramp_mean
+from tests.server.test_dashboard import visit as dashboard_page
 from tests.server.test_map_data import h3pipe_cli
 
 WAIT = 30_000  # ms: what a page may take to show something, on a busy machine
@@ -186,32 +187,12 @@ def browser() -> Iterator:
     yield from chromium_browser(offline=False)
 
 
-@dataclass
-class Seen:
-    errors: list[str] = field(default_factory=list)
-    outside: list[str] = field(default_factory=list)
-
-
 def visit(browser, site: Served, tiles: Tiles):
     """The map of the small box's statistics, drawn once; console errors (a refusal by
     the Content-Security-Policy is one) and requests for anything but the two servers
     (refused) recorded."""
-    seen = Seen()
-    page = browser.new_page()
-    page.on("console", lambda m: m.type == "error" and seen.errors.append(m.text))
-    page.on("pageerror", lambda e: seen.errors.append(str(e)))
-
-    def route(r) -> None:
-        url = r.request.url
-        if url.startswith((site.url + "/", tiles.url + "/", "data:", "blob:", "about:")):
-            r.continue_()
-        else:
-            seen.outside.append(url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.goto(f"{site.url}/dashboard/map/dem_stats#scope=bbox:{SMALL_BBOX}&resolution=8"
-              "&column=mean")
+    page, seen = dashboard_page(browser, site, f"/dashboard/map/dem_stats#scope=bbox:"
+                                f"{SMALL_BBOX}&resolution=8&column=mean", also=(tiles.url,))
     page.wait_for_function("() => h3map.state().loaded > 0 && !h3map.state().busy",
                            timeout=WAIT)
     return page, seen

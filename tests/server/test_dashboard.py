@@ -112,17 +112,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server.stop()
 
 
-def visit(browser, served: Served, path: str):
+def visit(browser, served: Served, path: str, also: tuple[str, ...] = ()):
     """A new page at ``path``, recording console errors, uncaught exceptions and requests
-    outside the server (refused)."""
+    outside the server and the origins ``also`` allowed (refused)."""
     seen = Seen()
     page = browser.new_page()
     page.on("console", lambda m: m.type == "error" and seen.errors.append(m.text))
     page.on("pageerror", lambda e: seen.errors.append(str(e)))
+    allowed = (served.url + "/", *(origin + "/" for origin in also),
+               "data:", "blob:", "about:")
 
     def route(r) -> None:
         url = r.request.url
-        if url.startswith(served.url + "/") or url.startswith(("data:", "blob:", "about:")):
+        if url.startswith(allowed):
             r.continue_()
         else:
             seen.outside.append(url)
