@@ -21,10 +21,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,9 +50,9 @@ from h3pipe.server.mapdata import (
     reduce,
     rule_of,
 )
+from h3pipe.server.recent import Once
 from h3pipe.server.settings import ServerSettings
 
-T = TypeVar("T")
 router = APIRouter(tags=["maps"], dependencies=[Depends(auth.reader)])
 SCENARIO = "scenario"
 KEEP = 4  # results kept in memory (the least recently used one goes first)
@@ -322,36 +321,6 @@ class Results:
             while len(result.layers) > LAYERS:
                 result.layers.popitem(last=False)
         return layer
-
-
-class Once:
-    """What many ask for at once, made once: the first asker makes it and the others wait
-    for it (or for its error). Many dashboards show one map, and when a run replaces its
-    result they all ask for the new one together."""
-
-    def __init__(self) -> None:
-        self._making: dict[Hashable, Future[Any]] = {}
-        self._lock = threading.Lock()
-
-    def run(self, key: Hashable, make: Callable[[], T]) -> T:
-        with self._lock:
-            making = self._making.get(key)
-            mine = making is None
-            if making is None:
-                making = self._making[key] = Future()
-        if not mine:
-            return cast(T, making.result())
-        try:
-            made = make()
-        except BaseException as exc:
-            making.set_exception(exc)
-            raise
-        else:
-            making.set_result(made)
-            return made
-        finally:
-            with self._lock:
-                del self._making[key]
 
 
 class Answers:

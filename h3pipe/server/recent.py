@@ -1,7 +1,8 @@
-"""What many requests ask at once, read once: :class:`Recent`, values kept for a short
-time per key and shared by concurrent callers (one reads, the others wait for its value).
-A hundred clients polling one job's status cost the store one read per interval, not a
-hundred."""
+"""What many requests ask at once, made once: :class:`Once` (the first asker makes it, the
+others wait for it) and :class:`Recent` (a value kept for a short time per key, made at
+most once per interval). A hundred clients polling one job's status cost the store one
+read per interval, not a hundred; many dashboards asking for a map a run has just replaced
+cost one reading of the new result."""
 
 from __future__ import annotations
 
@@ -9,16 +10,47 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar, cast
 
+T = TypeVar("T")
 V = TypeVar("V")
+
+
+class Once:
+    """What many ask for at once, made once: the first asker makes it and the others wait
+    for it (or for its error)."""
+
+    def __init__(self) -> None:
+        self._making: dict[Hashable, Future[Any]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, key: Hashable, make: Callable[[], T]) -> T:
+        with self._lock:
+            making = self._making.get(key)
+            mine = making is None
+            if making is None:
+                making = self._making[key] = Future()
+        if not mine:
+            return cast(T, making.result())
+        try:
+            made = make()
+        except BaseException as exc:
+            making.set_exception(exc)
+            raise
+        else:
+            making.set_result(made)
+            return made
+        finally:
+            with self._lock:
+                del self._making[key]
 
 
 class Recent(Generic[V]):
     def __init__(self, seconds: float, most: int = 1024) -> None:
         self.seconds, self.most = seconds, most
         self._kept: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
-        self._reading: dict[Hashable, threading.Lock] = {}
+        self._once = Once()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, read: Callable[[], V]) -> V:
@@ -27,20 +59,20 @@ class Recent(Generic[V]):
         found = self._fresh(key)
         if found is not None:
             return found[1]
-        with self._lock:
-            reading = self._reading.setdefault(key, threading.Lock())
-        with reading:  # one caller reads; the others find its value when it is done
-            found = self._fresh(key)
-            if found is not None:
-                return found[1]
+
+        def read_and_keep() -> V:  # unless the asker before this one has just read it
+            again = self._fresh(key)
+            if again is not None:
+                return again[1]
             value = read()
             with self._lock:
                 self._kept[key] = (time.monotonic(), value)
                 self._kept.move_to_end(key)
                 while len(self._kept) > self.most:
                     self._kept.popitem(last=False)
-                self._reading.pop(key, None)
             return value
+
+        return self._once.run(key, read_and_keep)
 
     def forget(self, key: Hashable) -> None:
         """Read ``key`` again next time (it is known to have changed)."""
