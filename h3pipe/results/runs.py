@@ -137,9 +137,9 @@ def cancellable(store: Store, run_id: str) -> Row:
     if not holder_alive(run):
         dead = why_dead(run)
         raise NotRunning(f"run '{run['run_id']}' is not running "
-                          + (f"({dead})" if dead else f"(status {run['status']})"),
-                          hint=f"resume it with 'h3pipe resume {run['run_id']}'" if dead
-                          else None)
+                         + (f"({dead})" if dead else f"(status {run['status']})"),
+                         hint=f"resume it with 'h3pipe resume {run['run_id']}'" if dead
+                         else None)
     history.request_cancel(store.catalog, run["run_id"])
     return run
 
@@ -183,7 +183,7 @@ def read_dataset(project: ProjectConfig, dataset: str, *, scope: ScopeRef | None
         else:
             entries = store.result_entries(dataset, resolution, scope_key)
         if not entries:
-            _no_results(store, dataset)
+            no_results(store, dataset)
         table = layouts.shape(store.read_results(entries), layouts.merged(entries), wanted,
                               layout)
     return table, entries
@@ -213,13 +213,14 @@ def _published_by(store: Store, dataset: str, run_ref: str,
                       if other else f"see 'h3pipe runs show {rid}'")
 
 
-def _no_results(store: Store, dataset: str) -> NoReturn:
-    """Raise: nothing matched; say which datasets, or which of its scopes, there are."""
+def no_results(store: Store, dataset: str) -> NoReturn:
+    """Raise :class:`NotFound`: nothing matched; say which datasets, or which of its
+    scopes, there are (exports, and the server's maps)."""
     known = sorted({e["dataset"] for e in store.result_entries()})
     if dataset not in known:
         raise NotFound(f"no results for dataset '{dataset}'" + suggest(dataset, known)
-                          + f" (datasets with results: {', '.join(known) or 'none'})")
+                       + f" (datasets with results: {', '.join(known) or 'none'})")
     options = ", ".join(f"{e['scope_label']} at resolution {e['resolution']} "
                         f"(run {e['run_id']})" for e in store.result_entries(dataset))
     raise NotFound(f"no results for dataset '{dataset}' with the filters given "
-                      f"(it has: {options})")
+                   f"(it has: {options})")

@@ -39,6 +39,7 @@ from h3pipe.planning.scope import ScopeRef
 from h3pipe.report import maps as static
 from h3pipe.report.datasets import Selection, map_column, numbers, style_for
 from h3pipe.report.meaning import Meaning, meanings
+from h3pipe.results.runs import no_results
 from h3pipe.server import auth
 from h3pipe.server.mapdata import (
     Box,
@@ -188,11 +189,9 @@ class Results:
             with self.project.open_store() as store:
                 entries = store.result_entries(dataset)
                 if not entries:
-                    known = sorted({e["dataset"] for e in store.result_entries()})
                     with self._lock:
                         self._listed.pop(dataset, None)
-                    raise NotFound(f"no results for dataset '{dataset}' (datasets with "
-                                   f"results: {', '.join(known) or 'none'})")
+                    no_results(store, dataset)
         finally:
             with self._lock:
                 self._reading.discard(dataset)
