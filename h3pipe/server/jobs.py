@@ -250,22 +250,29 @@ class WarmJobs(Jobs):
         with self._preparing:
             plan = self.project.prepare(pipeline, scope, resolution, **options)
         run_id = plan.run_id
-        with self._lock:
-            entry = self._jobs.get(run_id)
-            if entry is not None and entry.live:
-                return Job(run_id, False, job_status(self._row(entry))["status"])
+        here = self._live(run_id)
+        if here is not None:
+            return here
         known = self._stored(run_id)
         if known is not None and _stands(known, force=bool(options.get("force"))):
             return Job(run_id, False, job_status(known)["status"])
         with self._lock:
-            entry = self._jobs.get(run_id)
-            if entry is not None and entry.live:  # the same request, a moment earlier
-                return Job(run_id, False, job_status(self._row(entry))["status"])
+            here = self._live(run_id)  # the same request, a moment earlier
+            if here is not None:
+                return here
             self._forget_ended()
             self._jobs[run_id] = _Entry.of(plan)
             self._waiting.append(run_id)
             self._dispatch()
         return Job(run_id, True, "accepted")
+
+    def _live(self, run_id: str) -> Job | None:
+        """The job of a run waiting or running here, if it is one."""
+        with self._lock:
+            entry = self._jobs.get(run_id)
+            if entry is not None and entry.live:
+                return Job(run_id, False, job_status(self._row(entry))["status"])
+        return None
 
     def cancel(self, run_id: str) -> str:
         with self._lock:
