@@ -59,6 +59,8 @@ def _handle_errors(app: FastAPI) -> None:
         status, body = problems.of_error(exc, request.url.path)
         return _problem(status, body)
 
+    app.add_exception_handler(ogc.OgcProblem, ogc.answer)  # OGC's exception types
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         body = problems.problem(exc.status_code, str(exc.detail), request.url.path)

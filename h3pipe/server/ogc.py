@@ -8,15 +8,14 @@ run is small. Errors are problem details with OGC's exception types
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -50,9 +49,6 @@ DOWNLOADS = {
                 "GeoJSON FeatureCollection: one feature per cell"),
 }
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 
 class OgcProblem(Exception):
     """An h3pipe error answered with OGC's exception ``kind`` (no-such-process,
@@ -68,19 +64,11 @@ class OgcProblem(Exception):
         return JSONResponse(body, status_code=status, media_type=problems.PROBLEM)
 
 
-def ogc_errors(route: Callable[P, R]) -> Callable[P, R | JSONResponse]:
-    """A route whose :class:`OgcProblem` becomes its problem-details answer (a router
-    has no exception handlers of its own, and the app's know no OGC types)."""
-
-    @functools.wraps(route)
-    def answered(*args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
-        try:
-            return route(*args, **kwargs)
-        except OgcProblem as exc:
-            request = kwargs.get("request")
-            return exc.response(request.url.path if isinstance(request, Request) else "")
-
-    return answered
+async def answer(request: Request, exc: Exception) -> JSONResponse:
+    """The app's handler of :class:`OgcProblem`: the h3pipe error's problem document,
+    typed as OGC's exception."""
+    assert isinstance(exc, OgcProblem)
+    return exc.response(request.url.path)
 
 
 # -- the service ----------------------------------------------------------------------------
@@ -119,7 +107,6 @@ def processes(request: Request, _: str = Depends(auth.reader)) -> dict[str, Any]
 
 
 @router.get("/processes/{process_id}", summary="A pipeline's inputs and outputs")
-@ogc_errors
 def process(process_id: str, request: Request, _: str = Depends(auth.reader)
             ) -> dict[str, Any]:
     pipeline = _pipeline(request, process_id)
@@ -130,7 +117,6 @@ def process(process_id: str, request: Request, _: str = Depends(auth.reader)
 
 @router.post("/processes/{process_id}/execution", status_code=201,
              summary="Run a pipeline (asynchronously): 201 and the job's location")
-@ogc_errors
 def execute(process_id: str, request: Request, body: Annotated[dict[str, Any], Body()],
             prefer: Annotated[str | None, Header()] = None,
             _: str = Depends(auth.runner)) -> JSONResponse:
@@ -167,13 +153,11 @@ def job_list(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 
 
 @router.get("/jobs/{job_id}", summary="A run's status and progress")
-@ogc_errors
 def job(job_id: str, request: Request, _: str = Depends(auth.reader)) -> dict[str, Any]:
     return problems.safe(_status(request.app.state.jobs, job_id, _base(request)))
 
 
 @router.delete("/jobs/{job_id}", summary="Cancel a run (as 'h3pipe runs cancel')")
-@ogc_errors
 def dismiss(job_id: str, request: Request, _: str = Depends(auth.runner)
             ) -> dict[str, Any]:
     jobs: Jobs = request.app.state.jobs
@@ -186,7 +170,6 @@ def dismiss(job_id: str, request: Request, _: str = Depends(auth.runner)
 
 
 @router.get("/jobs/{job_id}/results", summary="Where a successful run's dataset is")
-@ogc_errors
 def results(job_id: str, request: Request, _: str = Depends(auth.reader)
             ) -> dict[str, Any]:
     jobs: Jobs = request.app.state.jobs
@@ -209,7 +192,6 @@ def results(job_id: str, request: Request, _: str = Depends(auth.reader)
 
 
 @router.get("/jobs/{job_id}/results/{fmt}", summary="Download a successful run's dataset")
-@ogc_errors
 def download(job_id: str, fmt: str, request: Request, _: str = Depends(auth.reader)
              ) -> FileResponse:
     if fmt not in DOWNLOADS:
