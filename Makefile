@@ -121,9 +121,11 @@ demo-fathom: install
 # BENCH_SWEEP='--single-band 39' runs an eighth of the 312 and scales), and h3pipe map
 # drawing 8 k to 20 M cells (maps.json, under a minute). About 80 minutes on 2 cores;
 # then the vector pipelines on 1 to 64 M buildings (vector.json; see bench-vector).
+# h3pipe as it was before issue 29, run beside this tree in bench.py (BENCH_BEFORE= skips it).
+BENCH_BEFORE ?= 18ccdb3
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench.py --before=$(BENCH_BEFORE) $(BENCH_ARGS)
 	$(BIN)/python benchmarks/remote.py
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/small.py
@@ -132,6 +134,7 @@ bench: install
 	$(BIN)/python benchmarks/sweep.py $(BENCH_SWEEP)
 	$(BIN)/python benchmarks/maps.py
 	$(BIN)/python benchmarks/vector.py $(VECTOR_ARGS)
+	$(BIN)/python benchmarks/targets.py
 
 # The scale targets of issue 12: h3pipe run over DR Congo at res 8 and 9 and Rwanda at res 9
 # on stand-ins for cop-dem-glo-90 (241 tiles of 1200 x 1200, ~1 GB, generated once into
