@@ -115,9 +115,24 @@ class Project(_Config):
         return forecast_run(self, pipeline, scope_of(scope).resolve(),
                             RunOptions(resolution=resolution, **options))
 
+    def plans(self, pipeline: str, scope: Scope, resolution: str | None = None,
+              **options: Any) -> list[Forecast]:
+        """:meth:`plan` for ``-r 4-9`` as :meth:`run` would run it: one plan for
+        resolutions computed in one run, else one plan per resolution."""
+        levels = self.resolutions(pipeline, resolution)
+        if len(levels) > 1 and self.why_unshared(pipeline) is None:
+            return [self.plan(pipeline, scope, None, resolutions=tuple(
+                r for r in levels if r is not None), **options)]
+        return [self.plan(pipeline, scope, res, **options) for res in levels]
+
     def resolutions(self, pipeline: str, given: str | None = None) -> list[int | None]:
         """``4-9``, ``4,6,8`` or one level; without one, the pipeline's defaults."""
         return pyramid.of_pipeline(self, pipeline, given)
+
+    def why_unshared(self, pipeline: str) -> str | None:
+        """Why ``pipeline``'s resolutions cannot be one run reading every pixel once
+        (``run(..., resolutions=(5, 6, 7))``); None when they can."""
+        return pyramid.why_unshared(self, pipeline)
 
     def countries(self, given: str) -> list[str]:
         """``RWA,BDI`` or ``@group`` (a group of h3pipe.yaml's ``groups:``) as codes."""
@@ -131,7 +146,9 @@ class Project(_Config):
         """Run ``pipeline`` over ``scope`` and publish its dataset; a completed run with the
         same inputs is reported, not recomputed (``force=True`` recomputes). With a
         ``queue`` (or $H3PIPE_QUEUE, or ``queue:`` of h3pipe.yaml) the batches go to
-        ``h3pipe worker`` processes; ``detach`` returns once submitted."""
+        ``h3pipe worker`` processes; ``detach`` returns once submitted.
+        ``resolutions=(5, 6, 7, 8, 9)`` computes several resolutions in one run that reads
+        every pixel once, each published as its own (see :meth:`why_unshared`)."""
         from h3pipe.execution.reporting import Reporter  # start-up: see _LAZY
         from h3pipe.execution.runner import run_pipeline  # start-up: see _LAZY
         from h3pipe.planning.prepare import RunOptions  # start-up: see _LAZY
@@ -142,6 +159,9 @@ class Project(_Config):
         resolved = scope_of(scope).resolve()
         if settings is None:
             return run_pipeline(self, pipeline, resolved, opts, reporter)
+        if len(opts.resolutions) > 1:
+            raise UsageError("a queue runs one resolution a run",
+                             hint="run each resolution on its own, or without the queue")
         return run_queued(self, pipeline, resolved, opts, settings, reporter or Reporter(),
                           detach=detach)
 

@@ -353,7 +353,8 @@ class CellBlock:
     id order). A ``whole`` parent lies entirely inside the scope, so its slice is taken from
     all its descendants; the others' cells are ``listed``, slice after slice. Small, so it
     pickles to workers and queues: a batch of a few thousand cells well inside a country is
-    a few parent ids."""
+    a few parent ids. ``also``: cells of coarser resolutions computed with them (a run of
+    several resolutions reads each window once for all of them), after the block's own."""
 
     resolution: int
     parents: np.ndarray = field(compare=False)
@@ -361,10 +362,11 @@ class CellBlock:
     lo: np.ndarray = field(compare=False)
     hi: np.ndarray = field(compare=False)
     listed: np.ndarray = field(compare=False)
+    also: np.ndarray = field(compare=False, default_factory=lambda: np.array([], np.uint64))
 
     @property
     def count(self) -> int:
-        return int((self.hi - self.lo).sum())
+        return int((self.hi - self.lo).sum()) + len(self.also)
 
     def cells(self) -> np.ndarray:
         """The block's cell ids, in order (whole parents expanded in one call)."""
@@ -379,7 +381,7 @@ class CellBlock:
             out[_ranges(at[whole], n[whole])] = kids[_ranges(first + self.lo[whole], n[whole])]
         if not whole.all():
             out[_ranges(at[~whole], n[~whole])] = self.listed
-        return out
+        return np.concatenate([out, self.also]) if len(self.also) else out
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -388,8 +390,10 @@ class CellBlock:
         import shapely
 
         res = int((int(self.parents[0]) >> 52) & 0xF)
-        west, south, east, north = arc_bounds(shapely.bounds(
-            shapes(self.parents, descendant_scale(res))))
+        boxes = shapely.bounds(shapes(self.parents, descendant_scale(res)))
+        if len(self.also):  # coarser cells reach beyond their anchors' descendants
+            boxes = np.vstack([boxes, shapely.bounds(shapes(self.also))])
+        west, south, east, north = arc_bounds(boxes)
         return (west, south, east + 360 if east < west else east, north)
 
 

@@ -32,8 +32,10 @@ def plan(
     tasks and rows; per source the tiles or items touched, bytes to read, pixels in the
     scope and per cell; and an estimated wall time and peak memory for this machine, from
     what earlier runs in this store measured. Exit codes as 'run' (2 for bad input).
-    Several resolutions (-r 4-9, or the pipeline's defaults.resolutions) are planned one
-    after another, as 'run' runs them; --format json then gives a list of plans.
+    Several resolutions (-r 4-9, or the pipeline's defaults.resolutions) are one plan when
+    'run' computes them in one run (zonal_stats over cells, then row-wise steps), else
+    planned one after another, as 'run' runs them; --format json then gives a list of
+    plans.
 
     Example:
 
@@ -55,9 +57,8 @@ def plan(
         parse_resolutions(resolution)  # a bad -r is refused before the project is read
     project = project_of(ctx)
     scope = ScopeRef.given(iso3=iso3, bbox=bbox, aoi=aoi)
-    reports = [project.plan(pipeline, scope, res, batch_size=batch_size, workers=workers,
-                            force=force, from_step=from_step)
-               for res in project.resolutions(pipeline, resolution)]
+    reports = project.plans(pipeline, scope, resolution, batch_size=batch_size,
+                            workers=workers, force=force, from_step=from_step)
     if fmt == "json":
         shown = [rep.to_json() for rep in reports]
         output.say(json.dumps(shown[0] if len(shown) == 1 else shown, indent=2))

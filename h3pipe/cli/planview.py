@@ -15,9 +15,10 @@ def heading(plan: RunPlan, view: Outlook) -> list[str]:
     """The run, its status, its cells, the sources that miss part of the scope, and each
     stage's steps, tasks and rows."""
     p = plan.pipeline
+    at = f"resolution {plan.resolution}" if not plan.coarser else "resolutions " + ", ".join(
+        f"{r} ({len(plan.cells_at(r)):,})" for r in plan.levels) + ", every pixel read once"
     lines = [f"run {plan.run_id}: {view.detail}",
-             f"  pipeline {p.id} -> dataset {p.dataset}, {plan.scope.label}, resolution "
-             f"{plan.resolution}",
+             f"  pipeline {p.id} -> dataset {p.dataset}, {plan.scope.label}, {at}",
              f"  {view.cells:,} cells, {plan.workers} worker(s), batches of up to "
              f"{plan.batch_size:,} cells"]
     lines += sweep_lines(plan)

@@ -60,9 +60,12 @@ def run(
 
         h3pipe run population --iso3 RWA --resolution 4-9
 
-    Several countries or resolutions run one after another, each its own exact run; a
-    failing one does not stop the others, a table sums them up, and the exit code is the
-    worst of theirs.
+    Several resolutions are one run that reads every pixel once and computes each
+    resolution exactly (each cell its own coverage fractions), published per resolution,
+    when the pipeline is zonal_stats over cells followed by row-wise steps; otherwise (and
+    with a queue) each resolution is its own run, and a line says why. Several countries
+    run one after another, each its own run; a failing one does not stop the others, a
+    table sums them up, and the exit code is the worst of theirs.
 
         h3pipe --store postgresql://h3@db/h3 run elevation_terrain --iso3 RWA --queue amqp://mq//
 
@@ -91,10 +94,26 @@ def run(
     levels: list[int | None] = [given[0]] if given and len(given) == 1 \
         else project.resolutions(pipeline, resolution)
     run = Launch(project, pipeline, queue, detach, options)
+    if len(levels) > 1 and _shared(project, pipeline, queue, levels):
+        run.together = tuple(r for r in levels if r is not None)
+        levels = [None]
     if several or len(levels) > 1:
         return _run_many(run, levels, iso3=iso3, several=several, bbox=bbox, aoi=aoi)
     run.one(levels[0], iso3=iso3, bbox=bbox, aoi=aoi)
     return 0
+
+
+def _shared(project: Project, pipeline: str, queue: str | None, levels: list[int | None]
+            ) -> bool:
+    """Whether the resolutions are one run that reads every pixel once; else a line says
+    why each is its own run."""
+    why = project.why_unshared(pipeline)
+    if why is None and project.queue_settings(queue) is not None:
+        why = "a queue runs one resolution a run"
+    if why is None:
+        return True
+    output.info(f"each resolution is its own run (reading the rasters again): {why}")
+    return False
 
 
 class Launch:
@@ -104,6 +123,8 @@ class Launch:
                  options: dict[str, Any]) -> None:
         self.project, self.pipeline, self.queue = project, pipeline, queue
         self.detach, self.options = detach, options
+        # Resolutions computed together by each run (one read of every pixel), if any.
+        self.together: tuple[int, ...] = ()
 
     def one(self, resolution: int | None, **scope_of: Any) -> str:
         """One scope: run it here or through the queue, say how it went, and return that
@@ -114,8 +135,10 @@ class Launch:
         from h3pipe.cli.progress import make_reporter
 
         scope = ScopeRef.given(**scope_of)
+        options = {**self.options, "resolutions": self.together} if self.together \
+            else self.options
         done = self.project.run(self.pipeline, scope, resolution, queue=self.queue,
-                                detach=self.detach, reporter=make_reporter(), **self.options)
+                                detach=self.detach, reporter=make_reporter(), **options)
         if isinstance(done, Submitted):
             _submitted(done)
             return f"run {done.run_id} {'submitted' if done.state != 'already' else 'done'}"
@@ -184,21 +207,25 @@ def _submitted(done: Submitted) -> None:
 
 
 def _say(result: RunResult, iso3: str | None) -> None:
+    levels = ", ".join(str(r) for r in result.resolutions)
+    at = f"resolutions {levels}" if levels else f"resolution {result.resolution}"
     if result.state == "already":
         output.say(f"run {result.run_id} already completed: {result.cells} cells of "
-                   f"{result.scope_label} at resolution {result.resolution} -> dataset "
+                   f"{result.scope_label} at {at} -> dataset "
                    f"{result.dataset}; nothing recomputed (--force to recompute)")
         output.coverage(result.coverage)
         return
     output.say(
         f"run {result.run_id} completed{' (resumed)' if result.state == 'resumed' else ''}: "
         f"{result.cells} cells of {result.scope_label} at "
-        f"resolution {result.resolution} -> dataset {result.dataset} ({result.rows} rows) "
+        f"{at} -> dataset {result.dataset} ({result.rows} rows) "
         f"in {result.seconds:.1f} s"
     )
     output.coverage(result.coverage)
-    # The export of exactly this result: by country when given one, else by the run.
+    # The export of exactly this result: by country when given one, else by the run (a
+    # run of several resolutions: the finest; -r names another).
     scope_opt = (f"--iso3 {iso3.upper()} --resolution {result.resolution}" if iso3
-                 else f"--run {result.run_id}")
+                 else f"--run {result.run_id}"
+                 + (f" --resolution {result.resolution}" if levels else ""))
     output.info(f"export: h3pipe export {result.dataset} {scope_opt} -o "
                 f"{result.dataset}.parquet")

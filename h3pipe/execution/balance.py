@@ -80,8 +80,8 @@ def checked_steps(plan: RunPlan) -> list[tuple[StepSpec, dict[str, str]]]:
 
 def check_balance(plan: RunPlan, store: Store, outputs: dict[str, dict[int, str]]
                   ) -> dict[str, list[dict[str, Any]]]:
-    """Each checked step's figures (step id -> per scenario and band); raises
-    :class:`ConservationError` past the tolerance."""
+    """Each checked step's figures (step id -> per scenario and band, and per resolution
+    for a run of several); raises :class:`ConservationError` past the tolerance."""
     figures: dict[str, list[dict[str, Any]]] = {}
     for step, bands in checked_steps(plan):
         refs = [outputs[step.id][k] for k in sorted(outputs.get(step.id, {}))]
@@ -89,10 +89,21 @@ def check_balance(plan: RunPlan, store: Store, outputs: dict[str, dict[int, str]
             continue
         table = store.read_outputs(refs)
         found = []
-        for label, info, rows in _scenarios(plan, step, table):
-            found += _check(plan, step, info, rows, bands, label)
+        for res, rows_at in _levels(plan, table):
+            for label, info, rows in _scenarios(plan, step, rows_at):
+                found += [{**f, **({"resolution": res} if plan.coarser else {})}
+                          for f in _check(plan, step, info, rows, bands, label, res)]
         figures[step.id] = found
     return figures
+
+
+def _levels(plan: RunPlan, table: Any) -> list[tuple[int, Any]]:
+    """(resolution, its rows) of a step's output: a run of several resolutions is checked
+    at each, against that resolution's cells."""
+    if not plan.coarser:
+        return [(plan.resolution, table)]
+    found = grid.resolutions(grid.ids(table["h3_index"]))
+    return [(res, table.take(np.flatnonzero(found == res))) for res in plan.levels]
 
 
 def _scenarios(plan: RunPlan, step: StepSpec, table: Any) -> list[tuple[str, RasterInfo, Any]]:
@@ -107,10 +118,10 @@ def _scenarios(plan: RunPlan, step: StepSpec, table: Any) -> list[tuple[str, Ras
 
 
 def _check(plan: RunPlan, step: StepSpec, info: RasterInfo, rows: Any, bands: dict[str, str],
-           scenario: str) -> list[dict[str, Any]]:
+           scenario: str, resolution: int) -> list[dict[str, Any]]:
     import pyarrow.compute as pc
 
-    union, scope = raster_sums(info, plan.cells.ids(), plan.scope.geometry)
+    union, scope = raster_sums(info, plan.cells_at(resolution).ids(), plan.scope.geometry)
     tolerance = step.params.get("conservation_tolerance", DEFAULT_TOLERANCE)
     found = []
     for k, band in enumerate(info.band_names or ("",)):
@@ -119,6 +130,7 @@ def _check(plan: RunPlan, step: StepSpec, info: RasterInfo, rows: Any, bands: di
         total = pc.sum(rows[bands[band]]).as_py() or 0.0
         b = Balance(bands[band], float(total), float(union[k]), float(scope[k]))
         where = f" (scenario {scenario})" if scenario else ""
+        where += f" at resolution {resolution}" if plan.coarser else ""
         if b.relative_error > tolerance:
             raise ConservationError(
                 f"step '{step.id}'{where}: the cells' {b.column} is {b.cells_sum:.10g} but "
@@ -242,6 +254,7 @@ def describe(figures: dict[str, list[dict[str, Any]]]) -> list[str]:
     for step_id, found in figures.items():
         for f in found:
             where = f" [{f['scenario']}]" if f.get("scenario") else ""
+            where += f" [r{f['resolution']}]" if f.get("resolution") is not None else ""
             captured = (f"; the cells capture {f['captured']:.4%} of the "
                         f"{f['scope_sum']:,.1f} inside the scope polygon"
                         if f.get("captured") is not None else "")

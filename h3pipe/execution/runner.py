@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from h3pipe import faults, storage
+from h3pipe import faults, grid, storage
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import (
     Cancelled,
@@ -41,6 +41,7 @@ from h3pipe.lineage import Lineage, LineageSettings
 from h3pipe.planning.batching import Batcher
 from h3pipe.planning.coverage import Coverage
 from h3pipe.planning.prepare import RunOptions, RunPlan, as_recorded, prepare
+from h3pipe.planning.pyramid import label
 from h3pipe.planning.scope import Scope, ScopeRef
 from h3pipe.spec import DEFAULT_GRACE_SECONDS, StepSpec
 from h3pipe.storage import retry
@@ -65,6 +66,9 @@ class RunResult:
     # What its rasters cover of the scope; ``coverage.check()`` raises for a strict run
     # with too many null cells. None for a run recorded before coverage was.
     coverage: Coverage | None = None
+    # A run of several resolutions: all of them, coarsest first (``resolution`` is the
+    # finest; ``cells`` and ``rows`` count every resolution's). Empty for one resolution.
+    resolutions: tuple[int, ...] = ()
 
 
 def run_pipeline(project: ProjectConfig, pipeline_id: str, scope: Scope,
@@ -107,21 +111,22 @@ def resume_run(project: ProjectConfig, run_id: str, *, from_step: str | None = N
                grace_seconds: float = DEFAULT_GRACE_SECONDS) -> RunResult:
     """Run again what ``run_id`` was run with (pipeline, scope, resolution); its completed
     tasks are kept when its inputs are unchanged."""
-    pipeline_id, scope, resolution = recorded_run(project, run_id)
+    pipeline_id, scope, resolution, levels = recorded_run(project, run_id)
     return run_pipeline(project, pipeline_id, scope,
-                        RunOptions(resolution=resolution, workers=workers, from_step=from_step,
-                                   grace_seconds=grace_seconds), reporter)
+                        RunOptions(resolution=resolution, resolutions=levels, workers=workers,
+                                   from_step=from_step, grace_seconds=grace_seconds), reporter)
 
 
-def recorded_run(project: ProjectConfig, run_id: str) -> tuple[str, Scope, int]:
+def recorded_run(project: ProjectConfig, run_id: str) -> tuple[str, Scope, int, tuple[int, ...]]:
     """The pipeline, scope (resolved again from how it was given) and resolution of a
-    recorded run."""
+    recorded run, and all its resolutions when it computed several (else empty)."""
     with project.open_store() as store:
         run = RunLog(store.catalog).run(run_id)
     if run is None:
         raise ConfigError(f"no run '{run_id}'", hint="list runs with 'h3pipe runs list'")
     scope = ScopeRef.recorded(run.params.raw, run_id).resolve()
-    return run["pipeline_id"], scope, run["resolution"]
+    levels = tuple(run.params.resolutions)
+    return run["pipeline_id"], scope, run["resolution"], levels
 
 
 def execute(plan: RunPlan, root: Path, executor: Executor | Callable[[], Executor],
@@ -155,7 +160,7 @@ def claim_run(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Sto
         "run_id": plan.run_id, "pipeline_id": p.id, "pipeline_version": p.version,
         "pipeline_hash": p.content_hash, "dataset": p.dataset, "scope_key": plan.scope.key,
         "scope_label": plan.scope.label, "resolution": plan.resolution,
-        "params": json.dumps(plan.params()), "cells": len(plan.cells), "created_at": now()})
+        "params": json.dumps(plan.params()), "cells": plan.cell_count, "created_at": now()})
     if row is not None:
         log.forget(plan.run_id, everything=plan.options.force, steps=plan.redo_steps())
     log.record_setup(
@@ -174,8 +179,8 @@ def claim_run(log: RunLog, plan: RunPlan, row: dict[str, Any] | None, store: Sto
 def _result(plan: RunPlan, store: Store, rows: int, seconds: float, state: str,
             coverage: Coverage | None) -> RunResult:
     return RunResult(plan.run_id, plan.pipeline.id, plan.pipeline.dataset, plan.scope.label,
-                     plan.resolution, len(plan.cells), rows, seconds, store.location, state,
-                     coverage)
+                     plan.resolution, plan.cell_count, rows, seconds, store.location, state,
+                     coverage, tuple(plan.levels) if plan.coarser else ())
 
 
 def recorded_coverage(plan: RunPlan, row: RunRecord) -> Coverage | None:
@@ -200,8 +205,8 @@ class _Run:
         state = "resumed" if row is not None and not plan.options.force else "completed"
         started = time.perf_counter()
         log.event(plan.run_id, "run", plan.run_id, "running" if state == "completed"
-                  else "resumed", f"{plan.scope.label}, resolution {plan.resolution}, "
-                  f"{len(plan.cells)} cells")
+                  else "resumed", f"{plan.scope.label}, resolution "
+                  f"{label(plan.levels)}, {plan.cell_count} cells")
         self.reporter.run_started(plan, outlook(plan, self.planner, self.store, row))
         beat = Heartbeat(log, plan.run_id).start()
         stop = StopRequest(plan.options.grace_seconds)
@@ -299,13 +304,61 @@ def publish_outputs(plan: RunPlan, store: Store, outputs: dict[str, dict[int, st
                 "there")
             outputs[step.id] = {1: store.write_task_output(
                 plan.run_id, step.id, 1, _no_rows(plan, step), step.storage)}
-    return store.publish(
+    refs = {s.id: [outputs[s.id][k] for k in sorted(outputs[s.id])] for s in published}
+    split = split_levels(plan, store, published, refs) if plan.coarser \
+        else {plan.resolution: refs}
+    return sum(store.publish(
         run_id=plan.run_id, dataset=plan.pipeline.dataset, theme=plan.pipeline.theme,
-        resolution=plan.resolution, scope_key=plan.scope.key, scope_label=plan.scope.label,
-        step_outputs=[([outputs[s.id][k] for k in sorted(outputs[s.id])],
-                       plan.output_columns(s))
-                      for s in published], layout=plan.layout(published[0]),
-        keep=list(plan.sweep.carried) if plan.sweep else [])
+        resolution=res, scope_key=plan.scope.key, scope_label=plan.scope.label,
+        step_outputs=[(split[res][s.id], plan.output_columns(s)) for s in published],
+        layout=plan.layout(published[0]), keep=list(plan.sweep.carried) if plan.sweep else [])
+        for res in plan.levels)
+
+
+# Rows of one resolution gathered from several tasks before they are written as one part:
+# a part per task and resolution would cost a file (or a COPY) each.
+_SPLIT_ROWS = 250_000
+# Split parts are numbered past any task's number, per resolution, in the step's own
+# intermediate (dropped with it).
+_SPLIT_BASE = 10_000_000
+
+
+def split_levels(plan: RunPlan, store: Store, steps: list[StepSpec],
+                 refs: dict[str, list[str]]) -> dict[int, dict[str, list[str]]]:
+    """A run of several resolutions: each published step's task outputs (rows of every
+    resolution) written again as parts of one resolution each, in task order; resolution
+    -> step id -> references. Rows are told apart by their H3 index's resolution."""
+    import numpy as np
+    import pyarrow as pa
+
+    out: dict[int, dict[str, list[str]]] = {r: {s.id: [] for s in steps} for r in plan.levels}
+    for step in steps:
+        held: dict[int, list[pa.Table]] = {r: [] for r in plan.levels}
+
+        def flush(res: int, step: StepSpec = step, held: dict[int, list[pa.Table]] = held
+                  ) -> None:
+            parts = out[res][step.id]
+            number = _SPLIT_BASE * (res + 1) + len(parts) + 1
+            rows = pa.concat_tables(held[res]) if held[res] else _no_rows(plan, step)
+            parts.append(store.write_task_output(plan.run_id, step.id, number, rows,
+                                                 step.storage))
+            held[res] = []
+
+        for ref in refs[step.id]:
+            table = store.read_outputs([ref])
+            if not table.num_rows:
+                continue
+            found = grid.resolutions(grid.ids(table["h3_index"]))
+            for res in plan.levels:
+                rows = np.flatnonzero(found == res)
+                if len(rows):
+                    held[res].append(table.take(rows))
+                if sum(t.num_rows for t in held[res]) >= _SPLIT_ROWS:
+                    flush(res)
+        for res in plan.levels:
+            if held[res] or not out[res][step.id]:
+                flush(res)
+    return out
 
 
 def complete_run(plan: RunPlan, store: Store, log: RunLog, rows: int, seconds: float

@@ -60,7 +60,8 @@ def outlook(plan: RunPlan, planner: Batcher, store: Store | None,
         FORCED: "completed before: --force recomputes everything",
         RUNNING: f"running now, {describe(row)}" if row else "running now",
     }[status]
-    return Outlook(plan.run_id, status, detail, kept, len(plan.cells), _stages(plan, planner))
+    return Outlook(plan.run_id, status, detail, kept, plan.cell_count,
+                   _stages(plan, planner))
 
 
 def _status(plan: RunPlan, store: Store | None, row: dict[str, Any] | None
@@ -91,7 +92,8 @@ def _stages(plan: RunPlan, planner: Batcher) -> tuple[StageView, ...]:
             step = plan.pipeline.step(sid)
             n_in, how_in = _rows_in(plan, planner, step.input, rows_out)
             if step.input == "cells":
-                tasks_of[sid] = math.ceil(n_in / plan.batch_size)
+                # The finest resolution's cells make the batches (coarser ones ride along).
+                tasks_of[sid] = math.ceil(len(plan.cells) / plan.batch_size)
             else:
                 unit = "rows"
                 # A source's partitions make the batches, and each later step has one
@@ -101,7 +103,7 @@ def _stages(plan: RunPlan, planner: Batcher) -> tuple[StageView, ...]:
             tasks += tasks_of[sid]
             rows += n_in
             how = how or how_in
-            n_out, how_out = get_operation(step.operation).estimate_rows(n_in, len(plan.cells))
+            n_out, how_out = get_operation(step.operation).estimate_rows(n_in, plan.cell_count)
             rows_out[sid] = (n_out, None if step.input == "cells" else how_out)
         views.append(StageView(number, stage, tasks, rows, unit, how))
     return tuple(views)
@@ -111,7 +113,7 @@ def _rows_in(plan: RunPlan, planner: Batcher, source: str,
              rows_out: dict[str, tuple[int, str | None]]) -> tuple[int, str | None]:
     """Rows a step takes, and how they were estimated (None: counted)."""
     if source == "cells":
-        return len(plan.cells), None
+        return plan.cell_count, None
     if source.startswith("$"):
         n, how = rows_out[source[1:]]
         return n, f"step '{source[1:]}' gives {how or 'one row per cell'}"

@@ -34,6 +34,7 @@ class Forecast:
         p = self.plan
         return {"run_id": p.run_id, "pipeline": p.pipeline.id, "dataset": p.pipeline.dataset,
                 "scope": p.scope.to_json(), "resolution": p.resolution,
+                **({"resolutions": p.levels} if p.coarser else {}),
                 "workers": p.workers, "batch_size": p.batch_size, "store": self.store,
                 **self.outlook.to_json(), "sources": [s.to_json() for s in self.sources],
                 "footprints": dict(p.footprints),

@@ -100,7 +100,7 @@ def fill(reader: Any, bounds: tuple[float, float, float, float], want: Wanted,
             _exactextract(values, extent, info, want, zones, put, where)
             if not want.bins:
                 continue
-        u, v = zones.pixels(extent, values.shape)
+        u, v = zones.pixels(extent, values.shape, (info.x0, info.y0, info.xres, info.yres))
         if not want.exact:
             _moments(values, u, v, zones, weights, want, put)
         for b in want.bins:
@@ -118,9 +118,10 @@ class Rings:
     poly_starts: np.ndarray
     shapes: list[dict[str, Any]] | None = None
 
-    def pixels(self, extent: tuple[float, float, float, float], shape: tuple[int, int]
+    def pixels(self, extent: tuple[float, float, float, float], shape: tuple[int, int],
+               origin: tuple[float, float, float, float] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-        return to_pixels(self.xy, extent, shape)
+        return to_pixels(self.xy, extent, shape, origin)
 
     def geojson(self) -> list[dict[str, Any]]:
         if self.shapes is None:
@@ -128,9 +129,11 @@ class Rings:
         return self.shapes
 
     def pixel_geojson(self, extent: tuple[float, float, float, float],
-                      shape: tuple[int, int]) -> list[dict[str, Any]]:
+                      shape: tuple[int, int],
+                      origin: tuple[float, float, float, float] | None = None
+                      ) -> list[dict[str, Any]]:
         """The zones in pixels of the window (x = column, y = minus the row)."""
-        u, v = self.pixels(extent, shape)
+        u, v = self.pixels(extent, shape, origin)
         return self._polygons(np.column_stack([u, -v]))
 
     def _polygons(self, xy: np.ndarray) -> list[dict[str, Any]]:
@@ -152,11 +155,13 @@ class Shapes:
         return [json.loads(shapely.to_geojson(g)) for g in self.geoms]
 
     def pixel_geojson(self, extent: tuple[float, float, float, float],
-                      shape: tuple[int, int]) -> list[dict[str, Any]]:
+                      shape: tuple[int, int],
+                      origin: tuple[float, float, float, float] | None = None
+                      ) -> list[dict[str, Any]]:
         import shapely
 
         def flip(xy: np.ndarray) -> np.ndarray:
-            u, v = to_pixels(xy, extent, shape)
+            u, v = to_pixels(xy, extent, shape, origin)
             return np.column_stack([u, -v])
 
         return [json.loads(shapely.to_geojson(g))
@@ -170,13 +175,24 @@ _SNAP = 1e-9
 
 
 def to_pixels(xy: np.ndarray, extent: tuple[float, float, float, float],
-              shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+              shape: tuple[int, int], origin: tuple[float, float, float, float] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Column and row coordinates (from the window's top-left corner) of ``xy``, those
-    within :data:`_SNAP` of a pixel edge put on it."""
+    within :data:`_SNAP` of a pixel edge put on it. With the raster grid's ``origin`` (x0,
+    y0, xres, yres) they are measured from the grid's corner and moved by the window's
+    whole pixels (exact), so a zone gets the same coordinates, and so the same coverage
+    fractions to the bit, from whichever window holds it (a run of several resolutions
+    reads other windows than a run of one)."""
     xmin, ymin, xmax, ymax = extent
     nrows, ncols = shape
-    u = (xy[:, 0] - xmin) / ((xmax - xmin) / ncols)
-    v = (ymax - xy[:, 1]) / ((ymax - ymin) / nrows)
+    if origin is not None:
+        x0, y0, xres, yres = origin
+        c0, r0 = round((xmin - x0) / xres), round((y0 - ymax) / yres)
+        u = (xy[:, 0] - x0) / xres - c0
+        v = (y0 - xy[:, 1]) / yres - r0
+    else:
+        u = (xy[:, 0] - xmin) / ((xmax - xmin) / ncols)
+        v = (ymax - xy[:, 1]) / ((ymax - ymin) / nrows)
     for a in (u, v):
         near = np.rint(a)
         on = np.abs(a - near) < _SNAP
@@ -234,7 +250,8 @@ def _exactextract(values: np.ndarray, extent: tuple[float, float, float, float],
         # on the raster's grid covers no sliver of its neighbours.
         nrows, ncols = values.shape
         raster = NumPyRasterSource(values, 0, -nrows, ncols, 0)
-        shapes, weight = zones.pixel_geojson(extent, values.shape), {}
+        shapes, weight = zones.pixel_geojson(extent, values.shape,
+                                             (info.x0, info.y0, info.xres, info.yres)), {}
     stats = want.exact_stats + ["sum"] * ("sum" not in want.exact_stats)
     # Each operation gets a field name of its own, f0, f1, ...: exactextract derives
     # quantile names from a truncated q*100 (0.29 becomes 'quantile_28', colliding with

@@ -21,7 +21,7 @@ from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.features import grown
 from h3pipe.planning.feeds import FeatureFeed, Grouping, OutputFeed
 from h3pipe.planning.partitions import Partitions, partition
-from h3pipe.planning.scope import ScopeCells
+from h3pipe.planning.scope import ScopeCells, shared_blocks
 from h3pipe.sources.dimensions import Scenario
 from h3pipe.sources.raster import RasterInfo
 from h3pipe.sources.vector import GEOMETRY, VectorInfo
@@ -58,6 +58,8 @@ class Batcher:
     store_location: str = ""
     root: str = ""
     _partitions: dict[str, Partitions] = field(default_factory=dict)
+    # A run of several resolutions: the coarser ones' cells, batched with ``cells``.
+    coarser: tuple[ScopeCells, ...] = ()
 
     @classmethod
     def of(cls, plan: RunPlan, store: Any, root: Any = "") -> Batcher:
@@ -70,7 +72,7 @@ class Batcher:
                    if sweep else {},
                    keys=sweep.keys if sweep else (), wide=plan.wide_steps(),
                    pipeline=plan.pipeline, store_location=plan.store_location,
-                   root=str(root))
+                   root=str(root), coarser=tuple(plan.coarser[r] for r in sorted(plan.coarser)))
 
     def batches(self, step: StepSpec) -> list[Batch]:
         if step.input == "cells":
@@ -111,7 +113,11 @@ class Batcher:
 
     def _cell_batches(self, step: StepSpec) -> list[Batch]:
         out = []
-        for number, block in enumerate(self.cells.blocks(self.size), 1):
+        # Several resolutions: each batch also holds the coarser cells anchored in it, so
+        # its windows are read once for all of them.
+        blocks = shared_blocks(self.cells, list(self.coarser), self.size) if self.coarser \
+            else self.cells.blocks(self.size)
+        for number, block in enumerate(blocks, 1):
             # Ship only the tiles this batch touches: a glob may list thousands.
             out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
                              operation=step.operation, params=step.params, block=block,

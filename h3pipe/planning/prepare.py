@@ -25,6 +25,7 @@ from h3pipe.errors import NoDataInScope, NotFound, SourceError, UsageError
 from h3pipe.masking import shown
 from h3pipe.operations import get_operation
 from h3pipe.planning.coverage import DEFAULT_MAX_NULL_SHARE, Coverage, footprint_share
+from h3pipe.planning.pyramid import label, unshared
 from h3pipe.planning.scope import Scope, ScopeCells, scope_cells
 from h3pipe.sources.dimensions import Scenario, key_columns
 from h3pipe.sources.raster import RasterInfo, describe_raster
@@ -56,6 +57,9 @@ class RunOptions:
     """What the command line asked for; None means 'the pipeline's or project's default'."""
 
     resolution: int | None = None
+    # Several resolutions computed by one run from the same reads (see planning.pyramid):
+    # the finest drives the batches; empty or one: ``resolution`` alone.
+    resolutions: tuple[int, ...] = ()
     batch_size: int | None = None
     workers: int | None = None
     force: bool = False
@@ -138,6 +142,23 @@ class RunPlan:
     # Each raster source's share of the scope its tiles cover (see planning.coverage).
     footprints: Mapping[str, float] = field(default_factory=dict)
     max_null_share: float = DEFAULT_MAX_NULL_SHARE
+    # A run of several resolutions: the cells of each coarser one (``resolution`` is the
+    # finest, ``cells`` its cells); empty for a run of one resolution.
+    coarser: Mapping[int, ScopeCells] = field(default_factory=dict)
+
+    @property
+    def levels(self) -> list[int]:
+        """Every resolution the run computes, coarsest first."""
+        return [*sorted(self.coarser), self.resolution]
+
+    def cells_at(self, resolution: int) -> ScopeCells:
+        """The run's cells at one of its resolutions."""
+        return self.cells if resolution == self.resolution else self.coarser[resolution]
+
+    @property
+    def cell_count(self) -> int:
+        """The run's cells, all resolutions counted."""
+        return len(self.cells) + sum(len(c) for c in self.coarser.values())
 
     def output_columns(self, step: StepSpec) -> list[str]:
         """The columns a published step adds to the dataset: a sweep's keys, then its
@@ -210,6 +231,9 @@ class RunPlan:
         """What the run records to be resumed with the same batches."""
         out = {"batch_size": self.batch_size, "max_batch_size": self.max_batch_size,
                "workers": self.workers, "scope": self.scope.to_json()}
+        if self.coarser:  # the run's resolutions, and each one's cells
+            out["resolutions"] = self.levels
+            out["cells"] = {str(r): len(self.cells_at(r)) for r in self.levels}
         if self.sweep is not None:  # which scenarios it computed, which had no data
             out["scenarios"] = self.sweep.scenario_ids()
             out["missing_scenarios"] = {k: list(v) for k, v in self.sweep.missing.items() if v}
@@ -294,24 +318,27 @@ def prepare(project: ProjectConfig, pipeline_id: str, scope: Scope,
     sources, pipelines, settings = project.load()
     pipeline = pipeline_named(pipelines, pipeline_id)
     defaults = {**settings.get("defaults", {}), **pipeline.defaults}
-    resolution = _resolution(options, defaults, pipeline_id)
+    resolution, others = _levels(options, defaults, pipeline, sources)
     workers = options.workers or defaults.get("workers") or os.cpu_count() or 1
     _check_from_step(pipeline, options.from_step)
     used = {sid: sources[sid] for sid in used_sources(pipeline)}
     rasters, vectors, items, sweep = _describe(used, project, scope, pipeline.matrix)
     cells = scope_cells(scope, resolution)
+    coarser = {r: scope_cells(scope, r) for r in others}
     size = options.batch_size or defaults.get("batch_size") or default_batch_size(len(cells))
     nulls = options.max_null_share if options.max_null_share is not None else \
         defaults.get("max_null_share", DEFAULT_MAX_NULL_SHARE)
     return RunPlan(
-        run_id=run_identity(pipeline, scope, resolution, used, rasters, vectors, sweep),
+        run_id=run_identity(pipeline, scope, resolution, used, rasters, vectors, sweep,
+                            coarser=others),
         pipeline=pipeline, scope=scope, resolution=resolution, cells=cells,
         stages=tuple(tuple(s) for s in StepGraph(pipeline.steps).stages()),
         batch_size=balanced_batch_size(len(cells), size, workers), max_batch_size=size,
         workers=workers, workers_chosen=bool(options.workers or defaults.get("workers")),
         sources=used, rasters=rasters, vectors=vectors, items=items,
         options=options, store_location=project.store_location(), sweep=sweep,
-        footprints=_footprints(rasters, sweep, scope), max_null_share=float(nulls))
+        footprints=_footprints(rasters, sweep, scope), max_null_share=float(nulls),
+        coarser=coarser)
 
 
 def pipeline_named(pipelines: dict[str, PipelineSpec], pipeline_id: str) -> PipelineSpec:
@@ -328,6 +355,22 @@ def _resolution(options: RunOptions, defaults: dict[str, Any], pipeline_id: str)
     if res is None:
         raise UsageError(f"pipeline '{pipeline_id}' sets no default resolution; pass --resolution")
     return resolutions.check(int(res))
+
+
+def _levels(options: RunOptions, defaults: dict[str, Any], pipeline: PipelineSpec,
+            sources: Mapping[str, SourceSpec]) -> tuple[int, list[int]]:
+    """The run's finest resolution and its coarser ones (none for one resolution)."""
+    asked = sorted({resolutions.check(int(r)) for r in options.resolutions})
+    if len(asked) < 2:
+        if asked:
+            options = replace(options, resolution=asked[0])
+        return _resolution(options, defaults, pipeline.id), []
+    why = unshared(pipeline, dict(sources))
+    if why is not None:
+        raise UsageError(f"pipeline '{pipeline.id}' cannot compute resolutions "
+                         f"{label(asked)} in one run: {why}",
+                         hint="run each resolution on its own (the CLI does that for -r)")
+    return asked[-1], asked[:-1]
 
 
 def _check_from_step(pipeline: PipelineSpec, from_step: str | None) -> None:
@@ -360,10 +403,11 @@ def used_sources(pipeline: PipelineSpec) -> list[str]:
 def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
                  sources: Mapping[str, SourceSpec], rasters: Mapping[str, RasterInfo],
                  vectors: Mapping[str, VectorInfo] | None = None,
-                 sweep: Sweep | None = None) -> str:
+                 sweep: Sweep | None = None, coarser: list[int] | None = None) -> str:
     """The run id: what the results depend on (the pipeline's content and version, the
     scope, the resolution, the sources as expanded, and the data files themselves: a tile
-    rewritten in place makes a new run), never when or how fast it ran."""
+    rewritten in place makes a new run), never when or how fast it ran. A run of several
+    resolutions (``coarser`` and ``resolution``, the finest) is named by them all."""
     vectors = vectors or {}
     used = sorted(used_sources(pipeline))
     data: dict[str, Any] = {sid: _tiles(rasters[sid]) for sid in used if sid in rasters}
@@ -374,7 +418,11 @@ def run_identity(pipeline: PipelineSpec, scope: Scope, resolution: int,
     inputs = {"pipeline": pipeline.id, "version": pipeline.version,
               "content": pipeline.content_hash, "scope": scope.key, "resolution": resolution,
               "sources": {sid: sources[sid].document for sid in used}, "data": data}
-    return f"{pipeline.id}-r{resolution}-{digest(inputs, 12)}"
+    if not coarser:
+        return f"{pipeline.id}-r{resolution}-{digest(inputs, 12)}"
+    levels = [*sorted(coarser), resolution]
+    inputs["resolutions"] = levels
+    return f"{pipeline.id}-r{label(levels).replace(',', '.')}-{digest(inputs, 12)}"
 
 
 def digest(inputs: Any, length: int) -> str:

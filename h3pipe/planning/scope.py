@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -326,6 +326,55 @@ class ScopeCells:
         """Every cell id, in order (for small scopes and tests: large ones use blocks)."""
         parts = [b.cells() for b in self.blocks(1 << 20)]
         return np.concatenate(parts) if parts else np.array([], dtype=np.uint64)
+
+
+def shared_blocks(cells: ScopeCells, coarser: list[ScopeCells], size: int
+                  ) -> list[grid.CellBlock]:
+    """The blocks of ``cells`` (the finest resolution of a run of several), each also
+    holding the cells of ``coarser`` resolutions anchored to the parents whose first cells
+    it holds: every coarser cell exactly once, so that a batch reads its windows once for
+    all its resolutions. A coarser cell is anchored by the parent (at the finest
+    resolution's parent resolution) that holds its centre: its ancestor there, or its
+    centre child when it is coarser still. The anchors' cells are tested by the scope rule
+    (:func:`centres_in`), and the result is checked against each resolution's own cells
+    (:func:`scope_cells`), so a run holds exactly the cells its resolutions' single runs
+    would; a cell whose centre lies on the scope's edge within rounding (its anchor then has
+    no finest cell in the scope) is added to the last block."""
+    parent_res = max(0, cells.resolution - PARENT_DEPTH)
+    blocks = []
+    for block in cells.blocks(size):
+        first = block.parents[block.lo == 0]  # each parent once, where its cells start
+        found = [_anchored(cells.geometry, first, level.resolution, parent_res)
+                 for level in coarser]
+        blocks.append(replace(block, also=np.concatenate(found)) if found else block)
+    return _reconciled(blocks, coarser)
+
+
+def _anchored(geometry: Any, parents: np.ndarray, resolution: int, parent_res: int
+              ) -> np.ndarray:
+    """The scope's cells at ``resolution`` that ``parents`` (at ``parent_res``) anchor."""
+    if resolution >= parent_res:
+        found = grid.children(parents, resolution)
+    else:  # a parent anchors its ancestor when it is that ancestor's centre descendant
+        digits = sum(7 << (3 * (15 - r)) for r in range(resolution + 1, parent_res + 1))
+        found = grid.parents(parents[(parents & np.uint64(digits)) == 0], resolution)
+    return found[centres_in(geometry, found)] if len(found) else found
+
+
+def _reconciled(blocks: list[grid.CellBlock], coarser: list[ScopeCells]
+                ) -> list[grid.CellBlock]:
+    """``blocks`` holding exactly each coarser resolution's cells as :func:`scope_cells`
+    lists them (they differ only where rounding puts a centre on the scope's edge)."""
+    if not blocks or not coarser:
+        return blocks
+    also = np.concatenate([b.also for b in blocks])
+    expected = np.sort(np.concatenate([level.ids() for level in coarser]))
+    if np.array_equal(np.sort(also), expected):
+        return blocks
+    missing = np.setdiff1d(expected, also)
+    out = [replace(b, also=b.also[np.isin(b.also, expected)]) for b in blocks]
+    out[-1] = replace(out[-1], also=np.concatenate([out[-1].also, missing]))
+    return out
 
 
 def centres_in(geometry: Any, cells: np.ndarray) -> np.ndarray:

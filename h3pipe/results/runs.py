@@ -196,10 +196,14 @@ def _published_by(store: Store, dataset: str, run_ref: str,
     rid = run["run_id"]
     if run["dataset"] != dataset:
         raise ConfigError(f"run {rid} computed dataset '{run['dataset']}', not '{dataset}'")
-    if resolution is not None and resolution != run["resolution"]:
-        raise ConfigError(f"run {rid} computed resolution {run['resolution']}, "
-                          f"not {resolution}", hint="drop --resolution")
-    current = store.result_entries(dataset, run["resolution"], run["scope_key"])
+    levels = run.params.resolutions or [run.resolution]  # a run of several: each one's
+    if resolution is not None and resolution not in levels:
+        raise ConfigError(f"run {rid} computed resolution "
+                          f"{', '.join(str(r) for r in levels)}, not {resolution}",
+                          hint="drop --resolution" if len(levels) == 1
+                          else "give --resolution one of those")
+    current = [e for r in ([resolution] if resolution is not None else levels)
+               for e in store.result_entries(dataset, r, run["scope_key"])]
     mine = [e for e in current if e["run_id"] == rid]
     if mine:
         return mine

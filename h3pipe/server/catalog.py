@@ -141,9 +141,9 @@ def validate_pipeline(request: Request, pipeline_id: str, iso3: str | None = Non
         parse_resolutions(resolution)  # a bad resolution is refused before the project
     project = _project(request)
     scope = ScopeRef.given(iso3=iso3, bbox=bbox)
-    shown = [project.plan(pipeline_id, scope, res, batch_size=batch_size,
-                          from_step=from_step).to_json()
-             for res in project.resolutions(pipeline_id, resolution)]
+    shown = [plan.to_json() for plan in project.plans(pipeline_id, scope, resolution,
+                                                      batch_size=batch_size,
+                                                      from_step=from_step)]
     return answer(shown[0] if len(shown) == 1 else shown)
 
 

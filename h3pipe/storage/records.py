@@ -44,6 +44,11 @@ class RunParams:
         return self.raw.get("workers")
 
     @property
+    def resolutions(self) -> list[int]:
+        """A run of several resolutions: all of them, coarsest first (else empty)."""
+        return [int(r) for r in self.raw.get("resolutions") or []]
+
+    @property
     def carried_scenarios(self) -> list[str]:
         return list(self.raw.get("carried_scenarios") or [])
 

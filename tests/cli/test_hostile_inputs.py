@@ -296,7 +296,7 @@ CASES: list[tuple[str, Setup, int, tuple[str, ...], str]] = [
     ("run-aoi-empty-collection", aoi('{"type": "FeatureCollection", "features": []}',
                                      "none.geojson"), 2, ("none.geojson",), "error"),
     ("plan-resolution-range-ok", args("plan", "p", "--bbox", BBOX, "-r", "6-8"), 0,
-     ("resolution 6", "resolution 8"), "ok"),
+     ("resolutions 6 (", "7 (", "8 ("), "ok"),
     ("plan-resolution-list-json-ok", args("plan", "p", "--bbox", BBOX, "-r", "6,8",
                                           "--format", "json"), 0, ('"resolution": 8',), "ok"),
     ("plan-format-xml", args("plan", "p", "--bbox", BBOX, "--format", "xml"), 2, ("xml",),
