@@ -1,7 +1,8 @@
 """What runs cost: :func:`estimate` (wall time and peak memory of a planned run on this
 machine) from what earlier runs in the store measured, what a completed run records
 for that (:func:`step_pixels`, :func:`peak_rss_mb`), and whether a run's work pays for
-starting worker processes (:func:`pays_for_pool`).
+starting workers (:func:`pays_for_pool`): threads of the run's process for work that
+releases the GIL, else processes.
 
 Rates are per worker-second, from the tasks' own seconds: pixels per second for steps over
 cells with a raster, rows per second for steps over rows. Without history, conservative
@@ -18,7 +19,7 @@ from typing import Any
 
 from h3pipe.forecast.estimates import pixels_in_scope, tiles_touched
 from h3pipe.forecast.outlook import Outlook
-from h3pipe.operations import get_operation
+from h3pipe.operations import get_operation, on_threads
 from h3pipe.planning.prepare import RunPlan
 
 DEFAULT_PIXELS_PER_S = 4_000_000.0  # per worker, zonal statistics over cells
@@ -39,6 +40,10 @@ DEFAULT_MB = (400.0, 550.0)
 # and the hand-over of batches and results; loading the compiled kernel is paid either way.
 # On 2 cores a worker takes about 0.9 s to be ready, of which the kernel is 0.4 s.
 POOL_START_S = 0.5
+# What worker threads add instead, for work that releases the GIL (see
+# h3pipe.operations.on_threads): no interpreter, imports or kernel to load again, only each
+# thread opening its own tiles and handing its results over.
+THREAD_START_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ def work_seconds(plan: RunPlan) -> float | None:
 
 def settle_workers(plan: RunPlan) -> RunPlan:
     """The plan on one worker, the run's own process, when nobody chose the workers
-    (``plan.workers_chosen``) and its work does not pay for starting worker processes
+    (``plan.workers_chosen``) and its work does not pay for starting workers
     (:func:`pays_for_pool`); else as prepared."""
     if plan.workers_chosen or pays_for_pool(plan, plan.workers):
         return plan
@@ -177,13 +182,23 @@ def settle_workers(plan: RunPlan) -> RunPlan:
 
 
 def pays_for_pool(plan: RunPlan, workers: int) -> bool:
-    """Whether ``workers`` worker processes would finish ``plan`` sooner than the run's own
-    process: the time they save on the work must exceed what starting them costs. Work
-    that cannot be estimated before the run is assumed to pay."""
+    """Whether ``workers`` workers would finish ``plan`` sooner than the run's own process:
+    the time they save on the work must exceed what starting them costs
+    (:func:`start_seconds`). Work that cannot be estimated before the run is assumed to
+    pay."""
     if workers <= 1:
         return False
     work = work_seconds(plan)
-    return work is None or work * (1 - 1 / workers) > POOL_START_S
+    return work is None or work * (1 - 1 / workers) > start_seconds(plan, workers)
+
+
+def start_seconds(plan: RunPlan, workers: int) -> float:
+    """What ``workers`` workers add to the run's wall time before they save any: worker
+    threads when every step suits them (as the executor decides, stage by stage), else
+    worker processes."""
+    work = [(s.operation, s.params, "cells" if s.input == "cells" else "rows")
+            for s in plan.pipeline.steps]
+    return THREAD_START_S if on_threads(work, workers) else POOL_START_S
 
 
 def peak_rss_mb() -> float | None:
@@ -212,5 +227,5 @@ def _hwm_kb(pid: str) -> int:
     return 0
 
 
-__all__ = ["POOL_START_S", "Estimate", "StepCost", "estimate", "pays_for_pool", "peak_rss_mb",
-           "settle_workers", "step_pixels", "work_seconds"]
+__all__ = ["POOL_START_S", "THREAD_START_S", "Estimate", "StepCost", "estimate", "pays_for_pool",
+           "peak_rss_mb", "settle_workers", "start_seconds", "step_pixels", "work_seconds"]

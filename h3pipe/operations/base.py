@@ -158,5 +158,15 @@ class Operation:
     def run_batch(self, batch: Batch) -> pa.Table:
         raise NotImplementedError
 
+    def on_threads(self, params: dict[str, Any], over: str) -> bool:
+        """Whether its batches over ``over`` ('cells', or 'rows': features or an earlier
+        step's) spend most of their time with the GIL released (reading and decoding
+        pixels, a compiled kernel marked ``nogil``), so that worker threads of one process
+        compute them side by side as worker processes would, without their start-up and
+        memory. False unless an operation has measured it: a thread holding the GIL
+        (Python loops, shapely objects, DuckDB's Python side) would make its siblings
+        wait."""
+        return False
+
     def warm_up(self) -> None:
         """Import and load what :meth:`run_batch` needs; workers call it at start."""

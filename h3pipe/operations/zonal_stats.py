@@ -182,6 +182,13 @@ class ZonalStats(Operation):
                             ) -> list[tuple[str, tuple[str | int, ...]]]:
         return [(c, ("stats", i)) for i, c, _ in _outputs(params)]
 
+    def on_threads(self, params: dict[str, Any], over: str) -> bool:
+        # Over cells with the kernel's statistics, a batch holds the GIL a fifth to a
+        # third of its time (py-spy, Rwanda at res 8 and 9): reads, decoding and the kernel
+        # release it. exactextract's statistics and feature polygons have not been
+        # measured on threads: they stay on processes.
+        return over == "cells" and not Wanted.of(params).exact
+
     def warm_up(self) -> None:
         import rasterio  # noqa: F401
 

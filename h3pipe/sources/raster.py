@@ -11,7 +11,9 @@ import functools
 import glob
 import math
 import os
+import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -326,17 +328,52 @@ class _OpenTiles:
             self._open.popitem()[1][1].close()
 
 
-_TILES = _OpenTiles()
-# Seconds this process spent opening, reading and decoding each tile since the last
-# reset: what 'runs show' ranks the slowest tiles by (see operations.run_batch).
-TILE_SECONDS: dict[str, float] = {}
+class _ThreadTiles(threading.local):
+    """Each thread's own open tiles: a GDAL dataset is used by one thread at a time, and
+    worker threads (a thread executor) each read their own batches."""
+
+    def __init__(self) -> None:
+        self.tiles = _OpenTiles()
+        with _EVERY_LOCK:
+            _EVERY.add(self.tiles)
+
+
+# Weakly: a thread's tiles are closed when it ends (their datasets with them), not kept
+# open by a long-lived process that ran many thread pools.
+_EVERY: weakref.WeakSet[_OpenTiles] = weakref.WeakSet()
+_EVERY_LOCK = threading.Lock()
+_PER_THREAD = _ThreadTiles()
+
+
+def _tiles() -> _OpenTiles:
+    return _PER_THREAD.tiles
+
+
+class _Seconds(threading.local):
+    def __init__(self) -> None:
+        self.by_tile: dict[str, float] = {}
+
+
+_SECONDS = _Seconds()
+
+
+def tile_seconds() -> dict[str, float]:
+    """Seconds this thread spent opening, reading and decoding each tile since the last
+    reset: what 'runs show' ranks the slowest tiles by (see operations.run_batch). Per
+    thread, as worker threads compute batches side by side."""
+    return _SECONDS.by_tile
+
+
 _FETCH = FetchAhead()
 
 
 def close_tiles() -> None:
     """Close every tile this process keeps open and forget what was fetched ahead (a test
     that wants the next read to go to the server again)."""
-    _TILES.close_all()
+    with _EVERY_LOCK:
+        every = list(_EVERY)
+    for tiles in every:
+        tiles.close_all()
     _FETCH.forget()
 
 
@@ -413,7 +450,7 @@ class MosaicReader:
                     wanted.setdefault(t, []).append(_in_tile(t, c0 - k, r0, c1 - k, r1))
         for t, parts in wanted.items():
             try:
-                ds = _TILES.get(t.path, info.signer)
+                ds = _tiles().get(t.path, info.signer)
             except RasterioError:
                 continue  # the read will say why, after its retries
             ranges = []
@@ -450,7 +487,7 @@ class MosaicReader:
         info = self.info
 
         def attempt() -> tuple[Any, np.ndarray]:
-            ds = _TILES.get(t.path, info.signer)
+            ds = _tiles().get(t.path, info.signer)
             _check_placement(info, t, ds)
             bands = list(info.indexes)
             if not remote.is_http(t.path):
@@ -473,15 +510,16 @@ class MosaicReader:
                 attempt, href=t.path, who=f"source '{info.source_id}'", action="read",
                 errors=(RasterioError,), reason=gdal_reason,
                 url=lambda: gdal_path(sign(t.path, info.signer)),
-                forget=lambda: _TILES.forget(t.path))
+                forget=lambda: _tiles().forget(t.path))
         except RasterioError as exc:
-            _TILES.forget(t.path)
+            _tiles().forget(t.path)
             cls = RemoteReadError if gdal_path(t.path).startswith("/vsi") else SourceError
             raise cls(f"source '{info.source_id}': cannot read '{t.path}': "
                       f"{gdal_reason(exc)}",
                       hint="the file may be corrupt, truncated or unreachable") from exc
         finally:
-            TILE_SECONDS[t.path] = TILE_SECONDS.get(t.path, 0.0) + time.perf_counter() - start
+            seconds = tile_seconds()
+            seconds[t.path] = seconds.get(t.path, 0.0) + time.perf_counter() - start
 
     def read(self, bounds: tuple[float, float, float, float]
              ) -> tuple[np.ndarray, tuple[float, float, float, float]]:

@@ -219,29 +219,30 @@ def test_runs_show_ranks_the_tiles_by_the_time_spent_reading_them(tmp_path, cli)
 
 
 def test_small_work_runs_in_process_unless_workers_are_asked_for(project, cli, monkeypatch):
-    from h3pipe.execution.executors import local
+    from h3pipe.execution.executors import machine
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     started: list[int] = []
-    real = local.PoolExecutor
+    real = machine.ThreadExecutor
 
-    def pool(workers, warm=None):
+    def threads(workers, warm=None):
         started.append(workers)
         return real(workers, warm)
 
-    monkeypatch.setattr(local, "PoolExecutor", pool)
-    # A few dozen cells of a small raster: not worth starting worker processes.
+    # Zonal statistics over cells: workers, when there are any, are threads.
+    monkeypatch.setattr(machine, "ThreadExecutor", threads)
+    # A few dozen cells of a small raster: not worth starting workers.
     r = cli("--project", project, "run", "p", "--bbox", BBOX)
     assert r.exit_code == 0, r.stderr
     assert "1 worker(s)" in r.stderr and started == []
     assert _workers_recorded(project) == [1]
-    # Asked for, a pool is what runs, however small the work.
+    # Asked for, workers are what runs, however small the work.
     r = cli("--project", project, "run", "p", "--bbox", BBOX, "--workers", "2", "--force")
     assert r.exit_code == 0, r.stderr
     assert "2 worker(s)" in r.stderr and started == [2]
     assert _workers_recorded(project) == [2]  # the same run, forced
-    # Work that would pay for a pool, but the run is done already: no worker starts.
-    monkeypatch.setattr("h3pipe.forecast.costs.POOL_START_S", -1.0)
+    # Work that would pay for workers, but the run is done already: no worker starts.
+    monkeypatch.setattr("h3pipe.forecast.costs.THREAD_START_S", -1.0)
     r = cli("--project", project, "run", "p", "--bbox", BBOX)
     assert r.exit_code == 0, r.stderr
     assert "already completed" in r.stdout and started == [2]

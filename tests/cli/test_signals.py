@@ -36,10 +36,12 @@ def slow_project(tmp_path):
 
 
 def _start(project, *extra, faults=""):
+    # Worker processes, which zonal statistics over cells would not get (threads): these
+    # tests are about processes (tests/execution/executors/test_thread_stops.py: threads).
     proc = subprocess.Popen(
         [sys.executable, "-m", "h3pipe", "--project", str(project), "run", "p", "--bbox", BBOX,
          "--workers", "2", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "H3PIPE_FAULTS": faults})
+        env={**os.environ, "H3PIPE_FAULTS": faults, "H3PIPE_THREADS": "0"})
     try:
         workers = wait_until(lambda: _alive(proc) and _workers(proc), 60, "two workers")
         # Into the stage: a signal must not land before the run is even recorded.

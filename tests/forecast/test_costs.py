@@ -92,12 +92,29 @@ def test_work_that_saves_more_than_the_pool_costs_gets_the_pool(tmp_path, monkey
     plan, project = _prepared(tmp_path, monkeypatch)
     work = costs.work_seconds(plan)
     assert work is not None
+    # Zonal statistics over cells (the kernel's): worker threads, whose start is cheap.
+    assert costs.start_seconds(plan, 4) == costs.THREAD_START_S
     # 4 workers save three quarters of the work: it pays once that exceeds their start.
-    monkeypatch.setattr(costs, "POOL_START_S", work * 0.75 * 0.99)
+    monkeypatch.setattr(costs, "THREAD_START_S", work * 0.75 * 0.99)
     assert costs.pays_for_pool(plan, 4)
     assert costs.settle_workers(plan) == plan
-    monkeypatch.setattr(costs, "POOL_START_S", work * 0.75 * 1.01)
+    monkeypatch.setattr(costs, "THREAD_START_S", work * 0.75 * 1.01)
     assert not costs.pays_for_pool(plan, 4)
+
+
+def test_worker_processes_cost_more_to_start_than_threads(tmp_path, monkeypatch):
+    plan, project = _prepared(tmp_path, monkeypatch)
+    # A median comes from exactextract, not measured on threads; more workers than threads
+    # scale to; threads turned off: processes, each with its interpreter and imports.
+    step = plan.pipeline.steps[0]
+    median = dataclasses.replace(step, params={"stats": ["median"]})
+    exact = dataclasses.replace(plan, pipeline=dataclasses.replace(plan.pipeline,
+                                                                   steps=(median,)))
+    assert costs.start_seconds(exact, 4) == costs.POOL_START_S
+    assert costs.start_seconds(plan, 8) == costs.POOL_START_S
+    monkeypatch.setenv("H3PIPE_THREADS", "0")
+    assert costs.start_seconds(plan, 4) == costs.POOL_START_S
+    assert costs.POOL_START_S > 5 * costs.THREAD_START_S
 
 
 @pytest.mark.parametrize("chosen", ["option", "pipeline", "project"])
