@@ -3,10 +3,11 @@
 ``zonal_stats`` reads one window per group of neighbouring zones (cells or polygons) and
 fills every column the step asks for from it: coverage-weighted moments and class or bin
 areas from h3pipe's own kernel (:mod:`h3pipe.operations.coverage`), statistics that need
-every value (median, quantiles, majority) from exactextract. Each zone also gets two
-working columns: ``_count`` (its weighted valid coverage: in pixels, or in m2 with
-``weights: area``) and ``_valid`` (its covered valid pixels, unweighted) from which
-coverage and shares are derived (see :func:`h3pipe.operations.zonal_stats.finish`).
+every value (median, quantiles, majority) from exactextract, and so do the moments of a
+process's first few windows (:func:`kernel_for`: small work never loads the kernel). Each
+zone also gets two working columns: ``_count`` (its weighted valid coverage: in pixels, or
+in m2 with ``weights: area``) and ``_valid`` (its covered valid pixels, unweighted) from
+which coverage and shares are derived (see :func:`h3pipe.operations.zonal_stats.finish`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +35,40 @@ EXACTEXTRACT_STATS = ("median", "majority", "minority", "variety")
 DEFINED_WHEN_EMPTY = {"count", "variety", "coverage", "cell_area_km2"}
 _KERNEL_COLUMN = {"count": 0, "sum": 1, "mean": 2, "min": 3, "max": 4, "stdev": 5}
 WORK = ("_count", "_valid", "_sum")
+
+# Small work is computed with exactextract, so that the process never loads numba and the
+# compiled kernel for it (0.3 s of CPU and 150 MB, more than a run over a few dozen cells
+# spends on everything else). Both give the same moments (the kernel mirrors exactextract's
+# coverage fractions and weighted variance: tests/operations/test_small_work.py holds them
+# to 1e-9). exactextract costs about 0.15 ms a zone and 1/15e6 s a pixel of the window
+# (measured on this machine's kind, 2 cores under load; its Python side included), the
+# kernel a fraction of that once loaded. Neither the batch nor the run knows how much
+# more work the process will get (a resume, a queue worker's next message), so a process
+# spends on exactextract at most what loading the kernel costs, window by window, then
+# loads the kernel and keeps it: the ski-rental rule, never above about twice the time
+# of the better choice made in hindsight. A process that has loaded the kernel (a window
+# too big for the rest of the budget, class fractions or a histogram, which only the
+# kernel computes) uses it from then on. With ``weights: area`` the kernel is always used:
+# exactextract weighs by area only with the zones in degrees, where its float32 fractions
+# round apart from the kernel's by a few 1e-9.
+KERNEL_LOAD_S = 0.3
+_ZONE_S = 150e-6
+_PIXEL_S = 1 / 15e6
+_spent = [0.0]
+_spending = threading.Lock()
+
+
+def kernel_for(zones: int, pixels: int) -> bool:
+    """Whether the moments of ``zones`` zones over a window of ``pixels`` (all bands) come
+    from the compiled kernel rather than exactextract (see :data:`KERNEL_LOAD_S`)."""
+    if "h3pipe.operations.coverage" in sys.modules:
+        return True
+    cost = zones * _ZONE_S + pixels * _PIXEL_S
+    with _spending:
+        if _spent[0] + cost > KERNEL_LOAD_S:
+            return True
+        _spent[0] += cost
+    return False
 
 
 def needs_exactextract(stat: str) -> bool:
@@ -91,12 +128,15 @@ def fill(reader: Any, bounds: tuple[float, float, float, float], want: Wanted,
     for exactextract when the step needs it."""
     stack, extent = reader.read_bands(bounds)
     info = reader.info
+    # Moments alone of few zones: exactextract, and no kernel to load (see kernel_for).
+    small = (not want.exact and not want.bins and want.weights == "fraction"
+             and not kernel_for(len(rows), stack.size))
     weights = areas.row_weights(info, extent[3], stack.shape[1], want.weights)
     for k, values in enumerate(stack):
         def put(name: str, col: np.ndarray, k: int = k) -> None:
             columns[info.column(k, name)][rows] = col
 
-        if want.exact:
+        if want.exact or small:
             _exactextract(values, extent, info, want, zones, put, where)
             if not want.bins:
                 continue
@@ -302,5 +342,6 @@ def _clean(value: Any, stat: str, empty: bool) -> Any:
     return int(value) if stat == "variety" else float(value)
 
 
-__all__ = ["DEFINED_WHEN_EMPTY", "MOMENT_STATS", "QUANTILE", "Rings", "Shapes", "Wanted",
-           "fill", "needs_exactextract", "stat_to_exactextract", "to_pixels"]
+__all__ = ["DEFINED_WHEN_EMPTY", "KERNEL_LOAD_S", "MOMENT_STATS", "QUANTILE", "Rings", "Shapes",
+           "Wanted", "fill", "kernel_for", "needs_exactextract", "stat_to_exactextract",
+           "to_pixels"]
