@@ -33,7 +33,6 @@ from h3pipe import masking
 from h3pipe.about import version
 from h3pipe.lineage.settings import LineageSettings
 from h3pipe.storage.embedded import EmbeddedStore
-from h3pipe.storage.postgis import stats_table
 
 if TYPE_CHECKING:
     from h3pipe.planning.prepare import RunPlan
@@ -211,6 +210,10 @@ def output_dataset(store: Store, dataset: str, theme: str, resolution: int, scop
     if isinstance(store, EmbeddedStore):
         namespace, name = "file", f"{store.root.resolve()}/results/{dataset}"
     else:
+        # The PostgreSQL store's module (its COPY brings pyarrow.compute, 0.1 s) only
+        # for a run on one: not for every run on the embedded store.
+        from h3pipe.storage.postgis import stats_table
+
         namespace, database = _postgres(str(getattr(store, "url", store.location)))
         name = f"{database}.h3.{stats_table(theme, dataset)}"
     return Dataset(namespace, name, {"h3pipe_result": facet(

@@ -12,7 +12,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from h3pipe.errors import UsageError
 from h3pipe.sources.dimensions import SCENARIO
@@ -51,6 +50,9 @@ def shape(table: pa.Table, layout: dict[str, Any], where: dict[str, list[str]],
     bands = layout.get("bands") or {}
     band_key = bands.get("key")
     _refuse_unmatched(table, layout.get("keys", []), bands, where)
+    # pyarrow.compute (0.1 s) for the export that names keys, not with every command.
+    import pyarrow.compute as pc
+
     read = table
     for key in layout.get("keys", []):
         if key in where:
@@ -93,6 +95,8 @@ def _refuse_unmatched(table: pa.Table, keys: list[str], bands: dict[str, Any],
 def _values(table: pa.Table, key: str) -> list[str]:
     """The values of key column ``key`` in ``table``, sorted; a null is none (no --where
     can name it)."""
+    import pyarrow.compute as pc
+
     return sorted(str(v) for v in pc.unique(table.column(key)).to_pylist() if v is not None)
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from h3pipe.errors import SourceError
 
@@ -167,6 +166,9 @@ class GeoParquet:
     def _boxes(self, table: pa.Table, group: int) -> np.ndarray:
         """Every feature's box in a row group: from the covering, else from geometries."""
         if self.covering is not None:
+            # pyarrow.compute (0.1 s) when a GeoParquet is read, not with every command.
+            import pyarrow.compute as pc
+
             top = self._box_columns()[0]
             struct = table.column(top)
             by_side = {side: path.split(".", 1)[1] for path, side in self.covering.items()}

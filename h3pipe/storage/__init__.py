@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -14,7 +15,9 @@ from h3pipe.errors import ConfigError
 from h3pipe.storage.base import Store
 from h3pipe.storage.catalog import Catalog
 from h3pipe.storage.embedded import CATALOG_FILE, EmbeddedStore
-from h3pipe.storage.postgis import PostgresStore
+
+if TYPE_CHECKING:
+    from h3pipe.storage.postgis import PostgresStore
 
 
 def is_database(location: str) -> bool:
@@ -48,6 +51,10 @@ def open_store(location: str, base: Path, *, create: bool = True) -> Store:
     """The store at ``location``: a database URL or keyword string, or a folder (relative
     to ``base``)."""
     if is_database(location):
+        # The PostgreSQL store's module (its COPY brings pyarrow.compute, 0.1 s) for a
+        # database only: not for every command on the embedded store.
+        from h3pipe.storage.postgis import PostgresStore
+
         # Steps with 'storage: parquet' keep their intermediates beside the project.
         return PostgresStore(database_url(location), create=create,
                              scratch=base / ".h3pipe")
@@ -100,6 +107,15 @@ def _folder(location: str, base: Path) -> Path:
                           "postgres:// or postgresql+psycopg://")
     root = Path(location).expanduser()
     return root if root.is_absolute() else base / root
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        # Loaded when first asked for, as in open_store.
+        from h3pipe.storage.postgis import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module 'h3pipe.storage' has no attribute {name!r}")
 
 
 __all__ = ["EmbeddedStore", "PostgresStore", "Store", "database_url", "is_database",
