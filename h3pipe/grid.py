@@ -400,9 +400,22 @@ class CellBlock:
         res = int((int(self.parents[0]) >> 52) & 0xF)
         boxes = shapely.bounds(shapes(self.parents, descendant_scale(res)))
         if len(self.also):  # coarser cells reach beyond their anchors' descendants
-            boxes = np.vstack([boxes, shapely.bounds(shapes(self.also))])
+            boxes = np.vstack([boxes, _boxes(self.also)])
         west, south, east, north = arc_bounds(boxes)
         return (west, south, east + 360 if east < west else east, north)
+
+
+def _boxes(cells: np.ndarray) -> np.ndarray:
+    """Each cell's (west, south, east, north) on the plane: from its vertices, or from its
+    :func:`shapes` across ±180 or round a pole."""
+    import shapely
+
+    xy, starts = outlines(cells)
+    if crossing(xy, starts).any() or (np.abs(xy[:, 1]) > POLE_CAP_LATITUDE).any():
+        return shapely.bounds(shapes(cells))
+    lo = starts[:-1]
+    return np.column_stack([np.minimum.reduceat(xy[:, 0], lo), np.minimum.reduceat(xy[:, 1], lo),
+                            np.maximum.reduceat(xy[:, 0], lo), np.maximum.reduceat(xy[:, 1], lo)])
 
 
 def arc_bounds(boxes: np.ndarray) -> tuple[float, float, float, float]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from h3pipe import faults, grid, storage
+from h3pipe import faults, storage
 from h3pipe.config.project import ProjectConfig
 from h3pipe.errors import (
     Cancelled,
@@ -321,15 +321,18 @@ _SPLIT_ROWS = 250_000
 # Split parts are numbered past any task's number, per resolution, in the step's own
 # intermediate (dropped with it).
 _SPLIT_BASE = 10_000_000
+# Task outputs read at a time while splitting.
+_SPLIT_READ = 64
 
 
 def split_levels(plan: RunPlan, store: Store, steps: list[StepSpec],
                  refs: dict[str, list[str]]) -> dict[int, dict[str, list[str]]]:
     """A run of several resolutions: each published step's task outputs (rows of every
     resolution) written again as parts of one resolution each, in task order; resolution
-    -> step id -> references. Rows are told apart by their H3 index's resolution."""
-    import numpy as np
+    -> step id -> references. Rows are told apart by their H3 index's resolution (its
+    second hexadecimal digit)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     out: dict[int, dict[str, list[str]]] = {r: {s.id: [] for s in steps} for r in plan.levels}
     for step in steps:
@@ -344,15 +347,16 @@ def split_levels(plan: RunPlan, store: Store, steps: list[StepSpec],
                                                  step.storage))
             held[res] = []
 
-        for ref in refs[step.id]:
-            table = store.read_outputs([ref])
+        every = refs[step.id]
+        for at in range(0, len(every), _SPLIT_READ):  # a few task outputs a read
+            table = store.read_outputs(every[at:at + _SPLIT_READ])
             if not table.num_rows:
                 continue
-            found = grid.resolutions(grid.ids(table["h3_index"]))
+            digit = pc.utf8_slice_codeunits(table["h3_index"], 1, 2)
             for res in plan.levels:
-                rows = np.flatnonzero(found == res)
-                if len(rows):
-                    held[res].append(table.take(rows))
+                rows = table.filter(pc.equal(digit, f"{res:x}"))
+                if rows.num_rows:
+                    held[res].append(rows)
                 if sum(t.num_rows for t in held[res]) >= _SPLIT_ROWS:
                     flush(res)
         for res in plan.levels:

@@ -119,11 +119,12 @@ class Batcher:
             else self.cells.blocks(self.size)
         for number, block in enumerate(blocks, 1):
             # Ship only the tiles this batch touches: a glob may list thousands.
+            bounds = block.bounds
             out.append(Batch(run_id=self.run_id, step_id=step.id, number=number,
                              operation=step.operation, params=step.params, block=block,
                              resolution=self.resolution, source_id=step.source,
-                             raster=self._cut(step, block.bounds),
-                             scenarios=self._cut_scenarios(step, block.bounds)))
+                             raster=self._cut(step, bounds),
+                             scenarios=self._cut_scenarios(step, bounds)))
         return out
 
     def partitions(self, source_id: str) -> Partitions:

@@ -335,30 +335,44 @@ def shared_blocks(cells: ScopeCells, coarser: list[ScopeCells], size: int
     it holds: every coarser cell exactly once, so that a batch reads its windows once for
     all its resolutions. A coarser cell is anchored by the parent (at the finest
     resolution's parent resolution) that holds its centre: its ancestor there, or its
-    centre child when it is coarser still. The anchors' cells are tested by the scope rule
-    (:func:`centres_in`), and the result is checked against each resolution's own cells
-    (:func:`scope_cells`), so a run holds exactly the cells its resolutions' single runs
-    would; a cell whose centre lies on the scope's edge within rounding (its anchor then has
-    no finest cell in the scope) is added to the last block."""
+    centre descendant when it is coarser still. The anchors' cells are tested by the scope
+    rule (:func:`centres_in`), and the result is checked against each resolution's own
+    cells (:func:`scope_cells`), so a run holds exactly the cells its resolutions' single
+    runs would; a cell whose centre lies on the scope's edge within rounding (its anchor
+    then has no finest cell in the scope) is added to the last block."""
     parent_res = max(0, cells.resolution - PARENT_DEPTH)
-    blocks = []
-    for block in cells.blocks(size):
-        first = block.parents[block.lo == 0]  # each parent once, where its cells start
-        found = [_anchored(cells.geometry, first, level.resolution, parent_res)
+    blocks = list(cells.blocks(size))
+    out = []
+    for start in range(0, len(blocks), _CHUNK):  # many blocks a call, memory bounded
+        chunk = blocks[start:start + _CHUNK]
+        firsts = [b.parents[b.lo == 0] for b in chunk]  # each parent once, where it starts
+        owner = np.repeat(np.arange(len(chunk)), [len(f) for f in firsts])
+        parents = np.concatenate(firsts)
+        found = [_anchored(cells.geometry, parents, level.resolution, parent_res)
                  for level in coarser]
-        blocks.append(replace(block, also=np.concatenate(found)) if found else block)
-    return _reconciled(blocks, coarser)
+        cuts = [np.searchsorted(owner[anchor], np.arange(1, len(chunk)))
+                for _, anchor in found]
+        for k, block in enumerate(chunk):
+            also = [ids[(cut[k - 1] if k else 0):(cut[k] if k < len(cut) else len(ids))]
+                    for (ids, _), cut in zip(found, cuts, strict=True)]
+            out.append(replace(block, also=np.concatenate(also)) if also else block)
+    return _reconciled(out, coarser)
 
 
 def _anchored(geometry: Any, parents: np.ndarray, resolution: int, parent_res: int
-              ) -> np.ndarray:
-    """The scope's cells at ``resolution`` that ``parents`` (at ``parent_res``) anchor."""
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The scope's cells at ``resolution`` that ``parents`` (at ``parent_res``) anchor,
+    parent by parent, and the index of each one's anchor in ``parents``."""
     if resolution >= parent_res:
         found = grid.children(parents, resolution)
+        anchor = np.repeat(np.arange(len(parents)),
+                           grid.children_count(parents, resolution))
     else:  # a parent anchors its ancestor when it is that ancestor's centre descendant
         digits = sum(7 << (3 * (15 - r)) for r in range(resolution + 1, parent_res + 1))
-        found = grid.parents(parents[(parents & np.uint64(digits)) == 0], resolution)
-    return found[centres_in(geometry, found)] if len(found) else found
+        anchor = np.flatnonzero((parents & np.uint64(digits)) == 0)
+        found = grid.parents(parents[anchor], resolution)
+    keep = centres_in(geometry, found) if len(found) else np.zeros(0, bool)
+    return found[keep], anchor[keep]
 
 
 def _reconciled(blocks: list[grid.CellBlock], coarser: list[ScopeCells]
