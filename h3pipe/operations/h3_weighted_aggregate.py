@@ -117,6 +117,11 @@ class H3WeightedAggregate(Operation):
         return [(a["name"], ("aggregations", i, "name"))
                 for i, a in enumerate(params["aggregations"])]
 
+    def on_threads(self, params: dict[str, Any], over: str) -> bool:
+        # DuckDB groups the rows with the GIL released, on each thread's own connection
+        # (tabular._connection); the sweep's second step, after sample's (see there).
+        return True
+
     def run_batch(self, batch: Batch) -> pa.Table:
         table = input_rows(batch)
         if "h3_index" not in table.column_names:

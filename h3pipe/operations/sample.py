@@ -39,6 +39,14 @@ class Sample(Operation):
     def output_columns(self, params: dict[str, Any]) -> list[str]:
         return [params.get("name", "value")]
 
+    def on_threads(self, params: dict[str, Any], over: str) -> bool:
+        # Reading and decoding the windows release the GIL; the rest is numpy and Arrow
+        # over a batch's points. On two threads rather than two worker processes the run
+        # keeps one copy of the libraries and of GDAL's cache: the FATHOM sweep of the demo
+        # (39 scenarios, 93 k buildings) peaked at 557 MB instead of 1.27-1.33 GB summed,
+        # in 14 s of CPU instead of 16-17.
+        return True
+
     def run_batch(self, batch: Batch) -> pa.Table:
         table = rows_of(batch)
         info = batch.raster

@@ -226,19 +226,20 @@ def run_sql(batch: Batch, table: pa.Table, sql: str) -> pa.Table:
         con.unregister("rows")
 
 
-_CONNECTIONS: dict[int, Any] = {}
+_LOCAL = threading.local()
 
 
 def _connection() -> Any:
-    """This process's DuckDB connection: opening one costs about 20 ms, a batch's query
-    about 2. One thread: a worker process is one of several, each on its own core."""
+    """This thread's DuckDB connection: opening one costs about 20 ms, a batch's query
+    about 2. One thread each: a connection serves one caller at a time, so worker threads
+    of one process (see :meth:`Operation.on_threads`) each query their own, as worker
+    processes do. A forked child's inherited one is not its own."""
     import os
 
-    pid = os.getpid()
-    if pid not in _CONNECTIONS:
-        _CONNECTIONS.clear()  # a forked child's inherited one is not its own
-        _CONNECTIONS[pid] = connect()
-    return _CONNECTIONS[pid]
+    held = getattr(_LOCAL, "held", None)
+    if held is None or held[0] != os.getpid():
+        _LOCAL.held = held = (os.getpid(), connect())
+    return held[1]
 
 
 def input_rows(batch: Batch) -> pa.Table:

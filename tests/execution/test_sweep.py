@@ -232,9 +232,11 @@ def _buildings(scene, resolution=8):
     return out
 
 
-def test_building_exposure_sweep_matches_direct_sampling(scene, tmp_path, cli):
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: on worker threads, which sample and
+def test_building_exposure_sweep_matches_direct_sampling(scene, tmp_path, cli, workers):
+    # h3_weighted_aggregate run on (each its own DuckDB connection)
     proj = _project(scene, tmp_path / "p")
-    res = cli("--project", proj, "run", "e", "--bbox", BBOX, "--workers", "1")
+    res = cli("--project", proj, "run", "e", "--bbox", BBOX, "--workers", workers)
     assert res.exit_code == 0, res.stderr
     rows = _export(cli, proj, "eds", tmp_path / "e.parquet")
     # The run's cells are those whose centre is in the box (h3 says which).
