@@ -68,7 +68,9 @@ def show(
     echo = typer.echo
     echo(f"run:        {r['run_id']}")
     echo(f"pipeline:   {r['pipeline_id']} (version {r['pipeline_version']}, {r['pipeline_hash']})")
-    echo(f"scope:      {r['scope_label']}, resolution {r['resolution']}, {r['cells']} cells")
+    levels = (r.get("params") or {}).get("resolutions")  # a run of several resolutions
+    at = f"resolutions {', '.join(map(str, levels))}" if levels else f"resolution {r['resolution']}"
+    echo(f"scope:      {r['scope_label']}, {at}, {r['cells']} cells")
     echo(f"status:     {_status(r)}")
     if r["dead"]:
         echo(f"dead:       {r['dead']}; 'h3pipe resume {r['run_id']}' takes it over, "

@@ -22,7 +22,9 @@ import pytest
 import rasterio
 import shapely
 
+from h3pipe.planning.pyramid import unshared
 from h3pipe.planning.scope import resolve_scope, scope_cells, shared_blocks
+from h3pipe.spec import PipelineSpec, StepSpec
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 from tests.zonal_reference import assert_same, reference
 
@@ -178,3 +180,23 @@ steps:
                     assert row["relief"] is None
                 else:
                     assert row["relief"] == pytest.approx(e["max"] - e["mean"], rel=1e-9)
+
+
+def _spec(*steps: StepSpec, matrix: dict | None = None) -> PipelineSpec:
+    return PipelineSpec("p", "ds", "terrain", steps, matrix=matrix or {})
+
+
+@pytest.mark.parametrize("pipeline, why", [
+    (_spec(StepSpec("z", "zonal_stats", "s")), None),
+    (_spec(StepSpec("z", "zonal_stats", "s", output="intermediate"),
+           StepSpec("f", "filter", input="$z"), StepSpec("t", "transform", input="$f")), None),
+    # Features are placed in cells at the run's resolution: a run each.
+    (_spec(StepSpec("b", "zonal_stats", "s", input="buildings")), "runs features"),
+    (_spec(StepSpec("a", "h3_assign", input="buildings", output="intermediate"),
+           StepSpec("g", "h3_weighted_aggregate", input="$a")), "runs features"),
+    (_spec(StepSpec("z", "zonal_stats", "s"), matrix={"rp": ("100",)}), "sweeps"),
+])
+def test_which_pipelines_share_one_read(pipeline, why):
+    found = unshared(pipeline, {})
+    assert (found is None) if why is None else (why in found)
+

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import numpy as np
 import psutil
@@ -90,5 +92,47 @@ def test_runs_cancel_stops_a_run_on_threads(project, cli):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (130, 143), err
     assert err.strip().splitlines()[-1] in ("terminated", "cancelled")
+    (status,), = _catalog(project, "SELECT status FROM runs")
+    assert status == "interrupted"
+
+
+BUSY_S = 40  # one batch of 40 s in one C call that releases the GIL, as a GDAL read does
+
+
+def test_the_grace_period_ends_a_run_whose_threads_are_mid_batch(tmp_path):
+    """Past the grace period the run stops, its threads still deep in a batch: they cannot
+    be killed, and need not be (daemons, whose results are never read)."""
+    tif = write_raster(tmp_path / "r.tif", np.ones((200, 200), "float32"), west=28.95,
+                       north=-1.85, res=0.001)
+    project = write_project(tmp_path / "p", sources={"s": raster_source("s", str(tif))},
+                            pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=7,
+                                                           batch_size=5)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "h3pipe", "--project", str(project), "run", "p", "--bbox",
+         "29.0,-2.0,29.1,-1.9", "--workers", "2", "--grace", "1"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**{k: v for k, v in os.environ.items() if k != "H3PIPE_THREADS"},
+             "H3PIPE_FAULTS": f"batch:busy={BUSY_S}"})
+    try:
+        busy = 0
+        deadline = time.monotonic() + 90
+        assert proc.stderr is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stderr, selectors.EVENT_READ)
+            while busy < 2 and time.monotonic() < deadline:  # both threads in a batch
+                if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    line = proc.stderr.readline()
+                    assert line, "the run ended before its batches started"
+                    busy += line.startswith("fault: busy")
+        assert busy == 2, "the two threads never were both in a batch"
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=BUSY_S + 20)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert took < 8, f"the stop took {took:.1f} s"  # the grace period, not the batches
     (status,), = _catalog(project, "SELECT status FROM runs")
     assert status == "interrupted"
