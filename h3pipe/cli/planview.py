@@ -70,8 +70,8 @@ def report(rep: Forecast) -> list[str]:
         lines.append(text)
         lines += [f"    warning: {w}" for w in f.warnings]
     e = rep.estimate
-    lines.append(f"estimate: about {_duration(e.seconds)} wall, peak memory about "
-                 f"{e.peak_rss_mb:,.0f} MB ({e.basis})")
+    lines.append(f"estimate: about {_duration(e.seconds)} wall ({e.basis}), peak memory "
+                 f"about {e.peak_rss_mb:,.0f} MB ({e.memory_basis})")
     lines += [f"  {c.step_id}: about {_duration(c.seconds)} ({c.how})" for c in e.steps]
     return lines
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from h3pipe.forecast.estimates import pixels_in_scope, tiles_touched
+from h3pipe.forecast.memory import peak_memory
 from h3pipe.forecast.outlook import Outlook
 from h3pipe.operations import get_operation, on_threads
 from h3pipe.planning.prepare import RunPlan
+from h3pipe.storage.records import RunRecord
 
 DEFAULT_PIXELS_PER_S = 4_000_000.0  # per worker, zonal statistics over cells
 # What a cell costs beyond its pixels (its polygon, its row), per worker: the fixed part
@@ -32,7 +34,8 @@ CELL_SECONDS = 8e-6
 # 100 m join and 2,000,000 for an aggregation (benchmarks/vector.py).
 DEFAULT_ROWS_PER_S = 50_000.0
 DEFAULT_OVERHEAD_S = 3.0  # start-up, planning, publication
-# The main process, and each worker, with no history: a run's processes peak at 1.2 to
+# The main process, and each worker, with no earlier run of the pipeline (see
+# h3pipe.forecast.memory for the estimate from those): a run's processes peak at 1.2 to
 # 1.5 GB together on 2 workers whatever the number of buildings (benchmarks/vector.py).
 DEFAULT_MB = (400.0, 550.0)
 # What a pool of worker processes adds to a run's wall time over computing in the run's own
@@ -59,6 +62,7 @@ class Estimate:
     peak_rss_mb: float
     basis: str  # where the rates came from
     steps: tuple[StepCost, ...]
+    memory_basis: str = ""  # where the peak came from
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,16 +73,18 @@ class _Rates:
     pixels: dict[str, float]  # operation -> pixels per worker-second
     rows: dict[str, float]  # operation -> rows per worker-second
     overhead_s: float | None
-    peak_mb: float | None
     runs: int
 
 
 def estimate(plan: RunPlan, view: Outlook, history: list[dict[str, Any]],
-             source_pixels: dict[str, int] | None = None) -> Estimate:
+             source_pixels: dict[str, int] | None = None,
+             runs: list[RunRecord] | None = None) -> Estimate:
     """Wall time and peak memory of ``plan`` (``view`` gives each stage's rows), from the
-    per-step throughput of earlier runs (:meth:`RunLog.throughput` rows);
-    ``source_pixels``: each raster's pixels in the scope, when already counted."""
-    rates = _rates(history, plan.workers)
+    per-step throughput of earlier runs (:meth:`RunLog.throughput` rows) and the peaks of
+    earlier runs of its pipeline (``runs``: run rows, see
+    :func:`~h3pipe.forecast.memory.peak_memory`); ``source_pixels``: each raster's pixels
+    in the scope, when already counted."""
+    rates = _rates(history)
     pixels = step_pixels(plan, source_pixels)
     costs = []
     for stage in view.stages:
@@ -98,13 +104,17 @@ def estimate(plan: RunPlan, view: Outlook, history: list[dict[str, Any]],
                                       f"{per_row:,.0f} rows at {rate:,.0f}/s per worker, "
                                       + ("measured" if op in rates.rows else "default")))
     overhead = DEFAULT_OVERHEAD_S if rates.overhead_s is None else rates.overhead_s
-    memory = rates.peak_mb or DEFAULT_MB[0] + DEFAULT_MB[1] * plan.workers
+    memory = peak_memory(plan.pipeline.id, len(plan.cells), plan.workers, runs or [])
     basis = (f"from {rates.runs} earlier run(s) in this store" if rates.runs else
              "no history yet: conservative defaults")
-    return Estimate(sum(c.seconds for c in costs) + overhead, memory, basis, tuple(costs))
+    return Estimate(sum(c.seconds for c in costs) + overhead,
+                    memory.mb if memory else DEFAULT_MB[0] + DEFAULT_MB[1] * plan.workers,
+                    basis, tuple(costs), memory.how if memory else
+                    f"no earlier run of '{plan.pipeline.id}' on {plan.workers} worker(s): "
+                    "conservative defaults")
 
 
-def _rates(history: list[dict[str, Any]], workers: int) -> _Rates:
+def _rates(history: list[dict[str, Any]]) -> _Rates:
     px: dict[str, list[float]] = {}
     rows: dict[str, list[float]] = {}
     busy: dict[str, float] = {}
@@ -124,12 +134,9 @@ def _rates(history: list[dict[str, Any]], workers: int) -> _Rates:
         elif h["rows_in"]:
             rows.setdefault(h["operation"], []).append(h["rows_in"] / seconds)
     overheads = [max(0.0, p["measured"]["wall_s"] - busy[r]) for r, p in runs.items()]
-    peaks = [p["measured"]["peak_rss_mb"] for p in runs.values()
-             if p.get("workers") == workers and p["measured"].get("peak_rss_mb")]
     return _Rates({op: statistics.median(v) for op, v in px.items()},
                   {op: statistics.median(v) for op, v in rows.items()},
-                  statistics.median(overheads) if overheads else None,
-                  max(peaks) if peaks else None, len(runs))
+                  statistics.median(overheads) if overheads else None, len(runs))
 
 
 def step_pixels(plan: RunPlan, source_pixels: dict[str, int] | None = None

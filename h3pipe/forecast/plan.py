@@ -19,7 +19,11 @@ from h3pipe.forecast.outlook import Outlook, outlook
 from h3pipe.planning.batching import Batcher
 from h3pipe.planning.prepare import RunOptions, RunPlan, as_recorded, prepare
 from h3pipe.planning.scope import Scope
+from h3pipe.storage.history import recent_runs
 from h3pipe.storage.runlog import RunLog
+
+# Earlier runs of the pipeline whose peaks place this one's (the newest).
+RUNS_KEPT = 50
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,11 @@ def forecast_run(project: ProjectConfig, pipeline_id: str, scope: Scope,
         plan = as_recorded(plan, store, row)  # as the runner would
         view = outlook(plan, planner, store, row)
         history = log.throughput()
+        runs = recent_runs(store.catalog, limit=RUNS_KEPT, pipeline=plan.pipeline.id)
         where = store.location
     facts = _facts(plan, planner)
-    return Forecast(plan, view, facts, estimate(plan, view, history, _pixels(facts)), where)
+    return Forecast(plan, view, facts,
+                    estimate(plan, view, history, _pixels(facts), list(runs)), where)
 
 
 def _facts(plan: RunPlan, planner: Batcher) -> tuple[SourceFacts, ...]:

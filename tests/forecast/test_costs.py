@@ -42,7 +42,8 @@ def test_without_history_the_defaults_stand_in(plan):
 
 def test_history_gives_the_pixel_rate_overhead_and_memory(plan):
     # One earlier run on 2 workers: 4 s of task time over 1,000 cells and 8 M pixels, 5 s
-    # of wall time, 900 MB at its peak.
+    # of wall time, 900 MB at its peak. Its rates serve any pipeline; its peak only its own
+    # (tests/forecast/test_memory.py), and it was another pipeline's.
     params = {"workers": 2, "measured": {"wall_s": 5.0, "peak_rss_mb": 900.0,
                                          "pixels": {"stats": 8_000_000}}}
     row = {"run_id": "r1", "step_id": "stats", "operation": "zonal_stats",
@@ -53,7 +54,7 @@ def test_history_gives_the_pixel_rate_overhead_and_memory(plan):
     overhead = 5.0 - 4.0 / 2
     work = 10_000 / rate + len(plan.cells) * costs.CELL_SECONDS
     assert est.seconds == pytest.approx(work / 2 + overhead)
-    assert est.peak_rss_mb == 900.0
+    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_MB[1]
     assert est.basis == "from 1 earlier run(s) in this store"
 
 
