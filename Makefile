@@ -121,12 +121,14 @@ demo-fathom: install
 # BENCH_SWEEP='--single-band 39' runs an eighth of the 312 and scales), and h3pipe map
 # drawing 8 k to 20 M cells (maps.json, under a minute). About 80 minutes on 2 cores;
 # then the vector pipelines on 1 to 64 M buildings (vector.json; see bench-vector).
+# pyramid.py: -r 5-9 in one run against -r 9 alone, locally and over HTTP (pyramid.md).
 # h3pipe as it was before issue 29, run beside this tree in bench.py (BENCH_BEFORE= skips it).
 BENCH_BEFORE ?= 18ccdb3
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench.py --before=$(BENCH_BEFORE) $(BENCH_ARGS)
 	$(BIN)/python benchmarks/remote.py
+	$(BIN)/python benchmarks/pyramid.py
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/small.py
 	$(BIN)/python benchmarks/queue_backend.py
