@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from h3pipe import resolutions
 from h3pipe.config import schemas
 from h3pipe.config.dag import StepGraph
@@ -469,8 +467,7 @@ def _reference_problems(doc: Document, at: PathList, step: dict[str, Any],
 def _params_problems(doc: Document, at: PathList, step: dict[str, Any], op: Operation,
                      params: dict[str, Any], columns: dict[str, str],
                      source: SourceSpec | None = None) -> list[Problem]:
-    out = schemas.problems(doc, Draft202012Validator(op.params_schema), at + ["params"],
-                           params)
+    out = schemas.checked(doc, op.params_schema, at + ["params"], params)
     if out:
         return out
     if source is not None:  # what the step leaves to its source (a categorical's classes)

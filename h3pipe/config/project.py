@@ -286,7 +286,7 @@ class ProjectConfig:
                 continue  # the project's own file is the working copy
             data = json.loads(row["document"])
             label = f"{CATALOG}{sid}@v{row['version']}"
-            if _expand_tree(data, "source") or list(schemas.validator("source").iter_errors(data)):
+            if _expand_tree(data, "source") or schemas.checked(Document(label, data), "source"):
                 loaded.broken_sources[sid] = f"{label} (register it again)"
                 continue
             loaded.sources[sid] = (Document(label, data), source_spec(data, label))
@@ -321,7 +321,7 @@ class ProjectConfig:
                         and isinstance(doc.data.get("id"), str)):
                     loaded.broken_sources[doc.data["id"]] = doc.file
                 return
-        schema_problems = schemas.problems(doc, schemas.validator(kind))
+        schema_problems = schemas.checked(doc, kind)
         report.problems += schema_problems
         if kind == "project":
             if not schema_problems:

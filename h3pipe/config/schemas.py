@@ -1,19 +1,25 @@
 """The packaged, versioned JSON Schemas for source, pipeline and project files, and
-:func:`problems`, which turns a schema's errors into problems located in a document."""
+:func:`problems`, which turns a schema's errors into problems located in a document;
+:func:`checked` skips documents this machine has seen pass the same schema.
+"""
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError as SchemaError
-
+from h3pipe.about import version as h3pipe_version
 from h3pipe.config.yamlio import Document, format_path
 from h3pipe.errors import ConfigError, Problem
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError as SchemaError
 
 # Package data: shipped inside the wheel beside this module.
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
@@ -37,7 +43,71 @@ def schema(kind: str, version: int = VERSION) -> dict[str, Any]:
 
 @cache
 def validator(kind: str, version: int = VERSION) -> Draft202012Validator:
+    # jsonschema (0.1 s of CPU with referencing, attrs and rpds) for a document new here.
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(schema(kind, version))
+
+
+def checked(doc: Document, against: str | dict[str, Any],
+            prefix: list[str | int] | None = None, data: Any = None) -> list[Problem]:
+    """:func:`problems` of ``data`` (default: the whole document) against the schema of
+    a kind (``'source'``) or a schema itself (an operation's parameters), but none, and
+    no jsonschema loaded, for data this machine has seen pass the same schema before.
+
+    Validation is a pure function of the data and the schema, and every command checks
+    the project's files, which rarely change between two runs; importing jsonschema and
+    building its validators is most of a check's cost. What passed is remembered as an
+    empty file named by the SHA-256 of h3pipe's version, the schema and the data (each
+    value with its type: 1, 1.0, true and '1' differ) in ``$XDG_CACHE_HOME/h3pipe/valid``;
+    nothing is remembered of data that fails, or that is not plain YAML (a date)."""
+    instance = doc.data if data is None else data
+    key = _digest(text(against) if isinstance(against, str)
+                  else json.dumps(against, sort_keys=True), instance)
+    if key is not None and (VALID_DIR / key).exists():
+        return []
+    found = problems(doc, validator(against) if isinstance(against, str)
+                     else _validator_of(against), prefix, data)
+    if not found and key is not None:
+        _remember(key)
+    return found
+
+
+VALID_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "h3pipe" / "valid"
+
+
+def _validator_of(params_schema: dict[str, Any]) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator  # as in validator()
+
+    return Draft202012Validator(params_schema)
+
+
+def _digest(schema_text: str, instance: Any) -> str | None:
+    try:
+        data = json.dumps(_typed(instance), separators=(",", ":"))
+    except TypeError:
+        return None
+    return hashlib.sha256(f"{h3pipe_version()}\0{schema_text}\0{data}".encode()).hexdigest()
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the type of every scalar and key beside it, in a canonical order."""
+    if isinstance(value, dict):
+        return ["map", sorted(([_typed(k), _typed(v)] for k, v in value.items()),
+                              key=lambda kv: json.dumps(kv[0]))]
+    if isinstance(value, list):
+        return ["list", [_typed(v) for v in value]]
+    if value is None or isinstance(value, bool | int | float | str):
+        return [type(value).__name__, value]
+    raise TypeError(type(value).__name__)
+
+
+def _remember(key: str) -> None:
+    try:
+        VALID_DIR.mkdir(parents=True, exist_ok=True)
+        (VALID_DIR / key).touch()
+    except OSError:
+        pass  # a read-only home: every command checks again, as before
 
 
 def write(folder: Path, kinds: tuple[str, ...] = KINDS) -> list[Path]:
