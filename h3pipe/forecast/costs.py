@@ -34,10 +34,14 @@ CELL_SECONDS = 8e-6
 # 100 m join and 2,000,000 for an aggregation (benchmarks/vector.py).
 DEFAULT_ROWS_PER_S = 50_000.0
 DEFAULT_OVERHEAD_S = 3.0  # start-up, planning, publication
-# The main process, and each worker, with no earlier run of the pipeline (see
+# The main process, and each worker process, with no earlier run of the pipeline (see
 # h3pipe.forecast.memory for the estimate from those): a run's processes peak at 1.2 to
 # 1.5 GB together on 2 workers whatever the number of buildings (benchmarks/vector.py).
 DEFAULT_MB = (400.0, 550.0)
+# ... and each worker thread instead (or the run's process computing alone): its batch's
+# windows and rows, the libraries being the process's. On two threads Rwanda's DEM at
+# resolutions 6-9 and the FATHOM sweep peaked at 490-580 MB (benchmarks/memory.py).
+DEFAULT_THREAD_MB = 75.0
 # What a pool of worker processes adds to a run's wall time over computing in the run's own
 # process: each worker's interpreter and imports (which the run's process has paid already)
 # and the hand-over of batches and results; loading the compiled kernel is paid either way.
@@ -107,11 +111,15 @@ def estimate(plan: RunPlan, view: Outlook, history: list[dict[str, Any]],
     memory = peak_memory(plan.pipeline.id, len(plan.cells), plan.workers, runs or [])
     basis = (f"from {rates.runs} earlier run(s) in this store" if rates.runs else
              "no history yet: conservative defaults")
+    processes = plan.workers > 1 and not on_worker_threads(plan, plan.workers)
+    per_worker = DEFAULT_MB[1] if processes else DEFAULT_THREAD_MB
+    kind = ("worker processes" if processes else "worker threads" if plan.workers > 1
+            else "the run's process alone")
     return Estimate(sum(c.seconds for c in costs) + overhead,
-                    memory.mb if memory else DEFAULT_MB[0] + DEFAULT_MB[1] * plan.workers,
+                    memory.mb if memory else DEFAULT_MB[0] + per_worker * plan.workers,
                     basis, tuple(costs), memory.how if memory else
                     f"no earlier run of '{plan.pipeline.id}' on {plan.workers} worker(s): "
-                    "conservative defaults")
+                    f"defaults for {kind}")
 
 
 def _rates(history: list[dict[str, Any]]) -> _Rates:
@@ -203,9 +211,15 @@ def start_seconds(plan: RunPlan, workers: int) -> float:
     """What ``workers`` workers add to the run's wall time before they save any: worker
     threads when every step suits them (as the executor decides, stage by stage), else
     worker processes."""
+    return THREAD_START_S if on_worker_threads(plan, workers) else POOL_START_S
+
+
+def on_worker_threads(plan: RunPlan, workers: int) -> bool:
+    """Whether ``workers`` workers of ``plan`` would be threads of the run's process (every
+    step suits them: :func:`h3pipe.operations.on_threads`) rather than processes."""
     work = [(s.operation, s.params, "cells" if s.input == "cells" else "rows")
             for s in plan.pipeline.steps]
-    return THREAD_START_S if on_threads(work, workers) else POOL_START_S
+    return on_threads(work, workers)
 
 
 def peak_rss_mb() -> float | None:
@@ -234,5 +248,6 @@ def _hwm_kb(pid: str) -> int:
     return 0
 
 
-__all__ = ["POOL_START_S", "THREAD_START_S", "Estimate", "StepCost", "estimate", "pays_for_pool",
-           "peak_rss_mb", "settle_workers", "start_seconds", "step_pixels", "work_seconds"]
+__all__ = ["POOL_START_S", "THREAD_START_S", "Estimate", "StepCost", "estimate",
+           "on_worker_threads", "pays_for_pool", "peak_rss_mb", "settle_workers",
+           "start_seconds", "step_pixels", "work_seconds"]

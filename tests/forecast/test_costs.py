@@ -36,7 +36,8 @@ def test_without_history_the_defaults_stand_in(plan):
     assert costs.step_pixels(plan) == {"stats": 100 * 100}  # the whole raster is the scope
     work = 10_000 / costs.DEFAULT_PIXELS_PER_S + len(plan.cells) * costs.CELL_SECONDS
     assert est.seconds == pytest.approx(work / 2 + costs.DEFAULT_OVERHEAD_S)
-    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_MB[1]
+    # Zonal statistics with the kernel's: two worker threads of the run's process.
+    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_THREAD_MB
     assert est.basis.startswith("no history yet")
 
 
@@ -54,7 +55,7 @@ def test_history_gives_the_pixel_rate_overhead_and_memory(plan):
     overhead = 5.0 - 4.0 / 2
     work = 10_000 / rate + len(plan.cells) * costs.CELL_SECONDS
     assert est.seconds == pytest.approx(work / 2 + overhead)
-    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_MB[1]
+    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_THREAD_MB
     assert est.basis == "from 1 earlier run(s) in this store"
 
 

@@ -3,6 +3,7 @@ by scale, never the largest run in the store."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -84,10 +85,21 @@ def test_other_workers_failed_runs_and_unmeasured_peaks_are_not_evidence(plan):
     runs = [_run("p", n, 3000.0, workers=4), _run("p", n, 3000.0, status="failed"),
             _run("p", n, None), _run("other", n, 3000.0)]
     est = _estimate(plan, runs)
-    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_MB[1]
-    assert est.memory_basis == ("no earlier run of 'p' on 2 worker(s): conservative "
-                                "defaults")
+    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_THREAD_MB
+    assert est.memory_basis == ("no earlier run of 'p' on 2 worker(s): defaults for worker "
+                                "threads")
     assert peak_memory("p", n, 2, runs) is None
+
+
+def test_without_a_run_worker_processes_cost_more_than_threads(plan):
+    # A median comes from exactextract, which runs on worker processes, each with its
+    # own copy of the libraries.
+    step = dataclasses.replace(plan.pipeline.steps[0], params={"stats": ["median"]})
+    exact = dataclasses.replace(plan, pipeline=dataclasses.replace(plan.pipeline,
+                                                                   steps=(step,)))
+    est = _estimate(exact, [])
+    assert est.peak_rss_mb == costs.DEFAULT_MB[0] + 2 * costs.DEFAULT_MB[1]
+    assert est.memory_basis.endswith("defaults for worker processes")
 
 
 def test_runs_with_the_same_cells_give_their_median():
@@ -118,4 +130,5 @@ def test_plan_places_a_run_by_the_pipeline_s_own_recorded_run(tmp_path, cli):
     # Another pipeline has no run of its own: the defaults, not p's peak.
     other = json.loads(cli("--project", proj, "plan", "q", "--bbox", bbox, "--workers", "1",
                            "--format", "json").stdout)
-    assert other["estimate"]["peak_rss_mb"] == costs.DEFAULT_MB[0] + costs.DEFAULT_MB[1]
+    assert other["estimate"]["peak_rss_mb"] == costs.DEFAULT_MB[0] + costs.DEFAULT_THREAD_MB
+    assert other["estimate"]["memory_basis"].endswith("defaults for the run's process alone")
