@@ -10,6 +10,11 @@ share, or that a later batch needs again, is downloaded again. Here the bytes go
 and batch of the process), and the dataset's own reads are made serial
 (``GDAL_HTTP_MULTIRANGE=SERIAL``, for the reading thread only) so that they are served
 from it. Nothing is decoded twice; a fetch that fails is left to the read, which retries.
+
+:class:`Headers` opens each remote tile once per process, whichever thread asks first, and
+keeps where its blocks are; :meth:`FetchAhead.later` runs such work (opening a tile,
+fetching the next batch's blocks) on the same threads, so that no batch waits for a
+header or its first window while another computes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import glob
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -29,10 +34,11 @@ from typing import Any
 CACHE_MB = 96
 os.environ.setdefault("CPL_VSIL_CURL_CACHE_SIZE", str(CACHE_MB << 20))
 THREADS = 8
-# Neighbouring blocks are fetched as one range, up to this many bytes; a COG puts a few
-# bytes (size leader, trailer) between consecutive blocks, hence the gap allowed.
+# Neighbouring blocks are fetched as one range, up to this many bytes (a COG puts a few
+# bytes, size leader and trailer, between consecutive blocks: they share a chunk).
 MAX_RANGE = 4 << 20
-MAX_GAP = 1024
+# GDAL's unit of download and cache for /vsicurl/ (its default, 16 KB).
+CHUNK = int(os.environ.get("CPL_VSIL_CURL_CHUNK_SIZE", 16384))
 
 
 def _libgdal() -> Any:
@@ -61,11 +67,10 @@ class FetchAhead:
         self._pool: ThreadPoolExecutor | None = None
         self._lib: Any = None
         self._lock = threading.Lock()
-        # (name, offset) -> (size, future), oldest first; bounded by the cache's size, so a
-        # block counted as fetched is still likely to be in GDAL's cache.
+        # (name, chunk) -> (size, future), oldest first; bounded by the cache's size, so a
+        # chunk counted as fetched is still likely to be in GDAL's cache.
         self._blocks: OrderedDict[tuple[str, int], tuple[int, Future[None]]] = OrderedDict()
         self._bytes = 0
-        self._offsets: dict[tuple[str, int, int], tuple[int, int] | None] = {}
 
     def _start(self) -> bool:
         if self._lib is None:
@@ -77,53 +82,46 @@ class FetchAhead:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="h3pipe-fetch")
         return bool(self._lib)
 
-    def block_ranges(self, ds: Any, band: int, col0: int, row0: int, col1: int, row1: int
-                     ) -> list[tuple[int, int]] | None:
-        """(offset, size) of the blocks of ``ds`` a pixel window touches; None when the
-        file does not say (not a tiled GeoTIFF)."""
-        bh, bw = ds.block_shapes[band - 1]
-        out = []
-        for i in range(row0 // bh, (row1 - 1) // bh + 1):
-            for j in range(col0 // bw, (col1 - 1) // bw + 1):
-                key = (ds.name, i, j)
-                if key not in self._offsets:
-                    off = ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=band)
-                    size = ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=band)
-                    self._offsets[key] = (int(off), int(size)) if off and size else None
-                found = self._offsets[key]
-                if found is None:
-                    return None
-                if found[1] > 0:
-                    out.append(found)
-        return out
+    def later(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on one of the threads, now or soon; it must not raise (what it was
+        for, a read does again and says why it fails)."""
+        if self._start():
+            assert self._pool is not None
+            self._pool.submit(job)
 
     def fetch(self, name: str, ranges: list[tuple[int, int]]) -> list[Future[None]]:
-        """Start fetching the blocks not already fetched or on their way; the futures of
-        every one of ``ranges``."""
+        """Start fetching the bytes of ``ranges`` not already fetched or on their way; the
+        futures of every one of them.
+
+        Counted in GDAL's own units, its chunks (``CPL_VSIL_CURL_CHUNK_SIZE``): GDAL downloads
+        and caches whole chunks, so two blocks that share one, fetched at once by two
+        threads, would each download it."""
         if not ranges or not self._start():
             return []
         assert self._pool is not None
+        chunk = CHUNK
+        wanted = sorted({k for off, size in ranges
+                         for k in range(off // chunk, (off + size - 1) // chunk + 1)})
         with self._lock:
-            todo = sorted({r for r in ranges if (name, r[0]) not in self._blocks})
-            merged: list[list[tuple[int, int]]] = []
-            for off, size in todo:
-                last = merged[-1][-1] if merged else None
-                if (last is not None and 0 <= off - (last[0] + last[1]) <= MAX_GAP
-                        and off + size - merged[-1][0][0] <= MAX_RANGE):
-                    merged[-1].append((off, size))
+            runs: list[list[int]] = []
+            for k in wanted:
+                if (name, k) in self._blocks:
+                    continue
+                if runs and k == runs[-1][-1] + 1 and (k - runs[-1][0] + 1) * chunk <= MAX_RANGE:
+                    runs[-1].append(k)
                 else:
-                    merged.append([(off, size)])
-            for run in merged:
-                start, end = run[0][0], run[-1][0] + run[-1][1]
-                future = self._pool.submit(self._download, name, start, end - start)
-                for off, size in run:
-                    self._blocks[(name, off)] = (size, future)
-                    self._bytes += size
+                    runs.append([k])
+            for run in runs:
+                future = self._pool.submit(self._download, name, run[0] * chunk,
+                                           len(run) * chunk)
+                for k in run:
+                    self._blocks[(name, k)] = (chunk, future)
+                    self._bytes += chunk
             while self._bytes > self.budget and len(self._blocks) > 1:
                 size, _ = self._blocks.popitem(last=False)[1]
                 self._bytes -= size
-            return [self._blocks[(name, off)][1] for off, _ in ranges
-                    if (name, off) in self._blocks]
+            return list({id(f): f for f in (self._blocks[(name, k)][1] for k in wanted
+                                             if (name, k) in self._blocks)}.values())
 
     def _download(self, name: str, offset: int, size: int) -> None:
         lib = self._lib
@@ -154,7 +152,91 @@ class FetchAhead:
         with self._lock:
             self._blocks.clear()
             self._bytes = 0
-            self._offsets.clear()
+
+
+class Header:
+    """A remote tile opened once for the process: its name for GDAL (what the blocks are
+    cached under), bands, block shape, and the byte ranges of its blocks, read from the
+    TIFF tags as they are asked for. Any thread may ask; one at a time."""
+
+    def __init__(self, ds: Any) -> None:
+        self._ds = ds
+        self._lock = threading.Lock()
+        self.name: str = ds.name
+        self.count: int = ds.count
+        self._shapes = ds.block_shapes
+        self._offsets: dict[tuple[int, int, int], tuple[int, int] | None] = {}
+
+    def block_ranges(self, bands: tuple[int, ...], col0: int, row0: int, col1: int,
+                     row1: int) -> list[tuple[int, int]] | None:
+        """(offset, size) of every band's blocks a tile window touches; None when the file
+        does not say (not a tiled GeoTIFF) or lacks a band (the read says why)."""
+        if max(bands) > self.count:
+            return None
+        out = []
+        with self._lock:
+            for band in bands:
+                bh, bw = self._shapes[band - 1]
+                for i in range(row0 // bh, (row1 - 1) // bh + 1):
+                    for j in range(col0 // bw, (col1 - 1) // bw + 1):
+                        found = self._block(band, i, j)
+                        if found is None:
+                            return None
+                        if found[1] > 0:
+                            out.append(found)
+        return out
+
+    def _block(self, band: int, i: int, j: int) -> tuple[int, int] | None:
+        key = (band, i, j)
+        if key not in self._offsets:
+            off = self._ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=band)
+            size = self._ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=band)
+            self._offsets[key] = (int(off), int(size)) if off and size else None
+        return self._offsets[key]
+
+    def close(self) -> None:
+        with self._lock:
+            self._ds.close()
+
+
+class Headers:
+    """Remote tiles' headers, each opened once per process (HEAD and one GET; GDAL keeps the
+    bytes, so the dataset a read opens later asks nothing), the least recently used closed
+    past ``capacity``. Two threads asking for one tile wait for one open."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._open: OrderedDict[str, Header] = OrderedDict()
+        self._opening: dict[str, threading.Lock] = {}
+
+    def get(self, name: str, opener: Callable[[str], Any]) -> Header:
+        """The header of GDAL path ``name``, opened by ``opener(name)`` if not yet; its
+        errors (GDAL's) are raised, and nothing of a failed open is kept."""
+        with self._lock:
+            if name in self._open:
+                self._open.move_to_end(name)
+                return self._open[name]
+            gate = self._opening.setdefault(name, threading.Lock())
+        with gate:
+            with self._lock:
+                if name in self._open:
+                    return self._open[name]
+            header = Header(opener(name))
+            with self._lock:
+                self._open[name] = header
+                self._opening.pop(name, None)
+                while len(self._open) > self.capacity:
+                    self._open.popitem(last=False)[1].close()
+            return header
+
+    def forget(self, name: str | None = None) -> None:
+        """Close one tile's header (it may have changed), or every one."""
+        with self._lock:
+            gone = list(self._open) if name is None else [name] if name in self._open else []
+            closing = [self._open.pop(n) for n in gone]
+        for header in closing:
+            header.close()
 
 
 def wait(futures: list[Future[None]]) -> None:
@@ -165,4 +247,4 @@ def wait(futures: list[Future[None]]) -> None:
             pass
 
 
-__all__ = ["FetchAhead", "wait"]
+__all__ = ["FetchAhead", "Header", "Headers", "wait"]

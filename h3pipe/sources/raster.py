@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from h3pipe import extras
+from h3pipe import extras, grid
 from h3pipe.errors import RemoteReadError, SourceError
+from h3pipe.grid import CellBlock
 from h3pipe.sources import remote
-from h3pipe.sources.fetch import FetchAhead, wait
+from h3pipe.sources.fetch import FetchAhead, Header, Headers, wait
 
 # GDAL would otherwise list remote "folders" looking for sidecar files on every open.
 os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
@@ -365,16 +366,97 @@ def tile_seconds() -> dict[str, float]:
 
 
 _FETCH = FetchAhead()
+_HEADERS = Headers()
 
 
 def close_tiles() -> None:
-    """Close every tile this process keeps open and forget what was fetched ahead (a test
-    that wants the next read to go to the server again)."""
+    """Close every tile this process keeps open and forget what was fetched ahead and
+    which headers are known (a test that wants the next read to go to the server
+    again)."""
     with _EVERY_LOCK:
         every = list(_EVERY)
     for tiles in every:
         tiles.close_all()
     _FETCH.forget()
+    _HEADERS.forget()
+
+
+def _opened(name: str) -> Any:
+    import rasterio
+
+    return rasterio.open(name)
+
+
+def _remote_header(info: RasterInfo, t: TileInfo) -> Header:
+    """The tile's header, opened once for the process (whatever thread asks first)."""
+    return _HEADERS.get(gdal_path(sign(t.path, info.signer)), _opened)
+
+
+def _remote_parts(info: RasterInfo, windows: list[tuple[float, float, float, float]]
+                  ) -> dict[TileInfo, list[tuple[int, int, int, int]]]:
+    """The remote tiles that reads of ``windows`` touch, each with those windows in its own
+    pixels."""
+    wanted: dict[TileInfo, list[tuple[int, int, int, int]]] = {}
+    for bounds in windows:
+        c0, r0, c1, r1 = info.pixel_window(bounds)
+        check_window(info, c0, r0, c1, r1)
+        for t, k in info.placed(c0, r0, c1, r1):
+            if remote.is_http(t.path):
+                wanted.setdefault(t, []).append(_in_tile(t, c0 - k, r0, c1 - k, r1))
+    return wanted
+
+
+def _fetch_tile(info: RasterInfo, t: TileInfo, parts: list[tuple[int, int, int, int]]
+                ) -> None:
+    """Open the tile's header (if this process has not) and start fetching the blocks of
+    ``parts``. Run on the fetch threads: what it raises is dropped, since the read does
+    the same again, retries, and says why it fails."""
+    header = _remote_header(info, t)
+    ranges: list[tuple[int, int]] = []
+    for part in parts:
+        found = header.block_ranges(info.indexes, *part)
+        if found is None:  # not a tiled GeoTIFF (a VRT): GDAL fetches as it reads
+            return
+        ranges += found
+    _FETCH.fetch(header.name, ranges)
+
+
+def fetch_ahead(info: RasterInfo | None, cells: CellBlock | None) -> None:
+    """Start fetching, in the background, the blocks of remote tiles under ``cells`` (a
+    batch's, before it starts: the next one of a worker), opening the tiles' headers if
+    this process has not; returns at once. The batch's reads then find their blocks
+    fetched, or on their way, and each byte is fetched once. A grid other than lon/lat,
+    or no remote tile, is left alone."""
+    if (info is None or cells is None or not info.crs_is_wgs84
+            or not any(remote.is_http(t.path) for t in info.tiles)):
+        return
+    _FETCH.later(functools.partial(_fetch_cells, info, cells))
+
+
+def fetch_ahead_of(batches: Any) -> None:
+    """A worker's thread: :func:`fetch_ahead` of each ``(raster, cells)`` its queue
+    ``batches`` brings (the batches sent to it, as they are sent), until the queue closes."""
+    if batches is None:
+        return
+    while True:
+        try:
+            info, cells = batches.get()
+        except (EOFError, OSError):  # the pool is closing
+            return
+        fetch_ahead(info, cells)
+
+
+def _fetch_cells(info: RasterInfo, cells: CellBlock) -> None:
+    # Each cell's own box, not the batch's: a batch's cells may leave blocks of their box
+    # untouched, and those another worker would fetch too.
+    xy, starts = grid.plane_rings(cells.cells())
+    if len(starts) < 2:
+        return
+    lo = np.minimum.reduceat(xy, starts[:-1], axis=0)
+    hi = np.maximum.reduceat(xy, starts[:-1], axis=0)
+    windows = [(a[0], a[1], b[0], b[1]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+    for t, parts in _remote_parts(info, windows).items():
+        _FETCH.later(functools.partial(_fetch_tile, info, t, parts))
 
 
 def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
@@ -436,44 +518,11 @@ class MosaicReader:
 
     def prefetch(self, windows: list[tuple[float, float, float, float]]) -> None:
         """Start fetching the blocks of remote tiles that reads of ``windows`` (bounds, as
-        :meth:`read` takes them) will need, all at once, so that a batch's reads wait for
-        the network once rather than once per window. Local tiles are left alone."""
-        from rasterio.errors import RasterioError
-
-        info = self.info
-        wanted: dict[TileInfo, list[tuple[int, int, int, int]]] = {}
-        for bounds in windows:
-            c0, r0, c1, r1 = info.pixel_window(bounds)
-            check_window(info, c0, r0, c1, r1)
-            for t, k in info.placed(c0, r0, c1, r1):
-                if remote.is_http(t.path):
-                    wanted.setdefault(t, []).append(_in_tile(t, c0 - k, r0, c1 - k, r1))
-        for t, parts in wanted.items():
-            try:
-                ds = _tiles().get(t.path, info.signer)
-            except RasterioError:
-                continue  # the read will say why, after its retries
-            ranges = []
-            for a0, b0, a1, b1 in parts:
-                found = self._block_ranges(ds, a0, b0, a1, b1)
-                if found is None:
-                    break
-                ranges += found
-            else:
-                _FETCH.fetch(ds.name, ranges)
-
-    def _block_ranges(self, ds: Any, c0: int, r0: int, c1: int, r1: int
-                      ) -> list[tuple[int, int]] | None:
-        """Byte ranges of every band's blocks of a tile window (None: not a tiled GeoTIFF)."""
-        if max(self.info.indexes) > ds.count:
-            return None  # the read says why (_check_placement)
-        ranges: list[tuple[int, int]] = []
-        for band in self.info.indexes:
-            found = _FETCH.block_ranges(ds, band, c0, r0, c1, r1)
-            if found is None:
-                return None
-            ranges += found
-        return ranges
+        :meth:`read` takes them) will need, all at once and in the background (tiles'
+        headers opened in parallel), so that a batch's reads wait for the network once
+        rather than once per window. Local tiles are left alone."""
+        for t, parts in _remote_parts(self.info, windows).items():
+            _FETCH.later(functools.partial(_fetch_tile, self.info, t, parts))
 
     def __enter__(self) -> MosaicReader:
         return self
@@ -487,14 +536,18 @@ class MosaicReader:
         info = self.info
 
         def attempt() -> tuple[Any, np.ndarray]:
+            # A remote tile's header first: opened once for the process, perhaps by a fetch
+            # thread at this moment; the dataset opened next then asks the server nothing.
+            header = _remote_header(info, t) if remote.is_http(t.path) else None
             ds = _tiles().get(t.path, info.signer)
             _check_placement(info, t, ds)
             bands = list(info.indexes)
-            if not remote.is_http(t.path):
+            if header is None:
                 return ds, ds.read(bands, window=window)
-            ranges = self._block_ranges(ds, int(window.col_off), int(window.row_off),
-                                        int(window.col_off + window.width),
-                                        int(window.row_off + window.height))
+            ranges = header.block_ranges(info.indexes, int(window.col_off),
+                                         int(window.row_off),
+                                         int(window.col_off + window.width),
+                                         int(window.row_off + window.height))
             if ranges is None:  # not a tiled GeoTIFF: GDAL fetches as it reads
                 return ds, ds.read(bands, window=window)
             # This window's blocks, fetched ahead or now, all ranges at once.

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
+from typing import Any
 
 from h3pipe.errors import OperationError
 from h3pipe.execution.executors.base import (
@@ -36,15 +37,17 @@ from h3pipe.execution.executors.base import (
 )
 from h3pipe.execution.executors.sequential import InProcess
 from h3pipe.operations import Batch, warm_up
+from h3pipe.sources.raster import fetch_ahead_of
 
-# Batches in flight per worker: one running, one queued, so a worker never waits on us.
-_DEPTH = 2
+# Batches in flight per worker: one running, two queued, so a worker never waits on us,
+# and the remote blocks of the next two are fetched while one computes (see _worker).
+_DEPTH = 3
 # How often a worker checks that its parent is still there.
 _WATCH_SECONDS = 0.5
 
 
 def _worker(worker: int, tasks: Queue[Batch], results: Queue[bytes], parent: int,
-            warm: tuple[str, ...] | None = None) -> None:
+            warm: tuple[str, ...] | None = None, ahead: Queue[Any] | None = None) -> None:
     """A worker process: warm up (the operations ``warm``, default all), then compute
     batches until killed (by the executor's close, or by itself when its parent is gone)."""
     # Ctrl-C, and a SIGTERM sent to the whole process group, reach the workers too; the
@@ -57,6 +60,9 @@ def _worker(worker: int, tasks: Queue[Batch], results: Queue[bytes], parent: int
     results.cancel_join_thread()
     threading.Thread(target=_watch_parent, args=(parent,), name="h3pipe-watchdog",
                      daemon=True).start()
+    # Each batch is also told here as it is sent: its remote blocks are fetched while the
+    # one before it computes.
+    threading.Thread(target=fetch_ahead_of, args=(ahead,), daemon=True).start()
     try:
         warm_up(warm)
     except Exception:  # noqa: S110 - a failing warm-up shows again, with context, on a batch
@@ -98,10 +104,12 @@ class ProcessPool:
         _quiet_resource_tracker()
         self._results: Queue[bytes] = ctx.Queue()
         self._tasks: list[Queue[Batch]] = [ctx.Queue() for _ in range(workers)]
+        self._ahead: list[Queue[Any]] = [ctx.Queue() for _ in range(workers)]
         self._procs: list[BaseProcess] = []
         for w in range(workers):
             p = ctx.Process(target=_worker, args=(w, self._tasks[w], self._results, os.getpid(),
-                                                  None if warm is None else tuple(warm)),
+                                                  None if warm is None else tuple(warm),
+                                                  self._ahead[w]),
                             name=f"h3pipe-worker-{w}", daemon=True)
             p.start()
             self._procs.append(p)
@@ -112,6 +120,7 @@ class ProcessPool:
         return len(self._tasks)
 
     def submit(self, worker: int, batch: Batch) -> None:
+        self._ahead[worker].put((batch.raster, batch.block))
         self._tasks[worker].put(batch)
 
     def take_back(self) -> list[BatchKey]:
@@ -163,7 +172,7 @@ class ProcessPool:
             p.join()
         # Batches still buffered for a worker that is gone must not keep the queue's
         # feeder thread, and so this process, alive at exit (a hang on Ctrl-C).
-        everything: list[Queue[Batch] | Queue[bytes]] = [*self._tasks, self._results]
+        everything: list[Queue[Any]] = [*self._tasks, *self._ahead, self._results]
         for q in everything:
             q.cancel_join_thread()
             q.close()
