@@ -73,14 +73,18 @@ class FetchAhead:
         self._bytes = 0
 
     def _start(self) -> bool:
-        if self._lib is None:
-            try:
-                self._lib = _libgdal()
-            except (OSError, AttributeError):
-                self._lib = False
-        if self._lib and self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="h3pipe-fetch")
-        return bool(self._lib)
+        if self._pool is not None:
+            return True
+        with self._lock:  # worker threads may ask first at the same moment: one pool
+            if self._lib is None:
+                try:
+                    self._lib = _libgdal()
+                except (OSError, AttributeError):
+                    self._lib = False
+            if self._lib and self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads,
+                                                thread_name_prefix="h3pipe-fetch")
+            return bool(self._lib)
 
     def later(self, job: Callable[[], object]) -> None:
         """Run ``job`` on one of the threads, now or soon; it must not raise (what it was
