@@ -115,8 +115,8 @@ def polygon_moments(values: np.ndarray, u: np.ndarray, v: np.ndarray,
         r0, c0, r1, c1 = window
         if c0 >= c1 or r0 >= r1:
             continue
-        coverage = _coverage(u, v, ring_starts, poly_starts[p], poly_starts[p + 1],
-                             r0, c0, r1 - r0, c1 - c0)
+        coverage = _local_coverage(u, v, ring_starts, poly_starts[p], poly_starts[p + 1],
+                                   r0, c0, r1 - r0, c1 - c0)
         _weighted_moments(values, coverage, r0, c0, row_weights, out[p])
     return out
 
@@ -136,8 +136,8 @@ def polygon_bins(bins: np.ndarray, nbins: int, u: np.ndarray, v: np.ndarray,
         r0, c0, r1, c1 = _window(u, v, ring_starts, poly_starts[p], nrows, ncols)
         if c0 >= c1 or r0 >= r1:
             continue
-        coverage = _coverage(u, v, ring_starts, poly_starts[p], poly_starts[p + 1],
-                             r0, c0, r1 - r0, c1 - c0)
+        coverage = _local_coverage(u, v, ring_starts, poly_starts[p], poly_starts[p + 1],
+                                   r0, c0, r1 - r0, c1 - c0)
         for r in range(r1 - r0):
             for c in range(c1 - c0):
                 b = bins[r0 + r, c0 + c]
@@ -157,6 +157,18 @@ def _window(u: np.ndarray, v: np.ndarray, ring_starts: np.ndarray, ring: int, nr
     r0 = max(int(math.floor(np.min(v[ext0:ext1]))), 0)
     r1 = min(int(math.ceil(np.max(v[ext0:ext1]))), nrows)
     return r0, c0, r1, c1
+
+
+@njit(cache=True, nogil=True)
+def _local_coverage(u: np.ndarray, v: np.ndarray, ring_starts: np.ndarray, ring0: int,
+                    ring1: int, r0: int, c0: int, nrows: int, ncols: int) -> np.ndarray:
+    """:func:`_coverage` with the polygon's vertices moved to its own window's corner (by
+    whole pixels: exact), so its arithmetic, and its float32 fractions, are the same
+    whichever larger window holds the polygon (a run of several resolutions reads other
+    windows than a run of one)."""
+    a, b = ring_starts[ring0], ring_starts[ring1]
+    starts = ring_starts[ring0:ring1 + 1] - a
+    return _coverage(u[a:b] - c0, v[a:b] - r0, starts, 0, ring1 - ring0, 0, 0, nrows, ncols)
 
 
 @njit(cache=True, nogil=True)
