@@ -10,9 +10,16 @@ capped, exactextract, again...) so that the noise of a shared machine falls on a
 alike, and medians are reported. The server counts requests and bytes; the bytes of the
 tiles' blocks that intersect the scope are what a reader cannot avoid.
 
-Targets (issue 12, item 3): remote <= 1.3 x local; >= 3 x faster than exactextract over
-/vsicurl/; bytes read <= 1.2 x the blocks in the scope. Every remote run's results must be
-identical to the local run's. Writes ``benchmarks/results/remote.json``.
+exactextract reads the same server over ``/vsicurl/`` in both of the configurations
+``bench.py`` runs locally with two processes (feature- and raster-sequential), once each
+(it is slow and steady over HTTP); the faster is the one compared. The server logs every
+range, so bytes sent twice (``duplicate_bytes``) are counted.
+
+Targets (issue 29, item 3): remote <= 1.2 x local, at 50 ms per request and with the link
+also capped at 100 MB/s; >= 4 x faster than the best exactextract over /vsicurl/; bytes read
+<= 1.1 x the bytes of the blocks in the scope (from each tile's TileOffsets and
+TileByteCounts, see :func:`blocks_in_scope`). Every remote run's results must be identical
+to the local run's. Writes ``benchmarks/results/remote.json``.
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ METHODS = str(HERE / "methods.py")
 
 
 def blocks_in_scope(tiles: list[str], bbox: tuple[float, ...]) -> dict[str, int]:
-    """Bytes (and count) of the tiles' full-resolution blocks that the scope's box touches."""
+    """Bytes (and count) of the tiles' full-resolution blocks that the scope's box touches:
+    each block's byte range from the file's own TileOffsets and TileByteCounts (GDAL's
+    ``BLOCK_OFFSET_*``/``BLOCK_SIZE_*`` in the TIFF domain), ranges summed once. No h3pipe
+    code is used: this is what any reader of the scope must fetch."""
     import math
 
     import rasterio
@@ -57,10 +67,14 @@ def blocks_in_scope(tiles: list[str], bbox: tuple[float, ...]) -> dict[str, int]
             c1, r1 = min(ds.width, math.ceil(c1)), min(ds.height, math.ceil(r1))
             if c0 >= c1 or r0 >= r1:
                 continue
+            ranges = set()
             for i in range(r0 // bh, (r1 - 1) // bh + 1):
                 for j in range(c0 // bw, (c1 - 1) // bw + 1):
-                    total += ds.block_size(1, i, j)
-                    blocks += 1
+                    off = int(ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=1))
+                    size = int(ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=1))
+                    ranges.add((off, size))
+            total += sum(size for _, size in ranges)
+            blocks += len(ranges)
     return {"bytes": total, "blocks": blocks}
 
 
@@ -85,6 +99,8 @@ def main() -> int:
     ap.add_argument("--resolution", "-r", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-exactextract", action="store_true")
+    ap.add_argument("--work", type=Path, default=HERE / "results" / "tmp" / "remote",
+                    help="scratch folder, wiped first (bench.py wipes results/tmp)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another tree holding an h3pipe/ package (e.g. `git archive` of an "
                     "older commit): its remote runs are timed in the same rounds")
@@ -94,7 +110,7 @@ def main() -> int:
     args = ap.parse_args()
 
     data = HERE / "data" / "cop-dem-glo-30"
-    work = HERE / "results" / "tmp" / "remote"
+    work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     tiles = bench.make_tiles(data, bench.BBOX)
@@ -105,15 +121,19 @@ def main() -> int:
 
     np.save(work / "cells.npy", cells)
     local_proj = bench.make_project(work, data)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this tree's h3pipe, not an installed one
+    # This tree's h3pipe, not an installed one; PYTHONSAFEPATH: `python -m` would otherwise
+    # put the working directory first, and a baseline run from the repository would run it.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1"}
     h3pipe = [sys.executable, "-m", "h3pipe"]
     in_scope = blocks_in_scope(tiles, bench.BBOX)
+    load = os.getloadavg()  # a shared machine: say how shared
     print(f"remote: {len(tiles)} tiles, res {res}, {len(cells)} cells; blocks in scope: "
           f"{in_scope['blocks']} ({in_scope['bytes'] / 1e6:.1f} MB)", flush=True)
 
     settings = {"latency": {"latency": LATENCY},
                 "latency+cap": {"latency": LATENCY, "bandwidth": BANDWIDTH}}
-    servers = {name: TileServer(data, **kw).start() for name, kw in settings.items()}
+    servers = {name: TileServer(data, keep_log=True, **kw).start()
+               for name, kw in settings.items()}
     projects = {name: stac_project(work / name, tiles, s, local_proj / "pipelines")
                 for name, s in servers.items()}
     # Warm up once, untimed: numba's cache, the OS file cache, each project's store.
@@ -125,15 +145,14 @@ def main() -> int:
 
     variants = {name: (projects[name], env) for name in servers}
     if args.baseline is not None:
-        base_env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+        base_env = {**env, "PYTHONPATH": str(args.baseline.resolve())}
         for name, server in servers.items():
             proj = stac_project(work / f"baseline-{name}", tiles, server,
                                 local_proj / "pipelines")
             subprocess.run([*h3pipe, "--project", str(proj), "run", "bench", "--bbox", scope,
                             "-r", "6"], check=True, capture_output=True, env=base_env)
             variants[f"baseline {name}"] = (proj, base_env)
-    runs: dict[str, list[dict[str, Any]]] = {"local": [], **{n: [] for n in variants},
-                                             "exactextract": []}
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], **{n: [] for n in variants}}
     tile_list = work / "tiles.txt"
     tile_list.write_text("\n".join(f"/vsicurl/{servers['latency'].url_of(Path(t).name)}"
                                    for t in tiles))
@@ -152,17 +171,18 @@ def main() -> int:
             print(f"  [{i}] {name:13s} {m['wall_s']:6.2f} s  {m['requests']} requests  "
                   f"{m['bytes_sent'] / 1e6:.1f} MB", flush=True)
         if not args.no_exactextract and i == 0:
-            # exactextract is slow and steady over HTTP: one run is enough to compare.
+            # exactextract is slow and steady over HTTP: one run of each configuration.
             server = servers["latency"]
-            server.reset_stats()
-            m = bench.measure([sys.executable, METHODS, "exactextract", "--tiles",
-                               str(tile_list), "--cells", str(work / "cells.npy"), "--out",
-                               str(work / "ee.parquet"), "--strategy", "feature-sequential",
-                               "--procs", "2"], env=env)
-            m |= server.stats.as_dict()
-            runs["exactextract"].append(m)
-            print(f"  [{i}] exactextract  {m['wall_s']:6.2f} s  {m['requests']} requests  "
-                  f"{m['bytes_sent'] / 1e6:.1f} MB", flush=True)
+            for strategy in ("feature-sequential", "raster-sequential"):
+                server.reset_stats()
+                m = bench.measure([sys.executable, METHODS, "exactextract", "--tiles",
+                                   str(tile_list), "--cells", str(work / "cells.npy"), "--out",
+                                   str(work / "ee.parquet"), "--strategy", strategy,
+                                   "--procs", "2"], env=env)
+                m |= server.stats.as_dict()
+                runs[f"exactextract {strategy}"] = [m]
+                print(f"  [{i}] exactextract {strategy}  {m['wall_s']:6.2f} s  "
+                      f"{m['requests']} requests  {m['bytes_sent'] / 1e6:.1f} MB", flush=True)
     identical = same_results(work, h3pipe, env, local_proj, projects, res)
     flaky = {}
     if args.flaky:
@@ -178,18 +198,22 @@ def main() -> int:
         s = summary[name]
         targets[name] = {
             "remote_over_local": round(s["wall_s"] / local_s, 2),
-            "remote_over_local_ok": s["wall_s"] <= 1.3 * local_s,
+            "remote_over_local_ok": s["wall_s"] <= 1.2 * local_s,
             "bytes_over_blocks": round(s["bytes_sent"] / in_scope["bytes"], 3),
-            "bytes_ok": s["bytes_sent"] <= 1.2 * in_scope["bytes"],
+            "bytes_ok": s["bytes_sent"] <= 1.1 * in_scope["bytes"],
         }
-    if "exactextract" in summary:
-        ratio = summary["exactextract"]["wall_s"] / summary["latency"]["wall_s"]
+    ee = [name for name in summary if name.startswith("exactextract")]
+    if ee:
+        best = min(ee, key=lambda name: summary[name]["wall_s"])
+        ratio = summary[best]["wall_s"] / summary["latency"]["wall_s"]
+        targets["exactextract_best"] = best
         targets["exactextract_over_h3pipe"] = round(ratio, 2)
-        targets["exactextract_ok"] = ratio >= 3
+        targets["exactextract_ok"] = ratio >= 4
     results = {"machine": bench.machine(), "resolution": args.resolution, "cells": len(cells),
                "bbox": bench.BBOX, "tiles": len(tiles), "latency_s": LATENCY,
                "bandwidth_bytes_per_s": BANDWIDTH, "blocks_in_scope": in_scope,
                "repeats": args.repeats, "median": summary, "runs": runs, "targets": targets,
+               "load_before_after": [load, os.getloadavg()],
                "results_identical_to_local": identical, "flaky": flaky}
     out = HERE / "results" / "remote.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
