@@ -29,6 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 # Downloaded (compressed) bytes kept per process, shared across batches: about the blocks
 # of the scope a worker reads (Copernicus DEM blocks are ~0.5 MB).
 CACHE_MB = 96
@@ -188,6 +190,32 @@ class Header:
                             return None
                         if found[1] > 0:
                             out.append(found)
+        return out
+
+    def ranges_under(self, bands: tuple[int, ...], windows: np.ndarray
+                     ) -> list[tuple[int, int]] | None:
+        """:meth:`block_ranges` of many tile windows at once (rows of col0, row0, col1,
+        row1), each block once: the blocks under a batch's cells, in array operations."""
+        if max(bands) > self.count or not len(windows):
+            return None if len(windows) else []
+        out = []
+        for band in bands:
+            bh, bw = self._shapes[band - 1]
+            i0, i1 = windows[:, 1] // bh, (windows[:, 3] - 1) // bh
+            j0, j1 = windows[:, 0] // bw, (windows[:, 2] - 1) // bw
+            keys: set[tuple[int, int]] = set()
+            for di in range(int((i1 - i0).max()) + 1):
+                for dj in range(int((j1 - j0).max()) + 1):
+                    ok = (i0 + di <= i1) & (j0 + dj <= j1)
+                    keys.update(zip((i0 + di)[ok].tolist(), (j0 + dj)[ok].tolist(),
+                                    strict=True))
+            with self._lock:
+                for i, j in sorted(keys):
+                    found = self._block(band, i, j)
+                    if found is None:
+                        return None
+                    if found[1] > 0:
+                        out.append(found)
         return out
 
     def _block(self, band: int, i: int, j: int) -> tuple[int, int] | None:

@@ -448,15 +448,41 @@ def fetch_ahead_of(batches: Any) -> None:
 
 def _fetch_cells(info: RasterInfo, cells: CellBlock) -> None:
     # Each cell's own box, not the batch's: a batch's cells may leave blocks of their box
-    # untouched, and those another worker would fetch too.
+    # untouched, and those another worker would fetch too. In array operations: this runs
+    # beside the worker threads, and a batch has hundreds of cells.
     xy, starts = grid.plane_rings(cells.cells())
     if len(starts) < 2:
         return
     lo = np.minimum.reduceat(xy, starts[:-1], axis=0)
     hi = np.maximum.reduceat(xy, starts[:-1], axis=0)
-    windows = [(a[0], a[1], b[0], b[1]) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
-    for t, parts in _remote_parts(info, windows).items():
-        _FETCH.later(functools.partial(_fetch_tile, info, t, parts))
+    # Padded by a pixel, as RasterInfo.pixel_window pads the windows read.
+    c0 = np.floor((lo[:, 0] - info.x0) / info.xres).astype(np.int64) - 1
+    c1 = np.ceil((hi[:, 0] - info.x0) / info.xres).astype(np.int64) + 1
+    r0 = np.floor((info.y0 - hi[:, 1]) / info.yres).astype(np.int64) - 1
+    r1 = np.ceil((info.y0 - lo[:, 1]) / info.yres).astype(np.int64) + 1
+    shifts = (0,) if info.period is None else (0, -info.period, info.period)
+    for t in info.tiles:
+        if not remote.is_http(t.path):
+            continue
+        parts = []
+        for k in shifts:  # as RasterInfo.placed: across the antimeridian
+            a0 = np.maximum(c0 - k, t.col_off) - t.col_off
+            a1 = np.minimum(c1 - k, t.col_off + t.width) - t.col_off
+            b0 = np.maximum(r0, t.row_off) - t.row_off
+            b1 = np.minimum(r1, t.row_off + t.height) - t.row_off
+            inside = (a0 < a1) & (b0 < b1)
+            parts.append(np.column_stack([a0, b0, a1, b1])[inside])
+        windows = np.vstack(parts)
+        if len(windows):
+            _FETCH.later(functools.partial(_fetch_windows, info, t, windows))
+
+
+def _fetch_windows(info: RasterInfo, t: TileInfo, windows: np.ndarray) -> None:
+    """:func:`_fetch_tile` for many windows (an array of col0, row0, col1, row1)."""
+    header = _remote_header(info, t)
+    ranges = header.ranges_under(info.indexes, windows)
+    if ranges:
+        _FETCH.fetch(header.name, ranges)
 
 
 def _check_placement(info: RasterInfo, t: TileInfo, ds: Any) -> None:
