@@ -3,11 +3,20 @@ resumed run already completed, hands the rest to the executor and records each o
 
 Order matters for crash safety: a task's output is written (atomically) before its row
 says completed, and a completed task is kept on resume only if its output still exists.
+Completions are recorded a few at a time (:class:`_Recorder`, within :data:`RECORD_SECONDS`),
+in one transaction with their events and their steps' progress, and before anything else
+is recorded (a failure, a retry, a stop, the stage's end): a run killed in between leaves
+outputs that no row claims yet, and the resume computes those tasks again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+
 from h3pipe import faults
+from h3pipe.errors import StoreError
 from h3pipe.execution.executors import Executor, Outcome, Stopping
 from h3pipe.execution.reporting import Reporter
 from h3pipe.execution.stopping import StopRequest
@@ -15,7 +24,73 @@ from h3pipe.operations import Batch
 from h3pipe.planning.coverage import null_rows
 from h3pipe.spec import Retry, StepSpec
 from h3pipe.storage.base import Store, kept_tasks
-from h3pipe.storage.runlog import RunLog, TaskKey
+from h3pipe.storage.catalog import now
+from h3pipe.storage.runlog import Completed, RunLog, TaskKey
+
+# How long a completed task may wait to be recorded with others that complete meanwhile;
+# also how often a cancel request is looked for. A few commits a second is what a watcher
+# notices; five statements and their commits per task were most of what the PostgreSQL
+# store added to a run of many small tasks (issue 29).
+RECORD_SECONDS = 0.5
+
+
+class _Recorder:
+    """Completed tasks recorded a few at a time: at once when nothing was recorded in the
+    last :data:`RECORD_SECONDS`, else by a timer when that much has passed (never waiting
+    for the next task to complete), and before anything else a stage records (:meth:`flush`).
+    A failure of the timer's recording is raised by the next call from the stage."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+        self.pending: list[Completed] = []
+        self.progress: dict[tuple[str, str], tuple[int, int]] = {}
+        self.last = 0.0  # when tasks were last recorded (monotonic)
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+        self.failed: BaseException | None = None
+
+    def add(self, done: Completed, tasks_done: int, rows_out: int) -> None:
+        with self.lock:
+            self._raise_failure()
+            self.pending.append(done)
+            self.progress[(done.key.run_id, done.key.step_id)] = (tasks_done, rows_out)
+            wait = self.last + RECORD_SECONDS - time.monotonic()
+            if wait <= 0:
+                self._record()
+            elif self.timer is None:
+                self.timer = threading.Timer(wait, self._later)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._raise_failure()
+            self._record()
+
+    def _later(self) -> None:
+        with self.lock:
+            try:
+                self._record()
+            except BaseException as exc:  # the stage's thread raises it
+                self.failed = exc
+
+    def _raise_failure(self) -> None:
+        if self.failed is not None:
+            failed, self.failed = self.failed, None
+            raise failed
+
+    def _record(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        done, progress = self.pending, self.progress
+        self.last = time.monotonic()
+        if not done:
+            return
+        self.log.tasks_completed(done, progress)
+        self.pending, self.progress = [], {}
+        for _ in done:
+            faults.point("task-recorded")
 
 
 class StageRun:
@@ -29,17 +104,30 @@ class StageRun:
         self.done = {s.id: 0 for s in steps}
         self.rows = {s.id: 0 for s in steps}
         self.storage = {s.id: s.storage for s in steps}
+        self.recorder = _Recorder(log)
+        self.looked = 0.0  # when a cancel request was last looked for (monotonic)
 
     def run(self, executor: Executor, batches: list[Batch], retry: dict[str, Retry],
             stop: StopRequest) -> None:
         todo = self.start(batches)
-        for outcome in executor.run(todo, retry, stop):
-            if isinstance(outcome, Stopping):
-                self._stopping(outcome, stop)
-                continue
-            if not stop.requested and self.log.cancel_requested(self.run_id):
-                stop.ask("cancel")
-            self._record(outcome)
+        try:
+            for outcome in executor.run(todo, retry, stop):
+                if isinstance(outcome, Stopping):
+                    self.recorder.flush()
+                    self._stopping(outcome, stop)
+                    continue
+                if not stop.requested and time.monotonic() - self.looked >= RECORD_SECONDS:
+                    self.looked = time.monotonic()
+                    if self.log.cancel_requested(self.run_id):
+                        stop.ask("cancel")
+                self._record(outcome)
+        except BaseException:
+            # What completed before the failure or stop is kept for the resume, if the
+            # store takes it; the error that stopped the stage is the one to report.
+            with contextlib.suppress(StoreError):
+                self.recorder.flush()
+            raise
+        self.recorder.flush()
         for step in self.steps:
             self.log.step_completed(self.run_id, step.id, self.rows[step.id])
         self.log.event(self.run_id, "stage", str(self.number), "completed")
@@ -82,6 +170,8 @@ class StageRun:
     def _record(self, outcome: Outcome) -> None:
         b = outcome.batch
         key = TaskKey(self.run_id, b.step_id, b.number)
+        if outcome.error is not None:
+            self.recorder.flush()  # the timeline keeps its order
         if outcome.error is not None and outcome.retrying:
             self.log.task_retrying(key, outcome.attempt, str(outcome.error))
             self.progress.message(f"task {key.label}: attempt {outcome.attempt} failed "
@@ -99,14 +189,12 @@ class StageRun:
         faults.point("task-output-written")
         self.outputs.setdefault(b.step_id, {})[b.number] = ref
         self.sizes.setdefault(b.step_id, {})[b.number] = table.num_rows
-        self.log.task_completed(key, seconds=outcome.seconds, rows=table.num_rows, output=ref,
-                                tile_seconds=outcome.tile_seconds, started=outcome.started,
-                                worker=outcome.worker_name, null_rows=nulls)
         self.done[b.step_id] += 1
         self.rows[b.step_id] += table.num_rows
-        self.log.step_progress(self.run_id, b.step_id, tasks_done=self.done[b.step_id],
-                               rows_out=self.rows[b.step_id])
-        faults.point("task-recorded")
+        self.recorder.add(Completed(key, now(), outcome.seconds, table.num_rows, ref,
+                                    outcome.tile_seconds, outcome.started,
+                                    outcome.worker_name, nulls),
+                          self.done[b.step_id], self.rows[b.step_id])
         self.progress.task_finished(b.step_id, b.size)
 
 

@@ -61,11 +61,12 @@ class Tx:
         found = self.rows(sql, params)
         return found[0] if found else None
 
-    def many(self, sql: str, rows: list[dict[str, Any]]) -> None:
-        """One statement for each of ``rows``."""
+    def many(self, sql: str, rows: list[dict[str, Any]]) -> int:
+        """One statement for each of ``rows`` (sent together, not a round trip each);
+        the rows they touched, summed."""
         from sqlalchemy import text
 
-        self._conn.execute(text(sql), rows)
+        return int(self._conn.execute(text(sql), rows).rowcount)
 
 
 class _SqliteTx(Tx):
@@ -81,8 +82,8 @@ class _SqliteTx(Tx):
         names = [d[0] for d in cursor.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
-    def many(self, sql: str, rows: list[dict[str, Any]]) -> None:
-        self._conn.executemany(sql, rows)
+    def many(self, sql: str, rows: list[dict[str, Any]]) -> int:
+        return int(self._conn.executemany(sql, rows).rowcount)
 
 
 class _Sqlite:

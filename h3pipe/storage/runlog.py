@@ -33,6 +33,31 @@ class TaskKey:
         return f"{self.step_id}#{self.task_no}"
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A task whose output is written, as :meth:`RunLog.tasks_completed` records it:
+    ``at`` is when it finished (:func:`~h3pipe.storage.catalog.now`), ``started`` (epoch
+    seconds) and ``worker`` its last attempt's, if known; ``null_rows`` its rows with no
+    valid pixel (None: not counted)."""
+
+    key: TaskKey
+    at: str
+    seconds: float
+    rows: int
+    output: str
+    tile_seconds: dict[str, float] | None = None
+    started: float | None = None
+    worker: str | None = None
+    null_rows: int | None = None
+
+    def values(self) -> Row:
+        return self.key.where() | {
+            "t": self.at, "sec": self.seconds, "rows": self.rows, "out": self.output,
+            "tiles": json.dumps(self.tile_seconds) if self.tile_seconds else None,
+            "nulls": self.null_rows, "worker": self.worker,
+            "started": None if self.started is None else stamp_of(self.started)}
+
+
 @retried
 class RunLog:
     """The run records of one catalog."""
@@ -182,6 +207,36 @@ class RunLog:
         self.event(key.run_id, "task", key.label, "completed",
                    f"{rows} rows in {seconds:.2f} s")
 
+    def tasks_completed(self, done: list[Completed],
+                        steps: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """Several tasks' outputs written, recorded in one transaction with their events
+        and the progress of their steps ((run, step) -> (tasks done, rows out)): a run
+        of many short tasks pays one commit for a few of them, not five for each."""
+        if not done:
+            return
+        with self.catalog.transaction() as tx:
+            updated = tx.many(
+                "UPDATE tasks SET status = 'completed', finished_at = :t, seconds = :sec, "
+                "rows_out = :rows, output_path = :out, tile_seconds = :tiles, "
+                "null_rows = :nulls, started_at = COALESCE(:started, started_at), "
+                "worker = COALESCE(:worker, worker) "
+                "WHERE run_id = :run_id AND step_id = :step_id AND task_no = :task_no",
+                [d.values() for d in done])
+            if updated != len(done):
+                raise StoreError(f"catalog: expected to complete {len(done)} task(s) of run "
+                                 f"{done[0].key.run_id}, updated {updated}")
+            tx.many("INSERT INTO events (run_id, at, kind, subject, status, detail) "
+                    "VALUES (:run_id, :at, 'task', :subject, 'completed', :detail)",
+                    [{"run_id": d.key.run_id, "at": d.at, "subject": d.key.label,
+                      "detail": f"{d.rows} rows in {d.seconds:.2f} s"} for d in done])
+            for (run_id, step_id), (tasks_done, rows_out) in steps.items():
+                if tx.execute("UPDATE steps SET tasks_done = :n, rows_out = :rows WHERE "
+                              "run_id = :run AND step_id = :step",
+                              {"n": tasks_done, "rows": rows_out, "run": run_id,
+                               "step": step_id}) != 1:
+                    raise StoreError(f"catalog: no step {step_id} of run {run_id} to "
+                                     "record progress on")
+
     def null_rows(self, run_id: str) -> dict[str, tuple[int, int]]:
         """Per step whose every completed task counted them: (rows with no valid pixel,
         rows), summed over its tasks."""
@@ -268,4 +323,4 @@ def _ran(started: float | None, worker: str | None) -> Row:
     return known
 
 
-__all__ = ["RunLog", "TaskKey"]
+__all__ = ["Completed", "RunLog", "TaskKey"]
