@@ -78,6 +78,9 @@ class PostgresStore(CatalogStore):
             raise ConfigError(f"the PostgreSQL store at {self.location} needs "
                               f"{len(pending)} migration(s) ({', '.join(pending)})",
                               hint="run 'h3pipe db upgrade' (with the same --store)")
+        # Task output tables made (or found) by this store -> the tasks it wrote there since
+        # it made it (None: found there, made by another store).
+        self._made: dict[str, set[int] | None] = {}
 
 
     # -- task outputs ----------------------------------------------------------------------
@@ -112,60 +115,75 @@ class PostgresStore(CatalogStore):
         name = self._temp_table(run_id, step_id)
         ref = f"{name}#{number}"
         try:
-            with self.catalog.engine.connect() as conn:
-                work = conn.begin()
-                self._copy_task(conn, name, number, table, run_id)
-                if record is not None and not record(Tx(conn), ref):
-                    work.rollback()
-                    return None
-                work.commit()
+            try:
+                return self._commit_copy(name, ref, number, table, run_id, record)
+            except Exception as exc:
+                if name not in self._made or not _no_such_table(exc):
+                    raise
+                # Dropped since this store made it (a worker serving runs one after the
+                # other outlives a run's cleanup): make it again.
+                self._made.pop(name, None)
+                return self._commit_copy(name, ref, number, table, run_id, record)
         except Exception as exc:
             raise StoreError(f"cannot write task {step_id}#{number} to {self.location}: "
                              f"{' '.join(str(exc).split())[:300]}") from exc
-        return ref
 
-    def _create_output_table(self, name: str, ddl: str, run_id: str) -> None:
-        """The step's output table, created in a transaction of its own under an advisory
-        lock on its name: workers on several machines write a step's first tasks at the
-        same moment, and concurrent CREATE ... IF NOT EXISTS statements collide (on the
-        table's row type, or its name). Not cached: another process may drop the table
-        (a run's cleanup) and a later run make it again. Its comment is the run's id,
-        which a long one's name no longer holds whole (:func:`_short`)."""
-        with self.catalog.engine.begin() as conn:
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(n)s))", {"n": name})
-            # The key lets a retried task find its old rows without reading the whole
-            # step's table (each DELETE would otherwise scan it: quadratic).
-            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE IF NOT EXISTS {name} "
-                                 f"(task_no integer NOT NULL, row_no integer NOT NULL, "
-                                 f"{ddl}, PRIMARY KEY (task_no, row_no))")
-            conn.exec_driver_sql(f"COMMENT ON TABLE {name} IS {_literal(run_id)}")
-
-    def _copy_task(self, conn: Any, name: str, number: int, table: pa.Table,
-                   run_id: str) -> None:
-        """Replace task ``number``'s rows in table ``name`` by binary COPY; a task without
-        rows leaves a marker row (row_no -1, every column null), so its output exists."""
+    def _commit_copy(self, name: str, ref: str, number: int, table: pa.Table, run_id: str,
+                     record: Callable[[Tx, str], bool] | None) -> str | None:
+        """Replace task ``number``'s rows in table ``name`` by binary COPY, and ``record``
+        them in the same transaction; a task without rows leaves a marker row (row_no -1,
+        every column null), so its output exists."""
         cols = list(table.schema)
         types = [_pg_type(f.type) for f in cols]
-        ddl = ", ".join(f"{_ident(f.name)} {t}" for f, t in zip(cols, types, strict=True))
-        copy_cols = ", ".join(["task_no", "row_no"] + [_ident(f.name) for f in cols])
         n = table.num_rows
         payload, starts = pgcopy.encode(
             [(pa.array(np.full(n, number, dtype=np.int32)), "integer"),
              (pa.array(np.arange(n, dtype=np.int32)), "integer"),
              *((table.column(i), t) for i, t in enumerate(types))])
-        half = starts[n // 2]  # a crash test stops the COPY half way through
-        self._create_output_table(name, ddl, run_id)
-        raw = conn.connection.driver_connection
-        assert raw is not None  # a checked-out connection always has one
-        with raw.cursor() as cur:
-            cur.execute(f"DELETE FROM {name} WHERE task_no = {int(number)}")
-            with cur.copy(f"COPY {name} ({copy_cols}) FROM STDIN (FORMAT binary)") as copy:
-                copy.write(payload[:half])
-                faults.point("write-partial")
-                copy.write(payload[half:])
-            if n == 0:
-                cur.execute(f"INSERT INTO {name} (task_no, row_no) VALUES ({int(number)}, "
-                            f"{_EMPTY})")
+        names = ", ".join(["task_no", "row_no"] + [_ident(f.name) for f in cols])
+        copy = f"COPY {name} ({names}) FROM STDIN (FORMAT binary)"
+        if name not in self._made:
+            self._made[name] = self._create_output_table(name, ", ".join(
+                f"{_ident(f.name)} {t}" for f, t in zip(cols, types, strict=True)), run_id)
+        written = self._made[name]
+        with self.catalog.engine.connect() as conn:
+            if record is None and written is not None and number not in written:
+                # Made by this store, for a run it holds, and without this task's rows: none
+                # to replace, so the COPY is the whole write and its own transaction.
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                _copy_rows(conn, name, number, copy, payload, starts[n // 2], n, replace=False)
+                written.add(number)
+                return ref
+            work = conn.begin()
+            _copy_rows(conn, name, number, copy, payload, starts[n // 2], n, replace=True)
+            if record is not None and not record(Tx(conn), ref):
+                work.rollback()
+                return None
+            work.commit()
+        return ref
+
+    def _create_output_table(self, name: str, ddl: str, run_id: str) -> set[int] | None:
+        """The step's output table, created in a transaction of its own under an advisory
+        lock on its name: workers on several machines write a step's first tasks at the
+        same moment, and concurrent CREATE ... IF NOT EXISTS statements collide (on the
+        table's row type, or its name). Made once per store (``_made``): a write that
+        finds it gone (a run's cleanup in another process dropped it) makes it again.
+        Its comment is the run's id, which a long one's name no longer holds whole
+        (:func:`_short`). Returns an empty set when this call created it (the tasks this
+        store writes to it are then counted there), None when it was there already."""
+        with self.catalog.engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(n)s))", {"n": name})
+            there = conn.exec_driver_sql("SELECT to_regclass(%(n)s) IS NOT NULL",
+                                         {"n": name}).scalar()
+            if there:
+                return None
+            # The key lets a retried task find its old rows without reading the whole
+            # step's table (each DELETE would otherwise scan it: quadratic).
+            conn.exec_driver_sql(f"CREATE UNLOGGED TABLE {name} "
+                                 f"(task_no integer NOT NULL, row_no integer NOT NULL, "
+                                 f"{ddl}, PRIMARY KEY (task_no, row_no))")
+            conn.exec_driver_sql(f"COMMENT ON TABLE {name} IS {_literal(run_id)}")
+        return set()
 
     def read_outputs(self, refs: list[str], skip: tuple[str, ...] = ()) -> pa.Table:
         """The rows of task outputs, in the order of ``refs``, without ``skip``: one COPY
@@ -246,6 +264,7 @@ class PostgresStore(CatalogStore):
             return
         with self.catalog.transaction() as tx:
             tx.execute(f"DROP TABLE IF EXISTS {location}")
+        self._made.pop(location, None)
 
     def scratch_runs(self) -> dict[str, list[str]]:
         """Run id -> tables left in h3_temp and Parquet steps' folders in the scratch."""
@@ -273,6 +292,7 @@ class PostgresStore(CatalogStore):
             for run, table in self._temp_tables():
                 if run == run_id:
                     tx.execute(f"DROP TABLE IF EXISTS {table}")
+                    self._made.pop(table, None)
         shutil.rmtree(self.scratch / "runs" / run_id, ignore_errors=True)
 
     # -- results ---------------------------------------------------------------------------
@@ -304,7 +324,7 @@ class PostgresStore(CatalogStore):
             tx.execute(f"DELETE FROM {table} WHERE resolution = :r AND scope_key = :s{kept}",
                        key | ({"keep": list(keep)} if keep else {}))
             first = "s0"
-            # Rows only: not the marker of a task without any (see _copy_task).
+            # Rows only: not the marker of a task without any (see _commit_copy).
             rows_of = [f"(SELECT * FROM {t} WHERE row_no >= 0)" for t in temps]
             source = f"{rows_of[0]} s0" + "".join(
                 f" FULL OUTER JOIN {t} s{i} USING (h3_index)" for i, t in enumerate(rows_of[1:], 1))
@@ -391,9 +411,11 @@ class PostgresStore(CatalogStore):
             cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS new_cells (h3_index text, "
                         "resolution smallint, geom geometry) ON COMMIT DROP")
         with raw.cursor(name="h3pipe_new_cells") as missing, raw.cursor() as cur:
-            missing.execute(f"SELECT w.h3_index FROM {table} w WHERE w.resolution = %s AND "
-                            "w.scope_key = %s AND NOT EXISTS (SELECT FROM h3.cells c "
-                            "WHERE c.h3_index = w.h3_index)", (resolution, scope_key))
+            # A sweep's table holds a row per cell and scenario: each cell once here.
+            missing.execute(f"SELECT DISTINCT w.h3_index FROM {table} w WHERE "
+                            "w.resolution = %s AND w.scope_key = %s AND NOT EXISTS "
+                            "(SELECT FROM h3.cells c WHERE c.h3_index = w.h3_index)",
+                            (resolution, scope_key))
             added = 0
             while chunk := [r[0] for r in missing.fetchmany(_CELL_CHUNK)]:
                 rings = [h3.cell_to_boundary(c) for c in chunk]
@@ -412,12 +434,9 @@ class PostgresStore(CatalogStore):
                               "(FORMAT binary)") as copy:
                     copy.write(payload)
                 added += len(chunk)
-            if added:
-                # Another publication may add the same cells meanwhile: theirs stand.
-                cur.execute("INSERT INTO h3.cells (h3_index, resolution, geom) SELECT "
-                            "h3_index, resolution, ST_SetSRID(geom, 4326) FROM new_cells "
-                            "ON CONFLICT (h3_index) DO NOTHING")
-
+        if added:  # the query over h3.cells closed (DDL on the table waits for it)
+            with raw.cursor() as cur:
+                _insert_cells(cur, added)
 
     def read_results(self, entries: list[dict[str, Any]]) -> pa.Table:
         """Rows of the given scopes, wide; a cell in several scopes keeps its newest row."""
@@ -457,6 +476,75 @@ class PostgresStore(CatalogStore):
 def _with_resolution(table: pa.Table) -> pa.Table:
     i = table.schema.get_field_index("resolution")
     return table.set_column(i, "resolution", table.column(i).cast(pa.int8()))
+
+
+def _copy_rows(conn: Any, name: str, number: int, copy: str, payload: bytes, half: int, n: int,
+               *, replace: bool) -> None:
+    """Task ``number``'s rows (``payload``, a binary COPY stream of ``n`` rows) into table
+    ``name``, after deleting the rows it had (``replace``)."""
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a checked-out connection always has one
+    with raw.cursor() as cur:
+        if replace:
+            cur.execute(f"DELETE FROM {name} WHERE task_no = {int(number)}")
+        with cur.copy(copy) as stream:
+            stream.write(payload[:half])
+            faults.point("write-partial")  # a crash test stops the COPY half way through
+            stream.write(payload[half:])
+        if n == 0:
+            cur.execute(f"INSERT INTO {name} (task_no, row_no) VALUES ({int(number)}, {_EMPTY})")
+
+
+def _insert_cells(cur: Any, added: int) -> None:
+    """``new_cells`` (``added`` cells) into ``h3.cells``.
+    Where they would at least double it (a first publication at a resolution), its indexes
+    are dropped and built again once the rows are in: building a GiST index over 212,079
+    outlines took a sixth of the time of inserting them into it one by one. The table is
+    locked meanwhile (until the publication commits), so its readers wait; otherwise
+    rows go in one by one, and readers and other publications carry on."""
+    cur.execute("SELECT count(*) FROM (SELECT FROM h3.cells LIMIT %s) s", (added,))
+    if cur.fetchone()[0] >= added:
+        # Another publication may add the same cells meanwhile: theirs stand.
+        cur.execute("INSERT INTO h3.cells (h3_index, resolution, geom) SELECT h3_index, "
+                    "resolution, ST_SetSRID(geom, 4326) FROM new_cells "
+                    "ON CONFLICT (h3_index) DO NOTHING")
+        return
+    cur.execute("LOCK TABLE h3.cells IN ACCESS EXCLUSIVE MODE")
+    # The table's keys (but one that a foreign key needs) and its other indexes, as the
+    # migrations made them, to be made again as they were.
+    cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint c WHERE "
+                "conrelid = 'h3.cells'::regclass AND contype IN ('p', 'u') AND NOT EXISTS "
+                "(SELECT FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = c.conindid)")
+    keys = cur.fetchall()
+    cur.execute("SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid) "
+                "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE i.indrelid = 'h3.cells'::regclass AND NOT "
+                "EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)")
+    indexes = cur.fetchall()
+    for name, _ in keys:
+        cur.execute(f"ALTER TABLE h3.cells DROP CONSTRAINT {_ident(name)}")
+    for name, _ in indexes:
+        cur.execute(f"DROP INDEX {name}")
+    # Locked: no one else adds cells now, and those added since they were found missing
+    # are left out here.
+    cur.execute("INSERT INTO h3.cells (h3_index, resolution, geom) SELECT h3_index, "
+                "resolution, ST_SetSRID(geom, 4326) FROM new_cells n WHERE NOT EXISTS "
+                "(SELECT FROM h3.cells c WHERE c.h3_index = n.h3_index)")
+    for _, ddl in indexes:
+        cur.execute(ddl)
+    for name, ddl in keys:
+        cur.execute(f"ALTER TABLE h3.cells ADD CONSTRAINT {_ident(name)} {ddl}")
+
+
+def _no_such_table(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is PostgreSQL's undefined_table (42P01)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "42P01" or \
+                getattr(getattr(seen, "orig", None), "sqlstate", None) == "42P01":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _literal(value: str) -> str:
