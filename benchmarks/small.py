@@ -17,22 +17,31 @@ command in its own process through the CLI on the embedded store, times:
   as in ``bench.py``), the median of three each, with every cell checked against
   exactextract.
 
+The h3pipe that runs is byte-compiled first, as pip does when it installs a wheel: with
+``PYTHONDONTWRITEBYTECODE`` set (as in CI and dev shells) a working tree has no
+``__pycache__``, and every command would compile h3pipe's 120 modules from source, a
+fifth of a second that no install pays. One small run is also made with ``-X importtime``
+and its import time summed by package (``small_run_imports``): where the rest goes.
+
 Wall and CPU seconds (CPU: the process and all its children) and peak RSS go to
-``benchmarks/results/small.json``. Two floors are measured beside them, so a reader can
-tell what is ours and what is the libraries': importing numpy, rasterio, shapely, h3 and
-pyarrow; and everything a small run loads that is not h3pipe's (those, jsonschema, duckdb,
-typer with pydantic, and the compiled kernel from numba's cache). The kernel's warm-up
-loads both window types (float32 and float64) where a run loads the one it reads, so the
-second floor is a little above what a run pays for it.
+``benchmarks/results/small.json``, with the load average before and after. Floors are
+measured beside them, so a reader can tell what is ours and what is the libraries':
+importing numpy, rasterio, shapely, h3 and pyarrow; everything a small run loaded before
+issue 29 that is not h3pipe's (those, jsonschema, duckdb, typer with pydantic, and the
+compiled kernel from numba's cache, both window types where a run loads one); and what a
+small run loads now that is not h3pipe's (the first five, pyarrow.parquet, jsonschema,
+PyYAML, typer with pydantic, exactextract, h3ronpy and pyproj: no kernel, no pandas).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,11 +58,19 @@ SMALL_BBOX = (29.50, -2.00, 29.63, -1.87)
 SMALL_RES = 7
 TARGET_S = 0.5
 FLOOR = "import numpy, rasterio, shapely, h3, pyarrow"
-# Everything a small run through the CLI loads that is not h3pipe's own: the libraries
-# above, the CLI's (typer builds its option parsers with pydantic), the project's checks
-# (jsonschema), publication (duckdb) and the compiled kernel out of numba's cache.
+# Everything a small run through the CLI loaded before issue 29 that is not h3pipe's own:
+# the libraries above, the CLI's (typer builds its option parsers with pydantic), the
+# project's checks (jsonschema), publication (duckdb) and the compiled kernel out of
+# numba's cache (the kernel alone, now that ZonalStats.warm_up no longer loads it).
 LIBRARIES = (FLOOR + ", jsonschema, duckdb, typer, typer._adapters, pydantic; "
-             "from h3pipe.operations.zonal_stats import ZonalStats; ZonalStats().warm_up()")
+             "from h3pipe.operations.coverage import polygon_moments as m; import numpy as n; "
+             "a = n.array([.5, 1.5, 1.5, .5, .5]); b = n.array([.5, .5, 1.5, 1.5, .5]); "
+             "i = n.array([0, 5]); j = n.array([0, 1]); "
+             "[m(n.ones((2, 2), t), a, b, i, j, n.ones(2)) for t in (n.float32, n.float64)]")
+# What a small run loads now that is not h3pipe's (see windows.kernel_for and
+# cli._NoPandas: exactextract computes its moments, and pyarrow never loads pandas).
+SMALL_LIBRARIES = (FLOOR + ", pyarrow.parquet, jsonschema, yaml, typer, typer._adapters, "
+                   "pydantic, exactextract, h3ronpy, pyproj")
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
@@ -61,6 +78,33 @@ def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
             "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 3),
             "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in runs)),
             "walls": [round(r["wall_s"], 3) for r in runs], "n": len(runs)}
+
+
+def _compile_h3pipe(env: dict[str, str]) -> str:
+    """Byte-compile the h3pipe package ``python -m h3pipe`` runs here; its folder."""
+    where = subprocess.run([sys.executable, "-c", "import h3pipe, os; "
+                            "print(os.path.dirname(h3pipe.__file__))"], env=env, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", where], env=env, check=True,
+                   capture_output=True)
+    return where
+
+
+def _imports(cmd: list[str], env: dict[str, str], top: int = 15) -> dict[str, float]:
+    """Import seconds (self time, summed by top-level package; h3pipe by subpackage) of one
+    run of ``cmd`` under ``-X importtime``, the ``top`` largest and the total."""
+    done = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, check=True,
+                          capture_output=True, text=True)
+    by = collections.Counter()
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        own, _, name = line[len("import time:"):].split("|")
+        parts = name.strip().split(".")
+        by[".".join(parts[:2]) if parts[0] == "h3pipe" else parts[0]] += int(own) / 1e6
+    out = {k: round(v, 3) for k, v in by.most_common(top)}
+    out["total"] = round(sum(by.values()), 3)
+    return out
 
 
 def _shifted(i: int) -> str:
@@ -86,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     # Every h3pipe process here shares one numba cache, empty at first: the first run
     # after install.
     env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba-cache")}
+    print(f"small: byte-compiled {_compile_h3pipe(env)}", flush=True)
+    load_before = os.getloadavg()
     results: dict[str, Any] = {}
 
     def say(name: str, m: dict[str, Any]) -> None:
@@ -101,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
                                   for _ in range(n)]))
     say("floor_libraries_and_kernel", _median([bench.measure(
         [sys.executable, "-c", LIBRARIES], env=env) for _ in range(n)]))
+    say("floor_libraries_of_a_small_run", _median([bench.measure(
+        [sys.executable, "-c", SMALL_LIBRARIES], env=env) for _ in range(n)]))
     default, pool = [], []
     for i in range(n):  # interleaved, so both see the same load
         default.append(bench.measure([*cli, *small, "--bbox", _shifted(2 * i)], env=env))
@@ -108,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
                                    "--workers", "2"], env=env))
     say("small_run", _median(default))
     say("small_run_workers_2", _median(pool))
+    imports = _imports([*cli, *small, "--bbox", _shifted(2 * n)], env)
+    print(f"  small run imports: {imports}", flush=True)
     say("small_run_already_completed", _median([bench.measure(
         [*cli, *small, "--bbox", _shifted(0)], env=env) for _ in range(n)]))
     say("validate", _median([bench.measure([*cli, "validate"], env=env) for _ in range(n)]))
@@ -160,8 +210,10 @@ def run(args: argparse.Namespace) -> int:
     out = {"machine": bench.machine(), "small_scope": {
         "bbox": SMALL_BBOX, "resolution": SMALL_RES, "cells": cells,
         "note": "each measured run is new: the bbox moves by 1e-5 degree per run"},
-        "repeat": n, "runs": results, "resolution_5": res5, "agreement_5": agree,
-        "targets": targets}
+        "repeat": n, "load_average": {"before": [round(x, 2) for x in load_before],
+                                      "after": [round(x, 2) for x in os.getloadavg()]},
+        "runs": results, "small_run_imports": imports, "resolution_5": res5,
+        "agreement_5": agree, "targets": targets}
     path = HERE / "results" / "small.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"small: wrote {path}")
