@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -212,34 +214,47 @@ def run_sql(batch: Batch, table: pa.Table, sql: str) -> pa.Table:
     """``sql`` over ``table`` (as ``rows``); an error names the step and the batch."""
     import duckdb
 
-    con = _connection()
-    try:
-        con.register("rows", table)
-        return con.sql(sql).to_arrow_table()
-    except duckdb.Error as exc:
-        raise OperationError(f"step '{batch.step_id}' batch {batch.number}: "
-                             f"{' '.join(str(exc).split())}",
-                             hint="check the step's SQL expressions against its input "
-                             "columns, or raise $H3PIPE_SQL_MEMORY if it ran out of "
-                             "memory") from exc
-    finally:
-        con.unregister("rows")
+    with _connection() as con:
+        try:
+            con.register("rows", table)
+            return con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise OperationError(f"step '{batch.step_id}' batch {batch.number}: "
+                                 f"{' '.join(str(exc).split())}",
+                                 hint="check the step's SQL expressions against its input "
+                                 "columns, or raise $H3PIPE_SQL_MEMORY if it ran out of "
+                                 "memory") from exc
+        finally:
+            con.unregister("rows")
 
 
-_LOCAL = threading.local()
+# DuckDB connections of this process not in use now, with the process that opened them.
+_IDLE: list[tuple[int, Any]] = []
+_IDLE_LOCK = threading.Lock()
 
 
-def _connection() -> Any:
-    """This thread's DuckDB connection: opening one costs about 20 ms, a batch's query
-    about 2. One thread each: a connection serves one caller at a time, so worker threads
-    of one process (see :meth:`Operation.on_threads`) each query their own, as worker
-    processes do. A forked child's inherited one is not its own."""
+@contextmanager
+def _connection() -> Iterator[Any]:
+    """A DuckDB connection of this process for one query: opening one costs about 20 ms, a
+    batch's query about 2. A connection serves one caller at a time, so worker threads of
+    one process (see :meth:`Operation.on_threads`) each take one, opened when none is idle.
+    They are the process's, not a thread's: a worker thread ending as the interpreter
+    exits must not close one (DuckDB would then abort the process). A forked child's
+    inherited ones are not its own."""
     import os
 
-    held = getattr(_LOCAL, "held", None)
-    if held is None or held[0] != os.getpid():
-        _LOCAL.held = held = (os.getpid(), connect())
-    return held[1]
+    pid = os.getpid()
+    with _IDLE_LOCK:
+        while _IDLE and _IDLE[-1][0] != pid:
+            _IDLE.pop()
+        con = _IDLE.pop()[1] if _IDLE else None
+    if con is None:
+        con = connect()
+    try:
+        yield con
+    finally:
+        with _IDLE_LOCK:
+            _IDLE.append((pid, con))
 
 
 def input_rows(batch: Batch) -> pa.Table:
