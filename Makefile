@@ -122,6 +122,8 @@ demo-fathom: install
 # drawing 8 k to 20 M cells (maps.json, under a minute). About 80 minutes on 2 cores;
 # then the vector pipelines on 1 to 64 M buildings (vector.json; see bench-vector).
 # pyramid.py: -r 5-9 in one run against -r 9 alone, locally and over HTTP (pyramid.md).
+# memory.py: h3pipe plan's peak memory against the peak measured, Rwanda's DEM at res 6-9
+# and the sweep at res 6-7, each planned before it runs (memory.md, about 5 minutes).
 # h3pipe as it was before issue 29, run beside this tree in bench.py (BENCH_BEFORE= skips it).
 BENCH_BEFORE ?= 18ccdb3
 bench: install
@@ -134,6 +136,7 @@ bench: install
 	$(BIN)/python benchmarks/queue_backend.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/sweep.py $(BENCH_SWEEP)
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/maps.py
 	$(BIN)/python benchmarks/vector.py $(VECTOR_ARGS)
 	$(BIN)/python benchmarks/targets.py

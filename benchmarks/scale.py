@@ -49,6 +49,7 @@ GB = 1024  # MB: the memory targets
 LISTING_SHARE = 0.05
 LISTING_COD9_S = 10.0
 FLAT_GROWTH = 1.25  # "flat": DR Congo's peak within 25% of Rwanda's, as bench.py's 4x scope
+COD9_MB = 800  # issue 29: DR Congo at res 9, summed over the run's processes
 
 
 # -- measuring a process tree, with a ceiling --------------------------------------------
@@ -397,7 +398,7 @@ def plan_area(cli: list[str], aoi: Path, res: int, limit: Ceiling) -> dict[str, 
 # -- verdicts --------------------------------------------------------------------------------
 
 def targets(runs: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """One verdict per target of issue 12: ok True (met), False (missed) or None (not
+    """One verdict per target of issues 12 and 29: ok True (met), False (missed) or None (not
     measured by this invocation); ``at`` says where it was judged when not where the
     target is set."""
     def find(iso: str, res: int) -> dict[str, Any] | None:
@@ -417,6 +418,12 @@ def targets(runs: list[dict[str, Any]], plan: dict[str, Any] | None) -> list[dic
                                 f" MB (x{growth:.2f}; flat means <= x{FLAT_GROWTH})"
                                 + (f" (COD stopped: {cod['error']})" if cod["killed"] else ""),
                     "at": at, "ok": ok})
+    cod9 = find("COD", 9)
+    if cod9:
+        out.append({"target": f"DR Congo res 9 <= {COD9_MB} MB summed RSS (issue 29)",
+                    "measured": f"{cod9['peak_rss_mb']:.0f} MB"
+                                + (f" (stopped: {cod9['error']})" if cod9["error"] else ""),
+                    "at": "", "ok": not cod9["error"] and cod9["peak_rss_mb"] <= COD9_MB})
     for r in (x for x in runs if x["scope"] == "COD"):
         lst = r.get("listing", {})
         share = lst.get("share_of_run")
