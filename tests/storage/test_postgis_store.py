@@ -276,3 +276,68 @@ def test_upgrade_turns_long_results_into_wide_tables(tmp_path, cli, pg_url):
     again = tmp_path / "again.parquet"
     assert cli(*args, "export", "elev", "-o", again).exit_code == 0
     assert_same_bits(pq.read_table(again), pq.read_table(before))
+
+
+def test_an_output_table_dropped_meanwhile_is_made_again(tmp_path, pg_url):
+    """A store makes a step's table once; a cleanup in another process may drop it (a
+    worker serving runs one after the other), and the next write makes it again. A table
+    another store made gets its rows replaced, never added twice."""
+    from h3pipe.storage import open_store
+    from h3pipe.storage.catalog import Catalog
+
+    Catalog(pg_url).close()
+    rows = pa.table({"h3_index": pa.array(["89283082803ffff", "89283082807ffff"]),
+                     "value": pa.array([1.5, -2.0])})
+    url = pg_url.replace(":s3cret-pw", "")
+    with open_store(pg_url, tmp_path) as store, open_store(pg_url, tmp_path) as other:
+        first = store.write_task_output("r1", "step", 1, rows)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {first.partition('#')[0]}")
+        second = store.write_task_output("r1", "step", 2, rows)
+        assert store.read_outputs([second]).equals(rows)
+        assert not store.output_exists(first)
+        # Another store (a resumed run's process) writes task 2 again: replaced.
+        assert other.write_task_output("r1", "step", 2, rows.slice(1)) == second
+        assert other.read_outputs([second]).equals(rows.slice(1))
+
+
+def _cells_indexes(url):
+    with psycopg.connect(url) as conn:
+        return sorted(conn.execute(
+            "SELECT pg_get_indexdef(indexrelid), indisprimary FROM pg_index "
+            "WHERE indrelid = 'h3.cells'::regclass").fetchall())
+
+
+def test_cell_outlines_loaded_in_bulk_keep_the_tables_indexes(tmp_path, cli, pg_url):
+    """A first publication at a resolution loads h3.cells with its indexes dropped and
+    built again after; a later one over partly the same cells adds the others one by one.
+    Either way every cell is there once, with its outline, and the indexes are those the
+    migrations made."""
+    import h3
+    import shapely
+
+    proj = _project(tmp_path)
+    url = pg_url.replace(":s3cret-pw", "")
+    assert cli("--store", pg_url, "--project", proj, "db", "upgrade").exit_code == 0
+    made = _cells_indexes(url)
+    assert len(made) == 3 and sum(primary for _, primary in made) == 1
+    seen = set()
+    for n, bbox in enumerate((BBOX, "29.10,-2.18,29.26,-2.02"), 1):  # overlapping halves
+        r = cli("--store", pg_url, "--project", proj, "run", "p", "--bbox", bbox,
+                "--workers", "1")
+        assert r.exit_code == 0, r.stderr
+        out = tmp_path / f"{n}.parquet"
+        assert cli("--store", pg_url, "--project", proj, "export", "elev", "--bbox", bbox,
+                   "-o", out).exit_code == 0
+        seen |= set(pq.read_table(out).column("h3_index").to_pylist())
+        assert _cells_indexes(url) == made
+    with psycopg.connect(url) as conn:
+        cells = dict(conn.execute("SELECT h3_index, ST_AsBinary(geom) FROM h3.cells"
+                                  ).fetchall())
+        assert conn.execute("SELECT count(*) FROM h3.cells").fetchone()[0] == len(seen)
+        srid = conn.execute("SELECT DISTINCT ST_SRID(geom) FROM h3.cells").fetchall()
+    assert set(cells) == seen and srid == [(4326,)]
+    some = sorted(seen)[:: max(1, len(seen) // 50)]
+    for cell in some:  # H3's own boundary, (lat, lng) pairs, as the outline's ring
+        ring = shapely.get_coordinates(shapely.from_wkb(bytes(cells[cell])))
+        assert np.array_equal(ring[:-1, ::-1], np.array(h3.cell_to_boundary(cell)))
