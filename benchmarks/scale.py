@@ -523,7 +523,7 @@ def markdown(results: dict[str, Any]) -> str:
                   + (f"{p['cells']} cells, {p['wall_s']:.1f} s, {p['peak_rss_mb']:.0f} MB."
                      if not p["error"] else
                      f"stopped after {p['wall_s']:.0f} s: {p['error'][:200]}.")]
-    lines += ["", "Targets (issue 12):", ""]
+    lines += ["", "Targets (issues 12 and 29):", ""]
     for t in results["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[t["ok"]]
         lines.append(f"- {t['target']}: **{verdict}**: {t['measured']}"
