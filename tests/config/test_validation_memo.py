@@ -16,13 +16,14 @@ import numpy as np
 from h3pipe.config import schemas
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 
-# ``h3pipe validate`` as a shell runs it, and whether it loaded jsonschema.
+# ``h3pipe validate`` as a shell runs it, and whether it loaded jsonschema (said by an
+# atexit handler: the command ends its process itself).
 _VALIDATE = """
-import json, sys
+import atexit, json, sys
 from h3pipe.cli import main
 sys.argv = ["h3pipe", "--project", sys.argv[1], "-q", "validate"]
-code = main()
-print(json.dumps({"code": code, "jsonschema": "jsonschema" in sys.modules}))
+atexit.register(lambda: print(json.dumps({"jsonschema": "jsonschema" in sys.modules})))
+sys.exit(main())
 """
 
 
@@ -32,7 +33,8 @@ def _validate(project: Path, cache: Path) -> dict[str, object]:
                           env={**os.environ, "XDG_CACHE_HOME": str(cache)},
                           capture_output=True, text=True, timeout=120)
     *said, last = done.stdout.splitlines()
-    return {**json.loads(last), "said": "\n".join(said) + done.stderr}
+    return {**json.loads(last), "code": done.returncode,
+            "said": "\n".join(said) + done.stderr}
 
 
 def test_an_unchanged_project_is_not_checked_against_its_schemas_again(tmp_path):
