@@ -200,3 +200,45 @@ def test_which_pipelines_share_one_read(pipeline, why):
     found = unshared(pipeline, {})
     assert (found is None) if why is None else (why in found)
 
+
+
+def test_a_pipeline_over_features_runs_each_resolution_and_says_why(cli, tmp_path, tif):
+    """Buildings placed in cells at the run's resolution cannot share one run: each
+    resolution is its own run (as before), and the command says so."""
+    rng = np.random.default_rng(3)
+    points = [{"type": "Feature", "properties": {"bid": i},
+               "geometry": {"type": "Point", "coordinates": [float(x), float(y)]}}
+              for i, (x, y) in enumerate(zip(rng.uniform(29.15, 29.4, 60),
+                                             rng.uniform(-2.4, -2.2, 60), strict=True))]
+    (tmp_path / "b.geojson").write_text(json.dumps({"type": "FeatureCollection",
+                                                    "features": points}))
+    project = write_project(tmp_path / "p", sources={
+        "s": raster_source("s", str(tif), nodata=-9999),
+        "b": f"id: b\nkind: vector\npath: '{tmp_path / 'b.geojson'}'\nid_field: bid\n"
+             "theme: infrastructure\n"}, pipelines={"p": """\
+            id: p
+            output: {dataset: ds, theme: terrain}
+            defaults: {resolution: 7}
+            steps:
+              - id: height
+                operation: sample
+                input: b
+                source: s
+                output: intermediate
+              - id: cells
+                operation: h3_weighted_aggregate
+                input: $height
+                params:
+                  aggregations:
+                    - {name: buildings, function: count}
+            """})
+    r = cli("--project", project, "run", "p", "--bbox", BOX, "-r", "6-7", "--workers", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "each resolution is its own run" in r.stderr and "runs features" in r.stderr
+    assert sorted(res for _, res, _, _ in _runs(project)) == [6, 7]
+    for lv in (6, 7):
+        rows = _export(cli, project, tmp_path / f"{lv}.parquet", "-r", str(lv))
+        assert sum(row["buildings"] for row in rows.values()) == sum(
+            1 for p in points if h3.latlng_to_cell(p["geometry"]["coordinates"][1],
+                                                   p["geometry"]["coordinates"][0], lv)
+            in set(h3.geo_to_cells(shapely.box(*BBOX), lv)))
