@@ -40,6 +40,8 @@ from h3pipe.sources.raster import fetch_ahead
 # while one computes (fetch_ahead at submit): with one queued, a res-8 batch's blocks had
 # one batch's compute (~70 ms) to come, less than a round trip and its transfer.
 _DEPTH = 3
+# How long closing waits for the threads that are between batches to end.
+_END_SECONDS = 5.0
 
 
 class ThreadPool:
@@ -53,6 +55,7 @@ class ThreadPool:
         self._tasks: list[queue.SimpleQueue[Batch | None]] = [
             queue.SimpleQueue() for _ in range(workers)]
         self._warm = None if warm is None else tuple(warm)
+        self._busy = [False] * workers  # whether each thread is inside a batch
         self._threads = [threading.Thread(target=self._work, args=(w,), daemon=True,
                                           name=f"h3pipe-worker-{w + 1}")
                          for w in range(workers)]
@@ -66,6 +69,7 @@ class ThreadPool:
             pass
         tasks = self._tasks[worker]
         while (batch := tasks.get()) is not None:
+            self._busy[worker] = True
             started, start = time.time(), time.perf_counter()
             try:
                 done = compute(worker, batch)
@@ -74,6 +78,7 @@ class ThreadPool:
                 # would end this thread silently and leave the loop waiting.
                 done = Finished(worker, key_of(batch), None, as_error(batch, exc),
                                 time.perf_counter() - start, started)
+            self._busy[worker] = False
             self._results.put(done)
 
     @property
@@ -113,10 +118,17 @@ class ThreadPool:
         return f"w{worker + 1}"  # as a pool's processes are named: a lane of the timeline
 
     def close(self) -> None:
-        """Withdraw what is queued and tell every thread to end after its current batch."""
+        """Withdraw what is queued, tell every thread to end after its current batch, and
+        wait for those between batches to end: a thread's own datasets close as it ends,
+        which must not happen while the interpreter exits (a C library's teardown without
+        the GIL may abort the process; DuckDB's did, see operations.tabular)."""
         self.take_back()
         for tasks in self._tasks:
             tasks.put(None)
+        deadline = time.monotonic() + _END_SECONDS
+        for t, busy in zip(self._threads, self._busy, strict=True):
+            if not busy:
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for every thread to end; whether they all did."""

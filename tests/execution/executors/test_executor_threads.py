@@ -150,6 +150,16 @@ def test_threads_are_chosen_only_for_work_that_releases_the_gil(tif, monkeypatch
     assert not suits_threads(kernel, 2)
 
 
+def test_closing_waits_for_idle_threads_to_end(tif):
+    # Each thread's datasets close as it ends: on a run's normal end that is before the
+    # executor's close returns, not during the interpreter's exit.
+    pool = ThreadPool(2, ["zonal_stats"])
+    out = [o for o in run_batches(pool, _batches(tif, 4)) if isinstance(o, Outcome)]
+    assert len(out) == 4
+    pool.close()
+    assert pool.join(timeout=0)
+
+
 def test_a_stage_of_kernel_work_starts_no_process(tif):
     with make_executor(2, warm=["zonal_stats"]) as ex:
         assert isinstance(ex, MachineExecutor)
