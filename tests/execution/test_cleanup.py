@@ -4,6 +4,7 @@ stores."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -110,7 +111,9 @@ def _kill_mid_run(proj, extra=()):
 
     proc = subprocess.Popen([sys.executable, "-m", "h3pipe", *extra, "--project", str(proj),
                              "run", "p", "--bbox", BBOX, "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            # On worker processes, which a SIGKILL of the run orphans.
+                            env={**os.environ, "H3PIPE_THREADS": "0"})
     try:
         workers = wait_until(lambda: _running(proc) and _workers(proc), 30, "two workers")
         # Some batches written: the kill must not land before the run is even recorded.

@@ -43,7 +43,9 @@ def _start(project: Path, faults: str) -> tuple[subprocess.Popen[bytes], list[ps
     proc = subprocess.Popen(
         [sys.executable, "-m", "h3pipe", "--project", str(project), "-q", "run", "p",
          "--bbox", BBOX, "--workers", "2"], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, "H3PIPE_FAULTS": faults})
+        stderr=subprocess.DEVNULL,
+        # Worker processes are what this file is about (threads end with the run itself).
+        env={**os.environ, "H3PIPE_FAULTS": faults, "H3PIPE_THREADS": "0"})
     wait_until(lambda: proc.poll() is not None or _stage_running(project), 60,
                "the run to reach its stage")
     assert proc.poll() is None, "the run ended before its stage"
