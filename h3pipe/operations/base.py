@@ -52,6 +52,9 @@ class Batch:
     grouping: Any = field(default=None, compare=False)
     # Columns of its rows no later step reads, left out of its output (a geometry).
     drop: tuple[str, ...] = ()
+    # The whole run's work is small: moments by exactextract, no compiled kernel to load
+    # (decided once per run by its planner, see h3pipe.operations.windows.small_work).
+    small: bool = False
 
     @property
     def size(self) -> int:

@@ -4,7 +4,7 @@
 fills every column the step asks for from it: coverage-weighted moments and class or bin
 areas from h3pipe's own kernel (:mod:`h3pipe.operations.coverage`), statistics that need
 every value (median, quantiles, majority) from exactextract, and so do the moments of a
-process's first few windows (:func:`kernel_for`: small work never loads the kernel). Each
+small run (:func:`small_work`: small work never loads the kernel). Each
 zone also gets two working columns: ``_count`` (its weighted valid coverage: in pixels, or
 in m2 with ``weights: area``) and ``_valid`` (its covered valid pixels, unweighted) from
 which coverage and shares are derived (see :func:`h3pipe.operations.zonal_stats.finish`).
@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,35 +38,24 @@ WORK = ("_count", "_valid", "_sum")
 # compiled kernel for it (0.3 s of CPU and 150 MB, more than a run over a few dozen cells
 # spends on everything else). Both give the same moments (the kernel mirrors exactextract's
 # coverage fractions and weighted variance: tests/operations/test_small_work.py holds them
-# to 1e-9). exactextract costs about 0.15 ms a zone and 1/15e6 s a pixel of the window
-# (measured on this machine's kind, 2 cores under load; its Python side included), the
-# kernel a fraction of that once loaded. Neither the batch nor the run knows how much
-# more work the process will get (a resume, a queue worker's next message), so a process
-# spends on exactextract at most what loading the kernel costs, window by window, then
-# loads the kernel and keeps it: the ski-rental rule, never above about twice the time
-# of the better choice made in hindsight. A process that has loaded the kernel (a window
-# too big for the rest of the budget, class fractions or a histogram, which only the
-# kernel computes) uses it from then on. With ``weights: area`` the kernel is always used:
-# exactextract weighs by area only with the zones in degrees, where its float32 fractions
-# round apart from the kernel's by a few 1e-9.
+# to 1e-9, not to the bit). exactextract costs about 0.15 ms a zone and 1/15e6 s a pixel
+# of the window (measured on this machine's kind, 2 cores under load; its Python side
+# included), the kernel a fraction of that once loaded. The choice is the run's, made once
+# by its planner from all its cells and pixels (:func:`small_work`) and carried by every
+# batch: a cell's numbers must not depend on which process computed it, in what order, or
+# whether the run was resumed. Class fractions and histograms (only the kernel computes
+# them) and ``weights: area`` (exactextract weighs by area only with the zones in degrees,
+# where its float32 fractions round apart from the kernel's by a few 1e-9) always use the
+# kernel.
 KERNEL_LOAD_S = 0.3
 _ZONE_S = 150e-6
 _PIXEL_S = 1 / 15e6
-_spent = [0.0]
-_spending = threading.Lock()
 
 
-def kernel_for(zones: int, pixels: int) -> bool:
-    """Whether the moments of ``zones`` zones over a window of ``pixels`` (all bands) come
-    from the compiled kernel rather than exactextract (see :data:`KERNEL_LOAD_S`)."""
-    if "h3pipe.operations.coverage" in sys.modules:
-        return True
-    cost = zones * _ZONE_S + pixels * _PIXEL_S
-    with _spending:
-        if _spent[0] + cost > KERNEL_LOAD_S:
-            return True
-        _spent[0] += cost
-    return False
+def small_work(zones: int, pixels: int) -> bool:
+    """Whether a run of ``zones`` zones over ``pixels`` pixels (all bands) in all costs
+    exactextract less than loading the compiled kernel (see :data:`KERNEL_LOAD_S`)."""
+    return zones * _ZONE_S + pixels * _PIXEL_S <= KERNEL_LOAD_S
 
 
 def needs_exactextract(stat: str) -> bool:
@@ -85,9 +72,11 @@ class Wanted:
     truncate: bool = True  # integer rasters: interpolated quantiles toward zero
     # Everything but bins through exactextract (zones the kernel cannot read: multipolygons).
     whole: bool = False
+    # The run's work is small: its moments by exactextract too (see small_work).
+    small: bool = False
 
     @classmethod
-    def of(cls, params: dict[str, Any]) -> Wanted:
+    def of(cls, params: dict[str, Any], small: bool = False) -> Wanted:
         stats = tuple(params["stats"])
         bins = []
         if "fractions" in stats:
@@ -95,7 +84,7 @@ class Wanted:
         if "histogram" in stats:
             bins.append(Bins.of_edges(params["bins"]))
         return cls(stats, params.get("weights", "fraction"), tuple(bins),
-                   params.get("integer_quantiles", "truncate") == "truncate")
+                   params.get("integer_quantiles", "truncate") == "truncate", small=small)
 
     @property
     def exact(self) -> bool:
@@ -128,9 +117,9 @@ def fill(reader: Any, bounds: tuple[float, float, float, float], want: Wanted,
     for exactextract when the step needs it."""
     stack, extent = reader.read_bands(bounds)
     info = reader.info
-    # Moments alone of few zones: exactextract, and no kernel to load (see kernel_for).
-    small = (not want.exact and not want.bins and want.weights == "fraction"
-             and not kernel_for(len(rows), stack.size))
+    # Moments alone of a small run: exactextract, and no kernel to load (see small_work).
+    small = (want.small and not want.exact and not want.bins
+             and want.weights == "fraction")
     weights = areas.row_weights(info, extent[3], stack.shape[1], want.weights)
     for k, values in enumerate(stack):
         def put(name: str, col: np.ndarray, k: int = k) -> None:
@@ -343,5 +332,5 @@ def _clean(value: Any, stat: str, empty: bool) -> Any:
 
 
 __all__ = ["DEFINED_WHEN_EMPTY", "KERNEL_LOAD_S", "MOMENT_STATS", "QUANTILE", "Rings", "Shapes",
-           "Wanted", "fill", "kernel_for", "needs_exactextract", "stat_to_exactextract",
+           "Wanted", "fill", "needs_exactextract", "small_work", "stat_to_exactextract",
            "to_pixels"]

@@ -194,7 +194,7 @@ class ZonalStats(Operation):
         import rasterio  # noqa: F401
 
         # Not the compiled kernel (numba: 0.3 s of CPU, 150 MB): it loads with the first
-        # window that needs it (windows.kernel_for), so that small work never loads it.
+        # window of a run that is not small (windows.small_work), so small work never loads it.
 
     def run_batch(self, batch: Batch) -> pa.Table:
         info = batch.raster
@@ -202,7 +202,7 @@ class ZonalStats(Operation):
             raise OperationError(f"step '{batch.step_id}': zonal_stats needs a raster source")
         if batch.rows is not None:
             return self._over_features(batch, info)
-        want = Wanted.of(batch.params)
+        want = Wanted.of(batch.params, small=batch.small)
         cells = batch.cell_ids()
         xy, starts = cell_rings(cells)
         groups = _groups(xy, starts)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from h3pipe.operations import Batch, get_operation
 from h3pipe.operations.features import grown
+from h3pipe.operations.windows import small_work
 from h3pipe.planning.feeds import FeatureFeed, Grouping, OutputFeed
 from h3pipe.planning.partitions import Partitions, partition
 from h3pipe.planning.scope import ScopeCells, shared_blocks
@@ -117,6 +118,7 @@ class Batcher:
         # its windows are read once for all of them.
         blocks = shared_blocks(self.cells, list(self.coarser), self.size) if self.coarser \
             else self.cells.blocks(self.size)
+        small = self._small(step)
         for number, block in enumerate(blocks, 1):
             # Ship only the tiles this batch touches: a glob may list thousands.
             bounds = block.bounds
@@ -124,8 +126,20 @@ class Batcher:
                              operation=step.operation, params=step.params, block=block,
                              resolution=self.resolution, source_id=step.source,
                              raster=self._cut(step, bounds),
-                             scenarios=self._cut_scenarios(step, bounds)))
+                             scenarios=self._cut_scenarios(step, bounds), small=small))
         return out
+
+    def _small(self, step: StepSpec) -> bool:
+        """Whether the step's work over the whole run (every resolution's cells, the
+        raster's pixels over the scope) is small enough for exactextract alone: one choice
+        for every batch, so no cell's numbers depend on where or when it was computed."""
+        info = self.rasters.get(step.source or "")
+        if info is None or not info.crs_is_wgs84:
+            return False
+        x0, y0, x1, y1 = self.cells.bounds
+        pixels = (x1 - x0) * (y1 - y0) / (info.xres * info.yres) * len(info.indexes)
+        zones = len(self.cells) + sum(len(c) for c in self.coarser)
+        return small_work(zones, int(pixels))
 
     def partitions(self, source_id: str) -> Partitions:
         """The source's partitions over the scope (its boxes read once per planner)."""

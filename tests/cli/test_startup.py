@@ -1,6 +1,6 @@
 """What a command loads: a run over a few cells, as ``h3pipe`` runs it from a shell,
 loads neither pandas (which pyarrow would import on its first conversion) nor numba (the
-kernel is for work bigger than exactextract's budget, ``windows.kernel_for``); and how it
+kernel is for runs bigger than exactextract pays for, ``windows.small_work``); and how it
 ends (``cli._end``: its code, atexit handlers run, output flushed, no teardown)."""
 
 from __future__ import annotations

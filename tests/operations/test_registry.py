@@ -75,11 +75,11 @@ print(json.dumps({"warm": warm, "loaded": loaded, "numba": numba, "cells": len(c
 
 def test_warm_up_runs_cleanly(tmp_path):
     # Workers call it first thing so that no batch waits for a library; the compiled
-    # kernel (numba: 0.3 s) is not among them: it loads with the first window that needs
-    # it (windows.kernel_for), so small work never loads it. So: in a fresh process it
-    # says nothing, loads the libraries and no kernel, and batches over float, double and
-    # integer rasters compute; their histogram is the kernel's, their moments (beside a
-    # median) exactextract's.
+    # kernel (numba: 0.3 s) is not among them: it loads with the first window of a run
+    # that is not small (windows.small_work), so small work never loads it. So: in a fresh
+    # process it says nothing, loads the libraries and no kernel, and batches over float,
+    # double and integer rasters compute; their histogram is the kernel's, their moments
+    # (beside a median) exactextract's.
     import json
     import subprocess
     import sys

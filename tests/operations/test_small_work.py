@@ -1,7 +1,8 @@
-"""Small work through exactextract, the rest through the kernel (:func:`windows.kernel_for`):
-the two give the same numbers, and a process that computes a few cells never loads numba.
+"""A small run through exactextract, the rest through the kernel (:func:`windows.small_work`,
+decided once per run and carried by its batches): the two give the same numbers, and a
+process that computes a small run's cells never loads numba.
 
-Each path is taken by fixing the choice (``windows.kernel_for``); both run for real on the
+Each path is taken by fixing the choice (``Batch.small``); both run for real on the
 same generated raster, and both are also compared with exactextract called directly on
 the cells' own polygons (``tests.zonal_reference``).
 """
@@ -22,12 +23,22 @@ import rasterio
 import shapely
 from exactextract import exact_extract
 
+from h3pipe.config.project import ProjectConfig
 from h3pipe.operations import windows
 from h3pipe.operations.base import Batch
 from h3pipe.operations.zonal_stats import ZonalStats
+from h3pipe.planning.batching import Batcher
+from h3pipe.planning.prepare import RunOptions, prepare
+from h3pipe.planning.scope import resolve_scope
 from h3pipe.sources.raster import describe_raster
 from tests import zonal_reference
-from tests.conftest import cell_feature, write_raster
+from tests.conftest import (
+    cell_feature,
+    raster_source,
+    write_project,
+    write_raster,
+    zonal_pipeline,
+)
 
 MOMENTS = ["count", "sum", "mean", "min", "max", "stdev"]
 STATS = [*MOMENTS, "coverage"]
@@ -64,10 +75,9 @@ def _raster(kind: str, tmp_path: Path) -> Path:
 def _rows(info: Any, cells: list[str], params: dict[str, Any], kernel: bool,
           monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
     """``zonal_stats`` over ``cells``, its moments from the kernel or from exactextract."""
-    monkeypatch.setattr(windows, "kernel_for", lambda zones, pixels: kernel)
     batch = Batch(run_id="r", step_id="s", number=1, operation="zonal_stats", params=params,
                   cells=tuple(cells), resolution=h3.get_resolution(cells[0]),
-                  source_id=info.source_id, raster=info)
+                  source_id=info.source_id, raster=info, small=not kernel)
     return {r["h3_index"]: r for r in ZonalStats().run_batch(batch).to_pylist()}
 
 
@@ -133,31 +143,40 @@ def test_small_work_through_exactextract_equals_the_kernel(tmp_path, monkeypatch
                                                 abs=zonal_reference.ABS), (c, s)
 
 
-def test_the_choice_spends_at_most_what_loading_the_kernel_costs(monkeypatch):
-    monkeypatch.setattr(windows, "_spent", [0.0])
-    monkeypatch.delitem(sys.modules, "h3pipe.operations.coverage", raising=False)
-    # A few dozen res 7 cells of 30 m pixels: exactextract.
-    assert not windows.kernel_for(36, 700_000)
-    # A window whose exactextract estimate passes the rest of the budget: the kernel.
-    assert windows.kernel_for(500, 40_000_000)
-    # Small windows, one after another, until the budget is spent.
-    small = [windows.kernel_for(36, 700_000) for _ in range(20)]
-    assert small[0] is False and small[-1] is True
-    assert small == sorted(small)  # once the kernel, always the kernel
-    spent = windows._spent[0]
-    assert spent <= windows.KERNEL_LOAD_S
-    assert spent > windows.KERNEL_LOAD_S - (36 * windows._ZONE_S + 700_000 * windows._PIXEL_S)
+def test_the_choice_is_exactextract_only_below_the_kernels_load():
+    # A few dozen res 7 cells of 30 m pixels: 36 zones and 0.7 M pixels, 10 ms and 47 ms.
+    assert windows.small_work(36, 700_000)
+    # Rwanda at res 5: 156 zones but 47 M pixels, about 3 s through exactextract.
+    assert not windows.small_work(156, 47_000_000)
+    # Exactly at the load: still exactextract; just above: the kernel.
+    zones = int(windows.KERNEL_LOAD_S / windows._ZONE_S)
+    assert windows.small_work(zones, 0) and not windows.small_work(zones + 1, 0)
 
 
-# A fresh interpreter, as the run's own process is: a run over a few cells loads no numba;
-# a window too big for exactextract's budget loads the kernel, and then every window uses
-# it.
+def test_a_runs_batches_all_carry_one_choice(tmp_path):
+    """Every batch of a run carries the run's choice, whatever its own size: a cell's
+    numbers do not depend on the batch or process that computed it."""
+    path = _raster("float32_nodata_nan", tmp_path)
+    root = write_project(tmp_path / "p", sources={"s": raster_source("s", str(path))},
+                         pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=9)})
+    project = ProjectConfig(root)
+    # About 190 cells at res 9 (30 ms through exactextract), then about 4,600 (0.7 s).
+    for bbox, small in (("30.01,-1.79,30.05,-1.75", True), ("30.0,-1.8,30.2,-1.6", False)):
+        plan = prepare(project, "p", resolve_scope(bbox=bbox), RunOptions(batch_size=40))
+        batches = Batcher.of(plan, None).batches(plan.pipeline.steps[0])
+        assert len(batches) > 1
+        assert {b.small for b in batches} == {small}, bbox
+
+
+# A fresh interpreter, as the run's own process is: a small run's batch loads no numba; a
+# batch of a run too big for exactextract loads the kernel.
 _PROCESS = """
 import json, sys
 from pathlib import Path
 import h3, numpy as np, shapely
 from h3pipe.operations import get_operation, warm_up
 from h3pipe.operations.base import Batch
+from h3pipe.operations.windows import small_work
 from h3pipe.sources.raster import describe_raster
 from tests.conftest import write_raster
 
@@ -168,8 +187,10 @@ info = describe_raster("s", str(tif), root)
 
 def batch(box, res):
     cells = tuple(sorted(h3.geo_to_cells(shapely.box(*box), res)))
+    pixels = int((box[2] - box[0]) * (box[3] - box[1]) * 3600 ** 2)
     return Batch("r", "s", 1, "zonal_stats", {"stats": ["mean", "count"]}, cells=cells,
-                 resolution=res, source_id="s", raster=info)
+                 resolution=res, source_id="s", raster=info,
+                 small=small_work(len(cells), pixels))
 
 seen = {}
 warm_up(["zonal_stats"])
