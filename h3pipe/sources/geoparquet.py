@@ -11,6 +11,7 @@ from its geometry: bounded memory, but every row group is read.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -145,12 +146,16 @@ class GeoParquet:
             table = self.file.read_row_group(group, columns=wanted)
             return table, self._boxes(table, group)
         key = (self.path, self._stamp, group, tuple(wanted))
-        if key not in _RECENT:
+        with _RECENT_LOCK:
+            found = _RECENT.get(key)
+        if found is None:
             table = self.file.read_row_group(group, columns=wanted)
-            _RECENT[key] = (table, self._boxes(table, group))
-            while len(_RECENT) > _KEEP:
-                _RECENT.pop(next(iter(_RECENT)))
-        return _RECENT[key]
+            found = (table, self._boxes(table, group))
+            with _RECENT_LOCK:  # worker threads share what was read (tables are immutable)
+                _RECENT[key] = found
+                while len(_RECENT) > _KEEP:
+                    _RECENT.pop(next(iter(_RECENT)))
+        return found
 
     @cached_property
     def _stamp(self) -> int:
@@ -202,28 +207,32 @@ def from_wkb(wkb: np.ndarray, first_row: int, group: int) -> np.ndarray:
 
 def forget() -> None:
     """Let go of the row groups kept (a worker done reading sources for now)."""
-    _RECENT.clear()
+    with _RECENT_LOCK:
+        _RECENT.clear()
 
 
 def open_geoparquet(path: str) -> GeoParquet:
-    """The file, its footer parsed once per process while it is unchanged (a worker reads
-    the same national file for every batch)."""
+    """The file, its footer parsed once per thread while it is unchanged (a worker reads
+    the same national file for every batch). Per thread, not per process: one
+    ``ParquetFile`` read by two worker threads at once fails in pyarrow's read cache
+    ('ReadRangeCache did not find matching cache entry') or crashes the process."""
     import os
 
     key = (path, os.stat(path).st_mtime_ns)
-    if key not in _OPEN:
-        _OPEN.clear()
-        _OPEN[key] = GeoParquet(path)
-    return _OPEN[key]
+    opened: dict[tuple[str, int], GeoParquet] = getattr(_OPEN, "files", {})
+    if key not in opened:
+        opened = _OPEN.files = {key: GeoParquet(path)}
+    return opened[key]
 
 
-_OPEN: dict[tuple[str, int], GeoParquet] = {}
+_OPEN = threading.local()
 # Row groups read ahead by a pass over boxes (a few MB each).
 _AHEAD = 4
 # Row groups kept by _read (per process): about 64 MB of a national file in 64k-row groups
 # (4 were 30 % slower over 4 M buildings); let go of once a worker moves to a later stage.
 _KEEP = 8
 _RECENT: dict[tuple[Any, ...], tuple[pa.Table, np.ndarray]] = {}
+_RECENT_LOCK = threading.Lock()
 
 
 def _covering(column: dict[str, Any], schema: pa.Schema) -> dict[str, str] | None:

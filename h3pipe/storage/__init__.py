@@ -4,6 +4,7 @@ both are a :class:`Store`."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,7 @@ def open_store(location: str, base: Path, *, create: bool = True) -> Store:
 
 
 _READERS: dict[tuple[str, Path], Store] = {}
+_READERS_LOCK = threading.Lock()
 
 
 def read_outputs_with(store: Store) -> None:
@@ -81,11 +83,12 @@ def output_reader(location: str, base: Path) -> Callable[..., pa.Table]:
             raise ConfigError("this process has no store to read earlier steps' rows from")
         return own.read_outputs
     key = (location, base)
-    if key not in _READERS:
-        for other in [k for k in _READERS if k[0]]:
-            _READERS.pop(other).close()
-        _READERS[key] = open_store(location, base, create=False)
-    return _READERS[key].read_outputs
+    with _READERS_LOCK:  # worker threads of one process share it: opened once
+        if key not in _READERS:
+            for other in [k for k in _READERS if k[0]]:
+                _READERS.pop(other).close()
+            _READERS[key] = open_store(location, base, create=False)
+        return _READERS[key].read_outputs
 
 
 def open_catalog(location: str, base: Path) -> tuple[Catalog, str]:
