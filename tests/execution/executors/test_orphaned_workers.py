@@ -49,10 +49,17 @@ def _start(project: Path, faults: str) -> tuple[subprocess.Popen[bytes], list[ps
     wait_until(lambda: proc.poll() is not None or _stage_running(project), 60,
                "the run to reach its stage")
     assert proc.poll() is None, "the run ended before its stage"
-    children = psutil.Process(proc.pid).children(recursive=True)
-    workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
-    assert len(workers) == 2
-    return proc, children
+
+    def workers() -> list[psutil.Process] | None:
+        assert proc.poll() is None, "the run ended before its workers started"
+        found = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                 if "spawn_main" in " ".join(c.cmdline())]
+        return found if len(found) == 2 else None
+
+    # The pool starts with the first stage that needs processes, maybe just after the
+    # stage is recorded as running.
+    wait_until(workers, 60, "two worker processes")
+    return proc, psutil.Process(proc.pid).children(recursive=True)
 
 
 def _left_after_kill(proc: subprocess.Popen[bytes], children: list[psutil.Process],
