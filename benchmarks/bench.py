@@ -171,13 +171,9 @@ def machine() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    made: list[Path] = []
-    try:
-        return _run(args, made)
-    finally:
-        for folder in made:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                            str(folder)], capture_output=True)
+    import house  # beside this file: its worktrees, made for --before and removed after
+
+    return house.with_trees(_run, args)
 
 
 def _before_side(spec: str | None, work: Path, tiles_dir: Path, made: list[Path]

@@ -494,9 +494,16 @@ def rwanda(bbox: str, res: int) -> Callable[[Side], list[str]]:
 # -- the benchmark ---------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
+    return with_trees(_run, args)
+
+
+def with_trees(body: Callable[[argparse.Namespace, list[Path]], int],
+               args: argparse.Namespace) -> int:
+    """``body(args, made)``, then every worktree it checked out (``tree_of`` lists them in
+    ``made``) removed, however it ended."""
     made: list[Path] = []
     try:
-        return _run(args, made)
+        return body(args, made)
     finally:
         for folder in made:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",

@@ -177,20 +177,7 @@ class Header:
                      row1: int) -> list[tuple[int, int]] | None:
         """(offset, size) of every band's blocks a tile window touches; None when the file
         does not say (not a tiled GeoTIFF) or lacks a band (the read says why)."""
-        if max(bands) > self.count:
-            return None
-        out = []
-        with self._lock:
-            for band in bands:
-                bh, bw = self._shapes[band - 1]
-                for i in range(row0 // bh, (row1 - 1) // bh + 1):
-                    for j in range(col0 // bw, (col1 - 1) // bw + 1):
-                        found = self._block(band, i, j)
-                        if found is None:
-                            return None
-                        if found[1] > 0:
-                            out.append(found)
-        return out
+        return self.ranges_under(bands, np.array([[col0, row0, col1, row1]]))
 
     def ranges_under(self, bands: tuple[int, ...], windows: np.ndarray
                      ) -> list[tuple[int, int]] | None:
