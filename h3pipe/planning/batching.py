@@ -136,7 +136,8 @@ class Batcher:
         info = self.rasters.get(step.source or "")
         if info is None or not info.crs_is_wgs84:
             return False
-        x0, y0, x1, y1 = self.cells.bounds
+        # The scope's own box: the cells' bounds are their coarse parents', far larger.
+        x0, y0, x1, y1 = self.cells.geometry.bounds
         pixels = (x1 - x0) * (y1 - y0) / (info.xres * info.yres) * len(info.indexes)
         zones = len(self.cells) + sum(len(c) for c in self.coarser)
         return small_work(zones, int(pixels))

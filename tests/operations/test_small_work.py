@@ -168,6 +168,23 @@ def test_a_runs_batches_all_carry_one_choice(tmp_path):
         assert {b.small for b in batches} == {small}, bbox
 
 
+def test_a_small_scope_is_small_however_far_its_coarse_parents_reach(tmp_path):
+    """Pixels are counted over the scope, not over the coarse parents that hold its cells
+    (a degree across): a few dozen res 7 cells over 1-arcsecond pixels are small."""
+    data = np.random.default_rng(5).uniform(0, 9, (720, 720)).astype("float32")
+    path = write_raster(tmp_path / "fine.tif", data, west=30.0, north=-1.6, res=1 / 3600)
+    root = write_project(tmp_path / "p", sources={"s": raster_source("s", str(path))},
+                         pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=7)})
+    plan = prepare(ProjectConfig(root), "p", resolve_scope(bbox="30.02,-1.78,30.15,-1.65"),
+                   RunOptions())
+    batches = Batcher.of(plan, None).batches(plan.pipeline.steps[0])
+    x0, y0, x1, y1 = plan.cells.bounds
+    # The parents' box is 30 times the scope's: 6.7 M pixels, 0.45 s of exactextract, where
+    # the scope's 0.2 M take 15 ms.
+    assert (x1 - x0) * (y1 - y0) > 0.4
+    assert batches and all(b.small for b in batches)
+
+
 # A fresh interpreter, as the run's own process is: a small run's batch loads no numba; a
 # batch of a run too big for exactextract loads the kernel.
 _PROCESS = """
