@@ -18,7 +18,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, Self
 
@@ -179,6 +179,33 @@ class TransportExecutor:
 
     def transport(self, batches: Sequence[Batch]) -> Transport:
         raise NotImplementedError
+
+
+class _Closable(Transport, Protocol):
+    def close(self) -> None: ...
+
+
+class PoolOfItsOwn(TransportExecutor):
+    """An executor whose transport it starts itself, at once (``start``), and ends when it
+    closes: the worker processes' and the worker threads'."""
+
+    def __init__(self, workers: int, warm: Iterable[str] | None = None) -> None:
+        self.workers = max(1, workers)
+        self._pool: _Closable | None = self.start(self.workers, warm)
+
+    def start(self, workers: int, warm: Iterable[str] | None) -> _Closable:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def pool(self) -> Transport:
+        """The transport, while the executor is open."""
+        if self._pool is None:
+            raise OperationError("the executor is closed")  # a bug of ours
+        return self._pool
 
 
 def run_batches(transport: Transport, batches: Sequence[Batch],

@@ -30,8 +30,8 @@ from h3pipe.errors import OperationError
 from h3pipe.execution.executors.base import (
     BatchKey,
     Finished,
+    PoolOfItsOwn,
     Transport,
-    TransportExecutor,
     compute,
     key_of,
 )
@@ -179,22 +179,15 @@ class ProcessPool:
         self._procs = []
 
 
-class PoolExecutor(TransportExecutor):
+class PoolExecutor(PoolOfItsOwn):
     """Batches on ``workers`` processes of this machine, started now; they load the
     operations ``warm`` (default: all) before their first batch."""
 
-    def __init__(self, workers: int, warm: Iterable[str] | None = None) -> None:
-        self.workers = max(1, workers)
-        self._pool: ProcessPool | None = ProcessPool(self.workers, warm)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+    def start(self, workers: int, warm: Iterable[str] | None) -> ProcessPool:
+        return ProcessPool(workers, warm)
 
     def transport(self, batches: Sequence[Batch]) -> Transport:
-        if self._pool is None:
-            raise OperationError("the executor is closed")  # a bug of ours
+        pool = self.pool()
         if len(batches) == 1:  # not worth a trip to a worker and back
             return InProcess(batches)
         try:
@@ -202,7 +195,7 @@ class PoolExecutor(TransportExecutor):
         except Exception as exc:  # a bug of ours, not the user's: say so plainly
             raise OperationError(f"batch of step '{batches[0].step_id}' cannot be sent to a "
                                  f"worker process: {exc}") from exc
-        return self._pool
+        return pool
 
 
 @contextlib.contextmanager

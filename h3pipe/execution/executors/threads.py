@@ -26,8 +26,8 @@ from h3pipe.errors import OperationError
 from h3pipe.execution.executors.base import (
     BatchKey,
     Finished,
+    PoolOfItsOwn,
     Transport,
-    TransportExecutor,
     as_error,
     compute,
     key_of,
@@ -138,20 +138,12 @@ class ThreadPool:
         return not any(t.is_alive() for t in self._threads)
 
 
-class ThreadExecutor(TransportExecutor):
+class ThreadExecutor(PoolOfItsOwn):
     """Batches on ``workers`` threads of this process, started now; they load the
     operations ``warm`` (default: all) before their first batch."""
 
-    def __init__(self, workers: int, warm: Iterable[str] | None = None) -> None:
-        self.workers = max(1, workers)
-        self._pool: ThreadPool | None = ThreadPool(self.workers, warm)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+    def start(self, workers: int, warm: Iterable[str] | None) -> ThreadPool:
+        return ThreadPool(workers, warm)
 
     def transport(self, batches: Sequence[Batch]) -> Transport:
-        if self._pool is None:
-            raise OperationError("the executor is closed")  # a bug of ours
-        return self._pool
+        return self.pool()
