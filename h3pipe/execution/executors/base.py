@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import queue
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from h3pipe.errors import H3PipeError, OperationError
 from h3pipe.execution.stopping import StopRequest
@@ -179,6 +180,21 @@ class TransportExecutor:
 
     def transport(self, batches: Sequence[Batch]) -> Transport:
         raise NotImplementedError
+
+
+def drain(queues: Iterable[Any]) -> list[BatchKey]:
+    """The keys of the batches still waiting in ``queues`` (thread or process task queues),
+    taken out of them; the end marker None is dropped."""
+    taken = []
+    for tasks in queues:
+        while True:
+            try:
+                batch = tasks.get_nowait()
+            except queue.Empty:
+                break
+            if batch is not None:
+                taken.append(key_of(batch))
+    return taken
 
 
 class _Closable(Transport, Protocol):

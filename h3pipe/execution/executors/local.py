@@ -33,7 +33,7 @@ from h3pipe.execution.executors.base import (
     PoolOfItsOwn,
     Transport,
     compute,
-    key_of,
+    drain,
 )
 from h3pipe.execution.executors.sequential import InProcess
 from h3pipe.operations import Batch, warm_up
@@ -124,14 +124,7 @@ class ProcessPool:
         self._tasks[worker].put(batch)
 
     def take_back(self) -> list[BatchKey]:
-        taken = []
-        for tasks in self._tasks:
-            while True:
-                try:
-                    taken.append(key_of(tasks.get_nowait()))
-                except queue.Empty:
-                    break
-        return taken
+        return drain(self._tasks)
 
     def poll(self, timeout: float) -> Finished | None:
         try:

@@ -30,6 +30,7 @@ from h3pipe.execution.executors.base import (
     Transport,
     as_error,
     compute,
+    drain,
     key_of,
 )
 from h3pipe.operations import Batch, warm_up
@@ -90,16 +91,7 @@ class ThreadPool:
         self._tasks[worker].put(batch)
 
     def take_back(self) -> list[BatchKey]:
-        taken = []
-        for tasks in self._tasks:
-            while True:
-                try:
-                    batch = tasks.get_nowait()
-                except queue.Empty:
-                    break
-                if batch is not None:
-                    taken.append(key_of(batch))
-        return taken
+        return drain(self._tasks)
 
     def poll(self, timeout: float) -> Finished | None:
         try:
