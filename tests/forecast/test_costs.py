@@ -16,16 +16,6 @@ from h3pipe.planning.scope import resolve_scope
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 
 
-@pytest.fixture
-def plan(tmp_path: Path):
-    write_raster(tmp_path / "r.tif", np.ones((100, 100), dtype="float32"), west=29.0,
-                 north=-2.0, res=0.001)
-    root = write_project(tmp_path / "p", sources={"s": raster_source("s", str(tmp_path / "r.tif"))},
-                         pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=8)})
-    return prepare(ProjectConfig(root), "p", resolve_scope(bbox="29.0,-2.1,29.1,-2.0"),
-                   RunOptions(workers=2))
-
-
 def _view(plan):
     return Outlook(plan.run_id, "new", "", 0, len(plan.cells),
                    (StageView(1, ("stats",), 1, len(plan.cells), "cells"),))

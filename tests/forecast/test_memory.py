@@ -6,17 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from h3pipe.config.project import ProjectConfig
 from h3pipe.forecast import costs
 from h3pipe.forecast.memory import MB_PER_DECADE, peak_memory
 from h3pipe.forecast.outlook import Outlook, StageView
-from h3pipe.planning.prepare import RunOptions, prepare
-from h3pipe.planning.scope import resolve_scope
 from h3pipe.storage.records import RunRecord
 from tests.conftest import raster_source, write_project, write_raster, zonal_pipeline
 
@@ -30,16 +26,6 @@ def _run(pipeline: str, cells: int, peak: float | None, *, workers: int = 2,
     return RunRecord({"run_id": f"{pipeline}-{cells}", "pipeline_id": pipeline,
                       "status": status, "cells": cells,
                       "params": json.dumps({"workers": workers, "measured": measured})})
-
-
-@pytest.fixture
-def plan(tmp_path: Path):
-    write_raster(tmp_path / "r.tif", np.ones((100, 100), dtype="float32"), west=29.0,
-                 north=-2.0, res=0.001)
-    root = write_project(tmp_path / "p", sources={"s": raster_source("s", str(tmp_path / "r.tif"))},
-                         pipelines={"p": zonal_pipeline("p", "s", ["mean"], resolution=8)})
-    return prepare(ProjectConfig(root), "p", resolve_scope(bbox="29.0,-2.1,29.1,-2.0"),
-                   RunOptions(workers=2))
 
 
 def _estimate(plan, runs):
